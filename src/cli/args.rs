@@ -1,0 +1,141 @@
+//! Arguments shared by subcommands: the model (`--arch` / custom configs) and shapes.
+
+use clap::{Args, ValueEnum};
+
+use crate::error::{Error, Result};
+use crate::model::config::{Arch, VggConfig};
+use crate::model::layers::Container;
+
+/// How to change or replace a named arch's config. With `custom`, `--cfg` is required.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ModelArgs {
+    /// Custom feature config (with arch `custom`): channels and `M` pools, e.g. 32,M,64,M
+    #[arg(long, value_name = "LIST")]
+    pub cfg: Option<String>,
+    /// Batch norm after every convolution (with arch `custom`)
+    #[arg(long)]
+    pub batch_norm: bool,
+    /// Width of the two hidden classifier layers [default: 4096]
+    #[arg(long, value_name = "N")]
+    pub hidden: Option<usize>,
+    /// Output size of the adaptive average pool [default: 7]
+    #[arg(long, value_name = "N")]
+    pub pool: Option<usize>,
+    /// Number of output classes [default: 1000]
+    #[arg(long, value_name = "K")]
+    pub num_classes: Option<usize>,
+    /// Dropout probability in the classifier [default: 0.5]
+    #[arg(long, value_name = "P")]
+    pub dropout: Option<f64>,
+}
+
+impl ModelArgs {
+    /// The config for `arch` (a torchvision name or `custom`) with these changes applied.
+    pub fn config(&self, arch: &str) -> Result<VggConfig> {
+        let mut config = if arch == "custom" {
+            let cfg = self.cfg.as_deref().ok_or_else(|| {
+                Error::BadArgument(
+                    "arch `custom` needs --cfg, e.g. --cfg 32,M,64,M,128,128,M".into(),
+                )
+            })?;
+            VggConfig::custom(cfg, self.batch_norm)?
+        } else {
+            let arch: Arch = arch.parse()?;
+            if self.cfg.is_some() || self.batch_norm {
+                return Err(Error::BadArgument(format!(
+                    "--cfg and --batch-norm describe a custom network: use `custom` instead of \
+                     `{arch}` (or {arch}'s own config: `{}_bn` has batch norm)",
+                    arch.name().trim_end_matches("_bn")
+                )));
+            }
+            VggConfig::from_arch(arch)
+        };
+        config.hidden = self.hidden.unwrap_or(config.hidden);
+        config.pool = self.pool.unwrap_or(config.pool);
+        config.num_classes = self.num_classes.unwrap_or(config.num_classes);
+        config.dropout = self.dropout.unwrap_or(config.dropout);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// A part of the model whose parameters can be frozen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Part {
+    Features,
+    Classifier,
+}
+
+impl From<Part> for Container {
+    fn from(part: Part) -> Container {
+        match part {
+            Part::Features => Container::Features,
+            Part::Classifier => Container::Classifier,
+        }
+    }
+}
+
+/// Parses `3x64x64` or `1x3x224x224` into its positive sizes (3 or 4 of them).
+pub fn parse_shape(text: &str) -> Result<Vec<usize>> {
+    let bad = |why: &str| Error::BadInputShape {
+        text: text.to_string(),
+        why: why.to_string(),
+    };
+    let sizes = text
+        .split(['x', 'X', '×', ','])
+        .map(|part| {
+            let part = part.trim();
+            match part.parse::<i64>() {
+                Ok(v) if v > 0 => usize::try_from(v).map_err(|_| bad("size too large")),
+                Ok(_) => Err(bad("sizes must be positive")),
+                Err(_) => Err(bad(&format!(
+                    "`{part}` is not a number; expected CxHxW or NxCxHxW, e.g. 3x224x224"
+                ))),
+            }
+        })
+        .collect::<Result<Vec<usize>>>()?;
+    if !(3..=4).contains(&sizes.len()) {
+        return Err(bad(&format!(
+            "expected 3 numbers (CxHxW) or 4 (NxCxHxW), got {}",
+            sizes.len()
+        )));
+    }
+    Ok(sizes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() {
+        assert_eq!(parse_shape("3x64x64").unwrap(), vec![3, 64, 64]);
+        assert_eq!(parse_shape("1x3x224x224").unwrap(), vec![1, 3, 224, 224]);
+        assert_eq!(parse_shape("3×32×48").unwrap(), vec![3, 32, 48]);
+        for bad in [
+            "",
+            "3x64",
+            "3x64x",
+            "0x64x64",
+            "-3x64x64",
+            "3x64x64x1x1",
+            "axbxc",
+        ] {
+            assert!(parse_shape(bad).is_err(), "{bad}");
+        }
+        let err = parse_shape("3x0x64").unwrap_err().to_string();
+        assert_eq!(err, "bad input shape `3x0x64`: sizes must be positive");
+    }
+
+    #[test]
+    fn custom_needs_cfg_and_named_archs_reject_it() {
+        assert!(ModelArgs::default().config("custom").is_err());
+        let args = ModelArgs {
+            cfg: Some("8,M".into()),
+            ..Default::default()
+        };
+        assert!(args.config("vgg11").is_err());
+        let config = args.config("custom").unwrap();
+        assert_eq!(config.num_pools(), 1);
+    }
+}

@@ -1,0 +1,90 @@
+//! `vgg summary`: torchsummary / torchinfo / JSON tables of a model.
+
+use clap::{Args, ValueEnum};
+
+use crate::cli::args::{ModelArgs, Part, parse_shape};
+use crate::error::{Error, Result};
+use crate::model::layers::Container;
+use crate::summary::torchinfo::{self, Column};
+use crate::summary::{Summary, json, torchsummary};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// torchsummary 1.5.1's table
+    Torchsummary,
+    /// torchinfo 1.8.0's table
+    Torchinfo,
+    /// rows and totals as JSON
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn or custom
+    pub arch: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Input shape CxHxW (or NxCxHxW); C other than 3 changes the first convolution
+    #[arg(long, default_value = "3x224x224", allow_hyphen_values = true)]
+    pub input: String,
+    /// Batch size [torchsummary default: -1, printed as such; torchinfo default: 1]
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    #[arg(long, value_enum, default_value_t = Format::Torchsummary)]
+    pub format: Format,
+    /// torchinfo columns, in order: input_size,output_size,num_params,params_percent,
+    /// kernel_size,mult_adds,trainable [default: output_size,num_params]
+    #[arg(long, value_name = "LIST")]
+    pub columns: Option<String>,
+    /// torchinfo: deepest level of modules shown (0 = the model only)
+    #[arg(long, default_value_t = 3)]
+    pub depth: usize,
+    /// Mark these parameters frozen (non-trainable); repeatable
+    #[arg(long, value_enum)]
+    pub freeze: Vec<Part>,
+}
+
+pub fn run(args: &SummaryArgs) -> Result<String> {
+    let mut config = args.model.config(&args.arch)?;
+    let shape = parse_shape(&args.input)?;
+    let (batch, chw) = match (shape.as_slice(), args.batch_size) {
+        (&[c, h, w], batch) => (batch, [c, h, w]),
+        (&[n, c, h, w], None) => (Some(n), [c, h, w]),
+        (&[n, ..], Some(b)) if n != b => {
+            return Err(Error::BadArgument(format!(
+                "--input gives batch {n} but --batch-size says {b}; give one of them"
+            )));
+        }
+        (&[n, c, h, w], Some(_)) => (Some(n), [c, h, w]),
+        _ => unreachable!("parse_shape returns 3 or 4 sizes"),
+    };
+    if batch == Some(0) {
+        return Err(Error::BadArgument("--batch-size must be at least 1".into()));
+    }
+    config.in_channels = chw[0];
+    if args.format != Format::Torchinfo && args.columns.is_some() {
+        return Err(Error::BadArgument(
+            "--columns applies to --format torchinfo".into(),
+        ));
+    }
+    let frozen: Vec<Container> = args.freeze.iter().map(|&p| p.into()).collect();
+    let summary = Summary::new(&config, batch.unwrap_or(1), chw, &frozen)?;
+    Ok(match args.format {
+        Format::Torchsummary => torchsummary::render(&summary, batch.map_or(-1, |b| b as i64)),
+        Format::Torchinfo => {
+            let columns = match &args.columns {
+                Some(list) => list
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<Vec<Column>>>()?,
+                None => Column::DEFAULT.to_vec(),
+            };
+            let options = torchinfo::Options {
+                columns,
+                depth: args.depth,
+            };
+            torchinfo::render(&summary, &options)
+        }
+        Format::Json => json::render(&summary),
+    })
+}

@@ -1,0 +1,54 @@
+//! The library's error type: every message says what was wrong and what is accepted.
+
+/// Errors from building, running and describing VGG models.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown arch `{name}`{}; valid: {valid}, custom", closest.as_ref().map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default())]
+    UnknownArch {
+        name: String,
+        valid: String,
+        closest: Option<String>,
+    },
+
+    #[error("bad --cfg `{cfg}`: {why} (expected channel counts and `M` pools, e.g. 32,M,64,M)")]
+    BadCfg { cfg: String, why: String },
+
+    #[error("bad model config: {0}")]
+    BadConfig(String),
+
+    #[error("bad input shape `{text}`: {why}")]
+    BadInputShape { text: String, why: String },
+
+    #[error(
+        "{model} needs at least {min}×{min} input: {pools} 2×2 max-pools; got {height}×{width}"
+    )]
+    InputTooSmall {
+        model: String,
+        min: usize,
+        pools: String,
+        height: usize,
+        width: usize,
+    },
+
+    #[error("{model} expects {expected} input channels, got {got}")]
+    ChannelMismatch {
+        model: String,
+        expected: usize,
+        got: usize,
+    },
+
+    #[error("`{key}` has shape {got:?}, the model expects {expected:?}")]
+    ShapeMismatch {
+        key: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+
+    #[error("{0}")]
+    BadArgument(String),
+
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

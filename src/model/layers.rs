@@ -1,0 +1,379 @@
+//! The layer list: one `LayerSpec` per torchvision module (plus the functional flatten), built
+//! from a [`VggConfig`]. Forward passes, state_dict names, parameter counts, shapes and
+//! mult-adds are all folds over this list, so they cannot disagree.
+
+use crate::error::{Error, Result};
+use crate::model::config::{CfgItem, VggConfig};
+
+/// The top-level children of torchvision's `VGG` module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Container {
+    Features,
+    Avgpool,
+    Classifier,
+}
+
+impl Container {
+    pub fn name(self) -> &'static str {
+        match self {
+            Container::Features => "features",
+            Container::Avgpool => "avgpool",
+            Container::Classifier => "classifier",
+        }
+    }
+}
+
+/// What a layer computes. Convolutions are always 3×3, stride 1, padding 1; max-pools 2×2,
+/// stride 2 — the only kinds VGG has.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LayerKind {
+    Conv2d {
+        in_channels: usize,
+        out_channels: usize,
+    },
+    BatchNorm2d {
+        channels: usize,
+    },
+    ReLU,
+    MaxPool2d,
+    AdaptiveAvgPool2d {
+        output: usize,
+    },
+    /// `torch.flatten(x, 1)` between `avgpool` and `classifier`: a function, not a module.
+    Flatten,
+    Linear {
+        in_features: usize,
+        out_features: usize,
+    },
+    Dropout {
+        p: f64,
+    },
+}
+
+/// Whether a named tensor is learned or a running statistic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorRole {
+    Parameter,
+    Buffer,
+}
+
+/// One tensor of a layer's state_dict entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// `weight`, `bias`, `running_mean`, `running_var` or `num_batches_tracked`.
+    pub name: &'static str,
+    pub shape: Vec<usize>,
+    pub role: TensorRole,
+}
+
+impl LayerKind {
+    /// The PyTorch class name, as the summaries print it.
+    pub fn class_name(&self) -> &'static str {
+        match self {
+            LayerKind::Conv2d { .. } => "Conv2d",
+            LayerKind::BatchNorm2d { .. } => "BatchNorm2d",
+            LayerKind::ReLU => "ReLU",
+            LayerKind::MaxPool2d => "MaxPool2d",
+            LayerKind::AdaptiveAvgPool2d { .. } => "AdaptiveAvgPool2d",
+            LayerKind::Flatten => "flatten",
+            LayerKind::Linear { .. } => "Linear",
+            LayerKind::Dropout { .. } => "Dropout",
+        }
+    }
+
+    /// The tensors this layer owns, in torchvision's state_dict order.
+    pub fn tensors(&self) -> Vec<TensorSpec> {
+        let param = |name, shape| TensorSpec {
+            name,
+            shape,
+            role: TensorRole::Parameter,
+        };
+        let buffer = |name, shape| TensorSpec {
+            name,
+            shape,
+            role: TensorRole::Buffer,
+        };
+        match *self {
+            LayerKind::Conv2d {
+                in_channels,
+                out_channels,
+            } => vec![
+                param("weight", vec![out_channels, in_channels, 3, 3]),
+                param("bias", vec![out_channels]),
+            ],
+            LayerKind::BatchNorm2d { channels } => vec![
+                param("weight", vec![channels]),
+                param("bias", vec![channels]),
+                buffer("running_mean", vec![channels]),
+                buffer("running_var", vec![channels]),
+                buffer("num_batches_tracked", vec![]),
+            ],
+            LayerKind::Linear {
+                in_features,
+                out_features,
+            } => vec![
+                param("weight", vec![out_features, in_features]),
+                param("bias", vec![out_features]),
+            ],
+            _ => vec![],
+        }
+    }
+
+    /// Learned parameters (weights and biases; not running statistics).
+    pub fn num_params(&self) -> usize {
+        self.tensors()
+            .iter()
+            .filter(|t| t.role == TensorRole::Parameter)
+            .map(|t| t.shape.iter().product::<usize>())
+            .sum()
+    }
+
+    /// Output shape (without the batch dimension) for an input of shape `input`.
+    /// Inputs are assumed valid: [`propagate_shapes`] checks sizes first.
+    pub fn output_shape(&self, input: &[usize]) -> Vec<usize> {
+        match *self {
+            LayerKind::Conv2d { out_channels, .. } => vec![out_channels, input[1], input[2]],
+            LayerKind::MaxPool2d => vec![input[0], input[1] / 2, input[2] / 2],
+            LayerKind::AdaptiveAvgPool2d { output } => vec![input[0], output, output],
+            LayerKind::Flatten => vec![input.iter().product()],
+            LayerKind::Linear { out_features, .. } => vec![out_features],
+            LayerKind::BatchNorm2d { .. } | LayerKind::ReLU | LayerKind::Dropout { .. } => {
+                input.to_vec()
+            }
+        }
+    }
+
+    /// Multiply-accumulates for one image, counted as torchinfo does: a convolution's weights
+    /// *and bias* once per output pixel, a linear or batch-norm layer's parameters once.
+    pub fn mult_adds_with_bias(&self, output: &[usize]) -> u64 {
+        match self {
+            LayerKind::Conv2d { .. } => (self.num_params() * output[1] * output[2]) as u64,
+            LayerKind::BatchNorm2d { .. } | LayerKind::Linear { .. } => self.num_params() as u64,
+            _ => 0,
+        }
+    }
+
+    /// Multiply-accumulates for one image without biases, as torchvision's GFLOPS metadata
+    /// counts them: only convolutions and linear layers.
+    pub fn macs(&self, output: &[usize]) -> u64 {
+        match *self {
+            LayerKind::Conv2d {
+                in_channels,
+                out_channels,
+            } => (in_channels * out_channels * 9 * output[1] * output[2]) as u64,
+            LayerKind::Linear {
+                in_features,
+                out_features,
+            } => (in_features * out_features) as u64,
+            _ => 0,
+        }
+    }
+
+    /// torchinfo's "Kernel Shape" cell.
+    pub fn kernel_shape(&self) -> Option<&'static str> {
+        match self {
+            LayerKind::Conv2d { .. } => Some("[3, 3]"),
+            LayerKind::MaxPool2d => Some("2"),
+            _ => None,
+        }
+    }
+}
+
+/// A layer and where torchvision puts it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerSpec {
+    pub container: Container,
+    /// Index inside `features` / `classifier`; `None` for `avgpool` and the flatten.
+    pub index: Option<usize>,
+    pub kind: LayerKind,
+}
+
+impl LayerSpec {
+    /// The module path and state_dict key prefix: `features.7`, `avgpool`, `classifier.6`.
+    pub fn path(&self) -> String {
+        match self.index {
+            Some(i) => format!("{}.{i}", self.container.name()),
+            None => self.container.name().to_string(),
+        }
+    }
+
+    /// Whether this is an `nn.Module` (every layer but the functional flatten).
+    pub fn is_module(&self) -> bool {
+        self.kind != LayerKind::Flatten
+    }
+
+    /// `(state_dict key, tensor)` pairs of this layer.
+    pub fn named_tensors(&self) -> Vec<(String, TensorSpec)> {
+        let path = self.path();
+        self.kind
+            .tensors()
+            .into_iter()
+            .map(|t| (format!("{path}.{}", t.name), t))
+            .collect()
+    }
+}
+
+/// Builds the layer list exactly as torchvision's `make_layers` and `VGG.__init__` do.
+pub fn build_layers(config: &VggConfig) -> Vec<LayerSpec> {
+    let mut layers = Vec::new();
+    let mut in_channels = config.in_channels;
+    for item in &config.features {
+        let kinds = match *item {
+            CfgItem::Pool => vec![LayerKind::MaxPool2d],
+            CfgItem::Conv(out_channels) => {
+                let conv = LayerKind::Conv2d {
+                    in_channels,
+                    out_channels,
+                };
+                in_channels = out_channels;
+                let bn = LayerKind::BatchNorm2d {
+                    channels: out_channels,
+                };
+                let bn = config.batch_norm.then_some(bn);
+                [Some(conv), bn, Some(LayerKind::ReLU)]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            }
+        };
+        for kind in kinds {
+            let index = Some(layers.len());
+            layers.push(LayerSpec {
+                container: Container::Features,
+                index,
+                kind,
+            });
+        }
+    }
+    let output = config.pool;
+    layers.push(LayerSpec {
+        container: Container::Avgpool,
+        index: None,
+        kind: LayerKind::AdaptiveAvgPool2d { output },
+    });
+    layers.push(LayerSpec {
+        container: Container::Classifier,
+        index: None,
+        kind: LayerKind::Flatten,
+    });
+    let linear = |in_features, out_features| LayerKind::Linear {
+        in_features,
+        out_features,
+    };
+    let (hidden, p) = (config.hidden, config.dropout);
+    let classifier = [
+        linear(config.out_channels() * output * output, hidden),
+        LayerKind::ReLU,
+        LayerKind::Dropout { p },
+        linear(hidden, hidden),
+        LayerKind::ReLU,
+        LayerKind::Dropout { p },
+        linear(hidden, config.num_classes),
+    ];
+    for (i, kind) in classifier.into_iter().enumerate() {
+        layers.push(LayerSpec {
+            container: Container::Classifier,
+            index: Some(i),
+            kind,
+        });
+    }
+    layers
+}
+
+/// A layer's input and output shapes, without the batch dimension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerShapes {
+    pub input: Vec<usize>,
+    pub output: Vec<usize>,
+}
+
+/// Propagates an image shape `[C, H, W]` through the layers, after checking that the network
+/// accepts it (channel count, and at least one pixel left after every max-pool).
+pub fn propagate_shapes(
+    config: &VggConfig,
+    layers: &[LayerSpec],
+    chw: [usize; 3],
+) -> Result<Vec<LayerShapes>> {
+    let [channels, height, width] = chw;
+    if channels != config.in_channels {
+        return Err(Error::ChannelMismatch {
+            model: config.name.clone(),
+            expected: config.in_channels,
+            got: channels,
+        });
+    }
+    let min = config.min_input_size();
+    if height < min || width < min {
+        return Err(Error::InputTooSmall {
+            model: config.name.clone(),
+            min,
+            pools: count_in_words(config.num_pools()),
+            height,
+            width,
+        });
+    }
+    let mut shape = chw.to_vec();
+    Ok(layers
+        .iter()
+        .map(|layer| {
+            let output = layer.kind.output_shape(&shape);
+            let input = std::mem::replace(&mut shape, output.clone());
+            LayerShapes { input, output }
+        })
+        .collect())
+}
+
+fn count_in_words(n: usize) -> String {
+    const WORDS: [&str; 11] = [
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    ];
+    WORDS
+        .get(n)
+        .map_or_else(|| n.to_string(), |w| w.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::Arch;
+
+    #[test]
+    fn vgg16_key_prefixes_match_torchvision() {
+        let layers = build_layers(&VggConfig::from_arch(Arch::Vgg16));
+        let convs: Vec<String> = layers
+            .iter()
+            .filter(|l| matches!(l.kind, LayerKind::Conv2d { .. }))
+            .map(LayerSpec::path)
+            .collect();
+        let expected: Vec<String> = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
+            .iter()
+            .map(|i| format!("features.{i}"))
+            .collect();
+        assert_eq!(convs, expected);
+    }
+
+    #[test]
+    fn small_input_is_explained() {
+        let config = VggConfig::from_arch(Arch::Vgg11);
+        let layers = build_layers(&config);
+        let err = propagate_shapes(&config, &layers, [3, 31, 64]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "vgg11 needs at least 32×32 input: five 2×2 max-pools; got 31×64"
+        );
+        let shapes = propagate_shapes(&config, &layers, [3, 32, 33]).unwrap();
+        assert_eq!(shapes.last().unwrap().output, vec![1000]);
+    }
+
+    #[test]
+    fn adaptive_pool_and_flatten_feed_classifier() {
+        let layers = build_layers(&VggConfig::from_arch(Arch::Vgg11));
+        let first_linear = layers
+            .iter()
+            .find(|l| matches!(l.kind, LayerKind::Linear { .. }))
+            .unwrap();
+        assert_eq!(first_linear.path(), "classifier.0");
+        assert_eq!(first_linear.kind.num_params(), 25088 * 4096 + 4096);
+    }
+}

@@ -1,0 +1,327 @@
+//! The VGG network on candle: one module per [`LayerSpec`], run in order. This is the
+//! reference path (and the autograd path for training); `engine` owns the fast CPU path.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::error::{Error, Result};
+use crate::model::config::VggConfig;
+use crate::model::init::initial_values;
+use crate::model::layers::{LayerKind, LayerSpec, TensorSpec, build_layers};
+use crate::model::pool::adaptive_avg_pool2d;
+
+/// PyTorch's BatchNorm2d defaults.
+const BN_EPS: f64 = 1e-5;
+const BN_MOMENTUM: f64 = 0.1;
+
+/// Forward-pass mode, as `model.train()` / `model.eval()` in PyTorch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Dropout off, batch norm uses running statistics.
+    Eval,
+    /// Dropout on, batch norm uses batch statistics and updates its running statistics.
+    Train,
+}
+
+/// Weight and bias of a convolution or linear layer.
+struct Affine {
+    weight: Var,
+    bias: Var,
+}
+
+struct BatchNorm {
+    weight: Var,
+    bias: Var,
+    running_mean: Var,
+    running_var: Var,
+    num_batches_tracked: AtomicI64,
+}
+
+/// The tensors of one layer (`Stateless` for ReLU, pools, flatten and dropout).
+enum Module {
+    Conv2d(Affine),
+    BatchNorm2d(BatchNorm),
+    Linear(Affine),
+    Stateless,
+}
+
+/// A VGG network: its config, its layer list, and one candle module per layer.
+pub struct Vgg {
+    config: VggConfig,
+    layers: Vec<LayerSpec>,
+    modules: Vec<Module>,
+    device: Device,
+    dropout_rng: Mutex<StdRng>,
+}
+
+impl Vgg {
+    /// A new network with torchvision's initialisation; the same seed gives the same weights
+    /// (and the same dropout masks in training).
+    pub fn new(config: VggConfig, seed: u64, device: &Device) -> Result<Self> {
+        Self::build(config, seed, device, |layer, key, spec| {
+            let values = initial_values(&layer.kind, spec, seed, key);
+            Ok(Tensor::from_vec(values, spec.shape.as_slice(), device)?)
+        })
+    }
+
+    /// A network whose every tensor comes from `tensor_for(layer, key, spec)` (the spec's
+    /// shape is checked; any float or integer dtype is converted to f32).
+    pub fn build(
+        config: VggConfig,
+        seed: u64,
+        device: &Device,
+        mut tensor_for: impl FnMut(&LayerSpec, &str, &TensorSpec) -> Result<Tensor>,
+    ) -> Result<Self> {
+        config.validate()?;
+        let layers = build_layers(&config);
+        let modules = layers
+            .iter()
+            .map(|layer| {
+                let mut vars = layer
+                    .named_tensors()
+                    .into_iter()
+                    .map(|(key, spec)| {
+                        let t = tensor_for(layer, &key, &spec)?;
+                        if t.dims() != spec.shape.as_slice() {
+                            return Err(Error::ShapeMismatch {
+                                key,
+                                expected: spec.shape.clone(),
+                                got: t.dims().to_vec(),
+                            });
+                        }
+                        let t = t.to_dtype(DType::F32)?;
+                        Ok(Var::from_tensor(&t.to_device(device)?)?)
+                    })
+                    .collect::<Result<Vec<Var>>>()?
+                    .into_iter();
+                let mut next = || vars.next().expect("named_tensors gives every tensor");
+                Ok(match layer.kind {
+                    LayerKind::Conv2d { .. } => Module::Conv2d(Affine {
+                        weight: next(),
+                        bias: next(),
+                    }),
+                    LayerKind::Linear { .. } => Module::Linear(Affine {
+                        weight: next(),
+                        bias: next(),
+                    }),
+                    LayerKind::BatchNorm2d { .. } => {
+                        let (weight, bias, running_mean, running_var) =
+                            (next(), next(), next(), next());
+                        let tracked = next().as_tensor().to_dtype(DType::F64)?;
+                        Module::BatchNorm2d(BatchNorm {
+                            weight,
+                            bias,
+                            running_mean,
+                            running_var,
+                            num_batches_tracked: AtomicI64::new(tracked.to_scalar::<f64>()? as i64),
+                        })
+                    }
+                    _ => Module::Stateless,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Vgg {
+            config,
+            layers,
+            modules,
+            device: device.clone(),
+            dropout_rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        })
+    }
+
+    pub fn config(&self) -> &VggConfig {
+        &self.config
+    }
+
+    pub fn layers(&self) -> &[LayerSpec] {
+        &self.layers
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Every state_dict entry, in torchvision's order and with its key names. Float tensors
+    /// are f32; `num_batches_tracked` is a 0-dim i64, as PyTorch stores it.
+    pub fn state_dict(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut entries = Vec::new();
+        for (layer, module) in self.layers.iter().zip(&self.modules) {
+            let path = layer.path();
+            let tensors: Vec<(&str, Tensor)> = match module {
+                Module::Conv2d(a) | Module::Linear(a) => vec![
+                    ("weight", a.weight.as_detached_tensor()),
+                    ("bias", a.bias.as_detached_tensor()),
+                ],
+                Module::BatchNorm2d(bn) => {
+                    let tracked = bn.num_batches_tracked.load(Ordering::Relaxed);
+                    vec![
+                        ("weight", bn.weight.as_detached_tensor()),
+                        ("bias", bn.bias.as_detached_tensor()),
+                        ("running_mean", bn.running_mean.as_detached_tensor()),
+                        ("running_var", bn.running_var.as_detached_tensor()),
+                        ("num_batches_tracked", Tensor::new(tracked, &self.device)?),
+                    ]
+                }
+                Module::Stateless => vec![],
+            };
+            entries.extend(tensors.into_iter().map(|(n, t)| (format!("{path}.{n}"), t)));
+        }
+        Ok(entries)
+    }
+
+    /// The learnable parameters with their keys, for optimisers.
+    pub fn parameters(&self) -> Vec<(String, Var)> {
+        let mut params = Vec::new();
+        for (layer, module) in self.layers.iter().zip(&self.modules) {
+            let path = layer.path();
+            let (weight, bias) = match module {
+                Module::Conv2d(a) | Module::Linear(a) => (&a.weight, &a.bias),
+                Module::BatchNorm2d(bn) => (&bn.weight, &bn.bias),
+                Module::Stateless => continue,
+            };
+            params.push((format!("{path}.weight"), weight.clone()));
+            params.push((format!("{path}.bias"), bias.clone()));
+        }
+        params
+    }
+
+    /// Runs the whole network on an NCHW batch: logits `[N, num_classes]`.
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.forward_to(x, mode, None)
+    }
+
+    /// Runs the network up to and including the module at `last` (`features.10`, `avgpool`,
+    /// `classifier.3`…), or to the end when `last` is `None`.
+    pub fn forward_to(&self, x: &Tensor, mode: Mode, last: Option<&str>) -> Result<Tensor> {
+        let stop = match last {
+            Some(name) => Some(self.layer_index(name)?),
+            None => None,
+        };
+        self.check_input(x)?;
+        let mut x = x.clone();
+        for (i, (layer, module)) in self.layers.iter().zip(&self.modules).enumerate() {
+            x = self.apply(layer, module, &x, mode)?;
+            if stop == Some(i) {
+                break;
+            }
+        }
+        Ok(x)
+    }
+
+    /// Index of the module called `name` in the layer list.
+    pub fn layer_index(&self, name: &str) -> Result<usize> {
+        self.layers
+            .iter()
+            .position(|l| l.is_module() && l.path() == name)
+            .ok_or_else(|| {
+                let names: Vec<String> = self
+                    .layers
+                    .iter()
+                    .filter(|l| l.is_module())
+                    .map(LayerSpec::path)
+                    .collect();
+                Error::BadArgument(format!(
+                    "no module `{name}` in {}; modules: {}",
+                    self.config.name,
+                    names.join(", ")
+                ))
+            })
+    }
+
+    fn check_input(&self, x: &Tensor) -> Result<()> {
+        let dims = x.dims();
+        let &[_, c, h, w] = dims else {
+            return Err(Error::BadArgument(format!(
+                "expected an NCHW input with 4 dimensions, got shape {dims:?}"
+            )));
+        };
+        crate::model::layers::propagate_shapes(&self.config, &self.layers, [c, h, w])?;
+        Ok(())
+    }
+
+    fn apply(&self, layer: &LayerSpec, module: &Module, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let train = mode == Mode::Train;
+        Ok(match (&layer.kind, module) {
+            (LayerKind::Conv2d { .. }, Module::Conv2d(a)) => x
+                .conv2d(&a.weight, 1, 1, 1, 1)?
+                .broadcast_add(&a.bias.reshape((1, (), 1, 1))?)?,
+            (LayerKind::BatchNorm2d { .. }, Module::BatchNorm2d(bn)) if train => {
+                batch_norm_train(bn, x)?
+            }
+            (LayerKind::BatchNorm2d { .. }, Module::BatchNorm2d(bn)) => {
+                let mean = bn.running_mean.as_tensor();
+                let var = bn.running_var.as_tensor();
+                normalise(x, mean, var, bn)?
+            }
+            (LayerKind::ReLU, _) => x.relu()?,
+            (LayerKind::MaxPool2d, _) => x.max_pool2d(2)?,
+            (&LayerKind::AdaptiveAvgPool2d { output }, _) => {
+                adaptive_avg_pool2d(x, output, output)?
+            }
+            (LayerKind::Flatten, _) => x.flatten_from(1)?,
+            (LayerKind::Linear { .. }, Module::Linear(a)) => x
+                .matmul(&a.weight.t()?)?
+                .broadcast_add(&a.bias.as_tensor().unsqueeze(0)?)?,
+            (&LayerKind::Dropout { p }, _) if train && p > 0.0 => self.dropout(x, p)?,
+            (LayerKind::Dropout { .. }, _) => x.clone(),
+            _ => unreachable!("modules are built from the same layer list"),
+        })
+    }
+
+    /// Inverted dropout, as `nn.Dropout`: zero with probability p, scale the rest by 1/(1−p).
+    /// Masks come from the model's seeded generator so training runs are reproducible.
+    fn dropout(&self, x: &Tensor, p: f64) -> Result<Tensor> {
+        let scale = (1.0 / (1.0 - p)) as f32;
+        let mask: Vec<f32> = {
+            let mut rng = self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner());
+            (0..x.elem_count())
+                .map(|_| if rng.random::<f64>() < p { 0.0 } else { scale })
+                .collect()
+        };
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        Ok((x * mask)?)
+    }
+}
+
+/// `(x − mean) / sqrt(var + eps) · weight + bias`, per channel of an NCHW tensor.
+fn normalise(x: &Tensor, mean: &Tensor, var: &Tensor, bn: &BatchNorm) -> Result<Tensor> {
+    let per_channel = |t: &Tensor| t.reshape((1, (), 1, 1));
+    let inv_std = (var + BN_EPS)?.sqrt()?.recip()?;
+    let scale = (inv_std * bn.weight.as_tensor())?;
+    Ok(x.broadcast_sub(&per_channel(mean)?)?
+        .broadcast_mul(&per_channel(&scale)?)?
+        .broadcast_add(&per_channel(bn.bias.as_tensor())?)?)
+}
+
+/// Training-mode batch norm: normalise with the batch's mean and biased variance, then
+/// update the running statistics as PyTorch does (momentum 0.1, unbiased variance).
+fn batch_norm_train(bn: &BatchNorm, x: &Tensor) -> Result<Tensor> {
+    let (n, _, h, w) = x.dims4()?;
+    let count = n * h * w;
+    if count < 2 {
+        return Err(Error::BadArgument(format!(
+            "batch norm in training mode needs more than 1 value per channel, got input {:?} \
+             (use a batch of at least 2, or eval mode)",
+            x.dims()
+        )));
+    }
+    let mean = x.mean_keepdim((0, 2, 3))?;
+    let centred = x.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
+    let (mean, var) = (mean.flatten_all()?, var.flatten_all()?);
+    let y = normalise(x, &mean, &var, bn)?;
+
+    let unbiased = (var.detach() * (count as f64 / (count - 1) as f64))?;
+    let blend = |running: &Var, batch: &Tensor| -> Result<()> {
+        let updated = ((running.as_tensor() * (1.0 - BN_MOMENTUM))? + (batch * BN_MOMENTUM)?)?;
+        Ok(running.set(&updated)?)
+    };
+    blend(&bn.running_mean, &mean.detach())?;
+    blend(&bn.running_var, &unbiased)?;
+    bn.num_batches_tracked.fetch_add(1, Ordering::Relaxed);
+    Ok(y)
+}

@@ -1,0 +1,165 @@
+//! `vgg summary` against the real torchsummary 1.5.1 and torchinfo 1.8.0 (fixtures made by
+//! `scripts/make_fixtures.py`), and the command's errors.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn vgg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vgg"))
+        .args(args)
+        .output()
+        .expect("the vgg binary runs")
+}
+
+fn fixtures() -> &'static Path {
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/summary"
+    ))
+}
+
+#[test]
+fn byte_identical_to_the_real_tools() {
+    let manifest = std::fs::read_to_string(fixtures().join("manifest.json")).unwrap();
+    let cases: Vec<serde_json::Value> = serde_json::from_str(&manifest).unwrap();
+    assert!(cases.len() >= 60, "the manifest lists every case");
+    let mut failures = Vec::new();
+    for case in &cases {
+        let file = case["file"].as_str().unwrap();
+        let args: Vec<&str> = case["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let expected = std::fs::read_to_string(fixtures().join(file)).unwrap();
+        let out = vgg(&args);
+        if !out.status.success() || out.stdout != expected.as_bytes() {
+            failures.push(format!(
+                "{file}: `vgg {}`\n{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn notebook_table_from_shared_reference() {
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/reference/torchsummary_vgg11_3x64x64.txt");
+    let committed = fixtures().join("torchsummary_vgg11_input_3x64x64.txt");
+    let expected = std::fs::read_to_string(&reference)
+        .or_else(|_| std::fs::read_to_string(committed))
+        .unwrap();
+    let out = vgg(&["summary", "vgg11", "--input", "3x64x64"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+}
+
+/// Each bad input gets one line on stderr and exit code 2.
+#[test]
+fn errors_are_one_line_with_exit_code_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["summary", "vgg11", "--input", "3x16x64"],
+            "needs at least 32×32 input: five 2×2 max-pools",
+        ),
+        (
+            &["summary", "vgg11", "--input", "3x64"],
+            "expected 3 numbers",
+        ),
+        (
+            &["summary", "vgg11", "--input", "3xax64"],
+            "`a` is not a number",
+        ),
+        (
+            &["summary", "vgg11", "--input", "0x64x64"],
+            "sizes must be positive",
+        ),
+        (
+            &["summary", "vgg11", "--input", "-3x64x64"],
+            "sizes must be positive",
+        ),
+        (&["summary", "vgg16bn"], "did you mean `vgg16_bn`"),
+        (
+            &[
+                "summary",
+                "vgg16",
+                "--format",
+                "torchinfo",
+                "--columns",
+                "output_size,flops",
+            ],
+            "unknown column `flops`",
+        ),
+        (
+            &["summary", "vgg16", "--num-classes", "0"],
+            "num_classes must be at least 1",
+        ),
+        (&["summary", "custom"], "needs --cfg"),
+        (&["summary", "custom", "--cfg", "32,Q"], "bad --cfg"),
+        (
+            &["summary", "custom", "--cfg", "8,M,8,M", "--input", "3x3x3"],
+            "needs at least 4×4 input: two 2×2 max-pools",
+        ),
+        (
+            &[
+                "summary",
+                "vgg11",
+                "--input",
+                "2x3x64x64",
+                "--batch-size",
+                "3",
+            ],
+            "--input gives batch 2",
+        ),
+        (
+            &["summary", "vgg11", "--dropout", "1.5"],
+            "dropout must be in [0, 1)",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = vgg(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn json_rows_and_totals() {
+    let out = vgg(&[
+        "summary",
+        "vgg16_bn",
+        "--format",
+        "json",
+        "--input",
+        "2x3x64x64",
+        "--freeze",
+        "features",
+    ]);
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["input_shape"], serde_json::json!([2, 3, 64, 64]));
+    let totals = &doc["totals"];
+    assert_eq!(totals["params"], 138_365_992);
+    assert_eq!(totals["trainable_params"], 119_642_344);
+    let rows = doc["rows"].as_array().unwrap();
+    let conv = rows
+        .iter()
+        .find(|r| r["key_prefix"] == "features.3")
+        .unwrap();
+    assert_eq!(conv["type"], "BatchNorm2d");
+    assert_eq!(conv["output_shape"], serde_json::json!([2, 64, 64, 64]));
+    assert_eq!(conv["output_bytes"], 2 * 64 * 64 * 64 * 4);
+    assert_eq!(conv["trainable"], false);
+    let fc8 = rows
+        .iter()
+        .find(|r| r["key_prefix"] == "classifier.6")
+        .unwrap();
+    assert_eq!(fc8["mult_adds"], 2 * 4_097_000);
+    assert_eq!(fc8["input_shape"], serde_json::json!([2, 4096]));
+}
