@@ -6,14 +6,20 @@ Pinned versions (the ones the fixtures were made with):
 
     python3 -m venv ../torchenv && ../torchenv/bin/pip install torch==2.15.0 torchvision==0.29.2 \
         torchsummary==1.5.1 torchinfo==1.8.0 safetensors numpy
-    ../torchenv/bin/python scripts/make_fixtures.py
+    ../torchenv/bin/python scripts/make_fixtures.py [summaries] [keys] [forward] [images] [labels] [classify]
 
 Writes under tests/fixtures/:
   summary/*.txt + summary/manifest.json   torchsummary / torchinfo output and the `vgg summary`
                                           arguments that must reproduce it byte for byte
   state_dict_keys.json                    every arch's state_dict keys, shapes and dtypes
-  forward/*                               small VGG-style networks (safetensors), inputs and
-                                          PyTorch's outputs in eval and train (batch-stat) mode
+  images/*                                test images, torchvision's uint8 crops of them (PNG)
+                                          and one ImageClassification batch (.npy)
+  images/tiny_bn_probs.json               torchvision's class probabilities for those images
+  imagefolder/, imagefolder_reference.json  an ImageFolder and PyTorch's top-1/top-5 on it
+  ../../src/data/imagenet_classes.txt     torchvision's ImageNet-1k class names
+  forward/*                               small VGG-style networks (safetensors, zip .pth and
+                                          legacy .pth), inputs and PyTorch's outputs in eval and
+                                          train (batch-stat) mode, and every module's activation
 """
 import contextlib
 import io
@@ -198,6 +204,28 @@ FORWARD_CASES = [
 ]
 
 
+# Every module's output for these networks, at a small input (keeps the files small).
+ACTIVATION_CASES = {"tiny_bn": (1, 3, 32, 32), "tiny": (2, 3, 32, 40)}
+
+
+def write_activations(model, shape, gen, prefix):
+    """Each module's output (cloned: the in-place ReLU overwrites its input) in eval mode."""
+    model.eval()
+    x = torch.randn(shape, generator=gen)
+    outputs = {}
+    hooks = []
+    for path, module in model.named_modules():
+        if path and not isinstance(module, nn.Sequential):
+            hooks.append(module.register_forward_hook(
+                lambda m, i, o, path=path: outputs.__setitem__(path, o.detach().clone())))
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    np.save(f"{prefix}_act_input.npy", x.numpy())
+    save_file({k: v.contiguous() for k, v in outputs.items()}, f"{prefix}_activations.safetensors")
+
+
 def write_forward():
     out = os.path.join(ROOT, "forward")
     os.makedirs(out, exist_ok=True)
@@ -214,6 +242,9 @@ def write_forward():
         x = torch.randn(shape, generator=gen)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()},
                   os.path.join(out, f"{name}.safetensors"))
+        torch.save(model.state_dict(), os.path.join(out, f"{name}.pth"))
+        torch.save(model.state_dict(), os.path.join(out, f"{name}_legacy.pth"),
+                   _use_new_zipfile_serialization=False)
         np.save(os.path.join(out, f"{name}_input.npy"), x.numpy())
         with torch.no_grad():
             model.eval()
@@ -222,6 +253,8 @@ def write_forward():
             np.save(os.path.join(out, f"{name}_train.npy"), model(x).numpy())
             after = {k: v for k, v in model.state_dict().items() if "running" in k}
         save_file(after, os.path.join(out, f"{name}_running_after_train.safetensors"))
+        if name in ACTIVATION_CASES:
+            write_activations(model, ACTIVATION_CASES[name], gen, os.path.join(out, name))
         meta = {"cfg": cfg, "batch_norm": bn, "hidden": hidden, "pool": pool, "num_classes": classes,
                 "input": list(shape)}
         with open(os.path.join(out, f"{name}.json"), "w") as f:
@@ -229,10 +262,140 @@ def write_forward():
     print(f"{len(FORWARD_CASES)} forward cases")
 
 
+# Test images: (file, size (w, h), PIL mode) — landscape, portrait, smaller than the crop, grey,
+# RGBA, palette; JPEG, PNG, WebP, BMP, GIF.
+IMAGES = [
+    ("landscape.jpg", (500, 375), "RGB"),
+    ("portrait.jpg", (240, 320), "RGB"),
+    ("small.png", (150, 100), "RGB"),
+    ("grey.png", (300, 300), "L"),
+    ("rgba.png", (320, 256), "RGBA"),
+    ("odd.webp", (257, 263), "RGB"),
+    ("wide.bmp", (400, 90), "RGB"),
+    ("anim.gif", (260, 240), "P"),
+]
+# Preprocessing presets exercised: torchvision's default and a smaller custom one.
+PRESETS = {"default": (256, 224), "small": (72, 64)}
+
+
+def synthetic_image(size, mode, seed):
+    """A photo-like image: smooth colour fields, edges, texture and noise."""
+    from PIL import Image
+    w, h = size
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    channels = []
+    for c in range(3):
+        fx, fy, phase = rng.uniform(0.01, 0.08, 2).tolist() + [rng.uniform(0, 6)]
+        field = 128 + 80 * np.sin(fx * xx + phase) * np.cos(fy * yy)
+        field += 40 * ((xx // (17 + 5 * c) + yy // 23) % 2)  # hard edges
+        field += rng.normal(0, 6, size=(h, w))
+        channels.append(field)
+    rgb = np.clip(np.stack(channels, -1), 0, 255).astype(np.uint8)
+    img = Image.fromarray(rgb, "RGB")
+    if mode == "L":
+        return img.convert("L")
+    if mode == "RGBA":
+        alpha = np.clip(255 * (xx / w), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
+    if mode == "P":
+        return img.convert("P", palette=Image.ADAPTIVE, colors=64)
+    return img
+
+
+def write_images():
+    """Images, and torchvision's uint8 crops of them (before scaling/normalising) as PNG."""
+    from PIL import Image
+    from torchvision.transforms import v2 as _  # noqa: F401  (same functional ops as v1)
+    import torchvision.transforms.functional as F
+    out = os.path.join(ROOT, "images")
+    os.makedirs(out, exist_ok=True)
+    for i, (name, size, mode) in enumerate(IMAGES):
+        img = synthetic_image(size, mode, i)
+        path = os.path.join(out, name)
+        if name.endswith(".jpg"):
+            img.save(path, quality=90)
+        else:
+            img.save(path)
+        decoded = Image.open(path).convert("RGB")
+        for preset, (resize, crop) in PRESETS.items():
+            resized = F.resize(decoded, resize, interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+            cropped = F.center_crop(resized, crop)
+            cropped.save(os.path.join(out, f"{name}.{preset}.crop.png"))
+    # The exact float tensors torchvision's ImageClassification gives, for two images.
+    from torchvision.transforms._presets import ImageClassification
+    transform = ImageClassification(crop_size=224)
+    batch = [transform(Image.open(os.path.join(out, n)).convert("RGB")) for n in ("rgba.png",)]
+    np.save(os.path.join(out, "imagenet_batch.npy"), torch.stack(batch).numpy())
+    # Broken inputs: a truncated JPEG, a text file named .png, a 1x1 image.
+    jpeg = open(os.path.join(out, "landscape.jpg"), "rb").read()
+    broken = os.path.join(out, "broken")
+    os.makedirs(broken, exist_ok=True)
+    open(os.path.join(broken, "truncated.jpg"), "wb").write(jpeg[: len(jpeg) // 3])
+    open(os.path.join(broken, "notes.png"), "w").write("this is not an image\n")
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(os.path.join(broken, "tiny.png"))
+    print(f"{len(IMAGES)} images")
+
+
+def write_classify():
+    """torchvision's probabilities for the test images through the tiny_bn network (the
+    ImageClassification preset), and an ImageFolder of 300 small images with PyTorch's
+    top-1/top-5 on it."""
+    from PIL import Image
+    from torchvision.transforms._presets import ImageClassification
+    from safetensors.torch import load_file
+    images = os.path.join(ROOT, "images")
+    _, cfg, bn, hidden, pool, classes, _ = FORWARD_CASES[0]
+    model = build("custom", num_classes=classes, cfg=cfg, batch_norm=bn, hidden=hidden, pool=pool)
+    model.load_state_dict(load_file(os.path.join(ROOT, "forward", "tiny_bn.safetensors")))
+    model.eval()
+    transform = ImageClassification(crop_size=224)
+    probs = {}
+    with torch.no_grad():
+        for name, _, _ in IMAGES:
+            x = transform(Image.open(os.path.join(images, name)).convert("RGB")).unsqueeze(0)
+            p = torch.softmax(model(x), 1)[0]
+            flipped = torch.softmax(model(torch.flip(x, dims=[3])), 1)[0]
+            probs[name] = {"probs": p.tolist(), "flip_probs": ((p + flipped) / 2).tolist()}
+    with open(os.path.join(images, "tiny_bn_probs.json"), "w") as f:
+        json.dump(probs, f)
+
+    # ImageFolder: 10 classes x 30 images of 36x36, each class a colour/texture family.
+    folder = os.path.join(ROOT, "imagefolder")
+    rng = np.random.default_rng(7)
+    for c in range(10):
+        os.makedirs(os.path.join(folder, f"class_{c:02d}"), exist_ok=True)
+        for i in range(30):
+            base = rng.uniform(0, 255, 3) * 0.3 + np.array([25 * c, 255 - 25 * c, (80 * c) % 255]) * 0.7
+            img = np.clip(base + rng.normal(0, 8, (36, 36, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(os.path.join(folder, f"class_{c:02d}", f"{i:02d}.png"))
+    transform = ImageClassification(crop_size=32, resize_size=32)
+    dataset = torchvision.datasets.ImageFolder(folder, transform=transform)
+    top1 = top5 = 0
+    with torch.no_grad():
+        for x, y in torch.utils.data.DataLoader(dataset, batch_size=50):
+            best = model(x).topk(5, 1).indices
+            top1 += (best[:, 0] == y).sum().item()
+            top5 += (best == y[:, None]).any(1).sum().item()
+    with open(os.path.join(ROOT, "imagefolder_reference.json"), "w") as f:
+        json.dump({"images": len(dataset), "top1": 100 * top1 / len(dataset),
+                   "top5": 100 * top5 / len(dataset), "resize": 32, "crop": 32}, f)
+    print(f"imagefolder: {len(dataset)} images, top-1 {top1}, top-5 {top5}")
+
+
+def write_labels():
+    """torchvision's ImageNet-1k class names, one per line, index = class id."""
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src", "data", "imagenet_classes.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(_IMAGENET_CATEGORIES) + "\n")
+
+
 if __name__ == "__main__":
     torch.set_num_threads(2)
     print(f"torch {torch.__version__} torchvision {torchvision.__version__} "
           f"torchinfo {torchinfo.__version__}", file=sys.stderr)
-    write_summaries()
-    write_state_dict_keys()
-    write_forward()
+    parts = {"summaries": write_summaries, "keys": write_state_dict_keys, "forward": write_forward,
+             "images": write_images, "labels": write_labels, "classify": write_classify}
+    for part in sys.argv[1:] or parts:  # e.g. `make_fixtures.py forward` regenerates just those
+        parts[part]()

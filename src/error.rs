@@ -47,8 +47,34 @@ pub enum Error {
     #[error("{0}")]
     BadArgument(String),
 
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+
+    #[error("{path}: {why}")]
+    BadImage { path: String, why: String },
+
+    #[error("{path}: {why}")]
+    BadWeights { path: String, why: String },
+
+    #[error("{0}")]
+    StateDictMismatch(Box<crate::weights::load::LoadReport>),
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+}
+
+impl Error {
+    pub fn io(path: &std::path::Path, what: &'static str, source: std::io::Error) -> Self {
+        Error::Io {
+            what,
+            path: path.display().to_string(),
+            source,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,9 +2,13 @@
 //! and torchinfo, and a command line.
 
 pub mod cli;
+pub mod data;
 pub mod error;
+pub mod infer;
+pub mod io;
 pub mod model;
 pub mod summary;
+pub mod weights;
 
 pub use error::{Error, Result};
 pub use model::{Arch, Mode, Vgg, VggConfig};

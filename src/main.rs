@@ -1,18 +1,18 @@
-use std::io::Write;
+use std::io::ErrorKind;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vgg::cli::{Cli, run};
+use vgg::Error;
+use vgg::cli::{Cli, Outcome, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
-        Ok(text) => {
-            let mut stdout = std::io::stdout().lock();
-            // A closed pipe (`vgg summary … | head`) is not an error worth reporting.
-            let _ = stdout
-                .write_all(text.as_bytes())
-                .and_then(|_| stdout.flush());
+    let mut stdout = std::io::stdout().lock();
+    match run(&cli, &mut stdout) {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::PartialFailure) => ExitCode::from(1),
+        // A closed pipe (`vgg summary … | head`) is not an error worth reporting.
+        Err(Error::Io { source, .. }) if source.kind() == ErrorKind::BrokenPipe => {
             ExitCode::SUCCESS
         }
         Err(err) => {

@@ -146,11 +146,14 @@ fn json_rows_and_totals() {
     assert_eq!(doc["input_shape"], serde_json::json!([2, 3, 64, 64]));
     let totals = &doc["totals"];
     assert_eq!(totals["params"], 138_365_992);
-    assert_eq!(totals["trainable_params"], 119_642_344);
+    assert_eq!(
+        totals["trainable_params"],
+        102_764_544 + 16_781_312 + 4_097_000
+    );
     let rows = doc["rows"].as_array().unwrap();
     let conv = rows
         .iter()
-        .find(|r| r["key_prefix"] == "features.3")
+        .find(|r| r["key_prefix"] == "features.1")
         .unwrap();
     assert_eq!(conv["type"], "BatchNorm2d");
     assert_eq!(conv["output_shape"], serde_json::json!([2, 64, 64, 64]));

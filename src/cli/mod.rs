@@ -1,11 +1,22 @@
 //! The `vgg` command line: parse, call the library, print. One file per subcommand.
 
 pub mod args;
+pub mod classify;
+pub mod convert;
+pub mod evaluate;
+pub mod features;
+pub mod forward;
+pub mod images;
+pub mod model;
+pub mod preprocess;
 pub mod summary;
+pub mod weights;
+
+use std::io::Write;
 
 use clap::{Parser, Subcommand};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,11 +33,51 @@ pub struct Cli {
 pub enum Command {
     /// Layer-by-layer table of a model, as torchsummary or torchinfo prints it
     Summary(summary::SummaryArgs),
+    /// List a checkpoint's tensors, detect its arch and check it against a model
+    Weights(weights::WeightsArgs),
+    /// Convert a checkpoint between formats (.pth -> .safetensors, timm <-> torchvision names)
+    Convert(convert::ConvertArgs),
+    /// Run the network on an NCHW .npy array and write the logits or a layer's activation
+    Forward(forward::ForwardArgs),
+    /// Write the exact input tensor the model sees for some images (.npy)
+    Preprocess(preprocess::PreprocessCmd),
+    /// Top-k classes for image files and folders
+    Classify(classify::ClassifyArgs),
+    /// Top-1 / top-5 accuracy on an ImageFolder dataset
+    Evaluate(evaluate::EvaluateArgs),
+    /// Activations of any layer for each image (.npy or .safetensors)
+    Features(features::FeaturesArgs),
 }
 
-/// Runs a parsed command line and returns what it prints.
-pub fn run(cli: &Cli) -> Result<String> {
-    match &cli.command {
-        Command::Summary(args) => summary::run(args),
+/// How a command ended when it did not fail outright.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// Some inputs (images) failed and were skipped; the rest were processed.
+    PartialFailure,
+}
+
+/// Runs a parsed command line, printing results to `out` as they are produced.
+pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome> {
+    let text = match &cli.command {
+        Command::Summary(args) => summary::run(args)?,
+        Command::Weights(args) => weights::run(args)?,
+        Command::Convert(args) => convert::run(args)?,
+        Command::Forward(args) => forward::run(args)?,
+        Command::Preprocess(args) => preprocess::run(args)?,
+        Command::Features(args) => features::run(args)?,
+        Command::Classify(args) => return Ok(outcome(classify::run(args, out)?)),
+        Command::Evaluate(args) => return Ok(outcome(evaluate::run(args, out)?)),
+    };
+    out.write_all(text.as_bytes())
+        .map_err(|e| Error::io(std::path::Path::new("stdout"), "cannot write to", e))?;
+    Ok(Outcome::Success)
+}
+
+fn outcome(all_ok: bool) -> Outcome {
+    if all_ok {
+        Outcome::Success
+    } else {
+        Outcome::PartialFailure
     }
 }

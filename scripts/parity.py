@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Full-size parity with PyTorch: every torchvision VGG, saved by PyTorch in both .pth
+formats, run through `vgg forward`; `vgg convert` to safetensors loaded back into
+torchvision with strict=True; and `vgg classify` with a random vgg16 on the test images. Needs torch (see make_fixtures.py for the pinned versions) and a
+release build (`cargo build --release`).
+
+    ../torchenv/bin/python scripts/parity.py [--archs vgg16 vgg16_bn] [--vgg target/release/vgg]
+
+Prints one line per (arch, format, input) with the max abs difference, the tolerance
+1e-4 + 1e-4·max|ref|, and the peak RSS of the `vgg forward` process; exits 1 on any failure.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+import torchvision
+from safetensors.torch import load_file
+
+ARCHS = ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]
+SHAPES = [(1, 3, 224, 224), (3, 3, 64, 64), (2, 3, 100, 150)]
+
+
+def random_model(arch, seed):
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models, arch)(weights=None).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+            elif isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                m.bias.normal_(0, 0.01)
+    return model
+
+
+def forward(vgg, weights, x_path, y_path):
+    """Runs `vgg forward`; returns (exit code, stderr, peak RSS in MB of that process)."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([vgg, "forward", "--weights", weights, "--input", x_path,
+                                 "--output", y_path], stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        return proc.returncode, err.read().decode(), usage.ru_maxrss / 1024
+
+
+def check_arch(arch, vgg, work, seed):
+    ok = True
+    model = random_model(arch, seed)
+    files = {"zip": os.path.join(work, f"{arch}.pth"), "legacy": os.path.join(work, f"{arch}_legacy.pth")}
+    torch.save(model.state_dict(), files["zip"])
+    torch.save(model.state_dict(), files["legacy"], _use_new_zipfile_serialization=False)
+    size_mb = os.path.getsize(files["legacy"]) / 2**20
+    for shape in SHAPES:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            ref = model(x).numpy()
+        x_path, y_path = os.path.join(work, "x.npy"), os.path.join(work, "y.npy")
+        np.save(x_path, x.numpy())
+        for fmt, path in files.items():
+            code, err, rss = forward(vgg, path, x_path, y_path)
+            if code != 0:
+                print(f"{arch:9} {fmt:6} {shape}: FAILED: {err.strip()}")
+                ok = False
+                continue
+            diff = float(np.abs(np.load(y_path) - ref).max())
+            tol = 1e-4 + 1e-4 * float(np.abs(ref).max())
+            verdict = "ok" if diff <= tol else "FAIL"
+            ok &= diff <= tol
+            print(f"{arch:9} {fmt:6} {'x'.join(map(str, shape)):12} max|diff| {diff:.2e} "
+                  f"tol {tol:.2e} {verdict:4}  peak RSS {rss:6.0f} MB ({rss / size_mb:.2f}x file)")
+    st = os.path.join(work, f"{arch}.safetensors")
+    subprocess.run([vgg, "convert", files["legacy"], st], check=True, capture_output=True)
+    fresh = getattr(torchvision.models, arch)(weights=None)
+    fresh.load_state_dict(load_file(st), strict=True)
+    same = all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+    print(f"{arch:9} vgg convert -> safetensors -> torchvision load_state_dict(strict=True): "
+          f"{'identical' if same else 'DIFFERENT'}")
+    for path in list(files.values()) + [st]:
+        os.remove(path)
+    return ok and same
+
+
+def check_classify(vgg, work, images):
+    """A full-size random vgg16 through `vgg classify` vs torchvision's preprocessing + model."""
+    import json
+    from PIL import Image
+    from torchvision.transforms._presets import ImageClassification
+    model = random_model("vgg16", 1)
+    path = os.path.join(work, "vgg16_classify.pth")
+    torch.save(model.state_dict(), path, _use_new_zipfile_serialization=False)
+    files = sorted(os.path.join(images, f) for f in os.listdir(images)
+                   if f.rsplit(".", 1)[-1] in ("jpg", "png", "webp", "bmp", "gif") and ".crop." not in f)
+    out = subprocess.run([vgg, "classify", "--weights", path, "--json"] + files,
+                         check=True, capture_output=True, text=True).stdout.splitlines()
+    transform = ImageClassification(crop_size=224)
+    ok = True
+    for line, f in zip(out, files):
+        got = json.loads(line)["top"]
+        with torch.no_grad():
+            p = torch.softmax(model(transform(Image.open(f).convert("RGB")).unsqueeze(0)), 1)[0]
+        want = p.topk(5)
+        same = [g["index"] for g in got] == want.indices.tolist()
+        diff = max(abs(g["prob"] - w) for g, w in zip(got, want.values.tolist()))
+        ok &= same and diff < 1e-4
+        print(f"classify vgg16 {os.path.basename(f):14} top-5 {'same' if same else 'DIFFERENT'} "
+              f"max|prob diff| {diff:.1e}")
+    os.remove(path)
+    return ok
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--archs", nargs="*", default=ARCHS)
+    parser.add_argument("--vgg", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "vgg"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}")
+    ok = True
+    with tempfile.TemporaryDirectory() as work:
+        for arch in args.archs:
+            ok &= check_arch(arch, args.vgg, work, args.seed)
+        images = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "images")
+        ok &= check_classify(args.vgg, work, images)
+    print("all within tolerance" if ok else "FAILURES above")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+//! `vgg classify`: top-k classes for images, as a table or JSON lines.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use candle_core::Device;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::images::PreprocessArgs;
+use crate::cli::model::ModelSource;
+use crate::data::labels::imagenet_classes;
+use crate::data::loader::{batches, collect_images};
+use crate::error::{Error, Result};
+use crate::infer::{Classifier, Prediction, top_k};
+
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    #[command(flatten)]
+    pub source: ModelSource,
+    /// Image files and folders (searched recursively)
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// How many classes to show per image
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// One JSON object per line per image
+    #[arg(long)]
+    pub json: bool,
+    /// Test-time augmentation: `flip` averages the mirrored image's probabilities
+    #[arg(long, value_parser = ["flip"])]
+    pub tta: Option<String>,
+    #[command(flatten)]
+    pub preprocess: PreprocessArgs,
+}
+
+/// Shows progress on a terminal when there are more than a handful of images.
+pub fn progress_bar(total: usize, what: &str) -> ProgressBar {
+    if total <= 8 || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template(&format!(
+        "{{bar:40}} {{pos}}/{{len}} {what} {{per_sec}} ETA {{eta}}"
+    ))
+    .expect("valid template");
+    ProgressBar::new(total as u64).with_style(style)
+}
+
+/// Returns whether every image was classified.
+pub fn run(args: &ClassifyArgs, out: &mut dyn Write) -> Result<bool> {
+    if args.batch_size == 0 || args.top == 0 {
+        return Err(Error::BadArgument(
+            "--batch-size and --top must be at least 1".into(),
+        ));
+    }
+    let preprocess = args.preprocess.preprocess()?;
+    let paths = collect_images(&args.paths)?;
+    let (model, _) = args.source.build(&Device::Cpu)?;
+    let labels = class_names(model.config().num_classes);
+    let classifier = Classifier {
+        model,
+        tta_flip: args.tta.is_some(),
+    };
+    let bar = progress_bar(paths.len(), "images");
+    let size = preprocess.crop;
+    let mut all_ok = true;
+    for batch in batches(paths, preprocess, args.batch_size) {
+        let good: Vec<&[f32]> = batch
+            .iter()
+            .filter_map(|(_, r)| r.as_deref().ok())
+            .collect();
+        let mut probs = if good.is_empty() {
+            Vec::new()
+        } else {
+            classifier.probabilities(&good, size, size)?
+        }
+        .into_iter();
+        for (path, result) in &batch {
+            let line = match result {
+                Ok(_) => {
+                    let p = probs.next().expect("one row per good image");
+                    render(path, &top_k(&p, args.top), &labels, args.json)
+                }
+                Err(e) => {
+                    all_ok = false;
+                    render_error(path, e, args.json)
+                }
+            };
+            bar.suspend(|| writeln!(out, "{line}"))
+                .map_err(|e| Error::io(path, "cannot print result for", e))?;
+        }
+        bar.inc(batch.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(all_ok)
+}
+
+/// ImageNet's names for 1000 classes; class numbers otherwise.
+pub fn class_names(num_classes: usize) -> Vec<String> {
+    if num_classes == 1000 {
+        imagenet_classes().into_iter().map(String::from).collect()
+    } else {
+        (0..num_classes).map(|i| format!("class {i}")).collect()
+    }
+}
+
+fn render(path: &std::path::Path, top: &[Prediction], labels: &[String], json: bool) -> String {
+    if json {
+        let top: Vec<serde_json::Value> = top
+            .iter()
+            .map(
+                |p| serde_json::json!({"index": p.index, "label": labels[p.index], "prob": p.prob}),
+            )
+            .collect();
+        return serde_json::json!({"path": path.display().to_string(), "top": top}).to_string();
+    }
+    let mut text = format!("{}", path.display());
+    for p in top {
+        text += &format!(
+            "\n  {:>6.2}%  {:>4}  {}",
+            p.prob * 100.0,
+            p.index,
+            labels[p.index]
+        );
+    }
+    text
+}
+
+fn render_error(path: &std::path::Path, error: &Error, json: bool) -> String {
+    let error = match error {
+        Error::BadImage { why, .. } => why.clone(),
+        other => other.to_string(),
+    };
+    if json {
+        serde_json::json!({"path": path.display().to_string(), "error": error.to_string()})
+            .to_string()
+    } else {
+        format!("{}\n  error: {error}", path.display())
+    }
+}

@@ -1,0 +1,71 @@
+//! `vgg forward`: run the network on an NCHW float32 `.npy` array and write the result.
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+use clap::Args;
+
+use crate::cli::model::ModelSource;
+use crate::error::{Error, Result};
+use crate::io::write_atomically;
+use crate::model::Mode;
+
+#[derive(Debug, Args)]
+pub struct ForwardArgs {
+    #[command(flatten)]
+    pub source: ModelSource,
+    /// Input array, NCHW float32 (.npy)
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// Where to write the output array (.npy)
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Stop after this module (features.10, avgpool, classifier.3…) and write its activation
+    #[arg(long, value_name = "NAME")]
+    pub layer: Option<String>,
+    /// Training mode: dropout on, batch norm with batch statistics
+    #[arg(long)]
+    pub train: bool,
+}
+
+pub fn run(args: &ForwardArgs) -> Result<String> {
+    let device = Device::Cpu;
+    let input = read_input(&args.input)?;
+    let (model, report) = args.source.build(&device)?;
+    let mode = if args.train { Mode::Train } else { Mode::Eval };
+    let output = model.forward_to(&input, mode, args.layer.as_deref())?;
+    write_atomically(&args.output, |tmp| Ok(output.write_npy(tmp)?))?;
+    let mut text = String::new();
+    if let Some(report) = report.filter(|r| !r.is_exact()) {
+        text += &format!("warning: {report}\n");
+    }
+    text += &format!(
+        "{} {:?} -> {:?} written to {}\n",
+        model.config().name,
+        input.dims(),
+        output.dims(),
+        args.output.display()
+    );
+    Ok(text)
+}
+
+fn read_input(path: &std::path::Path) -> Result<Tensor> {
+    if !path.exists() {
+        return Err(Error::BadArgument(format!(
+            "input {} does not exist",
+            path.display()
+        )));
+    }
+    let tensor = Tensor::read_npy(path).map_err(|e| Error::BadWeights {
+        path: path.display().to_string(),
+        why: format!("not a readable .npy array: {e}"),
+    })?;
+    if !tensor.dtype().is_float() {
+        return Err(Error::BadArgument(format!(
+            "input {} has dtype {:?}; expected float32 NCHW",
+            path.display(),
+            tensor.dtype()
+        )));
+    }
+    Ok(tensor.to_dtype(DType::F32)?)
+}

@@ -1,0 +1,58 @@
+//! Arguments shared by the commands that read images: preprocessing and batching.
+
+use clap::Args;
+
+use crate::data::preprocess::Preprocess;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Args)]
+pub struct PreprocessArgs {
+    /// imagenet (torchvision's weights) or caffe (vgg16_features weights)
+    #[arg(long, default_value = "imagenet")]
+    pub preset: String,
+    /// Shorter side after resizing [preset: 256]
+    #[arg(long, value_name = "N")]
+    pub resize: Option<usize>,
+    /// Center crop size [preset: 224]
+    #[arg(long, value_name = "N")]
+    pub crop: Option<usize>,
+    /// Per-channel mean in [0, 1] units, e.g. 0.485,0.456,0.406
+    #[arg(long, value_name = "R,G,B", allow_hyphen_values = true)]
+    pub mean: Option<String>,
+    /// Per-channel std in [0, 1] units, e.g. 0.229,0.224,0.225
+    #[arg(long, value_name = "R,G,B", allow_hyphen_values = true)]
+    pub std: Option<String>,
+}
+
+impl PreprocessArgs {
+    pub fn preprocess(&self) -> Result<Preprocess> {
+        let mut p = Preprocess::preset(&self.preset)?;
+        p.resize = self.resize.unwrap_or(p.resize);
+        p.crop = self.crop.unwrap_or(p.crop);
+        if let Some(mean) = &self.mean {
+            p.mean = three_numbers("--mean", mean)?;
+        }
+        if let Some(std) = &self.std {
+            p.std = three_numbers("--std", std)?;
+        }
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+fn three_numbers(flag: &str, text: &str) -> Result<[f32; 3]> {
+    let values: Vec<f32> = text
+        .split(',')
+        .map(|v| v.trim().parse::<f32>().ok().filter(|v| v.is_finite()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| {
+            Error::BadArgument(format!(
+                "{flag} `{text}`: expected three numbers like 0.5,0.5,0.5"
+            ))
+        })?;
+    values.try_into().map_err(|_| {
+        Error::BadArgument(format!(
+            "{flag} `{text}`: expected exactly three numbers (R,G,B)"
+        ))
+    })
+}

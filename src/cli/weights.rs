@@ -1,0 +1,80 @@
+//! `vgg weights FILE`: what a checkpoint holds and which model it fits.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::cli::args::ModelArgs;
+use crate::error::Result;
+use crate::summary::with_commas;
+use crate::weights::{self, detect::detect_config, load::check};
+
+#[derive(Debug, Args)]
+pub struct WeightsArgs {
+    /// Checkpoint: .pth (zip or legacy) or .safetensors
+    pub file: PathBuf,
+    /// Check against this arch instead of the detected one
+    #[arg(long)]
+    pub arch: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+pub fn run(args: &WeightsArgs) -> Result<String> {
+    let state = weights::read(&args.file)?;
+    let mut out = format!(
+        "{}: {}, {} tensors\n",
+        args.file.display(),
+        state.format.describe(),
+        state.tensors.len()
+    );
+    for note in &state.notes {
+        out += &format!("note: {note}\n");
+    }
+    let width = state.keys().map(str::len).max().unwrap_or(0);
+    for (key, tensor) in &state.tensors {
+        let dtype = format!("{:?}", tensor.dtype()).to_lowercase();
+        out += &format!("  {key:<width$}  {dtype:<4}  {:?}\n", tensor.dims());
+    }
+    out += &format!("parameters: {}\n", with_commas(state.num_params() as i128));
+    let detected = detect_config(&state);
+    match &detected {
+        Ok(c) => {
+            out += &format!(
+                "detected: {}{} (num_classes {}, in_channels {}, hidden {}, pool {})\n",
+                c.name,
+                if c.name == "custom" {
+                    format!(
+                        " --cfg {}{}",
+                        weights::detect::cfg_string(&c.features),
+                        if c.batch_norm { " --batch-norm" } else { "" }
+                    )
+                } else {
+                    String::new()
+                },
+                c.num_classes,
+                c.in_channels,
+                c.hidden,
+                c.pool
+            )
+        }
+        Err(e) => out += &format!("detected: nothing ({e})\n"),
+    }
+    let config = match &args.arch {
+        Some(arch) => args.model.config(arch)?,
+        None => match detected {
+            Ok(c) => c,
+            Err(_) => return Ok(out),
+        },
+    };
+    let report = check(&config, &state);
+    if report.is_exact() {
+        out += &format!(
+            "matches {}: yes, every key and shape fits (strict load)\n",
+            config.name
+        );
+    } else {
+        out += &format!("matches {}: no\n{report}\n", config.name);
+    }
+    Ok(out)
+}

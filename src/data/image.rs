@@ -1,0 +1,48 @@
+//! Decoding any image users bring (JPEG — with Pillow's decoder, see [`jpeg`] — PNG, WebP,
+//! BMP, GIF's first frame; grey, palette and RGBA) to 8-bit RGB, as `PIL.Image.open(p).convert("RGB")` does: alpha is dropped,
+//! not composited, and EXIF orientation is ignored, like torchvision.
+
+use std::path::Path;
+
+use image::{DynamicImage, ImageFormat, ImageReader, RgbImage};
+
+use crate::data::jpeg;
+
+use crate::error::{Error, Result};
+
+/// Smallest side we accept: below this an image carries no usable content.
+pub const MIN_SIDE: u32 = 8;
+
+/// Decodes `path` by its content (not its extension) to RGB.
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    let bad = |why: String| Error::BadImage {
+        path: path.display().to_string(),
+        why,
+    };
+    let reader = ImageReader::open(path)
+        .map_err(|e| bad(format!("cannot open: {e}")))?
+        .with_guessed_format()
+        .map_err(|e| bad(format!("cannot read: {e}")))?;
+    let image = match reader.format() {
+        None => {
+            return Err(bad(
+                "not an image (JPEG, PNG, WebP, BMP or GIF expected)".into()
+            ));
+        }
+        Some(ImageFormat::Jpeg) => {
+            let data = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+            DynamicImage::ImageRgb8(jpeg::decode(&data).map_err(bad)?)
+        }
+        Some(_) => reader
+            .decode()
+            .map_err(|e| bad(format!("cannot decode: {e}")))?,
+    };
+    if image.width() < MIN_SIDE || image.height() < MIN_SIDE {
+        return Err(bad(format!(
+            "{}×{} pixels is too small to classify (at least {MIN_SIDE}×{MIN_SIDE})",
+            image.width(),
+            image.height()
+        )));
+    }
+    Ok(image.into_rgb8())
+}

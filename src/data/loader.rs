@@ -1,0 +1,82 @@
+//! Turning paths into preprocessed batches: images decode in parallel (rayon) on a background
+//! thread, one batch ahead of the model, so decoding overlaps inference.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, sync_channel};
+
+use rayon::prelude::*;
+
+use crate::data::image::load_rgb;
+use crate::data::preprocess::Preprocess;
+use crate::error::{Error, Result};
+
+/// Extensions picked up when a folder is given (files named explicitly are always tried).
+pub const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "jfif"];
+
+/// One image's outcome: its CHW tensor, or why it could not be read.
+pub type Decoded = (PathBuf, Result<Vec<f32>>);
+
+/// Expands files and folders (recursively, sorted) into image paths.
+pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut paths = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut found = Vec::new();
+            walk(input, &mut found)?;
+            found.sort();
+            paths.extend(found);
+        } else if input.exists() {
+            paths.push(input.clone());
+        } else {
+            return Err(Error::BadArgument(format!(
+                "{} does not exist",
+                input.display()
+            )));
+        }
+    }
+    Ok(paths)
+}
+
+fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, "cannot list", e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(dir, "cannot list", e))?.path();
+        if path.is_dir() {
+            walk(&path, found)?;
+        } else if has_image_extension(&path) {
+            found.push(path);
+        }
+    }
+    Ok(())
+}
+
+pub fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Decodes and preprocesses `paths` in batches of `batch_size`, in order, on a background
+/// thread that stays one batch ahead of the consumer.
+pub fn batches(
+    paths: Vec<PathBuf>,
+    preprocess: Preprocess,
+    batch_size: usize,
+) -> Receiver<Vec<Decoded>> {
+    let (sender, receiver) = sync_channel(1);
+    std::thread::spawn(move || {
+        for chunk in paths.chunks(batch_size.max(1)) {
+            let batch: Vec<Decoded> = chunk
+                .par_iter()
+                .map(|path| {
+                    let tensor = load_rgb(path).and_then(|image| preprocess.apply(&image));
+                    (path.clone(), tensor)
+                })
+                .collect();
+            if sender.send(batch).is_err() {
+                break; // the consumer stopped
+            }
+        }
+    });
+    receiver
+}

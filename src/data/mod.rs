@@ -1,0 +1,9 @@
+//! Images in: decoding, torchvision's preprocessing, and ImageNet's class names.
+
+pub mod image;
+pub mod imagefolder;
+pub mod jpeg;
+pub mod labels;
+pub mod loader;
+pub mod preprocess;
+pub mod resize;

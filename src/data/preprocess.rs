@@ -1,0 +1,181 @@
+//! torchvision's `ImageClassification` preprocessing: resize the shorter side (bilinear with
+//! antialiasing, as PIL does it), center-crop, scale to [0, 1], normalise per channel.
+
+use image::RgbImage;
+
+use crate::data::resize::resize_bilinear;
+use crate::error::{Error, Result};
+
+/// ImageNet statistics used by every torchvision classification checkpoint.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// How an image becomes a network input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preprocess {
+    /// Target length of the shorter side.
+    pub resize: usize,
+    /// Side of the square center crop.
+    pub crop: usize,
+    /// Per-channel mean and std, in [0, 1] units.
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Preprocess {
+    /// torchvision's `ImageClassification(crop_size=224)`: 256, 224, ImageNet statistics.
+    pub fn imagenet() -> Self {
+        Preprocess {
+            resize: 256,
+            crop: 224,
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+        }
+    }
+
+    /// Caffe-style input for `vgg16_features` weights: 0–255 RGB minus (123, 117, 104)
+    /// (torchvision writes it as mean (0.48235, 0.45882, 0.40784), std 1/255).
+    pub fn caffe() -> Self {
+        Preprocess {
+            mean: [0.48235, 0.45882, 0.40784],
+            std: [1.0 / 255.0; 3],
+            ..Preprocess::imagenet()
+        }
+    }
+
+    /// A preset by name: `imagenet` or `caffe`.
+    pub fn preset(name: &str) -> Result<Self> {
+        match name {
+            "imagenet" => Ok(Preprocess::imagenet()),
+            "caffe" => Ok(Preprocess::caffe()),
+            other => Err(Error::BadArgument(format!(
+                "unknown preset `{other}`; valid: imagenet, caffe"
+            ))),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.resize == 0 || self.crop == 0 {
+            return Err(Error::BadArgument(
+                "--resize and --crop must be at least 1".into(),
+            ));
+        }
+        if self.std.iter().any(|&s| s.is_nan() || s <= 0.0) {
+            return Err(Error::BadArgument("--std values must be positive".into()));
+        }
+        Ok(())
+    }
+
+    /// The resized and cropped 8-bit image, before scaling (what PIL holds at that point).
+    pub fn resize_and_crop(&self, image: &RgbImage) -> Result<RgbImage> {
+        let resized = resize_shorter_side(image, self.resize)?;
+        Ok(center_crop(&resized, self.crop))
+    }
+
+    /// The CHW float tensor the model sees, flattened.
+    pub fn apply(&self, image: &RgbImage) -> Result<Vec<f32>> {
+        Ok(self.normalise(&self.resize_and_crop(image)?))
+    }
+
+    /// Scale to [0, 1], normalise, and lay out as CHW.
+    pub fn normalise(&self, image: &RgbImage) -> Vec<f32> {
+        let plane = (image.width() * image.height()) as usize;
+        let mut out = vec![0.0f32; 3 * plane];
+        for (i, pixel) in image.pixels().enumerate() {
+            for c in 0..3 {
+                let value = f32::from(pixel[c]) / 255.0;
+                out[c * plane + i] = (value - self.mean[c]) / self.std[c];
+            }
+        }
+        out
+    }
+}
+
+/// Resize so the shorter side is `target`, the longer `int(target · long / short)`, with
+/// PIL's antialiased bilinear filter.
+pub fn resize_shorter_side(image: &RgbImage, target: usize) -> Result<RgbImage> {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    if w == 0 || h == 0 {
+        return Err(Error::BadArgument("the image has no pixels".into()));
+    }
+    let (new_w, new_h) = if w <= h {
+        (target, target * h / w)
+    } else {
+        (target * w / h, target)
+    };
+    if (new_w, new_h) == (w, h) {
+        return Ok(image.clone());
+    }
+    let too_large =
+        || Error::BadArgument(format!("resizing {w}×{h} to {new_w}×{new_h} is too large"));
+    let new_w = u32::try_from(new_w).map_err(|_| too_large())?;
+    let new_h = u32::try_from(new_h).map_err(|_| too_large())?;
+    Ok(resize_bilinear(image, new_w, new_h))
+}
+
+/// torchvision's `center_crop`: top = round((H − crop) / 2) with Python's half-to-even
+/// rounding; an image smaller than the crop is zero-padded first, as torchvision does.
+pub fn center_crop(image: &RgbImage, crop: usize) -> RgbImage {
+    let (w, h) = (image.width() as i64, image.height() as i64);
+    let crop = crop as i64;
+    let offset = |size: i64| -> i64 {
+        if size >= crop {
+            round_half_even((size - crop) as f64 / 2.0)
+        } else {
+            -((crop - size) / 2)
+        }
+    };
+    let (left, top) = (offset(w), offset(h));
+    RgbImage::from_fn(crop as u32, crop as u32, |x, y| {
+        let (sx, sy) = (left + x as i64, top + y as i64);
+        if (0..w).contains(&sx) && (0..h).contains(&sy) {
+            *image.get_pixel(sx as u32, sy as u32)
+        } else {
+            image::Rgb([0, 0, 0])
+        }
+    })
+}
+
+fn round_half_even(v: f64) -> i64 {
+    let r = v.round();
+    if (v - v.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        (r - v.signum()) as i64
+    } else {
+        r as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_rounding() {
+        assert_eq!(round_half_even(0.5), 0);
+        assert_eq!(round_half_even(1.5), 2);
+        assert_eq!(round_half_even(2.5), 2);
+        assert_eq!(round_half_even(16.0), 16);
+    }
+
+    #[test]
+    fn shorter_side_and_truncation() {
+        let image = RgbImage::new(500, 375);
+        let resized = resize_shorter_side(&image, 256).unwrap();
+        assert_eq!((resized.width(), resized.height()), (341, 256));
+        let image = RgbImage::new(240, 321);
+        let resized = resize_shorter_side(&image, 256).unwrap();
+        assert_eq!((resized.width(), resized.height()), (256, 342));
+    }
+
+    #[test]
+    fn crop_pads_small_images_like_torchvision() {
+        let image = RgbImage::from_pixel(3, 2, image::Rgb([9, 9, 9]));
+        let cropped = center_crop(&image, 4);
+        // torchvision pads left (4−3)//2 = 0, top (4−2)//2 = 1.
+        assert_eq!(cropped.get_pixel(0, 0)[0], 0);
+        assert_eq!(cropped.get_pixel(0, 1)[0], 9);
+        assert_eq!(cropped.get_pixel(2, 2)[0], 9);
+        assert_eq!(cropped.get_pixel(3, 1)[0], 0);
+        assert_eq!(cropped.get_pixel(0, 3)[0], 0);
+    }
+}

@@ -1,0 +1,114 @@
+//! Classification on preprocessed images: softmax probabilities, optional flip test-time
+//! augmentation (the paper averages the flipped image's class posteriors), top-k.
+
+use candle_core::{D, Device, Tensor};
+
+use crate::error::Result;
+use crate::model::{Mode, Vgg};
+
+/// A class and its probability.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Prediction {
+    pub index: usize,
+    pub prob: f32,
+}
+
+/// Runs a model on batches of CHW images of one size.
+pub struct Classifier {
+    pub model: Vgg,
+    /// Average the probabilities of each image and its mirror image.
+    pub tta_flip: bool,
+}
+
+impl Classifier {
+    /// Class probabilities, one row per image; `images` are CHW tensors of `[3, size, size]`.
+    pub fn probabilities(
+        &self,
+        images: &[&[f32]],
+        height: usize,
+        width: usize,
+    ) -> Result<Vec<Vec<f32>>> {
+        let probs = self.softmax(images, height, width, false)?;
+        if !self.tta_flip {
+            return Ok(probs.to_vec2()?);
+        }
+        let flipped = self.softmax(images, height, width, true)?;
+        Ok(((probs + flipped)? * 0.5)?.to_vec2()?)
+    }
+
+    /// A layer's activations for a batch (`[N, ...]`).
+    pub fn activations(
+        &self,
+        images: &[&[f32]],
+        height: usize,
+        width: usize,
+        layer: &str,
+    ) -> Result<Tensor> {
+        let x = stack(images, height, width, false, self.model.device())?;
+        self.model.forward_to(&x, Mode::Eval, Some(layer))
+    }
+
+    fn softmax(
+        &self,
+        images: &[&[f32]],
+        height: usize,
+        width: usize,
+        flip: bool,
+    ) -> Result<Tensor> {
+        let x = stack(images, height, width, flip, self.model.device())?;
+        let logits = self.model.forward(&x, Mode::Eval)?;
+        Ok(candle_nn::ops::softmax(&logits, D::Minus1)?)
+    }
+}
+
+/// Stacks CHW images into an NCHW tensor, mirrored left-right if `flip`.
+fn stack(
+    images: &[&[f32]],
+    height: usize,
+    width: usize,
+    flip: bool,
+    device: &Device,
+) -> Result<Tensor> {
+    let mut data = Vec::with_capacity(images.iter().map(|i| i.len()).sum());
+    for image in images {
+        if flip {
+            for row in image.chunks(width) {
+                data.extend(row.iter().rev());
+            }
+        } else {
+            data.extend_from_slice(image);
+        }
+    }
+    let channels = images.first().map_or(3, |i| i.len() / (height * width));
+    Ok(Tensor::from_vec(
+        data,
+        (images.len(), channels, height, width),
+        device,
+    )?)
+}
+
+/// The `k` most probable classes, most probable first.
+pub fn top_k(probs: &[f32], k: usize) -> Vec<Prediction> {
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+    order
+        .into_iter()
+        .take(k)
+        .map(|index| Prediction {
+            index,
+            prob: probs[index],
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_orders_by_probability() {
+        let top = top_k(&[0.1, 0.5, 0.2, 0.2], 3);
+        let idx: Vec<usize> = top.iter().map(|p| p.index).collect();
+        assert_eq!(idx, [1, 2, 3]);
+    }
+}

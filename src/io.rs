@@ -1,0 +1,56 @@
+//! Files we write are written atomically: to a temporary file beside the target, then
+//! renamed over it, so a crash or a full disk never leaves a half-written file behind.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Calls `write(tmp)` to produce the file at a temporary path in the same directory, then
+/// renames it to `path`. On failure the temporary file is removed and `path` is untouched.
+pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = temporary_path(path);
+    let result = write(&tmp)
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "cannot write", e)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn temporary_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_write_leaves_previous_file() {
+        let dir = std::env::temp_dir().join(format!("vgg-io-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("out.bin");
+        std::fs::write(&path, b"old").unwrap();
+        let err = write_atomically(&path, |tmp| {
+            std::fs::write(tmp, b"partial").unwrap();
+            Err(Error::BadArgument("injected".into()))
+        });
+        assert!(err.is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
+        write_atomically(&path, |tmp| {
+            std::fs::write(tmp, b"new").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,175 @@
+//! Loading a checkpoint into a model, as `load_state_dict` does: strict by default, with
+//! every missing key, unexpected key and shape mismatch reported at once, plus hints.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use candle_core::{Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::model::init::initial_values;
+use crate::model::layers::{TensorSpec, build_layers};
+use crate::model::{Vgg, VggConfig};
+use crate::weights::StateDict;
+use crate::weights::detect::{cfg_string, detect_config};
+
+/// A tensor the checkpoint has with another shape than the model's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub key: String,
+    pub model: Vec<usize>,
+    pub checkpoint: Vec<usize>,
+}
+
+/// What loading found. Missing `num_batches_tracked` is not reported (PyTorch fills 0).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    pub model: String,
+    pub loaded: usize,
+    pub missing: Vec<String>,
+    pub unexpected: Vec<String>,
+    pub mismatched: Vec<Mismatch>,
+    pub hints: Vec<String>,
+}
+
+impl LoadReport {
+    pub fn is_exact(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty() && self.mismatched.is_empty()
+    }
+}
+
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the checkpoint does not fit {}", self.model)?;
+        if !self.missing.is_empty() {
+            write!(
+                f,
+                "\n  missing keys ({}): {}",
+                self.missing.len(),
+                self.missing.join(", ")
+            )?;
+        }
+        if !self.unexpected.is_empty() {
+            let n = self.unexpected.len();
+            write!(
+                f,
+                "\n  unexpected keys ({n}): {}",
+                self.unexpected.join(", ")
+            )?;
+        }
+        for m in &self.mismatched {
+            write!(
+                f,
+                "\n  size mismatch for {}: checkpoint {:?}, model {:?}",
+                m.key, m.checkpoint, m.model
+            )?;
+        }
+        for hint in &self.hints {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Compares the checkpoint with the tensors `config` needs, without building anything.
+pub fn check(config: &VggConfig, state: &StateDict) -> LoadReport {
+    let mut report = LoadReport {
+        model: config.name.clone(),
+        ..LoadReport::default()
+    };
+    let mut used = HashSet::new();
+    for (key, spec) in build_layers(config).iter().flat_map(|l| l.named_tensors()) {
+        match state.get(&key) {
+            None if spec.name == "num_batches_tracked" => {}
+            None => report.missing.push(key),
+            Some(tensor) if fits(&spec, tensor) => {
+                report.loaded += 1;
+                used.insert(key);
+            }
+            Some(tensor) => {
+                report.mismatched.push(Mismatch {
+                    model: spec.shape.clone(),
+                    checkpoint: tensor.dims().to_vec(),
+                    key: key.clone(),
+                });
+                used.insert(key);
+            }
+        }
+    }
+    report.unexpected = state
+        .keys()
+        .filter(|k| !used.contains(*k))
+        .map(String::from)
+        .collect();
+    report.hints = hints(config, state, &report);
+    report
+}
+
+/// Builds `config` with the checkpoint's tensors. Strict: any difference is an error listing
+/// all of them. Not strict: tensors that fit are loaded, the rest keep torchvision's
+/// initialisation (from `seed`), and the report says which.
+pub fn load(
+    config: VggConfig,
+    state: &StateDict,
+    strict: bool,
+    seed: u64,
+    device: &Device,
+) -> Result<(Vgg, LoadReport)> {
+    let report = check(&config, state);
+    if strict && !report.is_exact() {
+        return Err(Error::StateDictMismatch(Box::new(report)));
+    }
+    let model = Vgg::build(config, seed, device, |layer, key, spec| {
+        match state.get(key) {
+            Some(tensor) if fits(spec, tensor) => Ok(tensor.reshape(spec.shape.as_slice())?),
+            _ => {
+                let values = initial_values(&layer.kind, spec, seed, key);
+                Ok(Tensor::from_vec(values, spec.shape.as_slice(), device)?)
+            }
+        }
+    })?;
+    Ok((model, report))
+}
+
+/// Same shape, or a one-element tensor for a 0-dim one (old `num_batches_tracked`).
+fn fits(spec: &TensorSpec, tensor: &Tensor) -> bool {
+    tensor.dims() == spec.shape.as_slice() || (spec.shape.is_empty() && tensor.elem_count() == 1)
+}
+
+fn hints(config: &VggConfig, state: &StateDict, report: &LoadReport) -> Vec<String> {
+    let mut hints = Vec::new();
+    if report.is_exact() {
+        return hints;
+    }
+    if let Ok(detected) = detect_config(state) {
+        if detected.name == "custom" {
+            hints.push(format!(
+                "the checkpoint looks like a custom network: custom --cfg {}{} --hidden {} --pool {} \
+                 --num-classes {} (or --arch auto)",
+                cfg_string(&detected.features),
+                if detected.batch_norm { " --batch-norm" } else { "" },
+                detected.hidden,
+                detected.pool,
+                detected.num_classes
+            ));
+        } else if detected.name != config.name {
+            let why = match (detected.batch_norm, config.batch_norm) {
+                (true, false) => " (it has batch norm layers)",
+                (false, true) => " (it has no batch norm layers)",
+                _ => "",
+            };
+            hints.push(format!(
+                "the checkpoint looks like {}{why}: use --arch {} or --arch auto",
+                detected.name, detected.name
+            ));
+        }
+        if detected.num_classes != config.num_classes {
+            hints.push(format!(
+                "the checkpoint has {} classes, the model {}: pass --num-classes {} (or load \
+                 non-strictly to keep a freshly initialised last layer for fine-tuning)",
+                detected.num_classes, config.num_classes, detected.num_classes
+            ));
+        }
+    }
+    hints
+}
