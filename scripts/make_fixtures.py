@@ -246,6 +246,8 @@ def write_forward():
         torch.save(model.state_dict(), os.path.join(out, f"{name}_legacy.pth"),
                    _use_new_zipfile_serialization=False)
         np.save(os.path.join(out, f"{name}_input.npy"), x.numpy())
+        if name in ACTIVATION_CASES:  # before the training step below changes BN statistics
+            write_activations(model, ACTIVATION_CASES[name], gen, os.path.join(out, name))
         with torch.no_grad():
             model.eval()
             np.save(os.path.join(out, f"{name}_eval.npy"), model(x).numpy())
@@ -253,8 +255,6 @@ def write_forward():
             np.save(os.path.join(out, f"{name}_train.npy"), model(x).numpy())
             after = {k: v for k, v in model.state_dict().items() if "running" in k}
         save_file(after, os.path.join(out, f"{name}_running_after_train.safetensors"))
-        if name in ACTIVATION_CASES:
-            write_activations(model, ACTIVATION_CASES[name], gen, os.path.join(out, name))
         meta = {"cfg": cfg, "batch_norm": bn, "hidden": hidden, "pool": pool, "num_classes": classes,
                 "input": list(shape)}
         with open(os.path.join(out, f"{name}.json"), "w") as f:

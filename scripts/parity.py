@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Full-size parity with PyTorch: every torchvision VGG, saved by PyTorch in both .pth
-formats, run through `vgg forward`; `vgg convert` to safetensors loaded back into
+formats, run through `vgg forward` on both engines (with each run's peak RSS); `vgg convert` to safetensors loaded back into
 torchvision with strict=True; and `vgg classify` with a random vgg16 on the test images. Needs torch (see make_fixtures.py for the pinned versions) and a
 release build (`cargo build --release`).
 
@@ -10,6 +10,7 @@ Prints one line per (arch, format, input) with the max abs difference, the toler
 1e-4 + 1e-4·max|ref|, and the peak RSS of the `vgg forward` process; exits 1 on any failure.
 """
 import argparse
+import itertools
 import os
 import subprocess
 import sys
@@ -22,6 +23,9 @@ from safetensors.torch import load_file
 
 ARCHS = ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]
 SHAPES = [(1, 3, 224, 224), (3, 3, 64, 64), (2, 3, 100, 150)]
+# Tolerance per engine, from max|ref|: the reference path as the weights issue states it,
+# the Winograd engine as the engine issue does.
+ENGINES = {"reference": lambda scale: 1e-4 + 1e-4 * scale, "fast": lambda scale: 1e-3 * scale}
 
 
 def random_model(arch, seed):
@@ -39,15 +43,16 @@ def random_model(arch, seed):
     return model
 
 
-def forward(vgg, weights, x_path, y_path):
-    """Runs `vgg forward`; returns (exit code, stderr, peak RSS in MB of that process)."""
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([vgg, "forward", "--weights", weights, "--input", x_path,
-                                 "--output", y_path], stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        return proc.returncode, err.read().decode(), usage.ru_maxrss / 1024
+def forward(vgg, engine, weights, x_path, y_path):
+    """Runs `vgg forward`; returns (exit code, stderr, peak RSS in MB of that process).
+    The RSS comes from GNU time: a child forked from this (large) Python process would
+    inherit its high-water mark across exec."""
+    cmd = ["/usr/bin/time", "-f", "MAXRSS %M", vgg, "forward", "--engine", engine,
+           "--weights", weights, "--input", x_path, "--output", y_path]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    rss = [l for l in proc.stderr.splitlines() if l.startswith("MAXRSS")]
+    err = "\n".join(l for l in proc.stderr.splitlines() if not l.startswith("MAXRSS"))
+    return proc.returncode, err, int(rss[-1].split()[1]) / 1024 if rss else float("nan")
 
 
 def check_arch(arch, vgg, work, seed):
@@ -63,18 +68,19 @@ def check_arch(arch, vgg, work, seed):
             ref = model(x).numpy()
         x_path, y_path = os.path.join(work, "x.npy"), os.path.join(work, "y.npy")
         np.save(x_path, x.numpy())
-        for fmt, path in files.items():
-            code, err, rss = forward(vgg, path, x_path, y_path)
+        for (fmt, path), engine in itertools.product(files.items(), ENGINES):
+            code, err, rss = forward(vgg, engine, path, x_path, y_path)
             if code != 0:
                 print(f"{arch:9} {fmt:6} {shape}: FAILED: {err.strip()}")
                 ok = False
                 continue
             diff = float(np.abs(np.load(y_path) - ref).max())
-            tol = 1e-4 + 1e-4 * float(np.abs(ref).max())
+            tol = ENGINES[engine](float(np.abs(ref).max()))
             verdict = "ok" if diff <= tol else "FAIL"
             ok &= diff <= tol
-            print(f"{arch:9} {fmt:6} {'x'.join(map(str, shape)):12} max|diff| {diff:.2e} "
-                  f"tol {tol:.2e} {verdict:4}  peak RSS {rss:6.0f} MB ({rss / size_mb:.2f}x file)")
+            print(f"{arch:9} {fmt:6} {engine:9} {'x'.join(map(str, shape)):12} max|diff| {diff:.2e} "
+                  f"tol {tol:.2e} {verdict:4}  peak RSS {rss:6.0f} MB ({rss / size_mb:.2f}x file)",
+                  flush=True)
     st = os.path.join(work, f"{arch}.safetensors")
     subprocess.run([vgg, "convert", files["legacy"], st], check=True, capture_output=True)
     fresh = getattr(torchvision.models, arch)(weights=None)

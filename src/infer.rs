@@ -3,8 +3,9 @@
 
 use candle_core::{D, Device, Tensor};
 
-use crate::error::Result;
-use crate::model::{Mode, Vgg};
+use crate::engine::FastVgg;
+use crate::error::{Error, Result};
+use crate::model::{Mode, Vgg, VggConfig};
 
 /// A class and its probability.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -13,9 +14,47 @@ pub struct Prediction {
     pub prob: f32,
 }
 
+/// Which implementation runs the network.
+pub enum Backend {
+    /// candle, module by module: any batch size.
+    Reference(Vgg),
+    /// The CPU engine, compiled for `[batch, C, H, W]`; smaller batches are zero-padded.
+    Fast(FastVgg),
+}
+
+impl Backend {
+    pub fn config(&self) -> &VggConfig {
+        match self {
+            Backend::Reference(model) => model.config(),
+            Backend::Fast(engine) => engine.config(),
+        }
+    }
+
+    fn logits(&mut self, x: Tensor) -> Result<Tensor> {
+        match self {
+            Backend::Reference(model) => model.forward(&x, Mode::Eval),
+            Backend::Fast(engine) => {
+                let n = x.dim(0)?;
+                let capacity = engine.input_shape()[0];
+                if n > capacity {
+                    return Err(Error::BadArgument(format!(
+                        "a batch of {n} exceeds the engine's {capacity}"
+                    )));
+                }
+                let padded = if n < capacity {
+                    x.pad_with_zeros(0, 0, capacity - n)?
+                } else {
+                    x
+                };
+                Ok(engine.forward(&padded)?.narrow(0, 0, n)?)
+            }
+        }
+    }
+}
+
 /// Runs a model on batches of CHW images of one size.
 pub struct Classifier {
-    pub model: Vgg,
+    pub backend: Backend,
     /// Average the probabilities of each image and its mirror image.
     pub tta_flip: bool,
 }
@@ -23,7 +62,7 @@ pub struct Classifier {
 impl Classifier {
     /// Class probabilities, one row per image; `images` are CHW tensors of `[3, size, size]`.
     pub fn probabilities(
-        &self,
+        &mut self,
         images: &[&[f32]],
         height: usize,
         width: usize,
@@ -36,33 +75,21 @@ impl Classifier {
         Ok(((probs + flipped)? * 0.5)?.to_vec2()?)
     }
 
-    /// A layer's activations for a batch (`[N, ...]`).
-    pub fn activations(
-        &self,
-        images: &[&[f32]],
-        height: usize,
-        width: usize,
-        layer: &str,
-    ) -> Result<Tensor> {
-        let x = stack(images, height, width, false, self.model.device())?;
-        self.model.forward_to(&x, Mode::Eval, Some(layer))
-    }
-
     fn softmax(
-        &self,
+        &mut self,
         images: &[&[f32]],
         height: usize,
         width: usize,
         flip: bool,
     ) -> Result<Tensor> {
-        let x = stack(images, height, width, flip, self.model.device())?;
-        let logits = self.model.forward(&x, Mode::Eval)?;
+        let x = stack(images, height, width, flip, &Device::Cpu)?;
+        let logits = self.backend.logits(x)?;
         Ok(candle_nn::ops::softmax(&logits, D::Minus1)?)
     }
 }
 
 /// Stacks CHW images into an NCHW tensor, mirrored left-right if `flip`.
-fn stack(
+pub fn stack(
     images: &[&[f32]],
     height: usize,
     width: usize,

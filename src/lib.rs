@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod data;
+pub mod engine;
 pub mod error;
 pub mod infer;
 pub mod io;

@@ -3,10 +3,10 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-use candle_core::Device;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::cli::bench::Engine;
 use crate::cli::images::PreprocessArgs;
 use crate::cli::model::ModelSource;
 use crate::data::labels::imagenet_classes;
@@ -34,6 +34,9 @@ pub struct ClassifyArgs {
     pub tta: Option<String>,
     #[command(flatten)]
     pub preprocess: PreprocessArgs,
+    /// fast: the CPU engine; reference: candle, module by module
+    #[arg(long, value_enum, default_value_t = Engine::Fast)]
+    pub engine: Engine,
 }
 
 /// Shows progress on a terminal when there are more than a handful of images.
@@ -57,10 +60,12 @@ pub fn run(args: &ClassifyArgs, out: &mut dyn Write) -> Result<bool> {
     }
     let preprocess = args.preprocess.preprocess()?;
     let paths = collect_images(&args.paths)?;
-    let (model, _) = args.source.build(&Device::Cpu)?;
-    let labels = class_names(model.config().num_classes);
-    let classifier = Classifier {
-        model,
+    let backend = args
+        .source
+        .backend(args.engine, args.batch_size, preprocess.crop)?;
+    let labels = class_names(backend.config().num_classes);
+    let mut classifier = Classifier {
+        backend,
         tta_flip: args.tta.is_some(),
     };
     let bar = progress_bar(paths.len(), "images");

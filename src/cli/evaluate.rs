@@ -4,9 +4,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Device;
 use clap::Args;
 
+use crate::cli::bench::Engine;
 use crate::cli::classify::progress_bar;
 use crate::cli::images::PreprocessArgs;
 use crate::cli::model::ModelSource;
@@ -38,6 +38,9 @@ pub struct EvaluateArgs {
     pub tta: Option<String>,
     #[command(flatten)]
     pub preprocess: PreprocessArgs,
+    /// fast: the CPU engine; reference: candle, module by module
+    #[arg(long, value_enum, default_value_t = Engine::Fast)]
+    pub engine: Engine,
 }
 
 /// Counts per class.
@@ -53,16 +56,18 @@ pub fn run(args: &EvaluateArgs, out: &mut dyn Write) -> Result<bool> {
     let class_map = args.class_map.as_deref().map(read_class_map).transpose()?;
     let mut folder = ImageFolder::open(&args.data, class_map.as_ref())?;
     folder.samples.truncate(args.limit.unwrap_or(usize::MAX));
-    let (model, _) = args.source.build(&Device::Cpu)?;
-    let num_classes = model.config().num_classes;
+    let backend = args
+        .source
+        .backend(args.engine, args.batch_size.max(1), preprocess.crop)?;
+    let num_classes = backend.config().num_classes;
     if folder.classes.len() > num_classes {
         return Err(Error::BadArgument(format!(
             "the dataset has {} classes but the model only {num_classes}",
             folder.classes.len()
         )));
     }
-    let classifier = Classifier {
-        model,
+    let mut classifier = Classifier {
+        backend,
         tta_flip: args.tta.is_some(),
     };
     let labels: std::collections::HashMap<PathBuf, usize> =

@@ -10,8 +10,9 @@ use crate::cli::images::PreprocessArgs;
 use crate::cli::model::ModelSource;
 use crate::data::loader::{batches, collect_images};
 use crate::error::{Error, Result};
-use crate::infer::Classifier;
+use crate::infer::stack;
 use crate::io::write_atomically;
+use crate::model::Mode;
 use crate::weights;
 
 #[derive(Debug, Args)]
@@ -49,10 +50,6 @@ pub fn run(args: &FeaturesArgs) -> Result<String> {
     let paths = collect_images(&args.paths)?;
     let (model, _) = args.source.build(&Device::Cpu)?;
     model.layer_index(&args.layer)?;
-    let classifier = Classifier {
-        model,
-        tta_flip: false,
-    };
     let size = preprocess.crop;
     let mut rows: Vec<(String, Tensor)> = Vec::new();
     for batch in batches(paths, preprocess, args.batch_size.max(1)) {
@@ -64,7 +61,8 @@ pub fn run(args: &FeaturesArgs) -> Result<String> {
             images.push((path.display().to_string(), image));
         }
         let slices: Vec<&[f32]> = images.iter().map(|(_, i)| *i).collect();
-        let activations = classifier.activations(&slices, size, size, &args.layer)?;
+        let x = stack(&slices, size, size, false, &Device::Cpu)?;
+        let activations = model.forward_to(&x, Mode::Eval, Some(&args.layer))?;
         for (i, (name, _)) in images.into_iter().enumerate() {
             rows.push((name, activations.get(i)?));
         }

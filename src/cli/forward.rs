@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
 
+use crate::cli::bench::Engine;
 use crate::cli::model::ModelSource;
 use crate::error::{Error, Result};
 use crate::io::write_atomically;
@@ -26,22 +27,38 @@ pub struct ForwardArgs {
     /// Training mode: dropout on, batch norm with batch statistics
     #[arg(long)]
     pub train: bool,
+    /// fast: the CPU engine (eval-mode logits); reference: candle, module by module
+    /// (always used for --layer and --train)
+    #[arg(long, value_enum, default_value_t = Engine::Fast)]
+    pub engine: Engine,
 }
 
 pub fn run(args: &ForwardArgs) -> Result<String> {
     let device = Device::Cpu;
     let input = read_input(&args.input)?;
-    let (model, report) = args.source.build(&device)?;
-    let mode = if args.train { Mode::Train } else { Mode::Eval };
-    let output = model.forward_to(&input, mode, args.layer.as_deref())?;
+    let fast = args.engine == Engine::Fast && !args.train && args.layer.is_none();
+    let (name, output, report) = if fast {
+        let shape: [usize; 4] = input.dims().try_into().map_err(|_| {
+            Error::BadArgument(format!(
+                "expected an NCHW input, got shape {:?}",
+                input.dims()
+            ))
+        })?;
+        let (mut model, report) = args.source.build_fast(shape)?;
+        (model.config().name.clone(), model.forward(&input)?, report)
+    } else {
+        let (model, report) = args.source.build(&device)?;
+        let mode = if args.train { Mode::Train } else { Mode::Eval };
+        let output = model.forward_to(&input, mode, args.layer.as_deref())?;
+        (model.config().name.clone(), output, report)
+    };
     write_atomically(&args.output, |tmp| Ok(output.write_npy(tmp)?))?;
     let mut text = String::new();
     if let Some(report) = report.filter(|r| !r.is_exact()) {
         text += &format!("warning: {report}\n");
     }
     text += &format!(
-        "{} {:?} -> {:?} written to {}\n",
-        model.config().name,
+        "{name} {:?} -> {:?} written to {}\n",
         input.dims(),
         output.dims(),
         args.output.display()

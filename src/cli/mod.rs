@@ -1,6 +1,7 @@
 //! The `vgg` command line: parse, call the library, print. One file per subcommand.
 
 pub mod args;
+pub mod bench;
 pub mod classify;
 pub mod convert;
 pub mod evaluate;
@@ -25,6 +26,9 @@ use crate::error::{Error, Result};
     about = "The VGG family of convolutional networks, in Rust"
 )]
 pub struct Cli {
+    /// Worker threads (default: RAYON_NUM_THREADS, else one per core)
+    #[arg(long, global = true, value_name = "T")]
+    pub threads: Option<usize>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -47,6 +51,8 @@ pub enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// Activations of any layer for each image (.npy or .safetensors)
     Features(features::FeaturesArgs),
+    /// Time forward passes on the fast engine or the reference path
+    Bench(bench::BenchArgs),
 }
 
 /// How a command ended when it did not fail outright.
@@ -59,6 +65,9 @@ pub enum Outcome {
 
 /// Runs a parsed command line, printing results to `out` as they are produced.
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome> {
+    if let Some(threads) = cli.threads {
+        set_threads(threads)?;
+    }
     let text = match &cli.command {
         Command::Summary(args) => summary::run(args)?,
         Command::Weights(args) => weights::run(args)?,
@@ -66,12 +75,26 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome> {
         Command::Forward(args) => forward::run(args)?,
         Command::Preprocess(args) => preprocess::run(args)?,
         Command::Features(args) => features::run(args)?,
+        Command::Bench(args) => bench::run(args)?,
         Command::Classify(args) => return Ok(outcome(classify::run(args, out)?)),
         Command::Evaluate(args) => return Ok(outcome(evaluate::run(args, out)?)),
     };
     out.write_all(text.as_bytes())
         .map_err(|e| Error::io(std::path::Path::new("stdout"), "cannot write to", e))?;
     Ok(Outcome::Success)
+}
+
+/// Sizes rayon's global pool (the engine's and candle's workers) and tells candle's gemm.
+fn set_threads(threads: usize) -> Result<()> {
+    if threads == 0 {
+        return Err(Error::BadArgument("--threads must be at least 1".into()));
+    }
+    // SAFETY: called before any other thread exists; candle reads this variable for its gemm.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .map_err(|e| Error::BadArgument(format!("cannot set up {threads} threads: {e}")))
 }
 
 fn outcome(all_ok: bool) -> Outcome {

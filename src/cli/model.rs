@@ -7,9 +7,13 @@ use candle_core::Device;
 use clap::Args;
 
 use crate::cli::args::ModelArgs;
+use crate::cli::bench::Engine;
+use crate::engine::{FastVgg, PlanOptions};
 use crate::error::{Error, Result};
+use crate::infer::Backend;
 use crate::model::{Vgg, VggConfig};
-use crate::weights::{self, detect::detect_config, load::LoadReport};
+use crate::weights::load::{LoadReport, check};
+use crate::weights::{self, LazyPth, detect::detect_config};
 
 #[derive(Debug, Clone, Args)]
 pub struct ModelSource {
@@ -45,13 +49,50 @@ impl ModelSource {
         };
         let state = weights::read(path)?;
         let config = if self.arch == "auto" {
-            self.with_overrides(detect_config(&state)?)?
+            self.with_overrides(detect_config(&state.shapes())?)?
         } else {
             self.model.config(&self.arch)?
         };
         let (model, report) =
-            weights::load::load(config, &state, !self.non_strict, self.seed, device)?;
+            weights::load::load(config, state, !self.non_strict, self.seed, device)?;
         Ok((model, Some(report)))
+    }
+
+    /// The model compiled for the fast engine at `input`. Strict-fitting `.pth` files are
+    /// read tensor by tensor straight into the engine; anything else goes through the
+    /// reference model first.
+    pub fn build_fast(&self, input: [usize; 4]) -> Result<(FastVgg, Option<LoadReport>)> {
+        let options = PlanOptions::default();
+        if let Some(path) = &self.weights
+            && let Some(checkpoint) = LazyPth::open(path)?
+        {
+            let shapes = checkpoint.shapes();
+            let config = if self.arch == "auto" {
+                self.with_overrides(detect_config(&shapes)?)?
+            } else {
+                self.model.config(&self.arch)?
+            };
+            let report = check(&config, &shapes);
+            if report.is_exact() {
+                return Ok((
+                    FastVgg::from_pth(config, &checkpoint, input, options)?,
+                    Some(report),
+                ));
+            }
+            if !self.non_strict {
+                return Err(Error::StateDictMismatch(Box::new(report)));
+            }
+        }
+        let (model, report) = self.build(&Device::Cpu)?;
+        Ok((FastVgg::from_model(&model, input, options)?, report))
+    }
+
+    /// The backend `engine` names, compiled for `[batch, 3, size, size]` when fast.
+    pub fn backend(&self, engine: Engine, batch: usize, size: usize) -> Result<Backend> {
+        Ok(match engine {
+            Engine::Fast => Backend::Fast(self.build_fast([batch, 3, size, size])?.0),
+            Engine::Reference => Backend::Reference(self.build(&Device::Cpu)?.0),
+        })
     }
 
     /// A detected config with the user's explicit `--num-classes` / `--dropout` applied.

@@ -37,7 +37,7 @@ pub fn run(args: &WeightsArgs) -> Result<String> {
         out += &format!("  {key:<width$}  {dtype:<4}  {:?}\n", tensor.dims());
     }
     out += &format!("parameters: {}\n", with_commas(state.num_params() as i128));
-    let detected = detect_config(&state);
+    let detected = detect_config(&state.shapes());
     match &detected {
         Ok(c) => {
             out += &format!(
@@ -67,7 +67,7 @@ pub fn run(args: &WeightsArgs) -> Result<String> {
             Err(_) => return Ok(out),
         },
     };
-    let report = check(&config, &state);
+    let report = check(&config, &state.shapes());
     if report.is_exact() {
         out += &format!(
             "matches {}: yes, every key and shape fits (strict load)\n",

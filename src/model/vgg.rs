@@ -64,12 +64,14 @@ impl Vgg {
     pub fn new(config: VggConfig, seed: u64, device: &Device) -> Result<Self> {
         Self::build(config, seed, device, |layer, key, spec| {
             let values = initial_values(&layer.kind, spec, seed, key);
-            Ok(Tensor::from_vec(values, spec.shape.as_slice(), device)?)
+            Ok(Var::from_vec(values, spec.shape.as_slice(), device)?.into_inner())
         })
     }
 
     /// A network whose every tensor comes from `tensor_for(layer, key, spec)` (the spec's
-    /// shape is checked; any float or integer dtype is converted to f32).
+    /// shape is checked; any float or integer dtype is converted to f32). An f32 tensor
+    /// created as a variable (`Var::…().into_inner()`) is adopted without a copy, so it then
+    /// shares its storage with the model.
     pub fn build(
         config: VggConfig,
         seed: u64,

@@ -6,24 +6,24 @@
 
 use crate::error::{Error, Result};
 use crate::model::config::{Arch, CfgItem, VggConfig};
-use crate::weights::StateDict;
+use crate::weights::Shapes;
 
 /// The config whose state_dict layout `state` has: a named arch where the features match
 /// one, otherwise `custom` with the detected cfg.
-pub fn detect_config(state: &StateDict) -> Result<VggConfig> {
+pub fn detect_config(state: &Shapes) -> Result<VggConfig> {
     let fail = |why: &str| {
         Error::BadArgument(format!("cannot detect the arch from the checkpoint: {why}"))
     };
     let mut convs: Vec<(usize, usize, usize)> = state
-        .tensors
+        .entries
         .iter()
-        .filter_map(|(key, t)| {
+        .filter_map(|(key, shape)| {
             let index = key
                 .strip_prefix("features.")?
                 .strip_suffix(".weight")?
                 .parse()
                 .ok()?;
-            match t.dims() {
+            match shape.as_slice() {
                 &[out, inp, 3, 3] => Some((index, out, inp)),
                 _ => None,
             }
@@ -54,7 +54,7 @@ pub fn detect_config(state: &StateDict) -> Result<VggConfig> {
     let linear = |i: usize| {
         state
             .get(&format!("classifier.{i}.weight"))
-            .map(|t| t.dims().to_vec())
+            .map(<[usize]>::to_vec)
     };
     let (Some(fc6), Some(fc8)) = (linear(0), linear(6)) else {
         return Err(fail("no classifier.0.weight / classifier.6.weight"));

@@ -4,14 +4,14 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Var};
 
 use crate::error::{Error, Result};
 use crate::model::init::initial_values;
 use crate::model::layers::{TensorSpec, build_layers};
 use crate::model::{Vgg, VggConfig};
-use crate::weights::StateDict;
 use crate::weights::detect::{cfg_string, detect_config};
+use crate::weights::{Shapes, StateDict};
 
 /// A tensor the checkpoint has with another shape than the model's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +72,7 @@ impl fmt::Display for LoadReport {
 }
 
 /// Compares the checkpoint with the tensors `config` needs, without building anything.
-pub fn check(config: &VggConfig, state: &StateDict) -> LoadReport {
+pub fn check(config: &VggConfig, state: &Shapes) -> LoadReport {
     let mut report = LoadReport {
         model: config.name.clone(),
         ..LoadReport::default()
@@ -82,14 +82,14 @@ pub fn check(config: &VggConfig, state: &StateDict) -> LoadReport {
         match state.get(&key) {
             None if spec.name == "num_batches_tracked" => {}
             None => report.missing.push(key),
-            Some(tensor) if fits(&spec, tensor) => {
+            Some(shape) if fits(&spec, shape) => {
                 report.loaded += 1;
                 used.insert(key);
             }
-            Some(tensor) => {
+            Some(shape) => {
                 report.mismatched.push(Mismatch {
                     model: spec.shape.clone(),
-                    checkpoint: tensor.dims().to_vec(),
+                    checkpoint: shape.to_vec(),
                     key: key.clone(),
                 });
                 used.insert(key);
@@ -107,24 +107,28 @@ pub fn check(config: &VggConfig, state: &StateDict) -> LoadReport {
 
 /// Builds `config` with the checkpoint's tensors. Strict: any difference is an error listing
 /// all of them. Not strict: tensors that fit are loaded, the rest keep torchvision's
-/// initialisation (from `seed`), and the report says which.
+/// initialisation (from `seed`), and the report says which. The state_dict is consumed:
+/// the model takes over its tensors' storage.
 pub fn load(
     config: VggConfig,
-    state: &StateDict,
+    state: StateDict,
     strict: bool,
     seed: u64,
     device: &Device,
 ) -> Result<(Vgg, LoadReport)> {
-    let report = check(&config, state);
+    let report = check(&config, &state.shapes());
     if strict && !report.is_exact() {
         return Err(Error::StateDictMismatch(Box::new(report)));
     }
     let model = Vgg::build(config, seed, device, |layer, key, spec| {
         match state.get(key) {
-            Some(tensor) if fits(spec, tensor) => Ok(tensor.reshape(spec.shape.as_slice())?),
+            // Same shape: the tensor itself, so a variable-backed checkpoint tensor is adopted
+            // without a copy; a one-element `num_batches_tracked` is reshaped to 0-dim.
+            Some(tensor) if tensor.dims() == spec.shape.as_slice() => Ok(tensor.clone()),
+            Some(tensor) if fits(spec, tensor.dims()) => Ok(tensor.reshape(spec.shape.as_slice())?),
             _ => {
                 let values = initial_values(&layer.kind, spec, seed, key);
-                Ok(Tensor::from_vec(values, spec.shape.as_slice(), device)?)
+                Ok(Var::from_vec(values, spec.shape.as_slice(), device)?.into_inner())
             }
         }
     })?;
@@ -132,11 +136,12 @@ pub fn load(
 }
 
 /// Same shape, or a one-element tensor for a 0-dim one (old `num_batches_tracked`).
-fn fits(spec: &TensorSpec, tensor: &Tensor) -> bool {
-    tensor.dims() == spec.shape.as_slice() || (spec.shape.is_empty() && tensor.elem_count() == 1)
+fn fits(spec: &TensorSpec, shape: &[usize]) -> bool {
+    shape == spec.shape.as_slice()
+        || (spec.shape.is_empty() && shape.iter().product::<usize>() == 1)
 }
 
-fn hints(config: &VggConfig, state: &StateDict, report: &LoadReport) -> Vec<String> {
+fn hints(config: &VggConfig, state: &Shapes, report: &LoadReport) -> Vec<String> {
     let mut hints = Vec::new();
     if report.is_exact() {
         return hints;

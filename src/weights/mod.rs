@@ -12,7 +12,7 @@ pub mod safetensors;
 use std::io::Read;
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 
 use crate::error::{Error, Result};
 
@@ -96,6 +96,37 @@ impl StateDict {
     }
 }
 
+/// Names and shapes of a checkpoint's tensors: all that arch detection and load checks need,
+/// so they can run before (or without) reading any tensor data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shapes {
+    pub entries: Vec<(String, Vec<usize>)>,
+}
+
+impl Shapes {
+    pub fn get(&self, key: &str) -> Option<&[usize]> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, s)| s.as_slice())
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(k, _)| k.as_str())
+    }
+}
+
+impl StateDict {
+    pub fn shapes(&self) -> Shapes {
+        let entries = self
+            .tensors
+            .iter()
+            .map(|(k, t)| (k.clone(), t.dims().to_vec()))
+            .collect();
+        Shapes { entries }
+    }
+}
+
 /// Reads any checkpoint we support, with torchvision key names (timm's VGG names and a
 /// `module.` prefix are mapped; see [`names`]).
 pub fn read(path: &Path) -> Result<StateDict> {
@@ -106,8 +137,8 @@ pub fn read(path: &Path) -> Result<StateDict> {
     Ok(names::to_torchvision(state))
 }
 
-/// Reads a `.pth` state_dict into tensors: floats as f32, integers as i64 (one copy each,
-/// read straight from the file).
+/// Reads a `.pth` state_dict into tensors: floats as f32, integers as i64, each read
+/// straight from the file into its final buffer.
 fn read_pth(path: &Path) -> Result<StateDict> {
     let bad = |e: pth::PthError| Error::BadWeights {
         path: path.display().to_string(),
@@ -119,16 +150,16 @@ fn read_pth(path: &Path) -> Result<StateDict> {
         .iter()
         .map(|entry| {
             let shape = entry.shape.as_slice();
-            let float = matches!(
-                entry.dtype,
-                pth::DType::F32 | pth::DType::F64 | pth::DType::F16 | pth::DType::BF16
-            );
-            let tensor = if float {
-                Tensor::from_vec(
+            let tensor = if is_float(entry.dtype) {
+                // Created as a variable so that the model adopts this storage instead of
+                // copying it (`Var::from_tensor` copies plain tensors): one copy of the
+                // weights in memory, not two.
+                Var::from_vec(
                     checkpoint.read_f32(entry).map_err(bad)?,
                     shape,
                     &Device::Cpu,
                 )?
+                .into_inner()
             } else {
                 Tensor::from_vec(
                     checkpoint.read_i64(entry).map_err(bad)?,
@@ -153,6 +184,90 @@ fn read_pth(path: &Path) -> Result<StateDict> {
         format,
         notes,
     })
+}
+
+/// A `.pth` checkpoint opened without reading tensor data: names and shapes now, each
+/// tensor's values on demand. A consumer that keeps its own transformed copy (the fast
+/// engine) then never holds the checkpoint twice.
+pub struct LazyPth {
+    checkpoint: pth::Checkpoint,
+    path: String,
+    /// torchvision names, parallel to the checkpoint's entries.
+    names: Vec<String>,
+}
+
+impl LazyPth {
+    /// `None` when the file is not a `.pth` or needs name mapping beyond a `module.` prefix
+    /// (timm's reshaped names): such files take the [`read`] path.
+    pub fn open(path: &Path) -> Result<Option<Self>> {
+        if WeightFormat::sniff(path)? == WeightFormat::Safetensors {
+            return Ok(None);
+        }
+        let bad = |e: pth::PthError| Error::BadWeights {
+            path: path.display().to_string(),
+            why: explain(e),
+        };
+        let checkpoint = pth::Checkpoint::open(path).map_err(bad)?;
+        let raw: Vec<&str> = checkpoint
+            .entries()
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        let prefixed = !raw.is_empty() && raw.iter().all(|k| k.starts_with("module."));
+        let names: Vec<String> = raw
+            .iter()
+            .map(|k| if prefixed { &k["module.".len()..] } else { k }.to_string())
+            .collect();
+        if names
+            .iter()
+            .any(|k| !k.starts_with("features.") && !k.starts_with("classifier."))
+        {
+            return Ok(None);
+        }
+        let path = path.display().to_string();
+        Ok(Some(LazyPth {
+            checkpoint,
+            path,
+            names,
+        }))
+    }
+
+    pub fn shapes(&self) -> Shapes {
+        let entries = self.names.iter().zip(self.checkpoint.entries());
+        Shapes {
+            entries: entries.map(|(n, e)| (n.clone(), e.shape.clone())).collect(),
+        }
+    }
+
+    /// One tensor's values as f32, read from the file now.
+    pub fn read_f32(&self, key: &str) -> Result<Vec<f32>> {
+        let index = self
+            .names
+            .iter()
+            .position(|n| n == key)
+            .ok_or_else(|| Error::BadWeights {
+                path: self.path.clone(),
+                why: format!("no tensor `{key}`"),
+            })?;
+        let entry = &self.checkpoint.entries()[index];
+        let bad = |e: pth::PthError| Error::BadWeights {
+            path: self.path.clone(),
+            why: explain(e),
+        };
+        if is_float(entry.dtype) {
+            self.checkpoint.read_f32(entry).map_err(bad)
+        } else {
+            let ints = self.checkpoint.read_i64(entry).map_err(bad)?;
+            Ok(ints.into_iter().map(|v| v as f32).collect())
+        }
+    }
+}
+
+fn is_float(dtype: pth::DType) -> bool {
+    matches!(
+        dtype,
+        pth::DType::F32 | pth::DType::F64 | pth::DType::F16 | pth::DType::BF16
+    )
 }
 
 /// A whole pickled model needs its classes: say what to save instead.

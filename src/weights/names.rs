@@ -35,10 +35,10 @@ pub fn to_torchvision(mut state: StateDict) -> StateDict {
             continue;
         };
         *key = key.replacen(timm, torchvision, 1);
-        if tensor.rank() == 4 {
-            if let Ok(flat) = tensor.flatten_from(1) {
-                *tensor = flat;
-            }
+        if tensor.rank() == 4
+            && let Ok(flat) = tensor.flatten_from(1)
+        {
+            *tensor = flat;
         }
         mapped = true;
     }

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Our engine vs PyTorch, side by side in one run: for each case and thread count, run
+`vgg bench` and `scripts/bench_torch.py` alternately (A B A B …, `--rounds` times, each a
+fresh process timing `--iters` forward passes after warm-up), then print the medians of the
+per-round medians and their ratio. Alternating cancels slow phases of a shared machine.
+
+    cargo build --release
+    ../torchenv/bin/python scripts/bench_compare.py [--rounds 3] [--iters 10] [--threads 2,1]
+        [--cases vgg16:1x3x224x224,...] [-- extra args for vgg bench, e.g. --engine reference]
+"""
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CASES = ("vgg16:1x3x224x224,vgg16:8x3x224x224,vgg16:1x3x64x64,"
+                 "vgg16_bn:1x3x224x224,vgg19:1x3x224x224")
+
+
+def ours(case_args, threads, extra):
+    out = subprocess.run([str(ROOT / "target/release/vgg"), "--threads", threads, "bench", *case_args,
+                          "--json", *extra], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["median_ms"]
+
+
+def torch(case_args, threads):
+    out = subprocess.run([sys.executable, str(ROOT / "scripts/bench_torch.py"), *case_args,
+                          "--threads", threads], capture_output=True, text=True, check=True).stdout
+    line = next(l for l in out.splitlines() if l.startswith("RESULT"))
+    return float(re.search(r"median_ms=([\d.]+)", line).group(1))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--threads", default="2,1")
+    p.add_argument("--cases", default=DEFAULT_CASES)
+    args, extra = p.parse_known_args()
+    extra = [e for e in extra if e != "--"]
+    print(f"| case | threads | ours ms | PyTorch ms | ours / PyTorch | rounds (ours/PyTorch) |")
+    print(f"|---|---|---|---|---|---|")
+    for case in args.cases.split(","):
+        arch, shape = case.split(":")
+        case_args = ["--arch", arch, "--input", shape, "--iters", str(args.iters)]
+        for t in args.threads.split(","):
+            a, b = [], []
+            for _ in range(args.rounds):
+                a.append(ours(case_args, t, extra))
+                b.append(torch(case_args, t))
+            o, q = statistics.median(a), statistics.median(b)
+            rounds = " ".join(f"{x:.0f}/{y:.0f}" for x, y in zip(a, b))
+            print(f"| {arch} {shape} | {t} | {o:.1f} | {q:.1f} | {o / q:.2f} | {rounds} |", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

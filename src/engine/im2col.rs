@@ -1,0 +1,110 @@
+//! 3×3 pad-1 convolution as im2col + GEMM. Used for the first layer (3 input
+//! channels: a Winograd tile would be 16× channel padding for nothing) and as
+//! the ablation baseline for the other layers.
+
+use super::simd;
+use super::tensor::Shape;
+
+/// Working-set target for one im2col chunk (fits the 2 MiB L2 with the output).
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// A compiled im2col convolution layer.
+pub(crate) struct Im2colConv {
+    c: usize,
+    kp: usize,
+    /// Weights as the GEMM right operand `[(ky·3 + kx)·c + ci][kp]`.
+    w: Vec<f32>,
+    /// Bias padded to `kp`.
+    bias: Vec<f32>,
+    relu: bool,
+}
+
+impl Im2colConv {
+    pub(crate) fn new(c: usize, k: usize, weight: &[f32], bias: &[f32], relu: bool) -> Self {
+        let kp = super::tensor::round16(k);
+        let mut w = vec![0.0; 9 * c * kp];
+        for ko in 0..k {
+            for ci in 0..c {
+                for tap in 0..9 {
+                    w[(tap * c + ci) * kp + ko] = weight[(ko * c + ci) * 9 + tap];
+                }
+            }
+        }
+        let mut b = vec![0.0; kp];
+        b[..k].copy_from_slice(bias);
+        Im2colConv {
+            c,
+            kp,
+            w,
+            bias: b,
+            relu,
+        }
+    }
+
+    /// Output pixels per GEMM call.
+    fn chunk_pixels(&self, s: Shape) -> usize {
+        (CHUNK_BYTES / (9 * self.c * 4)).max(64).min(s.h * s.w)
+    }
+
+    /// Length of the column scratch buffer for input shape `s`.
+    pub(crate) fn scratch_len(&self, s: Shape) -> usize {
+        self.chunk_pixels(s) * 9 * self.c
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "im2col+gemm, fused bias{}",
+            if self.relu { "+relu" } else { "" }
+        )
+    }
+
+    /// Convolves `src` into `dst` (`s` with `k` channels), `col` ≥ `scratch_len(s)`.
+    pub(crate) fn run(
+        &self,
+        src: &[f32],
+        s: Shape,
+        dst: &mut [f32],
+        col: &mut [f32],
+        threads: usize,
+    ) {
+        let plane = s.h * s.w;
+        let chunk = self.chunk_pixels(s);
+        let kc = 9 * self.c;
+        for n in 0..s.n {
+            let mut p0 = 0;
+            while p0 < plane {
+                let np = chunk.min(plane - p0);
+                let col = &mut col[..np * kc];
+                self.gather(src, s, n, p0, col);
+                let out = &mut dst[(n * plane + p0) * self.kp..(n * plane + p0 + np) * self.kp];
+                for px in out.chunks_exact_mut(self.kp) {
+                    px.copy_from_slice(&self.bias);
+                }
+                simd::matmul_acc(np, self.kp, kc, col, &self.w, out, threads);
+                if self.relu {
+                    out.iter_mut().for_each(|v| *v = v.max(0.0));
+                }
+                p0 += np;
+            }
+        }
+    }
+
+    /// Writes the 3×3 neighbourhoods of pixels `p0..` of image `n` as rows of `col`.
+    fn gather(&self, src: &[f32], s: Shape, n: usize, p0: usize, col: &mut [f32]) {
+        for (i, row) in col.chunks_exact_mut(9 * self.c).enumerate() {
+            let (y, x) = ((p0 + i) / s.w, (p0 + i) % s.w);
+            for (tap, dst) in row.chunks_exact_mut(self.c).enumerate() {
+                let (yy, xx) = (
+                    y as isize + tap as isize / 3 - 1,
+                    x as isize + tap as isize % 3 - 1,
+                );
+                if yy < 0 || xx < 0 || yy >= s.h as isize || xx >= s.w as isize {
+                    dst.fill(0.0);
+                } else {
+                    let o = s.at(n, yy as usize, xx as usize);
+                    dst.copy_from_slice(&src[o..o + self.c]);
+                }
+            }
+        }
+    }
+}

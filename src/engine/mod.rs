@@ -1,0 +1,86 @@
+//! Fast CPU inference for VGG-style networks (torchvision vgg11…vgg19_bn).
+//!
+//! A [`Plan`] is compiled once from a [`NetworkSpec`]: 3×3 convolutions become
+//! Winograd F(4×4,3×3)/F(6×6,3×3) layers with pre-transformed filters (or
+//! im2col+GEMM for the 3-channel stem), bias/ReLU and the following 2×2
+//! max-pool are fused into the Winograd output transform, and the adaptive
+//! average pool is folded into the first classifier layer when it is a fixed
+//! linear map. Activations live in padded NHWC buffers reused across runs.
+
+mod classifier;
+mod disjoint;
+mod im2col;
+pub mod model;
+pub mod network;
+mod plan;
+mod pool;
+pub mod simd;
+mod tensor;
+mod winograd;
+
+use std::fmt;
+
+pub use model::FastVgg;
+pub use plan::{ConvChoice, Plan, PlanOptions};
+pub use winograd::Variant as WinogradVariant;
+
+/// One feature-extractor step; BatchNorm is already folded into the conv by the caller.
+pub enum FeatureOp {
+    /// 3×3 convolution, stride 1, padding 1, OIHW weights `[out, in, 3, 3]`.
+    Conv3x3 {
+        in_channels: usize,
+        out_channels: usize,
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        relu: bool,
+    },
+    /// 2×2 max-pool, stride 2 (odd sizes floor).
+    MaxPool2x2,
+}
+
+/// A fully-connected layer; `weight` is `[out, in]` row-major, as PyTorch.
+pub struct Linear {
+    pub in_features: usize,
+    pub out_features: usize,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub relu: bool,
+}
+
+/// A VGG-style network: features, adaptive average pool to `pool×pool`, classifier.
+/// Dropout is the identity at inference and therefore absent.
+pub struct NetworkSpec {
+    pub features: Vec<FeatureOp>,
+    pub pool: usize,
+    pub classifier: Vec<Linear>,
+}
+
+/// Errors from plan construction or execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineError {
+    /// The network description is inconsistent (sizes, channel counts, weights).
+    InvalidSpec(String),
+    /// A buffer passed to `run`/`run_to` has the wrong length.
+    BadLength {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineError::InvalidSpec(m) => write!(f, "invalid network spec: {m}"),
+            EngineError::BadLength {
+                what,
+                expected,
+                got,
+            } => {
+                write!(f, "{what} has {got} elements, expected {expected}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}

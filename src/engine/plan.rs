@@ -1,0 +1,494 @@
+//! Plan compilation (algorithm choice, weight packing, buffer sizing) and execution.
+
+use super::classifier::Fc;
+use super::im2col::Im2colConv;
+use super::pool;
+use super::simd::Isa;
+use super::tensor::{self, Shape};
+use super::winograd::{Variant, WinogradConv};
+use super::{EngineError, FeatureOp, NetworkSpec};
+
+/// How 3×3 convolutions are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvChoice {
+    /// Winograd F(4,3) (see [`AUTO_VARIANT`]); im2col for < 16 input channels.
+    Auto,
+    /// Force one Winograd variant wherever the layer has ≥ 16 input channels.
+    Winograd(Variant),
+    /// Force im2col + GEMM everywhere (ablation baseline).
+    Im2col,
+}
+
+/// Knobs for ablations; `PlanOptions::default()` is the fast configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanOptions {
+    pub conv: ConvChoice,
+    /// Fuse a following 2×2 max-pool into the Winograd output transform.
+    pub fuse_pool: bool,
+    /// Fold the adaptive average pool into the first linear layer when it is
+    /// a fixed linear map that shrinks the input (feature map ≤ pool×pool).
+    pub fold_pool: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            conv: ConvChoice::Auto,
+            fuse_pool: true,
+            fold_pool: true,
+        }
+    }
+}
+
+/// Winograd variant chosen by `ConvChoice::Auto`. Measured per vgg16 layer
+/// shape (`examples/layer_bench.rs`, see the report): F(4,3) beat F(6,3) on
+/// every shape but one (within 5% there), since F(6,3)'s saving of 21% GEMM
+/// work is eaten by heavier transforms, more edge waste and 1.8× the filter
+/// memory traffic.
+const AUTO_VARIANT: Variant = Variant::F43;
+
+enum Conv {
+    Winograd(WinogradConv),
+    Im2col(Im2colConv),
+}
+
+enum StageOp {
+    /// A convolution, optionally with the next max-pool fused in.
+    Conv {
+        conv: Conv,
+        pool: bool,
+    },
+    MaxPool,
+}
+
+/// One executed step covering feature ops `first..=last`.
+struct Stage {
+    op: StageOp,
+    first: usize,
+    last: usize,
+    input: Shape,
+    output: Shape,
+}
+
+/// A compiled network for one input shape: transformed filters, chosen
+/// algorithm per layer and all buffers, reused by every `run`.
+pub struct Plan {
+    isa: Isa,
+    input: Shape,
+    stages: Vec<Stage>,
+    /// Adaptive pool size and whether it is folded into `fcs[0]`.
+    pool: usize,
+    folded: bool,
+    fcs: Vec<Fc>,
+    act: [Vec<f32>; 2],
+    scratch: Vec<f32>,
+    pooled: Vec<f32>,
+    fc_io: [Vec<f32>; 2],
+    fc_tmp: Vec<f32>,
+}
+
+fn invalid(msg: String) -> EngineError {
+    EngineError::InvalidSpec(msg)
+}
+
+impl Plan {
+    /// Compiles `spec` for `batch × in_channels × height × width` inputs with the fast defaults.
+    pub fn new(
+        spec: NetworkSpec,
+        batch: usize,
+        in_channels: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<Plan, EngineError> {
+        Plan::with_options(
+            spec,
+            batch,
+            in_channels,
+            height,
+            width,
+            PlanOptions::default(),
+        )
+    }
+
+    /// Like [`Plan::new`] with explicit [`PlanOptions`] (for ablations).
+    pub fn with_options(
+        spec: NetworkSpec,
+        batch: usize,
+        in_channels: usize,
+        height: usize,
+        width: usize,
+        opts: PlanOptions,
+    ) -> Result<Plan, EngineError> {
+        if batch == 0 || in_channels == 0 || height == 0 || width == 0 || spec.pool == 0 {
+            return Err(invalid("zero-sized input or pool".into()));
+        }
+        let input = Shape::new(batch, height, width, in_channels);
+        let stages = build_stages(spec.features, input, opts)?;
+        let feat = stages.last().map_or(input, |s| s.output);
+        let (fcs, folded) = build_classifier(spec.classifier, feat, spec.pool, opts.fold_pool)?;
+        let mut plan = Plan {
+            isa: Isa::detect(),
+            input,
+            stages,
+            pool: spec.pool,
+            folded,
+            fcs,
+            act: [Vec::new(), Vec::new()],
+            scratch: Vec::new(),
+            pooled: Vec::new(),
+            fc_io: [Vec::new(), Vec::new()],
+            fc_tmp: Vec::new(),
+        };
+        plan.allocate();
+        Ok(plan)
+    }
+
+    /// Sizes every buffer once for the largest use.
+    fn allocate(&mut self) {
+        let mut act = self.input.len();
+        let mut scratch = 0;
+        for st in &self.stages {
+            act = act
+                .max(st.output.len())
+                .max(st.input.with_channels(st.output.c).len());
+            if let StageOp::Conv { conv, .. } = &st.op {
+                scratch = scratch.max(match conv {
+                    Conv::Winograd(w) => w.scratch_len(st.input),
+                    Conv::Im2col(c) => c.scratch_len(st.input),
+                });
+            }
+        }
+        let feat = self.features_shape();
+        let n = self.input.n;
+        let widest = self.fcs.iter().map(|f| f.out.max(f.inp)).max().unwrap_or(0);
+        self.act = [vec![0.0; act], vec![0.0; act]];
+        self.scratch = vec![0.0; scratch];
+        self.pooled = if self.folded {
+            Vec::new()
+        } else {
+            vec![0.0; n * self.pool * self.pool * feat.cp]
+        };
+        self.fc_io = [vec![0.0; n * widest], vec![0.0; n * widest]];
+        self.fc_tmp = vec![0.0; n * widest];
+    }
+
+    fn features_shape(&self) -> Shape {
+        self.stages.last().map_or(self.input, |s| s.output)
+    }
+
+    /// Number of classifier outputs per image.
+    pub fn classes(&self) -> usize {
+        self.fcs.last().map_or(0, |f| f.out)
+    }
+
+    /// Runs the network on NCHW `input`, writing `[batch, classes]` logits.
+    pub fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError> {
+        let want = self.input.n * self.classes();
+        if output.len() != want {
+            return Err(EngineError::BadLength {
+                what: "output",
+                expected: want,
+                got: output.len(),
+            });
+        }
+        let cur = self.features(input, None)?;
+        self.classify(cur, output);
+        Ok(())
+    }
+
+    /// Runs up to and including feature op `stop_after_feature_op` and returns
+    /// that activation as NCHW; `None` runs the whole network and returns the logits.
+    pub fn run_to(
+        &mut self,
+        input: &[f32],
+        stop_after_feature_op: Option<usize>,
+    ) -> Result<Vec<f32>, EngineError> {
+        let Some(stop) = stop_after_feature_op else {
+            let mut out = vec![0.0; self.input.n * self.classes()];
+            self.run(input, &mut out)?;
+            return Ok(out);
+        };
+        let last = self.stages.last().map_or(0, |s| s.last);
+        if stop > last || self.stages.is_empty() {
+            return Err(invalid(format!("feature op {stop} out of range")));
+        }
+        let (cur, shape) = self.features_until(input, stop)?;
+        Ok(tensor::nhwc_to_nchw(&self.act[cur], shape))
+    }
+
+    /// Runs all feature stages; returns the index of the activation buffer holding the result.
+    fn features(&mut self, input: &[f32], stop: Option<usize>) -> Result<usize, EngineError> {
+        let stop = stop.unwrap_or(usize::MAX);
+        Ok(self.features_until(input, stop)?.0)
+    }
+
+    /// Runs feature stages through op `stop` (splitting a fused conv+pool if
+    /// `stop` is the conv); returns the result buffer index and shape.
+    fn features_until(
+        &mut self,
+        input: &[f32],
+        stop: usize,
+    ) -> Result<(usize, Shape), EngineError> {
+        let s = self.input;
+        let want = s.n * s.c * s.h * s.w;
+        if input.len() != want {
+            return Err(EngineError::BadLength {
+                what: "input",
+                expected: want,
+                got: input.len(),
+            });
+        }
+        tensor::nchw_to_nhwc(input, s, &mut self.act[0]);
+        let (mut cur, mut shape) = (0, s);
+        let threads = rayon::current_num_threads();
+        for st in &self.stages {
+            if st.first > stop {
+                break;
+            }
+            let (a, b) = self.act.split_at_mut(1);
+            let (src, dst) = if cur == 0 {
+                (&a[0], &mut b[0])
+            } else {
+                (&b[0], &mut a[0])
+            };
+            shape = match &st.op {
+                StageOp::MaxPool => {
+                    pool::max_pool_2x2(src, st.input, dst);
+                    st.output
+                }
+                StageOp::Conv {
+                    conv: Conv::Winograd(w),
+                    pool,
+                } => {
+                    let pool = *pool && stop > st.first;
+                    w.run(self.isa, src, st.input, dst, &mut self.scratch, pool);
+                    w.out_shape(st.input, pool)
+                }
+                StageOp::Conv {
+                    conv: Conv::Im2col(c),
+                    ..
+                } => {
+                    c.run(src, st.input, dst, &mut self.scratch, threads);
+                    st.output
+                }
+            };
+            cur = 1 - cur;
+        }
+        Ok((cur, shape))
+    }
+
+    /// Adaptive pool (or its folded form) and the classifier on activation buffer `cur`.
+    fn classify(&mut self, cur: usize, output: &mut [f32]) {
+        let n = self.input.n;
+        let feat = self.features_shape();
+        let mut x: &[f32] = &self.act[cur][..feat.len()];
+        if !self.folded {
+            pool::adaptive_avg_pool(x, feat, self.pool, &mut self.pooled);
+            x = &self.pooled;
+        }
+        let count = self.fcs.len();
+        let [io0, io1] = &mut self.fc_io;
+        for (i, fc) in self.fcs.iter().enumerate() {
+            let (src, dst): (&[f32], &mut [f32]) = match i % 2 {
+                _ if i == 0 => (x, io0),
+                1 => (io0, io1),
+                _ => (io1, io0),
+            };
+            let dst = if i + 1 == count {
+                &mut *output
+            } else {
+                &mut dst[..n * fc.out]
+            };
+            fc.run(self.isa, &src[..n * fc.inp], n, dst, &mut self.fc_tmp);
+        }
+    }
+
+    /// Per-stage summary: algorithm, fused stages, shapes.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "isa: {}, threads: {}\n",
+            self.isa.name(),
+            rayon::current_num_threads()
+        );
+        for st in &self.stages {
+            let what = match &st.op {
+                StageOp::MaxPool => "maxpool2x2".to_string(),
+                StageOp::Conv {
+                    conv: Conv::Winograd(w),
+                    pool,
+                } => w.describe(*pool),
+                StageOp::Conv {
+                    conv: Conv::Im2col(c),
+                    ..
+                } => c.describe(),
+            };
+            let (i, o) = (st.input, st.output);
+            out += &format!(
+                "ops {:>2}..={:<2} {}x{}x{} -> {}x{}x{}: {what}\n",
+                st.first, st.last, i.c, i.h, i.w, o.c, o.h, o.w
+            );
+        }
+        let f = self.features_shape();
+        out += &if self.folded {
+            format!(
+                "adaptive avgpool {}x{} -> {p}x{p}: folded into first linear layer\n",
+                f.h,
+                f.w,
+                p = self.pool
+            )
+        } else {
+            format!(
+                "adaptive avgpool {}x{} -> {p}x{p}: computed\n",
+                f.h,
+                f.w,
+                p = self.pool
+            )
+        };
+        for fc in &self.fcs {
+            out += &fc.describe();
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Chooses an algorithm per conv, fuses pools, and checks shapes.
+fn build_stages(
+    features: Vec<FeatureOp>,
+    input: Shape,
+    opts: PlanOptions,
+) -> Result<Vec<Stage>, EngineError> {
+    let mut stages: Vec<Stage> = Vec::new();
+    let mut shape = input;
+    for (i, op) in features.into_iter().enumerate() {
+        match op {
+            FeatureOp::MaxPool2x2 => {
+                if shape.h < 2 || shape.w < 2 {
+                    return Err(invalid(format!(
+                        "op {i}: max-pool on a {}x{} map",
+                        shape.h, shape.w
+                    )));
+                }
+                let out = shape.pooled();
+                match stages.last_mut() {
+                    Some(Stage {
+                        op:
+                            StageOp::Conv {
+                                conv: Conv::Winograd(_),
+                                pool,
+                            },
+                        last,
+                        output,
+                        ..
+                    }) if opts.fuse_pool && !*pool && *last + 1 == i => {
+                        *pool = true;
+                        *last = i;
+                        *output = out;
+                    }
+                    _ => stages.push(Stage {
+                        op: StageOp::MaxPool,
+                        first: i,
+                        last: i,
+                        input: shape,
+                        output: out,
+                    }),
+                }
+                shape = out;
+            }
+            FeatureOp::Conv3x3 {
+                in_channels,
+                out_channels,
+                weight,
+                bias,
+                relu,
+            } => {
+                if in_channels != shape.c || out_channels == 0 {
+                    return Err(invalid(format!(
+                        "op {i}: expects {in_channels} input channels, gets {}",
+                        shape.c
+                    )));
+                }
+                if weight.len() != out_channels * in_channels * 9 || bias.len() != out_channels {
+                    return Err(invalid(format!(
+                        "op {i}: weight/bias sizes do not match the channel counts"
+                    )));
+                }
+                let variant = match opts.conv {
+                    _ if in_channels < 16 => None,
+                    ConvChoice::Im2col => None,
+                    ConvChoice::Winograd(v) => Some(v),
+                    ConvChoice::Auto => Some(AUTO_VARIANT),
+                };
+                let conv = match variant {
+                    Some(v) => Conv::Winograd(WinogradConv::new(
+                        v,
+                        in_channels,
+                        out_channels,
+                        &weight,
+                        &bias,
+                        relu,
+                    )),
+                    None => Conv::Im2col(Im2colConv::new(
+                        in_channels,
+                        out_channels,
+                        &weight,
+                        &bias,
+                        relu,
+                    )),
+                };
+                let out = shape.with_channels(out_channels);
+                stages.push(Stage {
+                    op: StageOp::Conv { conv, pool: false },
+                    first: i,
+                    last: i,
+                    input: shape,
+                    output: out,
+                });
+                shape = out;
+            }
+        }
+    }
+    Ok(stages)
+}
+
+/// Builds the FC layers; the first one is rewritten to read the NHWC feature
+/// map (and absorb the adaptive pool when `fold` applies). Returns whether it did.
+fn build_classifier(
+    classifier: Vec<super::Linear>,
+    feat: Shape,
+    o: usize,
+    fold: bool,
+) -> Result<(Vec<Fc>, bool), EngineError> {
+    if classifier.is_empty() {
+        return Err(invalid("empty classifier".into()));
+    }
+    let folded = fold && feat.h * feat.w <= o * o;
+    let mut fcs = Vec::new();
+    let mut inp = feat.c * o * o;
+    for (i, l) in classifier.into_iter().enumerate() {
+        if l.in_features != inp
+            || l.weight.len() != l.in_features * l.out_features
+            || l.bias.len() != l.out_features
+        {
+            return Err(invalid(format!(
+                "linear {i}: expected {inp} inputs and matching weight/bias sizes"
+            )));
+        }
+        let (w, fin) = if i == 0 {
+            let src = if folded {
+                feat
+            } else {
+                Shape { h: o, w: o, ..feat }
+            };
+            (
+                pool::fold_into_linear(l.weight, l.out_features, feat.c, o, src),
+                src.h * src.w * src.cp,
+            )
+        } else {
+            (l.weight, l.in_features)
+        };
+        fcs.push(Fc::new(fin, l.out_features, w, l.bias, l.relu));
+        inp = l.out_features;
+    }
+    Ok((fcs, folded))
+}

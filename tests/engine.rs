@@ -1,0 +1,282 @@
+//! End-to-end checks of every convolution algorithm, fusion and pooling fold
+//! against naive direct references. Run with `--nocapture` to see the errors.
+
+mod common;
+
+use common::*;
+use vgg::engine::{ConvChoice, FeatureOp, Linear, NetworkSpec, Plan, PlanOptions, WinogradVariant};
+
+const ALGOS: [ConvChoice; 3] = [
+    ConvChoice::Winograd(WinogradVariant::F43),
+    ConvChoice::Winograd(WinogradVariant::F63),
+    ConvChoice::Im2col,
+];
+
+fn opts(conv: ConvChoice) -> PlanOptions {
+    PlanOptions {
+        conv,
+        ..PlanOptions::default()
+    }
+}
+
+/// A one-conv network (+ optional pool) with a dummy classifier.
+fn single_conv(c: usize, k: usize, pool: bool, seed: u64) -> (NetworkSpec, Vec<f32>, Vec<f32>) {
+    let wt = random(k * c * 9, seed, (6.0 / (9.0 * c as f32)).sqrt());
+    let b = random(k, seed + 1, 0.1);
+    let mut features = vec![FeatureOp::Conv3x3 {
+        in_channels: c,
+        out_channels: k,
+        weight: wt.clone(),
+        bias: b.clone(),
+        relu: true,
+    }];
+    if pool {
+        features.push(FeatureOp::MaxPool2x2);
+    }
+    let spec = NetworkSpec {
+        features,
+        pool: 1,
+        classifier: vec![Linear {
+            in_features: k,
+            out_features: 1,
+            weight: vec![0.0; k],
+            bias: vec![0.0],
+            relu: false,
+        }],
+    };
+    (spec, wt, b)
+}
+
+/// Conv output of `plan` vs the naive reference on output channels `ks`.
+fn conv_error(
+    conv: ConvChoice,
+    n: usize,
+    c: usize,
+    k: usize,
+    h: usize,
+    w: usize,
+    ks: std::ops::Range<usize>,
+) -> f32 {
+    let (spec, wt, b) = single_conv(c, k, false, (c * 31 + k * 7 + h) as u64);
+    let x = random(n * c * h * w, 99, 1.0);
+    let mut plan = Plan::with_options(spec, n, c, h, w, opts(conv)).unwrap();
+    let got = plan.run_to(&x, Some(0)).unwrap();
+    let want = conv_ref(&x, Nchw { n, c, h, w }, &wt, &b, k, true, ks.clone());
+    let pick = |v: &[f32]| -> Vec<f32> {
+        (0..n)
+            .flat_map(|ni| {
+                ks.clone()
+                    .flat_map(move |ko| (0..h * w).map(move |i| (ni * k + ko) * h * w + i))
+            })
+            .map(|i| v[i])
+            .collect()
+    };
+    rel_err(&pick(&got), &pick(&want))
+}
+
+#[test]
+fn conv_algorithms_match_direct_on_odd_shapes() {
+    let shapes = [
+        (1, 16, 16, 1, 1),
+        (1, 16, 32, 2, 2),
+        (2, 20, 24, 7, 7),
+        (1, 64, 64, 14, 14),
+        (1, 17, 33, 13, 11),
+        (3, 5, 70, 9, 6),
+        (1, 3, 64, 224, 224),
+        (1, 40, 19, 224, 224),
+    ];
+    for conv in ALGOS {
+        for &(n, c, k, h, w) in &shapes {
+            let e = conv_error(conv, n, c, k, h, w, 0..k);
+            println!("{conv:?} n{n} c{c} k{k} {h}x{w}: rel err {e:.2e}");
+            assert!(e < 1e-3, "{conv:?} {n}x{c}x{h}x{w}->{k}: {e}");
+        }
+    }
+}
+
+/// Every VGG layer shape (224×224 input), checked on 16 output channels.
+#[test]
+fn winograd_error_on_vgg_layer_shapes() {
+    let layers = [
+        (64, 64, 224),
+        (64, 128, 112),
+        (128, 128, 112),
+        (128, 256, 56),
+        (256, 256, 56),
+        (256, 512, 28),
+        (512, 512, 28),
+        (512, 512, 14),
+    ];
+    for v in [WinogradVariant::F43, WinogradVariant::F63] {
+        for &(c, k, h) in &layers {
+            let e = conv_error(ConvChoice::Winograd(v), 1, c, k, h, h, k - 16..k);
+            println!("{v:?} {c}->{k} at {h}x{h}: max|err|/max|ref| = {e:.2e}");
+            assert!(e < 1e-3);
+        }
+    }
+}
+
+#[test]
+fn fused_pool_matches_conv_then_pool() {
+    for conv in ALGOS {
+        for &(c, k, h, w) in &[
+            (16, 32, 14, 14),
+            (24, 16, 7, 9),
+            (32, 48, 2, 3),
+            (16, 16, 13, 13),
+        ] {
+            let (spec, wt, b) = single_conv(c, k, true, 5);
+            let x = random(c * h * w, 4, 1.0);
+            let mut plan = Plan::with_options(spec, 1, c, h, w, opts(conv)).unwrap();
+            let got = plan.run_to(&x, Some(1)).unwrap();
+            let want = maxpool_ref(
+                &conv_ref(&x, Nchw { n: 1, c, h, w }, &wt, &b, k, true, 0..k),
+                1,
+                k,
+                h,
+                w,
+            );
+            let e = rel_err(&got, &want);
+            assert!(e < 1e-3, "{conv:?} {c}->{k} {h}x{w}: {e}");
+            // Stopping at the conv of a fused pair returns the un-pooled map.
+            let conv_only = plan.run_to(&x, Some(0)).unwrap();
+            assert!(
+                rel_err(
+                    &conv_only,
+                    &conv_ref(&x, Nchw { n: 1, c, h, w }, &wt, &b, k, true, 0..k)
+                ) < 1e-3
+            );
+        }
+    }
+}
+
+/// Whole small networks (features, adaptive pool with overlapping bins, classifier).
+#[test]
+fn small_networks_match_reference() {
+    // (cfg, input hw, pool): 5×5→3 overlaps and is computed; 2×2→7 and 5×5→7 are folded.
+    let cases: [(&[usize], usize, usize); 4] = [
+        (&[16, 0, 24, 0], 20, 3),
+        (&[16, 16, 0, 32, 0, 32, 0], 17, 7),
+        (&[24, 0, 20, 0], 20, 7),
+        (&[32, 0, 32, 0], 11, 2),
+    ];
+    for (cfg, hw, pool) in cases {
+        for conv in [ConvChoice::Auto, ConvChoice::Im2col] {
+            for fold in [true, false] {
+                for fuse in [true, false] {
+                    let (spec, ops, lins) = network(cfg, 3, pool, &[40, 33, 10], 11);
+                    let n = 2;
+                    let x = random(n * 3 * hw * hw, 8, 1.0);
+                    let (acts, want) = forward_ref(
+                        &x,
+                        Nchw {
+                            n,
+                            c: 3,
+                            h: hw,
+                            w: hw,
+                        },
+                        &ops,
+                        pool,
+                        &lins,
+                    );
+                    let o = PlanOptions {
+                        conv,
+                        fuse_pool: fuse,
+                        fold_pool: fold,
+                    };
+                    let mut plan = Plan::with_options(spec, n, 3, hw, hw, o).unwrap();
+                    let mut got = vec![0.0; n * 10];
+                    plan.run(&x, &mut got).unwrap();
+                    let e = rel_err(&got, &want);
+                    assert!(
+                        e < 1e-3,
+                        "{cfg:?} {hw} pool {pool} {o:?}: {e}\n{}",
+                        plan.describe()
+                    );
+                    for (i, a) in acts.iter().enumerate() {
+                        assert!(
+                            rel_err(&plan.run_to(&x, Some(i)).unwrap(), a) < 1e-3,
+                            "op {i}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Folding the adaptive pool into fc6 is exact algebra: same logits as computing it.
+#[test]
+fn pool_folding_is_exact() {
+    for (hw, pool) in [(64, 7), (32, 7), (96, 7), (112, 7)] {
+        let cfg = [16, 0, 16, 0, 32, 0, 32, 0, 32, 0];
+        let mk = |fold| {
+            let (spec, _, _) = network(&cfg, 3, pool, &[24, 10], 21);
+            let o = PlanOptions {
+                fold_pool: fold,
+                ..PlanOptions::default()
+            };
+            Plan::with_options(spec, 1, 3, hw, hw, o).unwrap()
+        };
+        let x = random(3 * hw * hw, 2, 1.0);
+        let (mut a, mut b) = (vec![0.0; 10], vec![0.0; 10]);
+        let mut pa = mk(true);
+        pa.run(&x, &mut a).unwrap();
+        mk(false).run(&x, &mut b).unwrap();
+        let e = rel_err(&a, &b);
+        println!(
+            "fold {hw}x{hw} (map {m}x{m}) -> {pool}: rel diff {e:.2e}",
+            m = hw / 32
+        );
+        assert!(e < 1e-5, "{hw}: {e}");
+        assert!(
+            pa.describe()
+                .contains(if (hw / 32) * (hw / 32) <= pool * pool {
+                    "folded"
+                } else {
+                    "computed"
+                })
+        );
+    }
+}
+
+/// vgg16 topology at 64×64 (reduced classifier width) against the reference.
+#[test]
+fn vgg16_64x64_matches_reference() {
+    let cfg = [
+        64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0,
+    ];
+    let (spec, ops, lins) = network(&cfg, 3, 7, &[64, 64, 10], 3);
+    let x = random(3 * 64 * 64, 1, 1.0);
+    let (_, want) = forward_ref(
+        &x,
+        Nchw {
+            n: 1,
+            c: 3,
+            h: 64,
+            w: 64,
+        },
+        &ops,
+        7,
+        &lins,
+    );
+    let mut plan = Plan::new(spec, 1, 3, 64, 64).unwrap();
+    let mut got = vec![0.0; 10];
+    plan.run(&x, &mut got).unwrap();
+    let e = rel_err(&got, &want);
+    println!("vgg16 64x64 logits rel err {e:.2e}\n{}", plan.describe());
+    assert!(e < 1e-3);
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let (spec, _, _) = single_conv(3, 8, false, 1);
+    let mut plan = Plan::new(spec, 1, 3, 4, 4).unwrap();
+    assert!(plan.run(&[0.0; 5], &mut [0.0; 1]).is_err());
+    assert!(plan.run(&[0.0; 48], &mut [0.0; 2]).is_err());
+    let (spec, _, _) = single_conv(3, 8, false, 1);
+    assert!(Plan::new(spec, 1, 4, 4, 4).is_err());
+    let (spec, _, _) = single_conv(3, 8, true, 1);
+    assert!(Plan::new(spec, 1, 3, 1, 1).is_err());
+}

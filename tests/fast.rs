@@ -1,0 +1,108 @@
+//! The fast engine against the reference path (every arch, random weights and batch-norm
+//! statistics) and against PyTorch (the fixture networks), within 1e-3·max|ref|.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use vgg::engine::{FastVgg, PlanOptions};
+use vgg::model::init::initial_values;
+use vgg::weights::{LazyPth, detect::detect_config};
+use vgg::{Arch, Mode, Vgg, VggConfig};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/forward")
+        .join(name)
+}
+
+fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
+    assert_eq!(got.dims(), want.dims(), "{what}");
+    let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+    let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= 1e-3 * scale,
+        "{what}: max diff {worst}, max |ref| {scale}"
+    );
+}
+
+/// torchvision's init, but with random biases and batch-norm parameters and statistics, so
+/// that folding batch norm is really exercised.
+fn random_model(config: VggConfig, seed: u64) -> Vgg {
+    let mut rng = StdRng::seed_from_u64(seed);
+    Vgg::build(config, seed, &Device::Cpu, |layer, key, spec| {
+        let mut values = initial_values(&layer.kind, spec, seed, key);
+        let bn = matches!(layer.kind, vgg::model::LayerKind::BatchNorm2d { .. });
+        match spec.name {
+            "bias" | "running_mean" => values
+                .iter_mut()
+                .for_each(|v| *v = rng.random_range(-0.1..0.1)),
+            "running_var" | "weight" if bn => values
+                .iter_mut()
+                .for_each(|v| *v = rng.random_range(0.5..1.5)),
+            _ => {}
+        }
+        Ok(Tensor::from_vec(
+            values,
+            spec.shape.as_slice(),
+            &Device::Cpu,
+        )?)
+    })
+    .unwrap()
+}
+
+#[test]
+fn every_arch_matches_the_reference_path() {
+    for arch in Arch::ALL {
+        let config = VggConfig {
+            num_classes: 10,
+            ..VggConfig::from_arch(arch)
+        };
+        let model = random_model(config, 3);
+        for shape in [[1, 3, 32, 32], [2, 3, 64, 48]] {
+            let x = Tensor::randn(0f32, 1.0, shape.as_slice(), &Device::Cpu).unwrap();
+            let want = model.forward(&x, Mode::Eval).unwrap();
+            let mut fast = FastVgg::from_model(&model, shape, PlanOptions::default()).unwrap();
+            assert_close(
+                &fast.forward(&x).unwrap(),
+                &want,
+                &format!("{arch} {shape:?}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn fixture_networks_match_pytorch() {
+    for case in ["tiny_bn", "tiny", "tiny_pool3"] {
+        for file in [format!("{case}.pth"), format!("{case}_legacy.pth")] {
+            let checkpoint = LazyPth::open(&fixture(&file))
+                .unwrap()
+                .expect("a torchvision-named .pth");
+            let config = detect_config(&checkpoint.shapes()).unwrap();
+            let x = Tensor::read_npy(fixture(&format!("{case}_input.npy"))).unwrap();
+            let shape: [usize; 4] = x.dims().try_into().unwrap();
+            let mut fast =
+                FastVgg::from_pth(config, &checkpoint, shape, PlanOptions::default()).unwrap();
+            let want = Tensor::read_npy(fixture(&format!("{case}_eval.npy"))).unwrap();
+            assert_close(&fast.forward(&x).unwrap(), &want, &file);
+        }
+    }
+}
+
+#[test]
+fn wrong_input_shape_is_an_error() {
+    let model = random_model(VggConfig::custom("8,M,8,M", false).unwrap(), 1);
+    let mut fast = FastVgg::from_model(&model, [1, 3, 8, 8], PlanOptions::default()).unwrap();
+    let x = Tensor::zeros((2, 3, 8, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let err = fast.forward(&x).unwrap_err().to_string();
+    assert!(err.contains("compiled for input [1, 3, 8, 8]"), "{err}");
+    assert!(FastVgg::from_model(&model, [1, 3, 3, 3], PlanOptions::default()).is_err());
+}
