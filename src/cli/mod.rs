@@ -3,7 +3,9 @@
 pub mod args;
 pub mod bench;
 pub mod classify;
+pub mod compare;
 pub mod convert;
+pub mod diagram;
 pub mod evaluate;
 pub mod features;
 pub mod forward;
@@ -53,6 +55,10 @@ pub enum Command {
     Features(features::FeaturesArgs),
     /// Time forward passes on the fast engine or the reference path
     Bench(bench::BenchArgs),
+    /// The eight variants side by side: layers, parameters, GFLOPS, memory, accuracy
+    Compare(compare::CompareArgs),
+    /// Architecture diagram of one model or all eight (.svg or .png)
+    Diagram(diagram::DiagramArgs),
 }
 
 /// How a command ended when it did not fail outright.
@@ -76,6 +82,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome> {
         Command::Preprocess(args) => preprocess::run(args)?,
         Command::Features(args) => features::run(args)?,
         Command::Bench(args) => bench::run(args)?,
+        Command::Compare(args) => compare::run(args)?,
+        Command::Diagram(args) => diagram::run(args)?,
         Command::Classify(args) => return Ok(outcome(classify::run(args, out)?)),
         Command::Evaluate(args) => return Ok(outcome(evaluate::run(args, out)?)),
     };

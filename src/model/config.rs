@@ -75,6 +75,21 @@ impl Arch {
         )
     }
 
+    /// torchvision's published ImageNet-1k checkpoint (the file name users download) and its
+    /// acc@1 / acc@5, from torchvision's model metadata.
+    pub fn imagenet_checkpoint(self) -> (&'static str, f64, f64) {
+        match self {
+            Arch::Vgg11 => ("vgg11-8a719046.pth", 69.020, 88.628),
+            Arch::Vgg11Bn => ("vgg11_bn-6002323d.pth", 70.370, 89.810),
+            Arch::Vgg13 => ("vgg13-19584684.pth", 69.928, 89.246),
+            Arch::Vgg13Bn => ("vgg13_bn-abd245e5.pth", 71.586, 90.374),
+            Arch::Vgg16 => ("vgg16-397923af.pth", 71.592, 90.382),
+            Arch::Vgg16Bn => ("vgg16_bn-6c64b313.pth", 73.360, 91.516),
+            Arch::Vgg19 => ("vgg19-dcbb9e9d.pth", 72.376, 90.876),
+            Arch::Vgg19Bn => ("vgg19_bn-c79401a0.pth", 74.218, 91.842),
+        }
+    }
+
     /// The feature configuration, as torchvision's `cfgs` table has it.
     pub fn cfg(self) -> Vec<CfgItem> {
         let text = match self.config_letter() {

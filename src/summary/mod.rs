@@ -1,6 +1,7 @@
 //! Model summaries: the rows ([`trace`]) and the printers that reproduce torchsummary 1.5.1,
 //! torchinfo 1.8.0 and a JSON form for scripts.
 
+pub mod compare;
 pub mod json;
 pub mod torchinfo;
 pub mod torchsummary;

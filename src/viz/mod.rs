@@ -1,0 +1,3 @@
+//! Pictures of the networks.
+
+pub mod diagram;
