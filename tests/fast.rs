@@ -1,6 +1,9 @@
 //! The fast engine against the reference path (every arch, random weights and batch-norm
 //! statistics) and against PyTorch (the fixture networks), within 1e-3·max|ref|.
 
+mod common;
+
+use common::max_diff;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -18,18 +21,10 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
-    assert_eq!(got.dims(), want.dims(), "{what}");
-    let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
-    let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = got
-        .iter()
-        .zip(&want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0f32, f32::max);
+    let (worst, scale) = max_diff(got, want, what);
     assert!(
         worst <= 1e-3 * scale,
-        "{what}: max diff {worst}, max |ref| {scale}"
+        "{what}: max diff {worst} (max |ref| {scale})"
     );
 }
 

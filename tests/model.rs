@@ -1,6 +1,9 @@
 //! The candle network: state_dict names against torchvision's, forward shapes for every arch,
 //! and outputs against PyTorch's for small networks (fixtures from `scripts/make_fixtures.py`).
 
+mod common;
+
+use common::max_diff;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -129,15 +132,7 @@ fn load_case(name: &'static str) -> Case {
 }
 
 fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
-    assert_eq!(got.dims(), want.dims(), "{what}");
-    let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = got
-        .iter()
-        .zip(&want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0f32, f32::max);
+    let (worst, scale) = max_diff(got, want, what);
     assert!(
         worst <= 1e-5 + 1e-5 * scale,
         "{what}: max diff {worst} (max |ref| {scale})"

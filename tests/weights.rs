@@ -2,6 +2,9 @@
 //! `scripts/make_fixtures.py`): loading, parity with PyTorch's outputs and activations,
 //! conversion, detection and the errors users meet.
 
+mod common;
+
+use common::max_diff;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -43,14 +46,7 @@ fn values(t: &Tensor) -> Vec<f32> {
 
 /// PyTorch parity as the issue states it: within 1e-4 + 1e-4·max|ref|.
 fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
-    assert_eq!(got.dims(), want.dims(), "{what}");
-    let (got, want) = (values(got), values(want));
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = got
-        .iter()
-        .zip(&want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0f32, f32::max);
+    let (worst, scale) = max_diff(got, want, what);
     assert!(
         worst <= 1e-4 + 1e-4 * scale,
         "{what}: max diff {worst} (max |ref| {scale})"

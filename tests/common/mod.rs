@@ -251,3 +251,20 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0f32, |e, (x, y)| e.max((x - y).abs()))
         / m
 }
+
+/// `(max |got − want|, max |want|)` over two tensors of the same shape.
+pub fn max_diff(got: &candle_core::Tensor, want: &candle_core::Tensor, what: &str) -> (f32, f32) {
+    assert_eq!(got.dims(), want.dims(), "{what}: shapes");
+    let values = |t: &candle_core::Tensor| -> Vec<f32> {
+        let t = t.to_dtype(candle_core::DType::F32).unwrap();
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    };
+    let (got, want) = (values(got), values(want));
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0f32, f32::max);
+    (worst, scale)
+}
