@@ -1,6 +1,8 @@
-//! Grad-CAM: the map matches PyTorch's (fixtures from `scripts/make_fixtures.py gradcam`).
+//! `vgg dissect` and Grad-CAM: the map matches PyTorch's (fixtures from
+//! `scripts/make_fixtures.py gradcam`), and the report is one self-contained page.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use candle_core::{Device, Tensor};
 use vgg::data::image::load_rgb;
@@ -72,4 +74,60 @@ fn grad_cam_matches_pytorch() {
             "{case}: upsampled map differs by {upsampled_diff}"
         );
     }
+}
+
+#[test]
+fn dissect_writes_a_self_contained_report() {
+    let out = std::env::temp_dir().join(format!("vgg-dissect-test-{}", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_vgg"))
+        .args(["dissect", "--weights"])
+        .arg(fixture("forward/tiny_bn.safetensors"))
+        .arg(fixture("images/landscape.jpg"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let page = std::fs::read_to_string(out.join("index.html")).unwrap();
+    for stage in 1..=5 {
+        assert!(page.contains(&format!(
+            "<figure id=\"stage{stage}\"><img src=\"data:image/png;base64,"
+        )));
+    }
+    assert!(!page.contains("id=\"stage6\""));
+    for id in ["input", "gradcam", "filters"] {
+        assert!(
+            page.contains(&format!(
+                "<figure id=\"{id}\"><img src=\"data:image/png;base64,"
+            )),
+            "{id}"
+        );
+    }
+    assert_eq!(page.matches("<tr class=\"class\">").count(), 5);
+    assert!(page.contains("<pre id=\"summary\">"));
+    assert!(page.contains("Total params: "));
+    assert_eq!(
+        page.matches("src=").count(),
+        page.matches("src=\"data:").count()
+    );
+    assert_eq!(page.matches("src=").count(), 8);
+    for external in ["href=", "url(", "http://", "https://", "@import"] {
+        assert!(
+            !page.contains(external),
+            "the page refers to something outside: {external}"
+        );
+    }
+    for file in [
+        "input", "filters", "gradcam", "stage1", "stage2", "stage3", "stage4", "stage5",
+    ] {
+        let png = image::open(out.join(format!("{file}.png"))).unwrap();
+        assert!(png.width() > 0, "{file}");
+    }
+    let input = image::open(out.join("input.png")).unwrap();
+    assert_eq!((input.width(), input.height()), (224, 224));
+    std::fs::remove_dir_all(&out).unwrap();
 }

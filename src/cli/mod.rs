@@ -4,6 +4,7 @@ pub mod args;
 pub mod bench;
 pub mod classify;
 pub mod convert;
+pub mod dissect;
 pub mod evaluate;
 pub mod features;
 pub mod forward;
@@ -51,6 +52,8 @@ pub enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// Activations of any layer for each image (.npy or .safetensors)
     Features(features::FeaturesArgs),
+    /// An HTML report of one image's trip through the network: feature maps, filters, Grad-CAM
+    Dissect(dissect::DissectArgs),
     /// Time forward passes on the fast engine or the reference path
     Bench(bench::BenchArgs),
 }
@@ -75,6 +78,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome> {
         Command::Forward(args) => forward::run(args)?,
         Command::Preprocess(args) => preprocess::run(args)?,
         Command::Features(args) => features::run(args)?,
+        Command::Dissect(args) => dissect::run(args)?,
         Command::Bench(args) => bench::run(args)?,
         Command::Classify(args) => return Ok(outcome(classify::run(args, out)?)),
         Command::Evaluate(args) => return Ok(outcome(evaluate::run(args, out)?)),
