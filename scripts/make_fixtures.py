@@ -6,7 +6,7 @@ Pinned versions (the ones the fixtures were made with):
 
     python3 -m venv ../torchenv && ../torchenv/bin/pip install torch==2.15.0 torchvision==0.29.2 \
         torchsummary==1.5.1 torchinfo==1.8.0 safetensors numpy
-    ../torchenv/bin/python scripts/make_fixtures.py [summaries] [keys] [forward] [images] [labels] [classify]
+    ../torchenv/bin/python scripts/make_fixtures.py [summaries] [keys] [forward] [images] [labels] [classify] [gradcam]
 
 Writes under tests/fixtures/:
   summary/*.txt + summary/manifest.json   torchsummary / torchinfo output and the `vgg summary`
@@ -17,6 +17,8 @@ Writes under tests/fixtures/:
   images/tiny_bn_probs.json               torchvision's class probabilities for those images
   imagefolder/, imagefolder_reference.json  an ImageFolder and PyTorch's top-1/top-5 on it
   ../../src/data/imagenet_classes.txt     torchvision's ImageNet-1k class names
+  gradcam/*                               Grad-CAM of one image's top class through tiny_bn: the
+                                          map at feature resolution and upsampled to 224×224 (.npy)
   forward/*                               small VGG-style networks (safetensors, zip .pth and
                                           legacy .pth), inputs and PyTorch's outputs in eval and
                                           train (batch-stat) mode, and every module's activation
@@ -391,11 +393,64 @@ def write_labels():
         f.write("\n".join(_IMAGENET_CATEGORIES) + "\n")
 
 
+# Grad-CAM images: the landscape photo (a map with few positive cells) and one with a broad map.
+GRADCAM_IMAGES = ["landscape.jpg", "rgba.png"]
+
+
+def write_gradcam():
+    """Grad-CAM (Selvaraju et al.) for the top class of each GRADCAM_IMAGES image through the
+    tiny_bn network, the usual PyTorch way: hooks on the last ReLU in `features` capture its output A
+    and the gradient G of the class logit; cam = ReLU(sum_k mean(G_k) A_k) / max, then
+    bilinear upsampling (align_corners=False) to the input size."""
+    from PIL import Image
+    from torchvision.transforms._presets import ImageClassification
+    from safetensors.torch import load_file
+    import torch.nn.functional as F
+    name, cfg, bn, hidden, pool, classes, _ = FORWARD_CASES[0]
+    model = build("custom", num_classes=classes, cfg=cfg, batch_norm=bn, hidden=hidden, pool=pool)
+    model.load_state_dict(load_file(os.path.join(ROOT, "forward", f"{name}.safetensors")))
+    model.eval()
+    last = max(i for i, m in enumerate(model.features) if isinstance(m, nn.ReLU))
+    model.features[last].inplace = False  # keep A intact (the next module reads it, not overwrites)
+    saved = {}
+
+    def keep(module, inputs, output):
+        saved["A"] = output.detach().clone()
+        output.register_hook(lambda grad: saved.__setitem__("G", grad.detach().clone()))
+
+    model.features[last].register_forward_hook(keep)
+    out = os.path.join(ROOT, "gradcam")
+    os.makedirs(out, exist_ok=True)
+    cases = []
+    for image in GRADCAM_IMAGES:
+        x = ImageClassification(crop_size=224)(Image.open(os.path.join(ROOT, "images", image)).convert("RGB"))
+        model.zero_grad()
+        logits = model(x.unsqueeze(0))[0]
+        top = int(logits.argmax())
+        logits[top].backward()
+        a, g = saved["A"][0], saved["G"][0]
+        cam = torch.relu((g.mean(dim=(1, 2))[:, None, None] * a).sum(0))
+        if cam.max() > 0:
+            cam = cam / cam.max()
+        upsampled = F.interpolate(cam[None, None], size=tuple(x.shape[1:]), mode="bilinear",
+                                  align_corners=False)[0, 0]
+        stem = image.split(".")[0]
+        np.save(os.path.join(out, f"{stem}_cam.npy"), cam.numpy())
+        np.save(os.path.join(out, f"{stem}_cam_upsampled.npy"), upsampled.numpy())
+        cases.append({"image": f"images/{image}", "class": top, "cam": f"gradcam/{stem}_cam.npy",
+                      "upsampled": f"gradcam/{stem}_cam_upsampled.npy"})
+        print(f"gradcam {image}: class {top}, map {tuple(cam.shape)}, {int((cam > 0).sum())} cells > 0")
+    with open(os.path.join(out, "gradcam.json"), "w") as f:
+        json.dump({"network": f"forward/{name}.safetensors", "layer": f"features.{last}",
+                   "cases": cases}, f, indent=1)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(2)
     print(f"torch {torch.__version__} torchvision {torchvision.__version__} "
           f"torchinfo {torchinfo.__version__}", file=sys.stderr)
     parts = {"summaries": write_summaries, "keys": write_state_dict_keys, "forward": write_forward,
-             "images": write_images, "labels": write_labels, "classify": write_classify}
+             "images": write_images, "labels": write_labels, "classify": write_classify,
+             "gradcam": write_gradcam}
     for part in sys.argv[1:] or parts:  # e.g. `make_fixtures.py forward` regenerates just those
         parts[part]()

@@ -6,6 +6,7 @@ pub mod classify;
 pub mod compare;
 pub mod convert;
 pub mod diagram;
+pub mod dissect;
 pub mod evaluate;
 pub mod features;
 pub mod forward;
@@ -53,6 +54,8 @@ pub enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// Activations of any layer for each image (.npy or .safetensors)
     Features(features::FeaturesArgs),
+    /// An HTML report of one image's trip through the network: feature maps, filters, Grad-CAM
+    Dissect(dissect::DissectArgs),
     /// Time forward passes on the fast engine or the reference path
     Bench(bench::BenchArgs),
     /// The eight variants side by side: layers, parameters, GFLOPS, memory, accuracy
@@ -81,6 +84,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome> {
         Command::Forward(args) => forward::run(args)?,
         Command::Preprocess(args) => preprocess::run(args)?,
         Command::Features(args) => features::run(args)?,
+        Command::Dissect(args) => dissect::run(args)?,
         Command::Bench(args) => bench::run(args)?,
         Command::Compare(args) => compare::run(args)?,
         Command::Diagram(args) => diagram::run(args)?,

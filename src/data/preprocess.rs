@@ -89,6 +89,19 @@ impl Preprocess {
         }
         out
     }
+
+    /// The inverse of [`Preprocess::normalise`]: a CHW tensor of `size × size` back to the
+    /// 8-bit RGB image it came from (exactly, for a tensor that `normalise` produced).
+    pub fn denormalise(&self, chw: &[f32], size: u32) -> RgbImage {
+        let plane = (size * size) as usize;
+        RgbImage::from_fn(size, size, |x, y| {
+            let i = (y * size + x) as usize;
+            image::Rgb([0, 1, 2].map(|c| {
+                let value = chw[c * plane + i] * self.std[c] + self.mean[c];
+                (value * 255.0).round().clamp(0.0, 255.0) as u8
+            }))
+        })
+    }
 }
 
 /// Resize so the shorter side is `target`, the longer `int(target · long / short)`, with
@@ -148,6 +161,17 @@ fn round_half_even(v: f64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn denormalise_inverts_normalise() {
+        let image = RgbImage::from_fn(4, 4, |x, y| image::Rgb([x as u8 * 60, y as u8 * 70, 255]));
+        for preprocess in [Preprocess::imagenet(), Preprocess::caffe()] {
+            assert_eq!(
+                preprocess.denormalise(&preprocess.normalise(&image), 4),
+                image
+            );
+        }
+    }
 
     #[test]
     fn python_rounding() {

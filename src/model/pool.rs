@@ -1,6 +1,7 @@
-//! Adaptive average pooling, exactly as PyTorch defines its bins: output cell `i` of `O`
-//! averages input indices `[floor(i·I/O), ceil((i+1)·I/O))` on each axis. Bins may overlap,
-//! and may be wider than the input (I = 2, O = 7 replicates values).
+//! Pooling with PyTorch's semantics. Adaptive average pooling, exactly as PyTorch defines its
+//! bins: output cell `i` of `O` averages input indices `[floor(i·I/O), ceil((i+1)·I/O))` on
+//! each axis. Bins may overlap, and may be wider than the input (I = 2, O = 7 replicates
+//! values). Max-pooling whose gradient, like PyTorch's, goes to one maximum per window.
 
 use candle_core::{Device, Tensor};
 
@@ -38,6 +39,23 @@ pub fn adaptive_avg_pool2d(x: &Tensor, out_h: usize, out_w: usize) -> Result<Ten
     let pool_w = matrix(w, out_w, x.device())?.t()?;
     let pool_h = matrix(h, out_h, x.device())?;
     Ok(pool_h.broadcast_matmul(&x.broadcast_matmul(&pool_w)?)?)
+}
+
+/// `nn.MaxPool2d(2, 2)` on an NCHW tensor (odd sizes floored), with PyTorch's gradient: all
+/// of it to the first maximum of each window in row-major order. candle's `max_pool2d`
+/// gives it to every tied maximum, and ReLU outputs tie at 0 all the time, so gradients
+/// (Grad-CAM, training) would differ from PyTorch's. The values are candle's exactly.
+pub fn max_pool2d(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (oh, ow) = (h / 2, w / 2);
+    let windows = x
+        .narrow(2, 0, 2 * oh)?
+        .narrow(3, 0, 2 * ow)?
+        .reshape((n, c, oh, 2, ow, 2))?
+        .permute(vec![0, 1, 2, 4, 3, 5])?
+        .reshape((n, c, oh, ow, 4))?;
+    let first_max = windows.argmax_keepdim(4)?;
+    Ok(windows.gather(&first_max, 4)?.squeeze(4)?)
 }
 
 #[cfg(test)]
@@ -87,6 +105,22 @@ mod tests {
                 assert!((g - r).abs() < 1e-6, "{h}x{w}->{oh}x{ow}: {g} vs {r}");
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn max_pool_values_match_candle_and_ties_take_first_gradient() -> Result<()> {
+        let values: Vec<f32> = (0..2 * 5 * 7).map(|v| (v as f32 * 0.91).sin()).collect();
+        let x = Tensor::from_vec(values, (1, 2, 5, 7), &Device::Cpu)?;
+        let ours = max_pool2d(&x)?.flatten_all()?.to_vec1::<f32>()?;
+        let candle = x.max_pool2d(2)?.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(ours, candle);
+
+        // One all-zero window (a ReLU output): PyTorch sends the gradient to its first cell.
+        let x = candle_core::Var::from_vec(vec![0.0f32; 4], (1, 1, 2, 2), &Device::Cpu)?;
+        let grads = max_pool2d(x.as_tensor())?.sum_all()?.backward()?;
+        let grad = grads.get(x.as_tensor()).expect("x has a gradient");
+        assert_eq!(grad.flatten_all()?.to_vec1::<f32>()?, [1.0, 0.0, 0.0, 0.0]);
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! The VGG network on candle: one module per [`LayerSpec`], run in order. This is the
 //! reference path (and the autograd path for training); `engine` owns the fast CPU path.
 
+use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -12,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::config::VggConfig;
 use crate::model::init::initial_values;
 use crate::model::layers::{LayerKind, LayerSpec, TensorSpec, build_layers};
-use crate::model::pool::adaptive_avg_pool2d;
+use crate::model::pool::{adaptive_avg_pool2d, max_pool2d};
 
 /// PyTorch's BatchNorm2d defaults.
 const BN_EPS: f64 = 1e-5;
@@ -199,17 +200,34 @@ impl Vgg {
     /// Runs the network up to and including the module at `last` (`features.10`, `avgpool`,
     /// `classifier.3`…), or to the end when `last` is `None`.
     pub fn forward_to(&self, x: &Tensor, mode: Mode, last: Option<&str>) -> Result<Tensor> {
-        let stop = match last {
-            Some(name) => Some(self.layer_index(name)?),
-            None => None,
+        let end = match last {
+            Some(name) => self.layer_index(name)? + 1,
+            None => self.layers.len(),
         };
         self.check_input(x)?;
+        self.forward_range(x, mode, 0..end)
+    }
+
+    /// Runs the layers from index `first` (in [`Vgg::layers`]) to the end on `x`, the output
+    /// of layer `first − 1`: with [`Vgg::forward_to`] it splits a forward pass in two, so an
+    /// intermediate activation can be made a `Var` and differentiated against (Grad-CAM).
+    pub fn forward_from(&self, x: &Tensor, mode: Mode, first: usize) -> Result<Tensor> {
+        self.forward_range(x, mode, first..self.layers.len())
+    }
+
+    /// Runs the layers at indices `range` on `x`, the output of layer `range.start − 1`:
+    /// consecutive ranges continue one pass, keeping the activations in between.
+    pub fn forward_range(&self, x: &Tensor, mode: Mode, range: Range<usize>) -> Result<Tensor> {
+        if range.start > range.end || range.end > self.layers.len() {
+            return Err(Error::BadArgument(format!(
+                "layers {range:?} are not a range of {}'s {} layers",
+                self.config.name,
+                self.layers.len()
+            )));
+        }
         let mut x = x.clone();
-        for (i, (layer, module)) in self.layers.iter().zip(&self.modules).enumerate() {
+        for (layer, module) in self.layers[range.clone()].iter().zip(&self.modules[range]) {
             x = self.apply(layer, module, &x, mode)?;
-            if stop == Some(i) {
-                break;
-            }
         }
         Ok(x)
     }
@@ -260,7 +278,7 @@ impl Vgg {
                 normalise(x, mean, var, bn)?
             }
             (LayerKind::ReLU, _) => x.relu()?,
-            (LayerKind::MaxPool2d, _) => x.max_pool2d(2)?,
+            (LayerKind::MaxPool2d, _) => max_pool2d(x)?,
             (&LayerKind::AdaptiveAvgPool2d { output }, _) => {
                 adaptive_avg_pool2d(x, output, output)?
             }

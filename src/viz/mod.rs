@@ -1,3 +1,8 @@
-//! Pictures of the networks.
+//! Pictures of the networks: architecture diagrams, and looking inside a network for one
+//! image (feature maps, filters, Grad-CAM) in an HTML report.
 
 pub mod diagram;
+pub mod dissect;
+pub mod gradcam;
+pub mod grid;
+pub mod report;

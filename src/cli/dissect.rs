@@ -1,0 +1,46 @@
+//! `vgg dissect`: an HTML report of what the network does with one image — the input it
+//! sees, each conv block's feature maps, the first layer's filters, the top-5 classes, a
+//! Grad-CAM heatmap and the model summary.
+
+use std::path::PathBuf;
+
+use candle_core::Device;
+use clap::Args;
+
+use crate::cli::classify::class_names;
+use crate::cli::images::PreprocessArgs;
+use crate::cli::model::ModelSource;
+use crate::data::image::load_rgb;
+use crate::error::Result;
+use crate::viz::dissect::dissect;
+use crate::viz::report;
+
+#[derive(Debug, Args)]
+pub struct DissectArgs {
+    #[command(flatten)]
+    pub source: ModelSource,
+    /// The image to look at
+    pub image: PathBuf,
+    /// Folder for index.html and the PNGs (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub preprocess: PreprocessArgs,
+}
+
+pub fn run(args: &DissectArgs) -> Result<String> {
+    let preprocess = args.preprocess.preprocess()?;
+    let image = preprocess.apply(&load_rgb(&args.image)?)?;
+    let (model, _) = args.source.build(&Device::Cpu)?;
+    let labels = class_names(model.config().num_classes);
+    let dissection = dissect(&model, &image, &preprocess, &labels)?;
+    let name = args.image.file_name().unwrap_or(args.image.as_os_str());
+    report::write(&args.out, &dissection, &name.to_string_lossy())?;
+    let (class, prob) = &dissection.top[0];
+    Ok(format!(
+        "top class: {class} ({:.2}%); wrote {} and {} PNGs\n",
+        prob * 100.0,
+        args.out.join("index.html").display(),
+        dissection.figures().count()
+    ))
+}

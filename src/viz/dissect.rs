@@ -1,0 +1,160 @@
+//! Looking inside a network for one image (`vgg dissect`): what each conv block responds to,
+//! what the first layer's filters look like, and where the evidence for the top class lies
+//! (Grad-CAM), gathered into one self-contained HTML page ([`crate::viz::report`]).
+
+use candle_core::{D, Device, Tensor};
+
+use crate::data::preprocess::Preprocess;
+use crate::error::{Error, Result};
+use crate::infer::top_k;
+use crate::model::{Container, LayerKind, Mode, Vgg};
+use crate::summary::{Summary, torchsummary};
+use crate::viz::gradcam::{grad_cam, target_layer};
+use crate::viz::grid::{MAX_CHANNELS, feature_grid, filter_grid, overlay, png};
+
+/// How many classes the report lists.
+pub const TOP_CLASSES: usize = 5;
+
+/// One picture of the report: its file name in the output folder, a caption, PNG bytes.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    pub file: String,
+    pub caption: String,
+    pub png: Vec<u8>,
+}
+
+/// Everything `vgg dissect` shows for one image.
+#[derive(Debug, Clone)]
+pub struct Dissection {
+    pub model: String,
+    /// The preprocessed input, de-normalised back to RGB.
+    pub input: Figure,
+    /// Grad-CAM for the top class over the input.
+    pub gradcam: Figure,
+    /// The output of each conv block (each max-pool in `features`), in order.
+    pub stages: Vec<Figure>,
+    pub filters: Figure,
+    /// The most probable classes: name and probability, most probable first.
+    pub top: Vec<(String, f32)>,
+    /// torchsummary's table for the model at this input size.
+    pub summary: String,
+}
+
+impl Dissection {
+    pub fn figures(&self) -> impl Iterator<Item = &Figure> {
+        [&self.input, &self.gradcam]
+            .into_iter()
+            .chain(&self.stages)
+            .chain([&self.filters])
+    }
+}
+
+/// Dissects `model` on one preprocessed image (CHW, `preprocess.crop` square); `labels`
+/// names the classes. One forward pass gives every stage's output and Grad-CAM's activation.
+pub fn dissect(
+    model: &Vgg,
+    image: &[f32],
+    preprocess: &Preprocess,
+    labels: &[String],
+) -> Result<Dissection> {
+    let size = preprocess.crop;
+    let x = Tensor::from_vec(image.to_vec(), (1, 3, size, size), &Device::Cpu)?;
+    let target = target_layer(model)?;
+    let pools = stage_ends(model);
+    let mut marks = pools.clone();
+    marks.push(target);
+    marks.sort_unstable();
+    let outputs = outputs_at(model, &x, &marks)?;
+    let output = |layer: usize| &outputs[marks.binary_search(&layer).expect("a marked layer")];
+
+    let cam = grad_cam(model, output(target), None)?;
+    let logits = Tensor::new(cam.logits.as_slice(), &Device::Cpu)?;
+    let probs = candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec1::<f32>()?;
+    let top = top_k(&probs, TOP_CLASSES)
+        .into_iter()
+        .map(|p| (labels[p.index].clone(), p.prob))
+        .collect();
+
+    let input = preprocess.denormalise(image, size as u32);
+    let heat = overlay(&input, &cam.upsample(size, size));
+    let figure = |file: &str, caption: String, png: Vec<u8>| Figure {
+        file: file.into(),
+        caption,
+        png,
+    };
+    let mut stages = Vec::new();
+    for (i, &pool) in pools.iter().enumerate() {
+        let activation = output(pool);
+        let (_, c, h, w) = activation.dims4()?;
+        let caption = format!(
+            "Stage {}: {} output, {c}×{h}×{w}; {} most active channels",
+            i + 1,
+            model.layers()[pool].path(),
+            c.min(MAX_CHANNELS)
+        );
+        let file = format!("stage{}.png", i + 1);
+        stages.push(figure(&file, caption, png(feature_grid(activation)?)?));
+    }
+    let first_conv = first_conv_weight(model)?;
+    Ok(Dissection {
+        model: model.config().name.clone(),
+        input: figure(
+            "input.png",
+            format!("Input: the {size}×{size} crop the network sees"),
+            png(input)?,
+        ),
+        gradcam: figure(
+            "gradcam.png",
+            format!(
+                "Grad-CAM for “{}” at {}",
+                labels[cam.class],
+                model.layers()[target].path()
+            ),
+            png(heat)?,
+        ),
+        stages,
+        filters: figure(
+            "filters.png",
+            format!("features.0: {} filters, 3×3 RGB", first_conv.dim(0)?),
+            png(filter_grid(&first_conv)?)?,
+        ),
+        top,
+        summary: torchsummary::render(&Summary::new(model.config(), 1, [3, size, size], &[])?, -1),
+    })
+}
+
+/// Indices of the max-pools in `features`: where each conv block ends.
+fn stage_ends(model: &Vgg) -> Vec<usize> {
+    model
+        .layers()
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.container == Container::Features && l.kind == LayerKind::MaxPool2d)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The outputs of the layers at `marks` (ascending indices), from one pass: each segment
+/// starts from the previous one's output.
+fn outputs_at(model: &Vgg, x: &Tensor, marks: &[usize]) -> Result<Vec<Tensor>> {
+    let mut outputs: Vec<Tensor> = Vec::with_capacity(marks.len());
+    let mut start = 0;
+    for &mark in marks {
+        let output = match outputs.last() {
+            None => model.forward_to(x, Mode::Eval, Some(&model.layers()[mark].path()))?,
+            Some(previous) => model.forward_range(previous, Mode::Eval, start..mark + 1)?,
+        };
+        outputs.push(output);
+        start = mark + 1;
+    }
+    Ok(outputs)
+}
+
+fn first_conv_weight(model: &Vgg) -> Result<Tensor> {
+    model
+        .parameters()
+        .into_iter()
+        .find(|(key, _)| key == "features.0.weight")
+        .map(|(_, var)| var.as_detached_tensor())
+        .ok_or_else(|| Error::BadArgument(format!("{} has no features.0", model.config().name)))
+}
