@@ -329,6 +329,10 @@ def write_images():
     transform = ImageClassification(crop_size=224)
     batch = [transform(Image.open(os.path.join(out, n)).convert("RGB")) for n in ("rgba.png",)]
     np.save(os.path.join(out, "imagenet_batch.npy"), torch.stack(batch).numpy())
+    # A portrait photo stored sideways with EXIF orientation 6 ("rotate 90° clockwise to view").
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    synthetic_image((200, 120), "RGB", 99).save(os.path.join(out, "exif_rotated.jpg"), quality=90, exif=exif)
     # Broken inputs: a truncated JPEG, a text file named .png, a 1x1 image.
     jpeg = open(os.path.join(out, "landscape.jpg"), "rb").read()
     broken = os.path.join(out, "broken")

@@ -87,3 +87,20 @@ fn broken_images_are_named_with_a_reason() {
         assert!(err.contains(name) && err.contains(reason), "{name}: {err}");
     }
 }
+
+/// Off by default (torchvision ignores EXIF); `--exif-orientation` turns the photo upright.
+#[test]
+fn exif_orientation_is_opt_in() {
+    let path = fixture("exif_rotated.jpg");
+    let stored = load_rgb(&path).unwrap();
+    assert_eq!(stored.dimensions(), (200, 120));
+    let upright = Preprocess {
+        exif_orientation: true,
+        ..Preprocess::imagenet()
+    }
+    .load(&path)
+    .unwrap();
+    assert_eq!(upright.dimensions(), (120, 200));
+    assert_eq!(upright, image::imageops::rotate90(&stored));
+    assert_eq!(Preprocess::imagenet().load(&path).unwrap(), stored);
+}

@@ -10,7 +10,6 @@ use clap::Args;
 use crate::cli::classify::class_names;
 use crate::cli::images::PreprocessArgs;
 use crate::cli::model::ModelSource;
-use crate::data::image::load_rgb;
 use crate::error::Result;
 use crate::viz::dissect::dissect;
 use crate::viz::report;
@@ -30,7 +29,7 @@ pub struct DissectArgs {
 
 pub fn run(args: &DissectArgs) -> Result<String> {
     let preprocess = args.preprocess.preprocess()?;
-    let image = preprocess.apply(&load_rgb(&args.image)?)?;
+    let image = preprocess.apply(&preprocess.load(&args.image)?)?;
     let (model, _) = args.source.build(&Device::Cpu)?;
     let labels = class_names(model.config().num_classes);
     let dissection = dissect(&model, &image, &preprocess, &labels)?;

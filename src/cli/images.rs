@@ -22,6 +22,9 @@ pub struct PreprocessArgs {
     /// Per-channel std in [0, 1] units, e.g. 0.229,0.224,0.225
     #[arg(long, value_name = "R,G,B", allow_hyphen_values = true)]
     pub std: Option<String>,
+    /// Turn photos upright by their EXIF orientation first (torchvision does not)
+    #[arg(long)]
+    pub exif_orientation: bool,
 }
 
 impl PreprocessArgs {
@@ -35,6 +38,7 @@ impl PreprocessArgs {
         if let Some(std) = &self.std {
             p.std = three_numbers("--std", std)?;
         }
+        p.exif_orientation = self.exif_orientation;
         p.validate()?;
         Ok(p)
     }

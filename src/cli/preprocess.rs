@@ -6,7 +6,6 @@ use candle_core::{Device, Tensor};
 use clap::Args;
 
 use crate::cli::images::PreprocessArgs;
-use crate::data::image::load_rgb;
 use crate::error::Result;
 use crate::io::write_atomically;
 
@@ -26,7 +25,7 @@ pub fn run(args: &PreprocessCmd) -> Result<String> {
     let preprocess = args.preprocess.preprocess()?;
     let mut data = Vec::new();
     for path in &args.images {
-        data.extend(preprocess.apply(&load_rgb(path)?)?);
+        data.extend(preprocess.apply(&preprocess.load(path)?)?);
     }
     let crop = preprocess.crop;
     let tensor = Tensor::from_vec(data, (args.images.len(), 3, crop, crop), &Device::Cpu)?;

@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use image::{DynamicImage, ImageFormat, ImageReader, RgbImage};
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 use crate::data::jpeg;
 
@@ -45,4 +46,22 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
         )));
     }
     Ok(image.into_rgb8())
+}
+
+/// Turns `image` (decoded from `path`) upright as its EXIF orientation tag says: cameras
+/// store portrait photos sideways. torchvision does not do this, so it is opt-in
+/// (`--exif-orientation`); images without the tag are returned unchanged.
+pub fn apply_exif_orientation(path: &Path, image: RgbImage) -> RgbImage {
+    let orientation = ImageReader::open(path)
+        .ok()
+        .and_then(|r| r.with_guessed_format().ok())
+        .and_then(|r| r.into_decoder().ok())
+        .and_then(|mut d| d.orientation().ok())
+        .unwrap_or(Orientation::NoTransforms);
+    if orientation == Orientation::NoTransforms {
+        return image;
+    }
+    let mut upright = DynamicImage::ImageRgb8(image);
+    upright.apply_orientation(orientation);
+    upright.into_rgb8()
 }

@@ -6,7 +6,6 @@ use std::sync::mpsc::{Receiver, sync_channel};
 
 use rayon::prelude::*;
 
-use crate::data::image::load_rgb;
 use crate::data::preprocess::Preprocess;
 use crate::error::{Error, Result};
 
@@ -69,7 +68,9 @@ pub fn batches(
             let batch: Vec<Decoded> = chunk
                 .par_iter()
                 .map(|path| {
-                    let tensor = load_rgb(path).and_then(|image| preprocess.apply(&image));
+                    let tensor = preprocess
+                        .load(path)
+                        .and_then(|image| preprocess.apply(&image));
                     (path.clone(), tensor)
                 })
                 .collect();

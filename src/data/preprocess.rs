@@ -3,6 +3,9 @@
 
 use image::RgbImage;
 
+use std::path::Path;
+
+use crate::data::image::{apply_exif_orientation, load_rgb};
 use crate::data::resize::resize_bilinear;
 use crate::error::{Error, Result};
 
@@ -20,6 +23,9 @@ pub struct Preprocess {
     /// Per-channel mean and std, in [0, 1] units.
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// Turn photos upright by their EXIF orientation before anything else (not torchvision's
+    /// behaviour, hence off by default).
+    pub exif_orientation: bool,
 }
 
 impl Preprocess {
@@ -30,6 +36,7 @@ impl Preprocess {
             crop: 224,
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
+            exif_orientation: false,
         }
     }
 
@@ -70,6 +77,16 @@ impl Preprocess {
     pub fn resize_and_crop(&self, image: &RgbImage) -> Result<RgbImage> {
         let resized = resize_shorter_side(image, self.resize)?;
         Ok(center_crop(&resized, self.crop))
+    }
+
+    /// Decodes an image to RGB, upright if `exif_orientation` is set.
+    pub fn load(&self, path: &Path) -> Result<RgbImage> {
+        let image = load_rgb(path)?;
+        Ok(if self.exif_orientation {
+            apply_exif_orientation(path, image)
+        } else {
+            image
+        })
     }
 
     /// The CHW float tensor the model sees, flattened.
