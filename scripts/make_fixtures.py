@@ -6,7 +6,7 @@ Pinned versions (the ones the fixtures were made with):
 
     python3 -m venv ../torchenv && ../torchenv/bin/pip install torch==2.15.0 torchvision==0.29.2 \
         torchsummary==1.5.1 torchinfo==1.8.0 safetensors numpy
-    ../torchenv/bin/python scripts/make_fixtures.py [summaries] [keys] [forward] [images] [labels] [classify] [gradcam]
+    ../torchenv/bin/python scripts/make_fixtures.py [summaries] [keys] [forward] [images] [labels] [classify] [train] [gradcam]
 
 Writes under tests/fixtures/:
   summary/*.txt + summary/manifest.json   torchsummary / torchinfo output and the `vgg summary`
@@ -16,6 +16,7 @@ Writes under tests/fixtures/:
                                           and one ImageClassification batch (.npy)
   images/tiny_bn_probs.json               torchvision's class probabilities for those images
   imagefolder/, imagefolder_reference.json  an ImageFolder and PyTorch's top-1/top-5 on it
+  train/*                                 gradients and 20-step SGD / AdamW weights of tiny_pool3
   ../../src/data/imagenet_classes.txt     torchvision's ImageNet-1k class names
   gradcam/*                               Grad-CAM of one image's top class through tiny_bn: the
                                           map at feature resolution and upsampled to 224×224 (.npy)
@@ -389,6 +390,47 @@ def write_classify():
     print(f"imagefolder: {len(dataset)} images, top-1 {top1}, top-5 {top5}")
 
 
+def write_train():
+    """Gradients of the tiny_pool3 network (batch norm in training mode, dropout 0) for one
+    batch, and its weights after 20 steps of SGD (momentum, Nesterov, weight decay) and of
+    AdamW on that batch."""
+    from safetensors.torch import load_file
+    out = os.path.join(ROOT, "train")
+    os.makedirs(out, exist_ok=True)
+    _, cfg, bn, hidden, pool, classes, _ = FORWARD_CASES[2]
+    weights = load_file(os.path.join(ROOT, "forward", "tiny_pool3.safetensors"))
+
+    def fresh():
+        model = build("custom", num_classes=classes, cfg=cfg, batch_norm=bn, hidden=hidden, pool=pool,
+                      dropout=0.0)
+        model.load_state_dict(weights)
+        return model.train()
+
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn((4, 3, 24, 24), generator=gen)
+    y = torch.randint(0, classes, (4,), generator=gen)
+    model = fresh()
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    save_file({k: p.grad.contiguous() for k, p in model.named_parameters()}, os.path.join(out, "grads.safetensors"))
+    optimisers = {
+        "sgd": lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4),
+        "adamw": lambda params: torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2),
+    }
+    for name, make in optimisers.items():
+        model = fresh()
+        optimiser = make(model.parameters())
+        for _ in range(20):
+            optimiser.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimiser.step()
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(out, f"{name}20.safetensors"))
+    np.save(os.path.join(out, "input.npy"), x.numpy())
+    np.save(os.path.join(out, "targets.npy"), y.numpy())
+    with open(os.path.join(out, "loss.json"), "w") as f:
+        json.dump({"loss": loss.item()}, f)
+
+
 def write_labels():
     """torchvision's ImageNet-1k class names, one per line, index = class id."""
     from torchvision.models._meta import _IMAGENET_CATEGORIES
@@ -455,6 +497,6 @@ if __name__ == "__main__":
           f"torchinfo {torchinfo.__version__}", file=sys.stderr)
     parts = {"summaries": write_summaries, "keys": write_state_dict_keys, "forward": write_forward,
              "images": write_images, "labels": write_labels, "classify": write_classify,
-             "gradcam": write_gradcam}
+             "gradcam": write_gradcam, "train": write_train}
     for part in sys.argv[1:] or parts:  # e.g. `make_fixtures.py forward` regenerates just those
         parts[part]()

@@ -9,6 +9,7 @@ pub mod infer;
 pub mod io;
 pub mod model;
 pub mod summary;
+pub mod train;
 pub mod viz;
 pub mod weights;
 
