@@ -6,7 +6,7 @@ Pinned versions (the ones the fixtures were made with):
 
     python3 -m venv ../torchenv && ../torchenv/bin/pip install torch==2.15.0 torchvision==0.29.2 \
         torchsummary==1.5.1 torchinfo==1.8.0 safetensors numpy
-    ../torchenv/bin/python scripts/make_fixtures.py [summaries] [keys] [forward] [images] [labels] [classify] [train] [gradcam]
+    ../torchenv/bin/python scripts/make_fixtures.py [summaries] [keys] [forward] [images] [labels] [classify] [train] [gradcam] [schedules]
 
 Writes under tests/fixtures/:
   summary/*.txt + summary/manifest.json   torchsummary / torchinfo output and the `vgg summary`
@@ -16,6 +16,7 @@ Writes under tests/fixtures/:
                                           and one ImageClassification batch (.npy)
   images/tiny_bn_probs.json               torchvision's class probabilities for those images
   imagefolder/, imagefolder_reference.json  an ImageFolder and PyTorch's top-1/top-5 on it
+  schedules.json                          learning rates of PyTorch's schedulers, per epoch
   train/*                                 gradients and 20-step SGD / AdamW weights of tiny_pool3
   ../../src/data/imagenet_classes.txt     torchvision's ImageNet-1k class names
   gradcam/*                               Grad-CAM of one image's top class through tiny_bn: the
@@ -431,6 +432,34 @@ def write_train():
         json.dump({"loss": loss.item()}, f)
 
 
+def write_schedules():
+    """Learning rates per epoch from torch.optim.lr_scheduler, 30 epochs from lr 0.1, and
+    ReduceLROnPlateau (mode max, the paper's "divide by 10 when validation accuracy stops
+    improving") on a fixed accuracy sequence."""
+    def run(make, epochs=30, metrics=None):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        sched = make(opt)
+        lrs = []
+        for e in range(epochs):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step(metrics[e]) if metrics is not None else sched.step()
+        return lrs
+    S = torch.optim.lr_scheduler
+    accuracy = [0.1, 0.3, 0.5, 0.6, 0.6, 0.6, 0.6, 0.62, 0.62, 0.62, 0.62, 0.62, 0.7, 0.7, 0.7,
+                0.7, 0.7, 0.7, 0.7, 0.7, 0.71, 0.71, 0.71, 0.71, 0.71, 0.71, 0.71, 0.71, 0.71, 0.71]
+    schedules = {
+        "step": run(lambda o: S.StepLR(o, step_size=7, gamma=0.1)),
+        "multistep": run(lambda o: S.MultiStepLR(o, milestones=[5, 12, 20], gamma=0.2)),
+        "cosine": run(lambda o: S.CosineAnnealingLR(o, T_max=30, eta_min=0.001)),
+        "warmup_cosine": run(lambda o: S.SequentialLR(o, [S.LinearLR(o, start_factor=0.1, total_iters=5),
+                                                          S.CosineAnnealingLR(o, T_max=25)], milestones=[5])),
+        "plateau": run(lambda o: S.ReduceLROnPlateau(o, mode="max", factor=0.1, patience=2), metrics=accuracy),
+    }
+    with open(os.path.join(ROOT, "schedules.json"), "w") as f:
+        json.dump({"accuracy": accuracy, "lr": schedules}, f)
+
+
 def write_labels():
     """torchvision's ImageNet-1k class names, one per line, index = class id."""
     from torchvision.models._meta import _IMAGENET_CATEGORIES
@@ -497,6 +526,6 @@ if __name__ == "__main__":
           f"torchinfo {torchinfo.__version__}", file=sys.stderr)
     parts = {"summaries": write_summaries, "keys": write_state_dict_keys, "forward": write_forward,
              "images": write_images, "labels": write_labels, "classify": write_classify,
-             "gradcam": write_gradcam, "train": write_train}
+             "gradcam": write_gradcam, "train": write_train, "schedules": write_schedules}
     for part in sys.argv[1:] or parts:  # e.g. `make_fixtures.py forward` regenerates just those
         parts[part]()

@@ -147,3 +147,84 @@ fn twenty_adamw_steps_match_pytorch() {
         |key| before_bn.contains(&key) || key.ends_with("running_mean"),
     );
 }
+
+#[test]
+fn schedules_match_torch_lr_scheduler() {
+    use vgg::train::schedule::{LrSchedule, Plateau, Schedule};
+    let text = std::fs::read_to_string(fixture("schedules.json")).unwrap();
+    let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let expected = |name: &str| -> Vec<f64> {
+        reference["lr"][name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    let schedule = |schedule, warmup| LrSchedule {
+        base: 0.1,
+        schedule,
+        warmup,
+    };
+    let cases = [
+        (
+            "step",
+            schedule(
+                Schedule::Step {
+                    step_size: 7,
+                    gamma: 0.1,
+                },
+                None,
+            ),
+        ),
+        (
+            "multistep",
+            schedule(
+                Schedule::MultiStep {
+                    milestones: vec![5, 12, 20],
+                    gamma: 0.2,
+                },
+                None,
+            ),
+        ),
+        (
+            "cosine",
+            schedule(
+                Schedule::Cosine {
+                    t_max: 30,
+                    eta_min: 0.001,
+                },
+                None,
+            ),
+        ),
+        (
+            "warmup_cosine",
+            schedule(
+                Schedule::Cosine {
+                    t_max: 25,
+                    eta_min: 0.0,
+                },
+                Some((5, 0.1)),
+            ),
+        ),
+    ];
+    for (name, schedule) in cases {
+        for (epoch, want) in expected(name).into_iter().enumerate() {
+            let got = schedule.lr(epoch);
+            assert!(
+                (got - want).abs() <= 1e-12 + 1e-9 * want,
+                "{name} epoch {epoch}: {got} vs {want}"
+            );
+        }
+    }
+    let accuracy = reference["accuracy"].as_array().unwrap();
+    let mut plateau = Plateau::new(0.1, 0.1, 2);
+    let mut lr = 0.1;
+    for (epoch, want) in expected("plateau").into_iter().enumerate() {
+        assert!(
+            (lr - want).abs() <= 1e-12,
+            "plateau epoch {epoch}: {lr} vs {want}"
+        );
+        lr = plateau.step(accuracy[epoch].as_f64().unwrap());
+    }
+}

@@ -1,4 +1,5 @@
-//! Training: optimisers with PyTorch's exact semantics (the trainer, schedules and
-//! checkpoints build on these).
+//! Training: optimisers and learning-rate schedules with PyTorch's exact semantics (the
+//! trainer and checkpoints build on these).
 
 pub mod optim;
+pub mod schedule;
