@@ -113,7 +113,11 @@ pub fn run(args: &BenchArgs) -> Result<String> {
     let min = times.iter().copied().fold(f64::INFINITY, f64::min);
     let images_per_s = shape[0] as f64 / median;
     let gflops = 2.0 * macs as f64 / median / 1e9;
-    let name = fast_name(args.engine);
+    let name = args
+        .engine
+        .to_possible_value()
+        .expect("no skipped variants");
+    let name = name.get_name();
     text += &format!(
         "{name} {:?} threads {}: median {:.1} ms, min {:.1} ms, {images_per_s:.2} images/s, {gflops:.0} GFLOP/s\n",
         shape,
@@ -130,13 +134,6 @@ pub fn run(args: &BenchArgs) -> Result<String> {
         text.push('\n');
     }
     Ok(text)
-}
-
-fn fast_name(engine: Engine) -> &'static str {
-    match engine {
-        Engine::Fast => "fast",
-        Engine::Reference => "reference",
-    }
 }
 
 /// Seconds per run over `iters` timed runs after two warm-up runs.

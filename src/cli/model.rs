@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::infer::Backend;
 use crate::model::{Vgg, VggConfig};
 use crate::weights::load::{LoadReport, check};
-use crate::weights::{self, LazyPth, detect::detect_config};
+use crate::weights::{self, LazyPth, Shapes, detect::detect_config};
 
 #[derive(Debug, Clone, Args)]
 pub struct ModelSource {
@@ -48,11 +48,7 @@ impl ModelSource {
             return Ok((Vgg::new(config, self.seed, device)?, None));
         };
         let state = weights::read(path)?;
-        let config = if self.arch == "auto" {
-            self.with_overrides(detect_config(&state.shapes())?)?
-        } else {
-            self.model.config(&self.arch)?
-        };
+        let config = self.config_for(&state.shapes())?;
         let (model, report) =
             weights::load::load(config, state, !self.non_strict, self.seed, device)?;
         Ok((model, Some(report)))
@@ -67,11 +63,7 @@ impl ModelSource {
             && let Some(checkpoint) = LazyPth::open(path)?
         {
             let shapes = checkpoint.shapes();
-            let config = if self.arch == "auto" {
-                self.with_overrides(detect_config(&shapes)?)?
-            } else {
-                self.model.config(&self.arch)?
-            };
+            let config = self.config_for(&shapes)?;
             let report = check(&config, &shapes);
             if report.is_exact() {
                 return Ok((
@@ -93,6 +85,15 @@ impl ModelSource {
             Engine::Fast => Backend::Fast(self.build_fast([batch, 3, size, size])?.0),
             Engine::Reference => Backend::Reference(self.build(&Device::Cpu)?.0),
         })
+    }
+
+    /// The config for a checkpoint with these tensors: detected (`--arch auto`) or named.
+    fn config_for(&self, shapes: &Shapes) -> Result<VggConfig> {
+        if self.arch == "auto" {
+            self.with_overrides(detect_config(shapes)?)
+        } else {
+            self.model.config(&self.arch)
+        }
     }
 
     /// A detected config with the user's explicit `--num-classes` / `--dropout` applied.

@@ -10,7 +10,7 @@ use crate::engine::{Plan, PlanOptions};
 use crate::error::{Error, Result};
 use crate::model::layers::propagate_shapes;
 use crate::model::{Vgg, VggConfig};
-use crate::weights::{LazyPth, StateDict};
+use crate::weights::LazyPth;
 
 /// A VGG network compiled for the fast CPU path at a fixed `[N, C, H, W]` input shape.
 pub struct FastVgg {
@@ -20,23 +20,6 @@ pub struct FastVgg {
 }
 
 impl FastVgg {
-    /// Compiles `config` for `input`, consuming the checkpoint tensor by tensor so that
-    /// each one is freed once the engine has its copy.
-    pub fn from_state_dict(
-        config: VggConfig,
-        state: StateDict,
-        input: [usize; 4],
-        options: PlanOptions,
-    ) -> Result<Self> {
-        let mut tensors: HashMap<String, Tensor> = state.tensors.into_iter().collect();
-        Self::compile(config, input, options, |key| {
-            let tensor = tensors
-                .remove(key)
-                .ok_or_else(|| Error::BadArgument(format!("the checkpoint has no `{key}`")))?;
-            to_vec(&tensor)
-        })
-    }
-
     /// Compiles `config` reading each tensor from a `.pth` file only when the engine needs
     /// it: peak memory is the engine's own weights plus one tensor.
     pub fn from_pth(
