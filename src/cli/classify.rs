@@ -6,13 +6,12 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::bench::Engine;
-use crate::cli::images::PreprocessArgs;
+use crate::cli::images::ClassifierArgs;
 use crate::cli::model::ModelSource;
 use crate::data::labels::imagenet_classes;
 use crate::data::loader::{batches, collect_images};
 use crate::error::{Error, Result};
-use crate::infer::{Classifier, Prediction, top_k};
+use crate::infer::{Prediction, top_k};
 
 #[derive(Debug, Args)]
 pub struct ClassifyArgs {
@@ -29,14 +28,8 @@ pub struct ClassifyArgs {
     /// One JSON object per line per image
     #[arg(long)]
     pub json: bool,
-    /// Test-time augmentation: `flip` averages the mirrored image's probabilities
-    #[arg(long, value_parser = ["flip"])]
-    pub tta: Option<String>,
     #[command(flatten)]
-    pub preprocess: PreprocessArgs,
-    /// fast: the CPU engine; reference: candle, module by module
-    #[arg(long, value_enum, default_value_t = Engine::Fast)]
-    pub engine: Engine,
+    pub classifier: ClassifierArgs,
 }
 
 /// Shows progress on a terminal when there are more than a handful of images.
@@ -58,16 +51,9 @@ pub fn run(args: &ClassifyArgs, out: &mut dyn Write) -> Result<bool> {
             "--batch-size and --top must be at least 1".into(),
         ));
     }
-    let preprocess = args.preprocess.preprocess()?;
     let paths = collect_images(&args.paths)?;
-    let backend = args
-        .source
-        .backend(args.engine, args.batch_size, preprocess.crop)?;
-    let labels = class_names(backend.config().num_classes);
-    let mut classifier = Classifier {
-        backend,
-        tta_flip: args.tta.is_some(),
-    };
+    let (mut classifier, preprocess) = args.classifier.build(&args.source, args.batch_size)?;
+    let labels = class_names(classifier.backend.config().num_classes);
     let bar = progress_bar(paths.len(), "images");
     let size = preprocess.crop;
     let mut all_ok = true;

@@ -6,14 +6,13 @@ use std::time::Instant;
 
 use clap::Args;
 
-use crate::cli::bench::Engine;
 use crate::cli::classify::progress_bar;
-use crate::cli::images::PreprocessArgs;
+use crate::cli::images::ClassifierArgs;
 use crate::cli::model::ModelSource;
 use crate::data::imagefolder::{ImageFolder, read_class_map};
 use crate::data::loader::batches;
 use crate::error::{Error, Result};
-use crate::infer::{Classifier, top_k};
+use crate::infer::top_k;
 
 #[derive(Debug, Args)]
 pub struct EvaluateArgs {
@@ -33,14 +32,8 @@ pub struct EvaluateArgs {
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
-    /// Test-time augmentation: `flip` averages the mirrored image's probabilities
-    #[arg(long, value_parser = ["flip"])]
-    pub tta: Option<String>,
     #[command(flatten)]
-    pub preprocess: PreprocessArgs,
-    /// fast: the CPU engine; reference: candle, module by module
-    #[arg(long, value_enum, default_value_t = Engine::Fast)]
-    pub engine: Engine,
+    pub classifier: ClassifierArgs,
 }
 
 /// Counts per class.
@@ -52,24 +45,19 @@ struct ClassScore {
 }
 
 pub fn run(args: &EvaluateArgs, out: &mut dyn Write) -> Result<bool> {
-    let preprocess = args.preprocess.preprocess()?;
     let class_map = args.class_map.as_deref().map(read_class_map).transpose()?;
     let mut folder = ImageFolder::open(&args.data, class_map.as_ref())?;
     folder.samples.truncate(args.limit.unwrap_or(usize::MAX));
-    let backend = args
-        .source
-        .backend(args.engine, args.batch_size.max(1), preprocess.crop)?;
-    let num_classes = backend.config().num_classes;
+    let (mut classifier, preprocess) = args
+        .classifier
+        .build(&args.source, args.batch_size.max(1))?;
+    let num_classes = classifier.backend.config().num_classes;
     if folder.classes.len() > num_classes {
         return Err(Error::BadArgument(format!(
             "the dataset has {} classes but the model only {num_classes}",
             folder.classes.len()
         )));
     }
-    let mut classifier = Classifier {
-        backend,
-        tta_flip: args.tta.is_some(),
-    };
     let labels: std::collections::HashMap<PathBuf, usize> =
         folder.samples.iter().cloned().collect();
     let mut scores: Vec<ClassScore> = folder

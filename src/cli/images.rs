@@ -2,8 +2,11 @@
 
 use clap::Args;
 
+use crate::cli::bench::Engine;
+use crate::cli::model::ModelSource;
 use crate::data::preprocess::Preprocess;
 use crate::error::{Error, Result};
+use crate::infer::Classifier;
 
 #[derive(Debug, Clone, Args)]
 pub struct PreprocessArgs {
@@ -41,6 +44,38 @@ impl PreprocessArgs {
         p.exif_orientation = self.exif_orientation;
         p.validate()?;
         Ok(p)
+    }
+}
+
+/// What `classify` and `evaluate` share: how images become inputs, which engine runs them,
+/// and test-time augmentation.
+#[derive(Debug, Clone, Args)]
+pub struct ClassifierArgs {
+    /// Test-time augmentation: `flip` averages the mirrored image's probabilities
+    #[arg(long, value_parser = ["flip"])]
+    pub tta: Option<String>,
+    #[command(flatten)]
+    pub preprocess: PreprocessArgs,
+    /// fast: the CPU engine; reference: candle, module by module
+    #[arg(long, value_enum, default_value_t = Engine::Fast)]
+    pub engine: Engine,
+}
+
+impl ClassifierArgs {
+    /// The model from `source`, ready for batches of up to `batch_size` images, and the
+    /// preprocessing that makes them.
+    pub fn build(
+        &self,
+        source: &ModelSource,
+        batch_size: usize,
+    ) -> Result<(Classifier, Preprocess)> {
+        let preprocess = self.preprocess.preprocess()?;
+        let backend = source.backend(self.engine, batch_size, preprocess.crop)?;
+        let classifier = Classifier {
+            backend,
+            tta_flip: self.tta.is_some(),
+        };
+        Ok((classifier, preprocess))
     }
 }
 
