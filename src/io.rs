@@ -5,16 +5,26 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// Calls `write(tmp)` to produce the file at a temporary path in the same directory, then
-/// renames it to `path`. On failure the temporary file is removed and `path` is untouched.
+/// Calls `write(tmp)` to produce the file at a temporary path in the same directory, flushes
+/// it to disk, then renames it to `path`. On failure the temporary file is removed and
+/// `path` is untouched; a process killed at any moment leaves either the old or the new file.
 pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let tmp = temporary_path(path);
     let result = write(&tmp)
+        .and_then(|()| sync(&tmp))
         .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "cannot write", e)));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Flushes the file's data, so that after the rename the new name never points at a file
+/// whose contents are still only in the page cache of a crashed machine.
+fn sync(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|file| file.sync_all())
+        .map_err(|e| Error::io(path, "cannot flush", e))
 }
 
 fn temporary_path(path: &Path) -> PathBuf {

@@ -14,6 +14,7 @@ pub mod images;
 pub mod model;
 pub mod preprocess;
 pub mod summary;
+pub mod train;
 pub mod weights;
 
 use std::io::Write;
@@ -62,6 +63,8 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// Architecture diagram of one model or all eight (.svg or .png)
     Diagram(diagram::DiagramArgs),
+    /// Train from scratch, fine-tune a checkpoint, or resume a run (CIFAR or ImageFolder)
+    Train(train::TrainArgs),
 }
 
 /// How a command ended when it did not fail outright.
@@ -88,6 +91,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome> {
         Command::Bench(args) => bench::run(args)?,
         Command::Compare(args) => compare::run(args)?,
         Command::Diagram(args) => diagram::run(args)?,
+        Command::Train(args) => train::run(args)?,
         Command::Classify(args) => return Ok(outcome(classify::run(args, out)?)),
         Command::Evaluate(args) => return Ok(outcome(evaluate::run(args, out)?)),
     };

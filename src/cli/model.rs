@@ -88,7 +88,7 @@ impl ModelSource {
     }
 
     /// The config for a checkpoint with these tensors: detected (`--arch auto`) or named.
-    fn config_for(&self, shapes: &Shapes) -> Result<VggConfig> {
+    pub(crate) fn config_for(&self, shapes: &Shapes) -> Result<VggConfig> {
         if self.arch == "auto" {
             self.with_overrides(detect_config(shapes)?)
         } else {

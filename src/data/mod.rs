@@ -1,5 +1,7 @@
 //! Images in: decoding, torchvision's preprocessing, and ImageNet's class names.
 
+pub mod augment;
+pub mod cifar;
 pub mod image;
 pub mod imagefolder;
 pub mod jpeg;

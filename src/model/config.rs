@@ -228,6 +228,19 @@ impl VggConfig {
         Ok(())
     }
 
+    /// The feature config as `--cfg` takes it: `64,M,128,M,…`.
+    pub fn cfg_string(&self) -> String {
+        let items: Vec<String> = self
+            .features
+            .iter()
+            .map(|item| match item {
+                CfgItem::Conv(channels) => channels.to_string(),
+                CfgItem::Pool => "M".to_string(),
+            })
+            .collect();
+        items.join(",")
+    }
+
     pub fn num_pools(&self) -> usize {
         self.features
             .iter()
@@ -271,6 +284,14 @@ mod tests {
         assert!(err.contains("vgg11, vgg11_bn"), "{err}");
         let err = "resnet50".parse::<Arch>().unwrap_err().to_string();
         assert!(!err.contains("did you mean"), "{err}");
+    }
+
+    #[test]
+    fn cfg_string_round_trips() {
+        for arch in Arch::ALL {
+            let config = VggConfig::from_arch(arch);
+            assert_eq!(parse_cfg(&config.cfg_string()).unwrap(), config.features);
+        }
     }
 
     #[test]

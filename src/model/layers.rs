@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::model::config::{CfgItem, VggConfig};
 
 /// The top-level children of torchvision's `VGG` module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Container {
     Features,

@@ -136,6 +136,13 @@ impl Vgg {
         })
     }
 
+    /// Restarts the dropout masks from `seed`: a trainer reseeds per epoch, so a run resumed
+    /// from a checkpoint draws the same masks as one that never stopped.
+    pub fn reseed_dropout(&self, seed: u64) {
+        let mut rng = self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner());
+        *rng = StdRng::seed_from_u64(seed);
+    }
+
     pub fn config(&self) -> &VggConfig {
         &self.config
     }

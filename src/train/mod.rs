@@ -1,6 +1,11 @@
 //! Training: optimisers and learning-rate schedules with PyTorch's exact semantics (the
 //! trainer and checkpoints build on these).
 
+pub mod checkpoint;
+pub mod data;
 mod fused;
+pub mod loss;
+pub mod metrics;
 pub mod optim;
 pub mod schedule;
+pub mod trainer;

@@ -2,6 +2,8 @@
 //! Nesterov, weight decay) and AdamW. PyTorch's exact update order matters for matching its
 //! weights after many steps, so each update below follows the order of `torch/optim/*.py`.
 
+use std::collections::HashMap;
+
 use candle_core::{Tensor, Var, backprop::GradStore};
 
 use crate::error::Result;
@@ -49,11 +51,6 @@ impl Sgd {
             }
         }
         Ok(())
-    }
-
-    /// The momentum buffers, for checkpoints (`None` before a parameter's first step).
-    pub fn momentum_buffers(&self) -> &[Option<Tensor>] {
-        &self.momentum
     }
 }
 
@@ -174,11 +171,6 @@ impl AdamW {
         }
         Ok(())
     }
-
-    /// The steps taken and the first and second moments, for checkpoints.
-    pub fn state(&self) -> (i32, &[Option<(Tensor, Tensor)>]) {
-        (self.step, &self.moments)
-    }
 }
 
 /// Adam's bias corrections at the current step: `1 − β₁ᵗ` and `√(1 − β₂ᵗ)`.
@@ -224,6 +216,92 @@ fn adamw_tensors(
     let update = ((&m / denom)? * (c.lr / k.first))?;
     param.set(&(decayed - update)?)?;
     Ok((m, v))
+}
+
+/// The optimiser a training run uses, with its state under PyTorch's names.
+pub enum Optimizer {
+    Sgd(Sgd),
+    AdamW(AdamW),
+}
+
+impl Optimizer {
+    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        match self {
+            Optimizer::Sgd(sgd) => sgd.step(grads),
+            Optimizer::AdamW(adamw) => adamw.step(grads),
+        }
+    }
+
+    pub fn set_lr(&mut self, lr: f64) {
+        match self {
+            Optimizer::Sgd(sgd) => sgd.config.lr = lr,
+            Optimizer::AdamW(adamw) => adamw.config.lr = lr,
+        }
+    }
+
+    /// Steps taken (AdamW's bias-correction count; 0 for SGD, which keeps none).
+    pub fn steps(&self) -> i32 {
+        match self {
+            Optimizer::Sgd(_) => 0,
+            Optimizer::AdamW(adamw) => adamw.step,
+        }
+    }
+
+    /// Every state tensor as `(key.momentum_buffer | key.exp_avg | key.exp_avg_sq, tensor)`,
+    /// `keys` naming the parameters in the order the optimiser was given them.
+    pub fn state(&self, keys: &[String]) -> Vec<(String, Tensor)> {
+        let mut state = Vec::new();
+        match self {
+            Optimizer::Sgd(sgd) => {
+                for (key, buffer) in keys.iter().zip(&sgd.momentum) {
+                    if let Some(buffer) = buffer {
+                        state.push((format!("{key}.momentum_buffer"), buffer.clone()));
+                    }
+                }
+            }
+            Optimizer::AdamW(adamw) => {
+                for (key, moments) in keys.iter().zip(&adamw.moments) {
+                    if let Some((m, v)) = moments {
+                        state.push((format!("{key}.exp_avg"), m.clone()));
+                        state.push((format!("{key}.exp_avg_sq"), v.clone()));
+                    }
+                }
+            }
+        }
+        state
+    }
+
+    /// Restores what [`Optimizer::state`] saved (a parameter without saved state has not
+    /// stepped yet, as after a frozen epoch).
+    pub fn restore(
+        &mut self,
+        keys: &[String],
+        state: &HashMap<String, Tensor>,
+        steps: i32,
+    ) -> Result<()> {
+        let take = |name: String| -> Result<Option<Tensor>> {
+            state
+                .get(&name)
+                .map(|t| Ok(t.contiguous()?.copy()?))
+                .transpose()
+        };
+        match self {
+            Optimizer::Sgd(sgd) => {
+                for (key, buffer) in keys.iter().zip(&mut sgd.momentum) {
+                    *buffer = take(format!("{key}.momentum_buffer"))?;
+                }
+            }
+            Optimizer::AdamW(adamw) => {
+                adamw.step = steps;
+                for (key, moments) in keys.iter().zip(&mut adamw.moments) {
+                    let m = take(format!("{key}.exp_avg"))?;
+                    let v = take(format!("{key}.exp_avg_sq"))?;
+                    *moments = m.zip(v);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

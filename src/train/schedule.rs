@@ -6,7 +6,7 @@
 use std::f64::consts::PI;
 
 /// A schedule that depends only on the epoch.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Schedule {
     Constant,
     /// × `gamma` every `step_size` epochs (`StepLR`).
@@ -27,7 +27,7 @@ pub enum Schedule {
 }
 
 /// A base rate, a schedule, and an optional linear warm-up before it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LrSchedule {
     pub base: f64,
     pub schedule: Schedule,
@@ -65,7 +65,7 @@ impl LrSchedule {
 
 /// `ReduceLROnPlateau(mode="max", threshold_mode="rel")`: after more than `patience` epochs
 /// without a relative improvement of `threshold`, multiply the rate by `factor`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Plateau {
     pub lr: f64,
     pub factor: f64,

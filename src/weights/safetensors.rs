@@ -1,6 +1,7 @@
 //! safetensors in (memory-mapped) and out (atomically).
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::Path;
 
 use candle_core::safetensors::MmapedSafetensors;
@@ -8,6 +9,7 @@ use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::io::write_atomically;
+use crate::train::checkpoint as train;
 use crate::weights::{StateDict, WeightFormat};
 
 /// Reads every tensor; keys come out in natural order (`features.2` before `features.10`),
@@ -21,7 +23,14 @@ pub fn read(path: &Path) -> Result<StateDict> {
     // is copied out of it. Another process truncating the file meanwhile is outside what
     // any reader can defend against (the same holds for PyTorch's and candle's readers).
     let mapped = unsafe { MmapedSafetensors::new(path) }.map_err(bad)?;
-    let mut names: Vec<String> = mapped.tensors().into_iter().map(|(n, _)| n).collect();
+    // A training checkpoint also holds the optimiser's state: not part of the model.
+    let training = metadata(path)?.get("format").map(String::as_str) == Some(train::FORMAT);
+    let mut names: Vec<String> = mapped
+        .tensors()
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| !(training && n.starts_with(train::OPTIMIZER_PREFIX)))
+        .collect();
     names.sort_by_key(|name| natural_key(name));
     let tensors = names
         .into_iter()
@@ -36,6 +45,45 @@ pub fn read(path: &Path) -> Result<StateDict> {
         notes: Vec::new(),
     })
 }
+
+/// The header's `__metadata__` map (empty when the file has none).
+pub fn metadata(path: &Path) -> Result<HashMap<String, String>> {
+    let bad = |why: String| Error::BadWeights {
+        path: path.display().to_string(),
+        why: format!("not a valid safetensors file: {why}"),
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot read", e))?;
+    let mut length = [0u8; 8];
+    file.read_exact(&mut length)
+        .map_err(|e| bad(format!("cannot read the header length: {e}")))?;
+    let length = u64::from_le_bytes(length);
+    let file_len = file
+        .metadata()
+        .map_err(|e| Error::io(path, "cannot read", e))?
+        .len();
+    if length > MAX_HEADER || length > file_len.saturating_sub(8) {
+        return Err(bad(format!(
+            "header length {length} exceeds the file or 100 MB"
+        )));
+    }
+    let mut header = vec![0u8; length as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| bad(format!("cannot read the header: {e}")))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+    Ok(header
+        .get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The safetensors format's own cap on the JSON header.
+const MAX_HEADER: u64 = 100_000_000;
 
 /// Writes the tensors (to CPU memory first) as a safetensors file.
 pub fn write(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {

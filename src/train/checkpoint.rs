@@ -1,0 +1,178 @@
+//! Training checkpoints: one safetensors file holding the model's state_dict under
+//! torchvision's key names (so every command, and torchvision after `vgg convert`, loads it
+//! as weights), the optimiser's state under `optimizer.<param>.<buffer>`, and the run's
+//! state (epoch, config, options, history, plateau tracker) as JSON in the header metadata.
+//! Written atomically: a process killed at any moment leaves the previous file intact.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::io::write_atomically;
+use crate::model::config::parse_cfg;
+use crate::model::{Vgg, VggConfig};
+use crate::train::metrics::EpochMetrics;
+use crate::train::schedule::Plateau;
+use crate::train::trainer::TrainOptions;
+use crate::weights::{self, StateDict};
+
+/// The `format` metadata value that marks a training checkpoint.
+pub const FORMAT: &str = "vgg-train-checkpoint/1";
+/// Prefix of the optimiser's tensors.
+pub const OPTIMIZER_PREFIX: &str = "optimizer.";
+
+/// A [`VggConfig`] in a form that survives JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedConfig {
+    pub name: String,
+    pub cfg: String,
+    pub batch_norm: bool,
+    pub in_channels: usize,
+    pub num_classes: usize,
+    pub dropout: f64,
+    pub hidden: usize,
+    pub pool: usize,
+}
+
+impl From<&VggConfig> for SavedConfig {
+    fn from(c: &VggConfig) -> Self {
+        SavedConfig {
+            name: c.name.clone(),
+            cfg: c.cfg_string(),
+            batch_norm: c.batch_norm,
+            in_channels: c.in_channels,
+            num_classes: c.num_classes,
+            dropout: c.dropout,
+            hidden: c.hidden,
+            pool: c.pool,
+        }
+    }
+}
+
+impl SavedConfig {
+    pub fn to_config(&self) -> Result<VggConfig> {
+        let config = VggConfig {
+            name: self.name.clone(),
+            features: parse_cfg(&self.cfg)?,
+            batch_norm: self.batch_norm,
+            in_channels: self.in_channels,
+            num_classes: self.num_classes,
+            dropout: self.dropout,
+            hidden: self.hidden,
+            pool: self.pool,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Everything about a run besides tensors: enough to continue it exactly.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunState {
+    pub config: SavedConfig,
+    pub options: TrainOptions,
+    pub classes: Vec<String>,
+    /// Epochs completed.
+    pub epoch: usize,
+    pub history: Vec<EpochMetrics>,
+    pub best_val_top1: Option<f64>,
+    pub plateau: Option<Plateau>,
+    /// AdamW's step count (0 for SGD).
+    pub optimizer_steps: i32,
+}
+
+/// A checkpoint read back: the model's state_dict, the optimiser's tensors (prefix
+/// stripped) and the run state.
+pub struct Checkpoint {
+    pub model: StateDict,
+    pub optimizer: HashMap<String, Tensor>,
+    pub run: RunState,
+}
+
+/// Writes `model`, `optimizer_state` and `run` to `path` atomically.
+pub fn save(
+    path: &Path,
+    model: &Vgg,
+    optimizer_state: Vec<(String, Tensor)>,
+    run: &RunState,
+) -> Result<()> {
+    let mut tensors = model.state_dict()?;
+    tensors.extend(
+        optimizer_state
+            .into_iter()
+            .map(|(key, t)| (format!("{OPTIMIZER_PREFIX}{key}"), t)),
+    );
+    let tensors = tensors
+        .into_iter()
+        .map(|(k, t)| Ok((k, t.to_device(&Device::Cpu)?)))
+        .collect::<Result<Vec<(String, Tensor)>>>()?;
+    let run_json = serde_json::to_string(run).map_err(|e| Error::BadArgument(e.to_string()))?;
+    let metadata = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("run".to_string(), run_json),
+    ]);
+    write_atomically(path, |tmp| {
+        safetensors::serialize_to_file(
+            tensors.iter().map(|(k, t)| (k.as_str(), t)),
+            Some(metadata),
+            tmp,
+        )
+        .map_err(|e| Error::BadArgument(format!("cannot write {}: {e}", path.display())))?;
+        fault_injection::maybe_abort(tmp);
+        Ok(())
+    })
+}
+
+/// Reads a checkpoint written by [`save`].
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let metadata = weights::safetensors::metadata(path)?;
+    if metadata.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(Error::BadWeights {
+            path: path.display().to_string(),
+            why: "not a training checkpoint of `vgg train` (no run state in its metadata); \
+                  use it as --weights to fine-tune instead"
+                .into(),
+        });
+    }
+    let run: RunState = serde_json::from_str(&metadata["run"]).map_err(|e| Error::BadWeights {
+        path: path.display().to_string(),
+        why: format!("the run state in its metadata is unreadable: {e}"),
+    })?;
+    let everything = candle_core::safetensors::load(path, &Device::Cpu)?;
+    let optimizer = everything
+        .into_iter()
+        .filter_map(|(k, t)| k.strip_prefix(OPTIMIZER_PREFIX).map(|k| (k.to_string(), t)))
+        .collect();
+    Ok(Checkpoint {
+        model: weights::safetensors::read(path)?,
+        optimizer,
+        run,
+    })
+}
+
+/// A test hook: with `VGG_FAULT_CHECKPOINT_WRITE=N` set, the N-th checkpoint write of the
+/// process aborts right after writing its temporary file — as a kill at the worst moment
+/// would — so tests can check that the previous checkpoint survives.
+mod fault_injection {
+    use std::path::Path;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static WRITES: AtomicUsize = AtomicUsize::new(0);
+
+    pub(super) fn maybe_abort(tmp: &Path) {
+        let write = WRITES.fetch_add(1, Ordering::SeqCst) + 1;
+        let fault = std::env::var("VGG_FAULT_CHECKPOINT_WRITE")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        if fault == Some(write) {
+            eprintln!(
+                "injected fault: aborting during checkpoint write {write} ({})",
+                tmp.display()
+            );
+            std::process::abort();
+        }
+    }
+}

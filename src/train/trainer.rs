@@ -1,0 +1,514 @@
+//! The training loop: epochs of shuffled, augmented batches through the candle model in
+//! training mode, an optimiser step per batch, validation, metrics and checkpoints. Every
+//! source of randomness (order, crops, flips, dropout) is derived from the seed and the
+//! epoch, so a run resumed from its last checkpoint continues exactly as if never stopped.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::augment::{Augment, image_rng};
+use crate::data::preprocess::Preprocess;
+use crate::error::{Error, Result};
+use crate::io::write_atomically;
+use crate::model::layers::Container;
+use crate::model::{Mode, Vgg};
+use crate::train::checkpoint::{self, RunState, SavedConfig};
+use crate::train::data::{self, Batch, EpochPlan, Split};
+use crate::train::loss::{clip_grad_norm, cross_entropy, top_k_hits};
+use crate::train::metrics::{self, EpochMetrics};
+use crate::train::optim::{AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig};
+use crate::train::schedule::{LrSchedule, Plateau, Schedule};
+
+/// The optimiser and its hyper-parameters (the rate comes from the schedule).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OptimizerOptions {
+    Sgd {
+        momentum: f64,
+        dampening: f64,
+        weight_decay: f64,
+        nesterov: bool,
+    },
+    AdamW {
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    },
+}
+
+/// Everything that defines a run besides the model; saved in every checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub data: PathBuf,
+    pub val_split: Option<f64>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: OptimizerOptions,
+    pub schedule: LrSchedule,
+    /// `(factor, patience)`: also multiply the rate by `factor` whenever validation top-1
+    /// has not improved for more than `patience` epochs (the paper's "divide by 10").
+    pub plateau: Option<(f64, usize)>,
+    pub label_smoothing: f64,
+    pub clip_grad_norm: Option<f64>,
+    pub seed: u64,
+    /// Train everything but this part.
+    pub freeze: Option<Container>,
+    pub augment: String,
+    /// Random horizontal flips (off for digits, text…).
+    pub flip: bool,
+    pub preprocess: Preprocess,
+}
+
+impl TrainOptions {
+    fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::BadArgument(m.to_string()));
+        if self.epochs == 0 || self.batch_size == 0 {
+            return bad("--epochs and --batch-size must be at least 1");
+        }
+        if !(self.schedule.base > 0.0 && self.schedule.base.is_finite()) {
+            return bad("--lr must be a positive number");
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad("--label-smoothing must be in [0, 1)");
+        }
+        if self.clip_grad_norm.is_some_and(|c| c.is_nan() || c <= 0.0) {
+            return bad("--clip-grad-norm must be positive");
+        }
+        if self.freeze == Some(Container::Avgpool) {
+            return bad("--freeze takes features or classifier");
+        }
+        Augment::parse(&self.augment, self.preprocess.crop, self.flip).map(|_| ())
+    }
+}
+
+/// A run in progress: the model, its optimiser, the data and where results go.
+pub struct Trainer {
+    model: Vgg,
+    optimizer: Optimizer,
+    trainable: Vec<(String, Var)>,
+    run: RunState,
+    train: Arc<Split>,
+    val: Arc<Split>,
+    augment: Augment,
+    out: PathBuf,
+}
+
+/// One epoch's training totals.
+struct EpochTrain {
+    loss: f64,
+    top1: f64,
+    images_per_s: f64,
+}
+
+/// Validation results: loss, top-1 and top-5 in percent.
+struct Validation {
+    loss: f64,
+    top1: f64,
+    top5: f64,
+}
+
+impl Trainer {
+    /// A new run of `model` into `out` (which must not already hold one).
+    pub fn new(model: Vgg, options: TrainOptions, out: &Path) -> Result<Self> {
+        options.validate()?;
+        if out.join(LAST).exists() {
+            return Err(Error::BadArgument(format!(
+                "{} already holds a run: continue it with --resume {0}, or choose another --out",
+                out.display()
+            )));
+        }
+        let data = data::open(&options.data, options.val_split, options.seed)?;
+        let num_classes = model.config().num_classes;
+        if data.classes.len() != num_classes {
+            return Err(Error::BadArgument(format!(
+                "{} has {} classes but the model has {num_classes} outputs: pass --num-classes {}",
+                options.data.display(),
+                data.classes.len(),
+                data.classes.len()
+            )));
+        }
+        let run = RunState {
+            config: SavedConfig::from(model.config()),
+            options,
+            classes: data.classes,
+            epoch: 0,
+            history: Vec::new(),
+            best_val_top1: None,
+            plateau: None,
+            optimizer_steps: 0,
+        };
+        Self::assemble(model, run, data.train, data.val, out)
+    }
+
+    /// Continues the run saved in `out`, optionally extended to `epochs`.
+    pub fn resume(out: &Path, epochs: Option<usize>, device: &Device) -> Result<Self> {
+        let checkpoint = checkpoint::load(&out.join(LAST))?;
+        let mut run = checkpoint.run;
+        if let Some(epochs) = epochs {
+            if let Schedule::Cosine { t_max, .. } = run.options.schedule.schedule
+                && epochs != run.options.epochs
+            {
+                eprintln!(
+                    "note: the cosine schedule of this run spans {t_max} epochs; later epochs \
+                     keep its final rate"
+                );
+            }
+            run.options.epochs = epochs;
+        }
+        let config = run.config.to_config()?;
+        let (model, _) =
+            crate::weights::load::load(config, checkpoint.model, true, run.options.seed, device)?;
+        let data = data::open(&run.options.data, run.options.val_split, run.options.seed)?;
+        let steps = run.optimizer_steps;
+        let mut trainer = Self::assemble(model, run, data.train, data.val, out)?;
+        let keys: Vec<String> = trainer.trainable.iter().map(|(k, _)| k.clone()).collect();
+        trainer
+            .optimizer
+            .restore(&keys, &checkpoint.optimizer, steps)?;
+        Ok(trainer)
+    }
+
+    fn assemble(model: Vgg, run: RunState, train: Split, val: Split, out: &Path) -> Result<Self> {
+        let options = &run.options;
+        if train.is_empty() || val.is_empty() {
+            return Err(Error::BadArgument(format!(
+                "{}: {} training and {} validation images; both must be non-empty",
+                options.data.display(),
+                train.len(),
+                val.len()
+            )));
+        }
+        let trainable: Vec<(String, Var)> = model
+            .parameters()
+            .into_iter()
+            .filter(|(key, _)| {
+                options
+                    .freeze
+                    .is_none_or(|frozen| !key.starts_with(frozen.name()))
+            })
+            .collect();
+        let optimizer =
+            build_optimizer(options, trainable.iter().map(|(_, v)| v.clone()).collect());
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, "cannot create", e))?;
+        Ok(Trainer {
+            augment: Augment::parse(&options.augment, options.preprocess.crop, options.flip)?,
+            model,
+            optimizer,
+            trainable,
+            train: Arc::new(train),
+            val: Arc::new(val),
+            run,
+            out: out.to_path_buf(),
+        })
+    }
+
+    pub fn model(&self) -> &Vgg {
+        &self.model
+    }
+
+    pub fn run_state(&self) -> &RunState {
+        &self.run
+    }
+
+    /// Trains the remaining epochs; `log` receives one line per epoch.
+    pub fn run(&mut self, log: &mut dyn FnMut(&str)) -> Result<()> {
+        log(&format!(
+            "{}: {} training / {} validation images, {} classes, {} trainable tensors",
+            self.run.config.name,
+            self.train.len(),
+            self.val.len(),
+            self.run.classes.len(),
+            self.trainable.len()
+        ));
+        while self.run.epoch < self.run.options.epochs {
+            let metrics = self.epoch()?;
+            log(&format!(
+                "epoch {}/{}: train loss {:.4} top-1 {:.2}% | val loss {:.4} top-1 {:.2}% top-5 \
+                 {:.2}% | lr {:.3e} | {:.1} img/s, {:.1} s",
+                metrics.epoch,
+                self.run.options.epochs,
+                metrics.train_loss,
+                metrics.train_top1,
+                metrics.val_loss,
+                metrics.val_top1,
+                metrics.val_top5,
+                metrics.lr,
+                metrics.images_per_s,
+                metrics.seconds
+            ));
+        }
+        Ok(())
+    }
+
+    /// One epoch: train, validate, record, checkpoint.
+    fn epoch(&mut self) -> Result<EpochMetrics> {
+        let start = Instant::now();
+        let epoch = self.run.epoch;
+        let lr =
+            self.run.options.schedule.lr(epoch) * self.run.plateau.as_ref().map_or(1.0, |p| p.lr);
+        self.optimizer.set_lr(lr);
+        let train = self.train_epoch(epoch)?;
+        let val = self.validate()?;
+        if let Some((factor, patience)) = self.run.options.plateau {
+            self.run
+                .plateau
+                .get_or_insert_with(|| Plateau::new(1.0, factor, patience))
+                .step(val.top1);
+        }
+        let metrics = EpochMetrics {
+            epoch: epoch + 1,
+            train_loss: train.loss,
+            train_top1: train.top1,
+            val_loss: val.loss,
+            val_top1: val.top1,
+            val_top5: val.top5,
+            lr,
+            images_per_s: train.images_per_s,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        self.run.epoch += 1;
+        self.run.history.push(metrics.clone());
+        self.run.optimizer_steps = self.optimizer.steps();
+        let improved = self.run.best_val_top1.is_none_or(|best| val.top1 > best);
+        if improved {
+            self.run.best_val_top1 = Some(val.top1);
+        }
+        self.save(improved)?;
+        Ok(metrics)
+    }
+
+    fn train_epoch(&mut self, epoch: usize) -> Result<EpochTrain> {
+        let options = &self.run.options;
+        self.model
+            .reseed_dropout(image_rng(options.seed, epoch, usize::MAX - 1).random());
+        let plan = EpochPlan {
+            augment: self.augment,
+            preprocess: options.preprocess.clone(),
+            batch_size: options.batch_size,
+            seed: options.seed,
+            epoch,
+            shuffle: true,
+        };
+        let bar = progress(
+            self.train.len(),
+            &format!("epoch {}/{}", epoch + 1, options.epochs),
+        );
+        let params: Vec<Var> = self.trainable.iter().map(|(_, v)| v.clone()).collect();
+        let (start, mut totals) = (Instant::now(), Totals::default());
+        for (step, batch) in data::batches(self.train.clone(), plan)
+            .into_iter()
+            .enumerate()
+        {
+            totals.skip(&batch, &bar);
+            if batch.is_empty() {
+                continue;
+            }
+            let (x, y) = tensors(&batch, options.preprocess.crop, self.model.device())?;
+            let logits = self.forward_train(&x)?;
+            let loss = cross_entropy(&logits, &y, options.label_smoothing)?;
+            let loss_value = f64::from(loss.to_scalar::<f32>()?);
+            if !loss_value.is_finite() {
+                return Err(Error::BadArgument(format!(
+                    "the loss became {loss_value} at epoch {} step {}: lower --lr or set \
+                     --clip-grad-norm",
+                    epoch + 1,
+                    step + 1
+                )));
+            }
+            let mut grads = loss.backward()?;
+            if let Some(max_norm) = options.clip_grad_norm {
+                clip_grad_norm(&mut grads, &params, max_norm)?;
+            }
+            self.optimizer.step(&grads)?;
+            totals.add(loss_value, &logits, &batch, 0)?;
+            bar.inc(batch.len() as u64);
+            bar.set_message(format!(
+                "loss {:.4} top-1 {:.1}% {:.0} img/s",
+                totals.mean_loss(),
+                totals.top1(),
+                totals.seen as f64 / start.elapsed().as_secs_f64()
+            ));
+        }
+        bar.finish_and_clear();
+        Ok(EpochTrain {
+            loss: totals.mean_loss(),
+            top1: totals.top1(),
+            images_per_s: totals.seen as f64 / start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The training-mode forward pass; with frozen features, the features run (updating
+    /// batch-norm statistics, as PyTorch does for frozen parameters in training mode)
+    /// outside the autograd graph, so the backward pass stops at the classifier.
+    fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
+        let end = self.model.layers().len();
+        if self.run.options.freeze != Some(Container::Features) {
+            return self.model.forward_range(x, Mode::Train, 0..end);
+        }
+        let split = self
+            .model
+            .layers()
+            .iter()
+            .position(|l| l.container != Container::Features)
+            .unwrap_or(end);
+        let features = self.model.forward_range(x, Mode::Train, 0..split)?.detach();
+        self.model.forward_range(&features, Mode::Train, split..end)
+    }
+
+    fn validate(&self) -> Result<Validation> {
+        let options = &self.run.options;
+        let plan = EpochPlan {
+            augment: Augment::None,
+            preprocess: options.preprocess.clone(),
+            batch_size: options.batch_size,
+            seed: options.seed,
+            epoch: 0,
+            shuffle: false,
+        };
+        let bar = progress(self.val.len(), "validation");
+        let mut totals = Totals::default();
+        for batch in data::batches(self.val.clone(), plan) {
+            totals.skip(&batch, &bar);
+            if batch.is_empty() {
+                continue;
+            }
+            let (x, y) = tensors(&batch, options.preprocess.crop, self.model.device())?;
+            let logits = self.model.forward(&x, Mode::Eval)?;
+            let loss = cross_entropy(&logits, &y, options.label_smoothing)?;
+            totals.add(f64::from(loss.to_scalar::<f32>()?), &logits, &batch, 5)?;
+            bar.inc(batch.len() as u64);
+        }
+        bar.finish_and_clear();
+        Ok(Validation {
+            loss: totals.mean_loss(),
+            top1: totals.top1(),
+            top5: totals.top5(),
+        })
+    }
+
+    /// Writes `last` (and `best` when validation improved), then the metrics and curves.
+    fn save(&self, improved: bool) -> Result<()> {
+        let keys: Vec<String> = self.trainable.iter().map(|(k, _)| k.clone()).collect();
+        let last = self.out.join(LAST);
+        checkpoint::save(&last, &self.model, self.optimizer.state(&keys), &self.run)?;
+        if improved {
+            let best = self.out.join(BEST);
+            write_atomically(&best, |tmp| {
+                std::fs::copy(&last, tmp)
+                    .map(|_| ())
+                    .map_err(|e| Error::io(tmp, "cannot write", e))
+            })?;
+        }
+        metrics::write_all(&self.out, &self.run.history)
+    }
+}
+
+/// File names inside a run directory.
+pub const LAST: &str = "last.safetensors";
+pub const BEST: &str = "best.safetensors";
+
+fn build_optimizer(options: &TrainOptions, params: Vec<Var>) -> Optimizer {
+    let lr = options.schedule.base;
+    match options.optimizer {
+        OptimizerOptions::Sgd {
+            momentum,
+            dampening,
+            weight_decay,
+            nesterov,
+        } => Optimizer::Sgd(Sgd::new(
+            params,
+            SgdConfig {
+                lr,
+                momentum,
+                dampening,
+                weight_decay,
+                nesterov,
+            },
+        )),
+        OptimizerOptions::AdamW {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } => Optimizer::AdamW(AdamW::new(
+            params,
+            AdamWConfig {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            },
+        )),
+    }
+}
+
+/// A batch as an NCHW tensor and u32 targets.
+fn tensors(batch: &Batch, size: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+    let x = Tensor::from_slice(&batch.pixels, (batch.len(), 3, size, size), device)?;
+    let y = Tensor::from_slice(&batch.labels, batch.len(), device)?;
+    Ok((x, y))
+}
+
+/// Running sums over an epoch.
+#[derive(Default)]
+struct Totals {
+    loss: f64,
+    top1: usize,
+    top5: usize,
+    seen: usize,
+    skipped: usize,
+}
+
+impl Totals {
+    fn add(&mut self, mean_loss: f64, logits: &Tensor, batch: &Batch, top5_k: usize) -> Result<()> {
+        let classes = logits.dim(1)?;
+        let values: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+        self.loss += mean_loss * batch.len() as f64;
+        self.top1 += top_k_hits(&values, classes, &batch.labels, 1);
+        if top5_k > 0 {
+            self.top5 += top_k_hits(&values, classes, &batch.labels, top5_k);
+        }
+        self.seen += batch.len();
+        Ok(())
+    }
+
+    /// Reports unreadable images above the progress bar; they are left out of the epoch.
+    fn skip(&mut self, batch: &Batch, bar: &ProgressBar) {
+        for why in &batch.skipped {
+            bar.suspend(|| eprintln!("warning: skipped {why}"));
+        }
+        self.skipped += batch.skipped.len();
+    }
+
+    fn mean_loss(&self) -> f64 {
+        self.loss / self.seen.max(1) as f64
+    }
+
+    fn top1(&self) -> f64 {
+        100.0 * self.top1 as f64 / self.seen.max(1) as f64
+    }
+
+    fn top5(&self) -> f64 {
+        100.0 * self.top5 as f64 / self.seen.max(1) as f64
+    }
+}
+
+/// A progress bar with loss, accuracy, images/s and ETA; hidden when stderr is not a terminal.
+fn progress(total: usize, prefix: &str) -> ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} {msg} ETA {eta}")
+        .expect("valid template");
+    ProgressBar::new(total as u64)
+        .with_style(style)
+        .with_prefix(prefix.to_string())
+}

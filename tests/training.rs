@@ -1,0 +1,309 @@
+//! `vgg train` end to end on a small synthetic CIFAR-10 folder: resume is exact, a crash
+//! during a checkpoint write leaves the previous checkpoint usable, checkpoints load in the
+//! other commands, and bad input is refused clearly.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use candle_core::{Device, Tensor};
+
+/// A fresh scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vgg-training-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A CIFAR-10 binary folder: `train` records in data_batch_1…5, `test` in test_batch; each
+/// class a different colour blob on noise, so there is something to learn.
+fn cifar(dir: &Path, train: usize, test: usize) {
+    let record = |i: usize| {
+        let label = (i % 10) as u8;
+        let mut bytes = vec![label];
+        for channel in 0..3 {
+            for p in 0..1024 {
+                let (y, x) = (p / 32, p % 32);
+                let blob = (y / 8 + x / 8 + channel) % 10 == label as usize;
+                let noise = ((i * 7919 + p * 104_729 + channel * 31) % 97) as u8;
+                bytes.push(if blob { 200 } else { noise });
+            }
+        }
+        bytes
+    };
+    for (b, name) in (1..=5).map(|b| (b, format!("data_batch_{b}.bin"))) {
+        let records: Vec<u8> = (0..train)
+            .filter(|i| i % 5 == b - 1)
+            .flat_map(record)
+            .collect();
+        std::fs::write(dir.join(name), records).unwrap();
+    }
+    let records: Vec<u8> = (train..train + test).flat_map(record).collect();
+    std::fs::write(dir.join("test_batch.bin"), records).unwrap();
+}
+
+fn vgg(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vgg"))
+        .args(["--threads", "2"])
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap()
+}
+
+fn ok(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "vgg failed: {stderr}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A run of a small batch-norm network with dropout, augmentation and flips: every source
+/// of randomness that resume must reproduce. The rate halves every epoch (a schedule that
+/// does not depend on the total, so 2 epochs then 2 more follow the 4-epoch schedule).
+fn train(data: &Path, out: &Path, epochs: &str, envs: &[(&str, &str)]) -> Output {
+    let (data, out) = (data.to_str().unwrap(), out.to_str().unwrap());
+    vgg(
+        &[
+            "train",
+            "--arch",
+            "custom",
+            "--cfg",
+            "8,M,16,M",
+            "--batch-norm",
+            "--hidden",
+            "32",
+            "--pool",
+            "2",
+            "--num-classes",
+            "10",
+            "--dropout",
+            "0.3",
+            "--data",
+            data,
+            "--out",
+            out,
+            "--epochs",
+            epochs,
+            "--batch-size",
+            "16",
+            "--lr",
+            "0.05",
+            "--schedule",
+            "step",
+            "--step-size",
+            "1",
+            "--gamma",
+            "0.5",
+            "--nesterov",
+            "--label-smoothing",
+            "0.1",
+            "--seed",
+            "7",
+        ],
+        envs,
+    )
+}
+
+fn tensors(path: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+}
+
+fn assert_identical(a: &Path, b: &Path) {
+    let (a, b) = (tensors(a), tensors(b));
+    assert_eq!(a.len(), b.len());
+    assert!(
+        a.keys().any(|k| k.starts_with("optimizer.")),
+        "optimiser state saved"
+    );
+    for (key, ta) in &a {
+        let (ta, tb) = (ta.flatten_all().unwrap(), b[key].flatten_all().unwrap());
+        if ta.dtype() == candle_core::DType::I64 {
+            assert_eq!(
+                ta.to_vec1::<i64>().unwrap(),
+                tb.to_vec1::<i64>().unwrap(),
+                "{key}"
+            );
+        } else {
+            assert_eq!(
+                ta.to_vec1::<f32>().unwrap(),
+                tb.to_vec1::<f32>().unwrap(),
+                "{key}"
+            );
+        }
+    }
+}
+
+/// The metrics without the timing columns.
+fn learning_curve(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut row: serde_json::Value = serde_json::from_str(line).unwrap();
+            let row_map = row.as_object_mut().unwrap();
+            row_map.remove("seconds");
+            row_map.remove("images_per_s");
+            row
+        })
+        .collect()
+}
+
+#[test]
+fn four_epochs_equal_two_plus_resumed_two() {
+    let dir = scratch("resume");
+    cifar(&dir, 60, 20);
+    let (straight, split) = (dir.join("straight"), dir.join("split"));
+    ok(&train(&dir, &straight, "4", &[]));
+    ok(&train(&dir, &split, "2", &[]));
+    assert_eq!(learning_curve(&split).len(), 2);
+    ok(&vgg(
+        &[
+            "train",
+            "--resume",
+            split.to_str().unwrap(),
+            "--epochs",
+            "4",
+        ],
+        &[],
+    ));
+    assert_identical(
+        &straight.join("last.safetensors"),
+        &split.join("last.safetensors"),
+    );
+    assert_eq!(learning_curve(&straight), learning_curve(&split));
+    for file in [
+        "metrics.csv",
+        "curves.svg",
+        "curves.png",
+        "best.safetensors",
+    ] {
+        assert!(split.join(file).is_file(), "{file}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_crash_while_writing_a_checkpoint_leaves_the_previous_one() {
+    let dir = scratch("fault");
+    cifar(&dir, 40, 20);
+    let (crashed, reference) = (dir.join("crashed"), dir.join("reference"));
+    // The second checkpoint write (after epoch 2) aborts the process mid-write.
+    let output = train(&dir, &crashed, "3", &[("VGG_FAULT_CHECKPOINT_WRITE", "2")]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("injected fault"));
+    assert_eq!(learning_curve(&crashed).len(), 1, "metrics of epoch 1 only");
+    let state = vgg::train::checkpoint::load(&crashed.join("last.safetensors")).unwrap();
+    assert_eq!(state.run.epoch, 1, "the epoch-1 checkpoint is intact");
+    // Resuming after the crash gives exactly the uninterrupted run.
+    ok(&vgg(&["train", "--resume", crashed.to_str().unwrap()], &[]));
+    ok(&train(&dir, &reference, "3", &[]));
+    assert_identical(
+        &reference.join("last.safetensors"),
+        &crashed.join("last.safetensors"),
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn checkpoints_load_in_the_other_commands() {
+    let dir = scratch("load");
+    cifar(&dir, 30, 10);
+    let run = dir.join("run");
+    ok(&train(&dir, &run, "1", &[]));
+    let best = run.join("best.safetensors");
+    let best = best.to_str().unwrap();
+    let summary = ok(&vgg(&["weights", best], &[]));
+    assert!(
+        summary.contains("custom --cfg 8,M,16,M --batch-norm"),
+        "{summary}"
+    );
+    let converted = dir.join("model.safetensors");
+    ok(&vgg(&["convert", best, converted.to_str().unwrap()], &[]));
+    assert!(
+        !tensors(&converted)
+            .keys()
+            .any(|k| k.starts_with("optimizer."))
+    );
+    let image = dir.join("image.png");
+    image::RgbImage::from_pixel(32, 32, image::Rgb([200, 10, 10]))
+        .save(&image)
+        .unwrap();
+    let classified = ok(&vgg(
+        &[
+            "classify",
+            "--weights",
+            best,
+            "--crop",
+            "32",
+            "--resize",
+            "32",
+            image.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    assert!(classified.contains("class "), "{classified}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_training_input_is_refused_clearly() {
+    let dir = scratch("errors");
+    cifar(&dir, 20, 10);
+    let run = dir.join("run");
+    let (data, out) = (dir.to_str().unwrap(), run.to_str().unwrap());
+    let base = [
+        "train", "--arch", "custom", "--cfg", "8,M", "--hidden", "8", "--data", data, "--out", out,
+    ];
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &[],
+            "has 10 classes but the model has 1000 outputs: pass --num-classes 10",
+        ),
+        (
+            &["--num-classes", "10", "--lr", "0"],
+            "--lr must be a positive number",
+        ),
+        (
+            &["--num-classes", "10", "--augment", "mixup"],
+            "unknown augmentation `mixup`",
+        ),
+        (
+            &["--num-classes", "10", "--label-smoothing", "1.5"],
+            "--label-smoothing must be in [0, 1)",
+        ),
+        (
+            &["--num-classes", "10", "--batch-size", "0"],
+            "--batch-size must be at least 1",
+        ),
+    ];
+    for (extra, message) in cases {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let output = vgg(&args, &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(message), "{extra:?}: {stderr}");
+    }
+    let missing = vgg(
+        &["train", "--resume", dir.join("nothing").to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(missing.status.code(), Some(2));
+    let folder = scratch("no-val");
+    std::fs::create_dir_all(folder.join("a")).unwrap();
+    let no_val = vgg(
+        &[
+            "train",
+            "--arch",
+            "vgg11",
+            "--data",
+            folder.to_str().unwrap(),
+            "--out",
+            out,
+        ],
+        &[],
+    );
+    assert!(String::from_utf8_lossy(&no_val.stderr).contains("--val-split"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&folder).unwrap();
+}
