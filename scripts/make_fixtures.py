@@ -393,8 +393,9 @@ def write_classify():
 
 def write_train():
     """Gradients of the tiny_pool3 network (batch norm in training mode, dropout 0) for one
-    batch, and its weights after 20 steps of SGD (momentum, Nesterov, weight decay) and of
-    AdamW on that batch."""
+    batch, the same gradients clipped by clip_grad_norm_, the loss with label smoothing, and
+    its weights after 20 steps of SGD (momentum, Nesterov, weight decay) and of AdamW on that
+    batch."""
     from safetensors.torch import load_file
     out = os.path.join(ROOT, "train")
     os.makedirs(out, exist_ok=True)
@@ -414,6 +415,10 @@ def write_train():
     loss = torch.nn.functional.cross_entropy(model(x), y)
     loss.backward()
     save_file({k: p.grad.contiguous() for k, p in model.named_parameters()}, os.path.join(out, "grads.safetensors"))
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=0.5).item()
+    save_file({k: p.grad.contiguous() for k, p in model.named_parameters()},
+              os.path.join(out, "grads_clipped.safetensors"))
+    smoothed = torch.nn.functional.cross_entropy(fresh()(x), y, label_smoothing=0.1).item()
     optimisers = {
         "sgd": lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4),
         "adamw": lambda params: torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2),
@@ -429,7 +434,8 @@ def write_train():
     np.save(os.path.join(out, "input.npy"), x.numpy())
     np.save(os.path.join(out, "targets.npy"), y.numpy())
     with open(os.path.join(out, "loss.json"), "w") as f:
-        json.dump({"loss": loss.item()}, f)
+        json.dump({"loss": loss.item(), "loss_smoothed_0.1": smoothed, "grad_norm": grad_norm,
+                   "clip_max_norm": 0.5}, f)
 
 
 def write_schedules():

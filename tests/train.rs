@@ -30,6 +30,56 @@ fn model() -> Vgg {
     load(config, state, true, 0, &Device::Cpu).unwrap().0
 }
 
+/// Mean cross-entropy of the batch, as `F.cross_entropy(label_smoothing=smoothing)`.
+fn smoothed_loss(model: &Vgg, smoothing: f64) -> Tensor {
+    let x = Tensor::read_npy(fixture("train/input.npy")).unwrap();
+    let y = Tensor::read_npy(fixture("train/targets.npy"))
+        .unwrap()
+        .to_dtype(DType::U32)
+        .unwrap();
+    let logits = model.forward(&x, Mode::Train).unwrap();
+    vgg::train::loss::cross_entropy(&logits, &y, smoothing).unwrap()
+}
+
+fn reference_numbers() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("train/loss.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn label_smoothing_and_clipping_match_pytorch() {
+    let want = reference_numbers();
+    let model = model();
+    let plain = smoothed_loss(&model, 0.0).to_scalar::<f32>().unwrap() as f64;
+    assert!((plain - want["loss"].as_f64().unwrap()).abs() < 1e-5);
+    let smoothed = smoothed_loss(&model, 0.1);
+    let value = smoothed.to_scalar::<f32>().unwrap() as f64;
+    assert!(
+        (value - want["loss_smoothed_0.1"].as_f64().unwrap()).abs() < 1e-5,
+        "smoothed loss {value} vs {}",
+        want["loss_smoothed_0.1"]
+    );
+
+    let model = self::model();
+    let mut grads = smoothed_loss(&model, 0.0).backward().unwrap();
+    let max_norm = want["clip_max_norm"].as_f64().unwrap();
+    let norm = vgg::train::loss::clip_grad_norm(&mut grads, &params(&model), max_norm).unwrap();
+    let want_norm = want["grad_norm"].as_f64().unwrap();
+    assert!(
+        (norm - want_norm).abs() < 1e-4 * want_norm,
+        "norm {norm} vs {want_norm}"
+    );
+    let reference =
+        candle_core::safetensors::load(fixture("train/grads_clipped.safetensors"), &Device::Cpu)
+            .unwrap();
+    for (key, var) in model.parameters() {
+        let (worst, scale) = max_diff(grads.get(var.as_tensor()).unwrap(), &reference[&key], &key);
+        assert!(
+            worst <= 1e-4 * scale.max(1e-3),
+            "{key}: {worst} (max |ref| {scale})"
+        );
+    }
+}
+
 /// Mean cross-entropy of the batch, as `F.cross_entropy`.
 fn loss(model: &Vgg) -> Tensor {
     let x = Tensor::read_npy(fixture("train/input.npy")).unwrap();
