@@ -6,7 +6,11 @@ per-round medians and their ratio. Alternating cancels slow phases of a shared m
 
     cargo build --release
     ../torchenv/bin/python scripts/bench_compare.py [--rounds 3] [--iters 10] [--threads 2,1]
-        [--cases vgg16:1x3x224x224,...] [-- extra args for vgg bench, e.g. --engine reference]
+        [--cases vgg16:1x3x224x224,...] [--model-args "--num-classes 10 ..."] [--train]
+        [-- extra args for vgg bench only, e.g. --engine reference]
+
+`--model-args` go to both sides (the network: --num-classes, --cfg, --batch-norm, --hidden,
+--pool); `--train` times one optimisation step on both sides instead of a forward pass.
 """
 import argparse
 import json
@@ -40,13 +44,16 @@ def main():
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--threads", default="2,1")
     p.add_argument("--cases", default=DEFAULT_CASES)
+    p.add_argument("--model-args", default="")
+    p.add_argument("--train", action="store_true")
     args, extra = p.parse_known_args()
     extra = [e for e in extra if e != "--"]
     print(f"| case | threads | ours ms | PyTorch ms | ours / PyTorch | rounds (ours/PyTorch) |")
     print(f"|---|---|---|---|---|---|")
     for case in args.cases.split(","):
         arch, shape = case.split(":")
-        case_args = ["--arch", arch, "--input", shape, "--iters", str(args.iters)]
+        case_args = ["--arch", arch, "--input", shape, "--iters", str(args.iters),
+                     *args.model_args.split(), *(["--train"] if args.train else [])]
         for t in args.threads.split(","):
             a, b = [], []
             for _ in range(args.rounds):
@@ -54,7 +61,8 @@ def main():
                 b.append(torch(case_args, t))
             o, q = statistics.median(a), statistics.median(b)
             rounds = " ".join(f"{x:.0f}/{y:.0f}" for x, y in zip(a, b))
-            print(f"| {arch} {shape} | {t} | {o:.1f} | {q:.1f} | {o / q:.2f} | {rounds} |", flush=True)
+            label = f"{arch} {args.model_args} {shape}".replace("  ", " ")
+            print(f"| {label} | {t} | {o:.1f} | {q:.1f} | {o / q:.2f} | {rounds} |", flush=True)
 
 
 if __name__ == "__main__":

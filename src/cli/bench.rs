@@ -1,5 +1,6 @@
 //! `vgg bench`: latency and throughput of one forward pass, on the fast engine or the
-//! reference (candle) path. Compare with PyTorch via `scripts/bench_compare.py`.
+//! reference (candle) path, or of one training step (`--train`). Compare with PyTorch via
+//! `scripts/bench_compare.py`.
 
 use std::time::Instant;
 
@@ -10,8 +11,10 @@ use crate::cli::args::parse_shape;
 use crate::cli::model::ModelSource;
 use crate::engine::{ConvChoice, FastVgg, PlanOptions, WinogradVariant};
 use crate::error::{Error, Result};
-use crate::model::Mode;
+use crate::model::{Mode, Vgg};
 use crate::summary::Summary;
+use crate::train::loss::cross_entropy;
+use crate::train::optim::{Sgd, SgdConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Engine {
@@ -73,6 +76,10 @@ pub struct BenchArgs {
     /// Ablation: compute the adaptive pool instead of folding it into fc6
     #[arg(long)]
     pub no_fold: bool,
+    /// Time one optimisation step instead (training-mode forward, cross-entropy, backward,
+    /// SGD with momentum) on the autograd path, as `vgg train` runs it
+    #[arg(long, conflicts_with_all = ["engine", "describe", "conv", "no_fuse", "no_fold"])]
+    pub train: bool,
     /// End with one JSON line: median_ms, min_ms, images_per_s, gflops
     #[arg(long)]
     pub json: bool,
@@ -97,7 +104,13 @@ pub fn run(args: &BenchArgs) -> Result<String> {
     .total_macs();
     let x = Tensor::randn(0f32, 1.0, shape.as_slice(), &Device::Cpu)?;
     let mut text = String::new();
+    let (name, work) = if args.train {
+        ("train", 3 * macs)
+    } else {
+        (engine_name(args.engine), macs)
+    };
     let times = match args.engine {
+        _ if args.train => time_training(&model, &x, args.iters)?,
         Engine::Reference => time(args.iters, || model.forward(&x, Mode::Eval).map(drop))?,
         Engine::Fast => {
             let mut fast = FastVgg::from_model(&model, shape, args.plan_options())?;
@@ -112,12 +125,7 @@ pub fn run(args: &BenchArgs) -> Result<String> {
     let median = percentile(&times, 0.5);
     let min = times.iter().copied().fold(f64::INFINITY, f64::min);
     let images_per_s = shape[0] as f64 / median;
-    let gflops = 2.0 * macs as f64 / median / 1e9;
-    let name = args
-        .engine
-        .to_possible_value()
-        .expect("no skipped variants");
-    let name = name.get_name();
+    let gflops = 2.0 * work as f64 / median / 1e9;
     text += &format!(
         "{name} {:?} threads {}: median {:.1} ms, min {:.1} ms, {images_per_s:.2} images/s, {gflops:.0} GFLOP/s\n",
         shape,
@@ -134,6 +142,34 @@ pub fn run(args: &BenchArgs) -> Result<String> {
         text.push('\n');
     }
     Ok(text)
+}
+
+fn engine_name(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Fast => "fast",
+        Engine::Reference => "reference",
+    }
+}
+
+/// Seconds per optimisation step on random labels (the backward pass costs about twice the
+/// forward, hence 3× the forward's work in GFLOP/s).
+fn time_training(model: &Vgg, x: &Tensor, iters: usize) -> Result<Vec<f64>> {
+    let classes = model.config().num_classes as u32;
+    let labels: Vec<u32> = (0..x.dim(0)? as u32).map(|i| i % classes).collect();
+    let y = Tensor::from_vec(labels, x.dim(0)?, x.device())?;
+    let params = model.parameters().into_iter().map(|(_, v)| v).collect();
+    let config = SgdConfig {
+        lr: 1e-3,
+        momentum: 0.9,
+        dampening: 0.0,
+        weight_decay: 5e-4,
+        nesterov: false,
+    };
+    let mut sgd = Sgd::new(params, config);
+    time(iters, || {
+        let loss = cross_entropy(&model.forward(x, Mode::Train)?, &y, 0.0)?;
+        sgd.step(&loss.backward()?)
+    })
 }
 
 /// Seconds per run over `iters` timed runs after two warm-up runs.

@@ -53,7 +53,10 @@ pub fn run(args: &ClassifyArgs, out: &mut dyn Write) -> Result<bool> {
     }
     let paths = collect_images(&args.paths)?;
     let (mut classifier, preprocess) = args.classifier.build(&args.source, args.batch_size)?;
-    let labels = class_names(classifier.backend.config().num_classes);
+    let labels = class_names(
+        classifier.backend.config().num_classes,
+        args.source.weights.as_deref(),
+    );
     let bar = progress_bar(paths.len(), "images");
     let size = preprocess.crop;
     let mut all_ok = true;
@@ -88,9 +91,13 @@ pub fn run(args: &ClassifyArgs, out: &mut dyn Write) -> Result<bool> {
     Ok(all_ok)
 }
 
-/// ImageNet's names for 1000 classes; class numbers otherwise.
-pub fn class_names(num_classes: usize) -> Vec<String> {
-    if num_classes == 1000 {
+/// The class names a `vgg train` checkpoint recorded, else ImageNet's names for 1000
+/// classes, else class numbers.
+pub fn class_names(num_classes: usize, weights: Option<&std::path::Path>) -> Vec<String> {
+    let trained = weights.and_then(crate::train::checkpoint::class_names);
+    if let Some(names) = trained.filter(|names| names.len() == num_classes) {
+        names
+    } else if num_classes == 1000 {
         imagenet_classes().into_iter().map(String::from).collect()
     } else {
         (0..num_classes).map(|i| format!("class {i}")).collect()

@@ -31,7 +31,7 @@ pub fn run(args: &DissectArgs) -> Result<String> {
     let preprocess = args.preprocess.preprocess()?;
     let image = preprocess.apply(&preprocess.load(&args.image)?)?;
     let (model, _) = args.source.build(&Device::Cpu)?;
-    let labels = class_names(model.config().num_classes);
+    let labels = class_names(model.config().num_classes, args.source.weights.as_deref());
     let dissection = dissect(&model, &image, &preprocess, &labels)?;
     let name = args.image.file_name().unwrap_or(args.image.as_os_str());
     report::write(&args.out, &dissection, &name.to_string_lossy())?;

@@ -153,6 +153,16 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     })
 }
 
+/// The class names recorded in a training checkpoint; `None` for any other file.
+pub fn class_names(path: &Path) -> Option<Vec<String>> {
+    let metadata = weights::safetensors::metadata(path).ok()?;
+    if metadata.get("format").map(String::as_str) != Some(FORMAT) {
+        return None;
+    }
+    let run: RunState = serde_json::from_str(metadata.get("run")?).ok()?;
+    Some(run.classes)
+}
+
 /// A test hook: with `VGG_FAULT_CHECKPOINT_WRITE=N` set, the N-th checkpoint write of the
 /// process aborts right after writing its temporary file — as a kill at the worst moment
 /// would — so tests can check that the previous checkpoint survives.
