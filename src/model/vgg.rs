@@ -9,11 +9,12 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::engine::autograd::{conv3x3, max_pool2x2};
 use crate::error::{Error, Result};
 use crate::model::config::VggConfig;
 use crate::model::init::initial_values;
 use crate::model::layers::{LayerKind, LayerSpec, TensorSpec, build_layers};
-use crate::model::pool::{adaptive_avg_pool2d, max_pool2d};
+use crate::model::pool::adaptive_avg_pool2d;
 
 /// PyTorch's BatchNorm2d defaults.
 const BN_EPS: f64 = 1e-5;
@@ -266,9 +267,7 @@ impl Vgg {
     fn apply(&self, layer: &LayerSpec, module: &Module, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let train = mode == Mode::Train;
         Ok(match (&layer.kind, module) {
-            (LayerKind::Conv2d { .. }, Module::Conv2d(a)) => x
-                .conv2d(&a.weight, 1, 1, 1, 1)?
-                .broadcast_add(&a.bias.reshape((1, (), 1, 1))?)?,
+            (LayerKind::Conv2d { .. }, Module::Conv2d(a)) => conv3x3(x, &a.weight, &a.bias)?,
             (LayerKind::BatchNorm2d { .. }, Module::BatchNorm2d(bn)) if train => {
                 batch_norm_train(bn, x)?
             }
@@ -278,7 +277,7 @@ impl Vgg {
                 normalise(x, mean, var, bn)?
             }
             (LayerKind::ReLU, _) => x.relu()?,
-            (LayerKind::MaxPool2d, _) => max_pool2d(x)?,
+            (LayerKind::MaxPool2d, _) => max_pool2x2(x)?,
             (&LayerKind::AdaptiveAvgPool2d { output }, _) => {
                 adaptive_avg_pool2d(x, output, output)?
             }
