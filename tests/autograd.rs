@@ -2,7 +2,7 @@
 //! values and every gradient, element by element, on seeded random data.
 
 use candle_core::{D, DType, Device, Result, Tensor, Var};
-use vgg::engine::autograd::{conv3x3, max_pool2x2};
+use vgg::engine::autograd::{batch_norm_train, conv3x3, linear, max_pool2x2};
 
 /// Deterministic values in [-1, 1).
 fn random(len: usize, seed: u64) -> Vec<f32> {
@@ -183,5 +183,77 @@ fn max_pool_sends_all_zero_windows_gradient_to_the_first_cell() -> Result<()> {
 fn max_pool_rejects_maps_smaller_than_the_window() -> Result<()> {
     assert!(max_pool2x2(var(&[1, 2, 1, 6], 50)?.as_tensor()).is_err());
     assert!(max_pool2x2(var(&[1, 2, 6, 1], 51)?.as_tensor()).is_err());
+    Ok(())
+}
+
+/// Checks the output of `ours` and `reference` (same inputs) and the gradients of
+/// `Σ out·r` w.r.t. every variable in `vars`.
+fn check_grads(
+    ours: &Tensor,
+    reference: &Tensor,
+    vars: &[(&str, &Var)],
+    label: &str,
+) -> Result<()> {
+    assert_close(ours, reference, &format!("{label} output"))?;
+    let ours = weighted_sum(ours, 5)?.backward()?;
+    let reference = weighted_sum(reference, 5)?.backward()?;
+    for (name, v) in vars {
+        let got = ours.get(v).expect("gradient");
+        let want = reference.get(v).expect("reference gradient");
+        assert_close(got, want, &format!("{label} {name}"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn batch_norm_matches_candle_values_statistics_and_gradients() -> Result<()> {
+    for (i, dims) in [[2, 3, 4, 5], [3, 16, 1, 1], [1, 4, 1, 2], [4, 8, 9, 7]]
+        .iter()
+        .enumerate()
+    {
+        let seed = 60 + 3 * i as u64;
+        // An offset mean, as real activations have, so cancellation would show.
+        let x = Var::from_tensor(&(var(dims, seed)?.as_tensor() + 3.0)?)?;
+        let (weight, bias) = (var(&[dims[1]], seed + 1)?, var(&[dims[1]], seed + 2)?);
+        let (y, mean, var) = batch_norm_train(&x, &weight, &bias, 1e-5)?;
+        let want_mean = x.mean_keepdim((0, 2, 3))?;
+        let centred = x.broadcast_sub(&want_mean)?;
+        let want_var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
+        let per_channel = |t: &Tensor| t.reshape((1, (), 1, 1));
+        let reference = centred
+            .broadcast_div(&(&want_var + 1e-5)?.sqrt()?)?
+            .broadcast_mul(&per_channel(&weight)?)?
+            .broadcast_add(&per_channel(&bias)?)?;
+        let label = format!("batch norm {dims:?}");
+        assert_close(&mean, &want_mean.flatten_all()?, &format!("{label} mean"))?;
+        assert_close(&var, &want_var.flatten_all()?, &format!("{label} var"))?;
+        let vars = [("dx", &x), ("dw", &weight), ("db", &bias)];
+        check_grads(&y, &reference, &vars, &label)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn linear_matches_candle_values_and_gradients() -> Result<()> {
+    for (i, (n, inputs, outputs)) in [(1, 1, 1), (3, 17, 5), (64, 300, 40)]
+        .into_iter()
+        .enumerate()
+    {
+        let seed = 80 + 3 * i as u64;
+        let x = var(&[n, inputs], seed)?;
+        let (weight, bias) = (
+            var(&[outputs, inputs], seed + 1)?,
+            var(&[outputs], seed + 2)?,
+        );
+        let ours = linear(&x, &weight, &bias)?;
+        let reference = x.matmul(&weight.t()?)?.broadcast_add(&bias.unsqueeze(0)?)?;
+        let vars = [("dx", &x), ("dw", &weight), ("db", &bias)];
+        check_grads(
+            &ours,
+            &reference,
+            &vars,
+            &format!("linear {n}x{inputs}->{outputs}"),
+        )?;
+    }
     Ok(())
 }

@@ -1,20 +1,26 @@
-//! Training kernels as candle custom ops: 3×3 convolution and 2×2 max-pool with
-//! backward passes that also run on our CPU kernels.
+//! Training kernels as candle custom ops: 3×3 convolution, 2×2 max-pool,
+//! batch norm and linear layers, with backward passes that also run on our CPU
+//! kernels.
 //!
 //! candle's own CPU backward is the bottleneck of training: the conv gradient
-//! goes through a naive `conv_transpose2d`, and the PyTorch-compatible max-pool
-//! (argmax + gather) is a chain of strided copies. These ops keep candle's
-//! autograd (they are `CustomOp`s) but compute forward and backward with
-//! im2col + `gemm` and single-pass pooling loops. On any device other than the
-//! CPU, or any dtype other than f32, they fall back to candle's ops.
+//! goes through a naive `conv_transpose2d`, the PyTorch-compatible max-pool
+//! (argmax + gather) and batch norm are chains of strided broadcasts and
+//! reductions, and a linear layer's weight gradient is added transposed. These
+//! ops keep candle's autograd (they are `CustomOp`s) but compute forward and
+//! backward with `gemm` calls and fused per-channel passes. On any device other
+//! than the CPU, or any dtype other than f32, they fall back to candle's ops.
 
 mod conv;
+mod linear;
+mod norm;
 mod pool;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, bail};
 
 pub use conv::conv3x3;
+pub use linear::linear;
+pub use norm::batch_norm_train;
 pub use pool::max_pool2x2;
 
 /// Whether `tensors` can take the custom CPU path.
