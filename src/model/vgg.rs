@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::engine::autograd::{conv3x3, max_pool2x2};
+use crate::engine::autograd::{self, conv3x3, linear, max_pool2x2};
 use crate::error::{Error, Result};
 use crate::model::config::VggConfig;
 use crate::model::init::initial_values;
@@ -282,9 +282,7 @@ impl Vgg {
                 adaptive_avg_pool2d(x, output, output)?
             }
             (LayerKind::Flatten, _) => x.flatten_from(1)?,
-            (LayerKind::Linear { .. }, Module::Linear(a)) => x
-                .matmul(&a.weight.t()?)?
-                .broadcast_add(&a.bias.as_tensor().unsqueeze(0)?)?,
+            (LayerKind::Linear { .. }, Module::Linear(a)) => linear(x, &a.weight, &a.bias)?,
             (&LayerKind::Dropout { p }, _) if train && p > 0.0 => self.dropout(x, p)?,
             (LayerKind::Dropout { .. }, _) => x.clone(),
             _ => unreachable!("modules are built from the same layer list"),
@@ -328,11 +326,7 @@ fn batch_norm_train(bn: &BatchNorm, x: &Tensor) -> Result<Tensor> {
             x.dims()
         )));
     }
-    let mean = x.mean_keepdim((0, 2, 3))?;
-    let centred = x.broadcast_sub(&mean)?;
-    let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
-    let (mean, var) = (mean.flatten_all()?, var.flatten_all()?);
-    let y = normalise(x, &mean, &var, bn)?;
+    let (y, mean, var) = autograd::batch_norm_train(x, &bn.weight, &bn.bias, BN_EPS)?;
 
     let unbiased = (var.detach() * (count as f64 / (count - 1) as f64))?;
     let blend = |running: &Var, batch: &Tensor| -> Result<()> {
