@@ -15,6 +15,7 @@
 //! `[in, out]` and rotated by 180°, so it reuses the forward kernel instead of
 //! a col2im scatter.
 
+use std::cell::RefCell;
 use std::ops::Range;
 
 use candle_core::{
@@ -80,6 +81,30 @@ impl Dims {
     fn shape(self) -> Shape {
         Shape::from((self.n, self.c, self.h, self.w))
     }
+}
+
+thread_local! {
+    /// Column and chunk-output scratch, kept between calls: a fresh buffer of
+    /// this size would be page-faulted in, and zeroed by the kernel, every call.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on scratch buffers of `col_len` and `out_len` floats (stale contents).
+/// The buffer is taken out of [`SCRATCH`] meanwhile, so a nested call (another
+/// conv run by a rayon task on this thread) just allocates its own.
+fn with_scratch<R>(
+    col_len: usize,
+    out_len: usize,
+    f: impl FnOnce(&mut [f32], &mut [f32]) -> R,
+) -> R {
+    let mut buf = SCRATCH.take();
+    if buf.len() < col_len + out_len {
+        buf.resize(col_len + out_len, 0.0);
+    }
+    let (col, out) = buf[..col_len + out_len].split_at_mut(col_len);
+    let result = f(col, out);
+    SCRATCH.set(buf);
+    result
 }
 
 /// Image rows per chunk when `col_rows` column rows and `out_rows` GEMM output rows are live.
@@ -180,42 +205,67 @@ fn gather_chunk(t: &[f32], d: Dims, rows: &Range<usize>, cn: &mut [f32]) {
 
 /// Convolution of `x` (`d`) with `weight` as a `[K][9·C]` matrix, plus `bias`: NCHW `[N, K, H, W]`.
 fn forward(x: &[f32], d: Dims, weight: &[f32], k: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    let per_chunk = rows_per_chunk(d, 9 * d.c, k);
+    forward_in_chunks(x, d, weight, k, bias, per_chunk)
+}
+
+/// [`forward`] on chunks of `per_chunk` image rows.
+fn forward_in_chunks(
+    x: &[f32],
+    d: Dims,
+    weight: &[f32],
+    k: usize,
+    bias: Option<&[f32]>,
+    per_chunk: usize,
+) -> Vec<f32> {
     let out_dims = d.with_channels(k);
     let mut out = vec![0.0; out_dims.len()];
     if out.is_empty() {
         return out;
     }
     let col_rows = 9 * d.c;
-    let per_chunk = rows_per_chunk(d, col_rows, k);
-    let mut col = vec![0.0; col_rows * per_chunk * d.w];
-    let mut cn = vec![0.0; k * per_chunk * d.w];
-    for rows in chunks(d, per_chunk) {
-        let width = rows.len() * d.w;
-        im2col(x, d, rows.clone(), &mut col[..col_rows * width]);
-        let a = Mat::row_major(weight, k, col_rows);
-        matmul(a, Mat::row_major(&col, col_rows, width), &mut cn, false);
-        scatter_chunk(&cn, out_dims, &rows, bias, &mut out);
-    }
+    with_scratch(
+        col_rows * per_chunk * d.w,
+        k * per_chunk * d.w,
+        |col, cn| {
+            for rows in chunks(d, per_chunk) {
+                let width = rows.len() * d.w;
+                im2col(x, d, rows.clone(), &mut col[..col_rows * width]);
+                let a = Mat::row_major(weight, k, col_rows);
+                matmul(a, Mat::row_major(col, col_rows, width), cn, false);
+                scatter_chunk(cn, out_dims, &rows, bias, &mut out);
+            }
+        },
+    );
     out
 }
 
 /// `∂L/∂W` as `[K][9·C]`: `Σ dY · colᵀ` over all chunks.
 fn weight_grad(x: &[f32], d: Dims, dy: &[f32], k: usize) -> Vec<f32> {
+    let per_chunk = rows_per_chunk(d, 9 * d.c, k);
+    weight_grad_in_chunks(x, d, dy, k, per_chunk)
+}
+
+/// [`weight_grad`] on chunks of `per_chunk` image rows.
+fn weight_grad_in_chunks(x: &[f32], d: Dims, dy: &[f32], k: usize, per_chunk: usize) -> Vec<f32> {
     let col_rows = 9 * d.c;
     let mut dw = vec![0.0; k * col_rows];
     if d.len() == 0 || k == 0 {
         return dw;
     }
-    let per_chunk = rows_per_chunk(d, col_rows, k);
-    let mut col = vec![0.0; col_rows * per_chunk * d.w];
-    let mut cn = vec![0.0; k * per_chunk * d.w];
-    for (i, rows) in chunks(d, per_chunk).enumerate() {
-        let width = rows.len() * d.w;
-        im2col(x, d, rows.clone(), &mut col[..col_rows * width]);
-        gather_chunk(dy, d.with_channels(k), &rows, &mut cn[..k * width]);
-        let cols = Mat::row_major(&col, col_rows, width);
-        matmul(Mat::row_major(&cn, k, width), cols.t(), &mut dw, i > 0);
-    }
+    with_scratch(
+        col_rows * per_chunk * d.w,
+        k * per_chunk * d.w,
+        |col, cn| {
+            for (i, rows) in chunks(d, per_chunk).enumerate() {
+                let width = rows.len() * d.w;
+                im2col(x, d, rows.clone(), &mut col[..col_rows * width]);
+                gather_chunk(dy, d.with_channels(k), &rows, &mut cn[..k * width]);
+                let cols = Mat::row_major(col, col_rows, width);
+                matmul(Mat::row_major(cn, k, width), cols.t(), &mut dw, i > 0);
+            }
+        },
+    );
     dw
 }
 
@@ -362,5 +412,56 @@ impl CustomOp1 for BiasGrad {
         let d = Dims::of(gl)?;
         let db = bias_grad(contiguous_f32(gs, gl)?, d);
         Ok((CpuStorage::F32(db), Shape::from(d.c)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed;
+        (0..len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    fn assert_close(got: &[f32], want: &[f32], what: &str) {
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= 1e-5 * scale, "{what}[{i}]: {g} vs {w}");
+        }
+    }
+
+    /// Chunks of any number of image rows, across image boundaries, give the
+    /// single-chunk result (224×224 inputs always run in many chunks).
+    #[test]
+    fn chunking_does_not_change_results() {
+        let d = Dims {
+            n: 3,
+            c: 5,
+            h: 7,
+            w: 6,
+        };
+        let k = 4;
+        let x = random(d.len(), 1);
+        let weight = random(k * 9 * d.c, 2);
+        let bias = random(k, 3);
+        let dy = random(d.with_channels(k).len(), 4);
+        let all = d.image_rows();
+        let out = forward_in_chunks(&x, d, &weight, k, Some(&bias), all);
+        let dw = weight_grad_in_chunks(&x, d, &dy, k, all);
+        for per_chunk in [1, 2, 5, 8, all - 1] {
+            let label = format!("{per_chunk} rows per chunk");
+            let chunked = forward_in_chunks(&x, d, &weight, k, Some(&bias), per_chunk);
+            assert_close(&chunked, &out, &format!("output, {label}"));
+            let chunked = weight_grad_in_chunks(&x, d, &dy, k, per_chunk);
+            assert_close(&chunked, &dw, &format!("weight grad, {label}"));
+        }
     }
 }
