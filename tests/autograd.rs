@@ -2,7 +2,7 @@
 //! values and every gradient, element by element, on seeded random data.
 
 use candle_core::{D, DType, Device, Result, Tensor, Var};
-use vgg::engine::autograd::{batch_norm_train, conv3x3, linear, max_pool2x2};
+use vgg::engine::autograd::{batch_norm_train, conv3x3, linear, max_pool2x2, relu};
 
 /// Deterministic values in [-1, 1).
 fn random(len: usize, seed: u64) -> Vec<f32> {
@@ -255,5 +255,27 @@ fn linear_matches_candle_values_and_gradients() -> Result<()> {
             &format!("linear {n}x{inputs}->{outputs}"),
         )?;
     }
+    Ok(())
+}
+
+/// Values as candle's `relu`; gradient as PyTorch's: zero where the output is 0,
+/// including `x = 0` exactly (where candle's passes it through).
+#[test]
+fn relu_matches_candle_values_and_pytorch_gradient() -> Result<()> {
+    let dims = [3, 5, 70, 70];
+    let x = Var::from_tensor(&(var(&dims, 90)?.as_tensor() * 2.0)?.round()?)?;
+    let ours = relu(&x)?;
+    let values = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+    assert_eq!(values(&ours)?, values(&x.relu()?)?);
+    let r = Tensor::from_vec(random(x.elem_count(), 91), &dims, &Device::Cpu)?;
+    let grads = (&ours * &r)?.sum_all()?.backward()?;
+    let got = values(grads.get(&x).expect("gradient"))?;
+    let want: Vec<f32> = values(&x)?
+        .iter()
+        .zip(values(&r)?)
+        .map(|(&v, g)| if v > 0.0 { g } else { 0.0 })
+        .collect();
+    assert!(values(&x)?.contains(&0.0), "the input has exact zeros");
+    assert_eq!(got, want);
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! Training kernels as candle custom ops: 3×3 convolution, 2×2 max-pool,
-//! batch norm and linear layers, with backward passes that also run on our CPU
+//! batch norm, linear layers and ReLU, with backward passes that also run on our CPU
 //! kernels.
 //!
 //! candle's own CPU backward is the bottleneck of training: the conv gradient
@@ -14,6 +14,7 @@ mod conv;
 mod linear;
 mod norm;
 mod pool;
+mod relu;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, bail};
@@ -22,6 +23,7 @@ pub use conv::conv3x3;
 pub use linear::linear;
 pub use norm::batch_norm_train;
 pub use pool::max_pool2x2;
+pub use relu::relu;
 
 /// Whether `tensors` can take the custom CPU path.
 fn cpu_f32(tensors: &[&Tensor]) -> bool {
