@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::engine::autograd::{self, conv3x3, linear, max_pool2x2};
+use crate::engine::autograd::{self, conv3x3, linear, max_pool2x2, relu};
 use crate::error::{Error, Result};
 use crate::model::config::VggConfig;
 use crate::model::init::initial_values;
@@ -276,7 +276,7 @@ impl Vgg {
                 let var = bn.running_var.as_tensor();
                 normalise(x, mean, var, bn)?
             }
-            (LayerKind::ReLU, _) => x.relu()?,
+            (LayerKind::ReLU, _) => relu(x)?,
             (LayerKind::MaxPool2d, _) => max_pool2x2(x)?,
             (&LayerKind::AdaptiveAvgPool2d { output }, _) => {
                 adaptive_avg_pool2d(x, output, output)?
