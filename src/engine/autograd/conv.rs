@@ -4,7 +4,12 @@
 //! products per layer (output, input gradient, weight gradient) on NCHW tensors
 //! owned by candle. im2col turns all three into plain GEMMs on the same column
 //! layout, with no padded-NHWC conversions in between, and the `gemm` crate
-//! runs them near peak with any strides (so the transposes are free).
+//! takes any strides (so the transposes are free). Measured on vgg11_bn's
+//! layers at 32×32, batch 64, 2 shared cores: 75–115 GFLOP/s forward and
+//! 45–105 backward for ≥ 32 channels, about the rate of PyTorch's whole
+//! forward pass on the same machine. Winograd would cut the forward and
+//! input-gradient multiplies, but not the weight gradient's, and the 2×2 and
+//! 4×4 maps of the deep layers at this size are less than one F(4,3) tile.
 //!
 //! Columns cover a chunk of image rows across the batch (`[9·C][rows·W]`), so
 //! the GEMMs stay wide on the 2×2 maps of deep layers, while a chunk never
