@@ -7,6 +7,7 @@
 //! average pool is folded into the first classifier layer when it is a fixed
 //! linear map. Activations live in padded NHWC buffers reused across runs.
 
+pub mod autograd;
 mod classifier;
 mod disjoint;
 mod im2col;

@@ -9,11 +9,12 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::engine::autograd::{self, conv3x3, linear, max_pool2x2, relu};
 use crate::error::{Error, Result};
 use crate::model::config::VggConfig;
 use crate::model::init::initial_values;
 use crate::model::layers::{LayerKind, LayerSpec, TensorSpec, build_layers};
-use crate::model::pool::{adaptive_avg_pool2d, max_pool2d};
+use crate::model::pool::adaptive_avg_pool2d;
 
 /// PyTorch's BatchNorm2d defaults.
 const BN_EPS: f64 = 1e-5;
@@ -273,9 +274,7 @@ impl Vgg {
     fn apply(&self, layer: &LayerSpec, module: &Module, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let train = mode == Mode::Train;
         Ok(match (&layer.kind, module) {
-            (LayerKind::Conv2d { .. }, Module::Conv2d(a)) => x
-                .conv2d(&a.weight, 1, 1, 1, 1)?
-                .broadcast_add(&a.bias.reshape((1, (), 1, 1))?)?,
+            (LayerKind::Conv2d { .. }, Module::Conv2d(a)) => conv3x3(x, &a.weight, &a.bias)?,
             (LayerKind::BatchNorm2d { .. }, Module::BatchNorm2d(bn)) if train => {
                 batch_norm_train(bn, x)?
             }
@@ -284,15 +283,13 @@ impl Vgg {
                 let var = bn.running_var.as_tensor();
                 normalise(x, mean, var, bn)?
             }
-            (LayerKind::ReLU, _) => x.relu()?,
-            (LayerKind::MaxPool2d, _) => max_pool2d(x)?,
+            (LayerKind::ReLU, _) => relu(x)?,
+            (LayerKind::MaxPool2d, _) => max_pool2x2(x)?,
             (&LayerKind::AdaptiveAvgPool2d { output }, _) => {
                 adaptive_avg_pool2d(x, output, output)?
             }
             (LayerKind::Flatten, _) => x.flatten_from(1)?,
-            (LayerKind::Linear { .. }, Module::Linear(a)) => x
-                .matmul(&a.weight.t()?)?
-                .broadcast_add(&a.bias.as_tensor().unsqueeze(0)?)?,
+            (LayerKind::Linear { .. }, Module::Linear(a)) => linear(x, &a.weight, &a.bias)?,
             (&LayerKind::Dropout { p }, _) if train && p > 0.0 => self.dropout(x, p)?,
             (LayerKind::Dropout { .. }, _) => x.clone(),
             _ => unreachable!("modules are built from the same layer list"),
@@ -336,11 +333,7 @@ fn batch_norm_train(bn: &BatchNorm, x: &Tensor) -> Result<Tensor> {
             x.dims()
         )));
     }
-    let mean = x.mean_keepdim((0, 2, 3))?;
-    let centred = x.broadcast_sub(&mean)?;
-    let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
-    let (mean, var) = (mean.flatten_all()?, var.flatten_all()?);
-    let y = normalise(x, &mean, &var, bn)?;
+    let (y, mean, var) = autograd::batch_norm_train(x, &bn.weight, &bn.bias, BN_EPS)?;
 
     let unbiased = (var.detach() * (count as f64 / (count - 1) as f64))?;
     let blend = |running: &Var, batch: &Tensor| -> Result<()> {
