@@ -312,3 +312,88 @@ fn bad_training_input_is_refused_clearly() {
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_dir_all(&folder).unwrap();
 }
+
+/// An ImageFolder with `train/` and `val/`, three classes of solid colours.
+fn image_folder(dir: &Path) {
+    let colours = [[220, 30, 30], [30, 220, 30], [30, 30, 220]];
+    for (split, count) in [("train", 6), ("val", 2)] {
+        for (class, colour) in colours.iter().enumerate() {
+            let folder = dir.join(split).join(format!("colour{class}"));
+            std::fs::create_dir_all(&folder).unwrap();
+            for i in 0..count {
+                let shade = colour.map(|c: u8| c.saturating_sub(i as u8 * 10));
+                image::RgbImage::from_pixel(32, 32, image::Rgb(shade))
+                    .save(folder.join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn fine_tuning_reinitialises_the_last_layer_and_freezes_the_features() {
+    let dir = scratch("finetune");
+    cifar(&dir, 30, 10);
+    let pretrained = dir.join("pretrained");
+    ok(&train(&dir, &pretrained, "1", &[]));
+    let folder = dir.join("colours");
+    image_folder(&folder);
+    let tuned = dir.join("tuned");
+    let pretrained_best = pretrained.join("best.safetensors");
+    let output = vgg(
+        &[
+            "train",
+            "--arch",
+            "auto",
+            "--weights",
+            pretrained_best.to_str().unwrap(),
+            "--num-classes",
+            "3",
+            "--freeze",
+            "features",
+            "--data",
+            folder.to_str().unwrap(),
+            "--out",
+            tuned.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "6",
+            "--crop",
+            "32",
+        ],
+        &[],
+    );
+    ok(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let note = stderr
+        .lines()
+        .find(|l| l.starts_with("fine-tuning:"))
+        .unwrap_or_default();
+    assert!(
+        note.contains("classifier.6.weight") && note.contains("classifier.6.bias"),
+        "{stderr}"
+    );
+    assert!(note.ends_with("re-initialised for 3 classes"), "{stderr}");
+    let (before, after) = (
+        tensors(&pretrained_best),
+        tensors(&tuned.join("last.safetensors")),
+    );
+    let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(after["classifier.6.weight"].dims(), [3, 32]);
+    for key in [
+        "features.0.weight",
+        "features.4.weight",
+        "features.1.weight",
+    ] {
+        assert_eq!(values(&before[key]), values(&after[key]), "{key} is frozen");
+    }
+    assert_ne!(
+        values(&before["classifier.0.weight"]),
+        values(&after["classifier.0.weight"])
+    );
+    assert!(!after.keys().any(|k| k.starts_with("optimizer.features")));
+    let classes = vgg::train::checkpoint::class_names(&tuned.join("best.safetensors")).unwrap();
+    assert_eq!(classes, ["colour0", "colour1", "colour2"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

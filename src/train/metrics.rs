@@ -86,7 +86,7 @@ pub fn curves(history: &[EpochMetrics]) -> String {
         .set("viewBox", (0, 0, width, height))
         .set("width", width)
         .set("height", height)
-        .set("font-family", "sans-serif")
+        .set("font-family", crate::viz::diagram::FONT_FAMILY)
         .add(
             svg::node::element::Rectangle::new()
                 .set("width", "100%")

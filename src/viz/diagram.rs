@@ -13,6 +13,10 @@ use crate::io::write_atomically;
 use crate::model::VggConfig;
 use crate::summary::{Row, Summary};
 
+/// Fonts for our SVGs: resvg maps the generic `sans-serif` to Arial, which a Linux machine
+/// often lacks, so DejaVu (nearly always installed) comes first.
+pub const FONT_FAMILY: &str = "DejaVu Sans, Arial, sans-serif";
+
 const COLUMN: f64 = 250.0;
 const BLOCK: f64 = 46.0;
 const GAP: f64 = 8.0;
@@ -98,7 +102,7 @@ pub fn diagram(configs: &[VggConfig], chw: [usize; 3]) -> Result<String> {
         .set("viewBox", (0, 0, width, height))
         .set("width", width)
         .set("height", height)
-        .set("font-family", "DejaVu Sans, Arial, sans-serif")
+        .set("font-family", FONT_FAMILY)
         .add(
             Rectangle::new()
                 .set("width", width)
