@@ -46,7 +46,7 @@ pub fn run(args: &WeightsArgs) -> Result<String> {
                 if c.name == "custom" {
                     format!(
                         " --cfg {}{}",
-                        weights::detect::cfg_string(&c.features),
+                        crate::model::config::cfg_string(&c.features),
                         if c.batch_norm { " --batch-norm" } else { "" }
                     )
                 } else {

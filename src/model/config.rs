@@ -160,11 +160,39 @@ pub fn parse_cfg(text: &str) -> Result<Vec<CfgItem>> {
     Ok(items)
 }
 
+/// The cfg in `--cfg` syntax (`64,M,128,M`).
+pub fn cfg_string(features: &[CfgItem]) -> String {
+    let items: Vec<String> = features
+        .iter()
+        .map(|i| match i {
+            CfgItem::Conv(c) => c.to_string(),
+            CfgItem::Pool => "M".to_string(),
+        })
+        .collect();
+    items.join(",")
+}
+
+/// `features` in JSON (training checkpoints) as its `--cfg` text.
+mod cfg_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{CfgItem, cfg_string, parse_cfg};
+
+    pub fn serialize<S: Serializer>(features: &[CfgItem], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&cfg_string(features))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<CfgItem>, D::Error> {
+        parse_cfg(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Everything that determines a VGG network's layers and parameter shapes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VggConfig {
     /// `vgg16`, `vgg11_bn`, … or `custom`.
     pub name: String,
+    #[serde(with = "cfg_text")]
     pub features: Vec<CfgItem>,
     pub batch_norm: bool,
     pub in_channels: usize,
@@ -228,19 +256,6 @@ impl VggConfig {
         Ok(())
     }
 
-    /// The feature config as `--cfg` takes it: `64,M,128,M,…`.
-    pub fn cfg_string(&self) -> String {
-        let items: Vec<String> = self
-            .features
-            .iter()
-            .map(|item| match item {
-                CfgItem::Conv(channels) => channels.to_string(),
-                CfgItem::Pool => "M".to_string(),
-            })
-            .collect();
-        items.join(",")
-    }
-
     pub fn num_pools(&self) -> usize {
         self.features
             .iter()
@@ -290,7 +305,10 @@ mod tests {
     fn cfg_string_round_trips() {
         for arch in Arch::ALL {
             let config = VggConfig::from_arch(arch);
-            assert_eq!(parse_cfg(&config.cfg_string()).unwrap(), config.features);
+            assert_eq!(
+                parse_cfg(&cfg_string(&config.features)).unwrap(),
+                config.features
+            );
         }
     }
 

@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::io::write_atomically;
-use crate::model::config::parse_cfg;
 use crate::model::{Vgg, VggConfig};
 use crate::train::metrics::EpochMetrics;
 use crate::train::schedule::Plateau;
@@ -24,55 +23,10 @@ pub const FORMAT: &str = "vgg-train-checkpoint/1";
 /// Prefix of the optimiser's tensors.
 pub const OPTIMIZER_PREFIX: &str = "optimizer.";
 
-/// A [`VggConfig`] in a form that survives JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SavedConfig {
-    pub name: String,
-    pub cfg: String,
-    pub batch_norm: bool,
-    pub in_channels: usize,
-    pub num_classes: usize,
-    pub dropout: f64,
-    pub hidden: usize,
-    pub pool: usize,
-}
-
-impl From<&VggConfig> for SavedConfig {
-    fn from(c: &VggConfig) -> Self {
-        SavedConfig {
-            name: c.name.clone(),
-            cfg: c.cfg_string(),
-            batch_norm: c.batch_norm,
-            in_channels: c.in_channels,
-            num_classes: c.num_classes,
-            dropout: c.dropout,
-            hidden: c.hidden,
-            pool: c.pool,
-        }
-    }
-}
-
-impl SavedConfig {
-    pub fn to_config(&self) -> Result<VggConfig> {
-        let config = VggConfig {
-            name: self.name.clone(),
-            features: parse_cfg(&self.cfg)?,
-            batch_norm: self.batch_norm,
-            in_channels: self.in_channels,
-            num_classes: self.num_classes,
-            dropout: self.dropout,
-            hidden: self.hidden,
-            pool: self.pool,
-        };
-        config.validate()?;
-        Ok(config)
-    }
-}
-
 /// Everything about a run besides tensors: enough to continue it exactly.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunState {
-    pub config: SavedConfig,
+    pub config: VggConfig,
     pub options: TrainOptions,
     pub classes: Vec<String>,
     /// Epochs completed.

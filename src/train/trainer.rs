@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::io::write_atomically;
 use crate::model::layers::Container;
 use crate::model::{Mode, Vgg};
-use crate::train::checkpoint::{self, RunState, SavedConfig};
+use crate::train::checkpoint::{self, RunState};
 use crate::train::data::{self, Batch, EpochPlan, Split};
 use crate::train::loss::{clip_grad_norm, cross_entropy, top_k_hits};
 use crate::train::metrics::{self, EpochMetrics};
@@ -134,7 +134,7 @@ impl Trainer {
             )));
         }
         let run = RunState {
-            config: SavedConfig::from(model.config()),
+            config: model.config().clone(),
             options,
             classes: data.classes,
             epoch: 0,
@@ -161,7 +161,7 @@ impl Trainer {
             }
             run.options.epochs = epochs;
         }
-        let config = run.config.to_config()?;
+        let config = run.config.clone();
         let (model, _) =
             crate::weights::load::load(config, checkpoint.model, true, run.options.seed, device)?;
         let data = data::open(&run.options.data, run.options.val_split, run.options.seed)?;

@@ -92,15 +92,3 @@ pub fn detect_config(state: &Shapes) -> Result<VggConfig> {
         ..base
     })
 }
-
-/// The cfg in `--cfg` syntax (`64,M,128,M`).
-pub fn cfg_string(features: &[CfgItem]) -> String {
-    let items: Vec<String> = features
-        .iter()
-        .map(|i| match i {
-            CfgItem::Conv(c) => c.to_string(),
-            CfgItem::Pool => "M".to_string(),
-        })
-        .collect();
-    items.join(",")
-}

@@ -7,10 +7,11 @@ use std::fmt;
 use candle_core::{Device, Var};
 
 use crate::error::{Error, Result};
+use crate::model::config::cfg_string;
 use crate::model::init::initial_values;
 use crate::model::layers::{TensorSpec, build_layers};
 use crate::model::{Vgg, VggConfig};
-use crate::weights::detect::{cfg_string, detect_config};
+use crate::weights::detect::detect_config;
 use crate::weights::{Shapes, StateDict};
 
 /// A tensor the checkpoint has with another shape than the model's.

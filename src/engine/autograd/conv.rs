@@ -28,7 +28,7 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
-use super::{Mat, contiguous_f32, cpu_f32, matmul};
+use super::{Mat, affine_grads, contiguous_f32, cpu_f32, matmul, matmul_long_inner};
 
 /// Scratch (columns + per-chunk output) per chunk: 8 Mi floats, 32 MiB.
 const CHUNK_FLOATS: usize = 8 << 20;
@@ -267,7 +267,7 @@ fn weight_grad_in_chunks(x: &[f32], d: Dims, dy: &[f32], k: usize, per_chunk: us
                 im2col(x, d, rows.clone(), &mut col[..col_rows * width]);
                 gather_chunk(dy, d.with_channels(k), &rows, &mut cn[..k * width]);
                 let cols = Mat::row_major(col, col_rows, width);
-                matmul(Mat::row_major(cn, k, width), cols.t(), &mut dw, i > 0);
+                matmul_long_inner(Mat::row_major(cn, k, width), cols.t(), &mut dw, i > 0);
             }
         },
     );
@@ -343,20 +343,7 @@ impl CustomOp3 for Conv3x3 {
         _out: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let dx = x
-            .track_op()
-            .then(|| grad.apply_op2_no_bwd(weight, &InputGrad))
-            .transpose()?;
-        let dw = weight
-            .track_op()
-            .then(|| grad.apply_op2_no_bwd(x, &WeightGrad))
-            .transpose()?;
-        let db = bias
-            .track_op()
-            .then(|| grad.apply_op1_no_bwd(&BiasGrad))
-            .transpose()?;
-        Ok((dx, dw, db))
+        affine_grads((x, weight, bias), grad, &InputGrad, &WeightGrad, &BiasGrad)
     }
 }
 

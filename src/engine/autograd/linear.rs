@@ -11,7 +11,7 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
-use super::{Mat, contiguous_f32, cpu_f32, matmul};
+use super::{Mat, affine_grads, contiguous_f32, cpu_f32, matmul};
 
 /// `nn.Linear`: `x` `[N, in]`, `weight` `[out, in]`, `bias` `[out]` → `[N, out]`.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
@@ -67,20 +67,7 @@ impl CustomOp3 for Linear {
         _out: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let dx = x
-            .track_op()
-            .then(|| grad.apply_op2_no_bwd(weight, &InputGrad))
-            .transpose()?;
-        let dw = weight
-            .track_op()
-            .then(|| grad.apply_op2_no_bwd(x, &WeightGrad))
-            .transpose()?;
-        let db = bias
-            .track_op()
-            .then(|| grad.apply_op1_no_bwd(&BiasGrad))
-            .transpose()?;
-        Ok((dx, dw, db))
+        affine_grads((x, weight, bias), grad, &InputGrad, &WeightGrad, &BiasGrad)
     }
 }
 

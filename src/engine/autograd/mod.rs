@@ -16,8 +16,11 @@ mod norm;
 mod pool;
 mod relu;
 
+use std::ops::Range;
+
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Layout, Result, Tensor, bail};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Tensor, bail};
+use rayon::prelude::*;
 
 pub use conv::conv3x3;
 pub use linear::linear;
@@ -30,6 +33,31 @@ fn cpu_f32(tensors: &[&Tensor]) -> bool {
     tensors
         .iter()
         .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// The gradients of an affine op `y = x ⊛ W + b` (convolution, linear layer), each computed
+/// only when some variable depends on it (the network's input, for one, needs none).
+fn affine_grads(
+    (x, weight, bias): (&Tensor, &Tensor, &Tensor),
+    grad: &Tensor,
+    input_grad: &impl CustomOp2,
+    weight_grad: &impl CustomOp2,
+    bias_grad: &impl CustomOp1,
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let grad = grad.contiguous()?;
+    let dx = x
+        .track_op()
+        .then(|| grad.apply_op2_no_bwd(weight, input_grad))
+        .transpose()?;
+    let dw = weight
+        .track_op()
+        .then(|| grad.apply_op2_no_bwd(x, weight_grad))
+        .transpose()?;
+    let db = bias
+        .track_op()
+        .then(|| grad.apply_op1_no_bwd(bias_grad))
+        .transpose()?;
+    Ok((dx, dw, db))
 }
 
 /// The f32 elements of a contiguous CPU tensor (the public functions make
@@ -79,6 +107,24 @@ impl<'a> Mat<'a> {
         }
     }
 
+    /// Columns `range` of this matrix.
+    fn columns(&self, range: Range<usize>) -> Mat<'a> {
+        Mat {
+            data: &self.data[range.start * self.col_stride..],
+            cols: range.len(),
+            ..*self
+        }
+    }
+
+    /// Rows `range` of this matrix.
+    fn rows(&self, range: Range<usize>) -> Mat<'a> {
+        Mat {
+            data: &self.data[range.start * self.row_stride..],
+            rows: range.len(),
+            ..*self
+        }
+    }
+
     /// Elements spanned from the first to one past the last.
     fn span(&self) -> usize {
         if self.rows == 0 || self.cols == 0 {
@@ -92,6 +138,52 @@ impl<'a> Mat<'a> {
 /// `dst[m×n] = a · b`, or `dst += a · b` when `accumulate`; `dst` is dense
 /// row-major. Runs on the current rayon pool's threads.
 fn matmul(a: Mat<'_>, b: Mat<'_>, dst: &mut [f32], accumulate: bool) {
+    matmul_on(a, b, dst, accumulate, rayon::current_num_threads());
+}
+
+/// Inner-dimension length of one piece in [`matmul_long_inner`].
+const INNER_PIECE: usize = 2048;
+/// Largest output (elements) that [`matmul_long_inner`] splits; larger ones keep `gemm`'s
+/// own parallelism over output blocks, which has enough of them.
+const SPLIT_OUTPUT_MAX: usize = 1 << 18;
+
+/// [`matmul`] for products whose inner dimension dwarfs a small output (a weight gradient:
+/// a sum over every pixel of the batch). `gemm` parallelises over output blocks and finds
+/// too few here, so pieces of the inner dimension run in parallel, each on one thread,
+/// and their partial products are added in piece order: the result does not depend on
+/// how the pieces were scheduled.
+fn matmul_long_inner(a: Mat<'_>, b: Mat<'_>, dst: &mut [f32], accumulate: bool) {
+    let (m, inner, n) = (a.rows, a.cols, b.cols);
+    let pieces = inner.div_ceil(INNER_PIECE);
+    if pieces < 2 || m * n > SPLIT_OUTPUT_MAX {
+        return matmul(a, b, dst, accumulate);
+    }
+    let partials: Vec<Vec<f32>> = (0..pieces)
+        .into_par_iter()
+        .map(|piece| {
+            let range = piece * INNER_PIECE..((piece + 1) * INNER_PIECE).min(inner);
+            let mut partial = vec![0.0; m * n];
+            matmul_on(
+                a.columns(range.clone()),
+                b.rows(range),
+                &mut partial,
+                false,
+                1,
+            );
+            partial
+        })
+        .collect();
+    let dst = &mut dst[..m * n];
+    if !accumulate {
+        dst.fill(0.0);
+    }
+    for partial in partials {
+        dst.iter_mut().zip(partial).for_each(|(d, p)| *d += p);
+    }
+}
+
+/// [`matmul`] on `threads` rayon workers (1: the calling thread only).
+fn matmul_on(a: Mat<'_>, b: Mat<'_>, dst: &mut [f32], accumulate: bool, threads: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions differ");
     assert!(a.span() <= a.data.len() && b.span() <= b.data.len() && dst.len() >= m * n);
@@ -104,7 +196,6 @@ fn matmul(a: Mat<'_>, b: Mat<'_>, dst: &mut [f32], accumulate: bool) {
     if m == 0 || n == 0 {
         return;
     }
-    let threads = rayon::current_num_threads();
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
