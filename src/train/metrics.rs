@@ -130,12 +130,7 @@ fn panel(
         let value = lo + (hi - lo) * f64::from(tick) / 4.0;
         doc = doc
             .add(line(left, y(value), left + PANEL_W, y(value), "#ddd"))
-            .add(label(
-                left - 44.0,
-                y(value) + 4.0,
-                11,
-                &format!("{value:.3}"),
-            ));
+            .add(label(left - 44.0, y(value) + 4.0, 11, &tick_label(value)));
     }
     doc = doc
         .add(line(left, bottom, left + PANEL_W, bottom, "#444"))
@@ -172,6 +167,12 @@ fn panel(
             );
     }
     doc
+}
+
+/// `0.125`, `2.5`, `100`: three decimals at most, no trailing zeros.
+fn tick_label(value: f64) -> String {
+    let text = format!("{value:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 fn line(x1: f64, y1: f64, x2: f64, y2: f64, colour: &str) -> Line {
