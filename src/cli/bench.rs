@@ -154,6 +154,7 @@ fn engine_name(engine: Engine) -> &'static str {
 /// Seconds per optimisation step on random labels (the backward pass costs about twice the
 /// forward, hence 3× the forward's work in GFLOP/s).
 fn time_training(model: &Vgg, x: &Tensor, iters: usize) -> Result<Vec<f64>> {
+    crate::train::memory::keep_freed_memory();
     let classes = model.config().num_classes as u32;
     let labels: Vec<u32> = (0..x.dim(0)? as u32).map(|i| i % classes).collect();
     let y = Tensor::from_vec(labels, x.dim(0)?, x.device())?;

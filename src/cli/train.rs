@@ -126,6 +126,7 @@ pub struct TrainArgs {
 const DEFAULT_EPOCHS: usize = 30;
 
 pub fn run(args: &TrainArgs) -> Result<String> {
+    crate::train::memory::keep_freed_memory();
     let device = Device::Cpu;
     let mut trainer = match &args.resume {
         Some(dir) => Trainer::resume(dir, args.epochs, &device)?,

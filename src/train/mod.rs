@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod data;
 mod fused;
 pub mod loss;
+pub mod memory;
 pub mod metrics;
 pub mod optim;
 pub mod schedule;
