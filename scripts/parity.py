@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Full-size parity with PyTorch: every torchvision VGG, saved by PyTorch in both .pth
-formats, run through `vgg forward` on both engines (with each run's peak RSS); `vgg convert` to safetensors loaded back into
-torchvision with strict=True; and `vgg classify` with a random vgg16 on the test images. Needs torch (see make_fixtures.py for the pinned versions) and a
+formats, run through `vgg forward` on both engines (with each run's peak RSS); `vgg convert` to safetensors and to
+.pth (torch.load with weights_only=True) loaded back into torchvision with strict=True; and `vgg classify` with a random vgg16 on the test images. Needs torch (see make_fixtures.py for the pinned versions) and a
 release build (`cargo build --release`).
 
     ../torchenv/bin/python scripts/parity.py [--archs vgg16 vgg16_bn] [--vgg target/release/vgg]
@@ -81,14 +81,19 @@ def check_arch(arch, vgg, work, seed):
             print(f"{arch:9} {fmt:6} {engine:9} {'x'.join(map(str, shape)):12} max|diff| {diff:.2e} "
                   f"tol {tol:.2e} {verdict:4}  peak RSS {rss:6.0f} MB ({rss / size_mb:.2f}x file)",
                   flush=True)
-    st = os.path.join(work, f"{arch}.safetensors")
-    subprocess.run([vgg, "convert", files["legacy"], st], check=True, capture_output=True)
-    fresh = getattr(torchvision.models, arch)(weights=None)
-    fresh.load_state_dict(load_file(st), strict=True)
-    same = all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
-    print(f"{arch:9} vgg convert -> safetensors -> torchvision load_state_dict(strict=True): "
-          f"{'identical' if same else 'DIFFERENT'}")
-    for path in list(files.values()) + [st]:
+    outputs = {"safetensors": load_file, "pth": lambda f: torch.load(f, weights_only=True)}
+    same = True
+    for ext, read in outputs.items():
+        out = os.path.join(work, f"{arch}_ours.{ext}")
+        subprocess.run([vgg, "convert", files["legacy"], out], check=True, capture_output=True)
+        fresh = getattr(torchvision.models, arch)(weights=None)
+        fresh.load_state_dict(read(out), strict=True)
+        equal = all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+        same &= equal
+        print(f"{arch:9} vgg convert -> {ext} -> torchvision load_state_dict(strict=True): "
+              f"{'identical' if equal else 'DIFFERENT'}")
+        os.remove(out)
+    for path in files.values():
         os.remove(path)
     return ok and same
 

@@ -1,4 +1,5 @@
-//! `vgg convert IN OUT`: between the checkpoint formats we read and write.
+//! `vgg convert IN OUT`: between the checkpoint formats we read and write (.pth in both
+//! torch formats and safetensors in; safetensors and zip .pth out).
 
 use std::path::PathBuf;
 
@@ -19,7 +20,7 @@ pub enum Naming {
 pub struct ConvertArgs {
     /// Input checkpoint: .pth (zip or legacy) or .safetensors
     pub input: PathBuf,
-    /// Output file; the format follows the extension (.safetensors)
+    /// Output file; the format follows the extension (.safetensors, or .pth / .pt as torch.save writes)
     pub output: PathBuf,
     /// Key names to write
     #[arg(long, value_enum, default_value_t = Naming::Torchvision)]

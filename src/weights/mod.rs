@@ -6,6 +6,7 @@ pub mod load;
 pub mod names;
 pub mod pickle;
 pub mod pth;
+pub mod pth_write;
 pub mod pth_zip;
 pub mod safetensors;
 
@@ -284,12 +285,15 @@ fn explain(error: pth::PthError) -> String {
     }
 }
 
-/// Writes `tensors` to `path`, choosing the format by extension (`.safetensors`).
+/// Writes `tensors` to `path`, choosing the format by extension (`.safetensors`, or `.pth`
+/// / `.pt` for torch's zip format).
 pub fn write(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("safetensors") => safetensors::write(path, tensors),
+        Some("pth" | "pt") => pth_write::write(path, tensors),
         _ => Err(Error::BadArgument(format!(
-            "cannot write {}: the output format follows the extension; supported: .safetensors",
+            "cannot write {}: the output format follows the extension; supported: .safetensors, \
+             .pth, .pt",
             path.display()
         ))),
     }
