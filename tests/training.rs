@@ -225,6 +225,16 @@ fn checkpoints_load_in_the_other_commands() {
             .keys()
             .any(|k| k.starts_with("optimizer."))
     );
+    let as_pth = dir.join("model.pth");
+    ok(&vgg(&["convert", best, as_pth.to_str().unwrap()], &[]));
+    let model_keys: Vec<String> = vgg::weights::read(&as_pth)
+        .unwrap()
+        .tensors
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(model_keys.len(), tensors(&converted).len());
+    assert!(model_keys.iter().all(|k| !k.starts_with("optimizer.")));
     let image = dir.join("image.png");
     image::RgbImage::from_pixel(32, 32, image::Rgb([200, 10, 10]))
         .save(&image)
