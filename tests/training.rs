@@ -225,6 +225,14 @@ fn checkpoints_load_in_the_other_commands() {
             .keys()
             .any(|k| k.starts_with("optimizer."))
     );
+    let table = ok(&vgg(
+        &["summary", "auto", "--weights", best, "--input", "3x32x32"],
+        &[],
+    ));
+    assert!(
+        table.contains("Conv2d-1") && table.contains("Linear-"),
+        "{table}"
+    );
     let as_pth = dir.join("model.pth");
     ok(&vgg(&["convert", best, as_pth.to_str().unwrap()], &[]));
     let model_keys: Vec<String> = vgg::weights::read(&as_pth)

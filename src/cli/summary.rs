@@ -1,12 +1,16 @@
 //! `vgg summary`: torchsummary / torchinfo / JSON tables of a model.
 
+use std::path::PathBuf;
+
 use clap::{Args, ValueEnum};
 
 use crate::cli::args::{ModelArgs, Part, parse_shape};
 use crate::error::{Error, Result};
+use crate::model::VggConfig;
 use crate::model::layers::Container;
 use crate::summary::torchinfo::{self, Column};
 use crate::summary::{Summary, json, torchsummary};
+use crate::weights::{self, detect::detect_config};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -20,10 +24,15 @@ pub enum Format {
 
 #[derive(Debug, Args)]
 pub struct SummaryArgs {
-    /// vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn or custom
+    /// vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn, custom, or auto
+    /// (the layout of --weights)
     pub arch: String,
     #[command(flatten)]
     pub model: ModelArgs,
+    /// With arch `auto`: summarise the network this checkpoint holds (any format we read,
+    /// a `vgg train` checkpoint included)
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<PathBuf>,
     /// Input shape CxHxW (or NxCxHxW); C other than 3 changes the first convolution
     #[arg(long, default_value = "3x224x224", allow_hyphen_values = true)]
     pub input: String,
@@ -45,7 +54,7 @@ pub struct SummaryArgs {
 }
 
 pub fn run(args: &SummaryArgs) -> Result<String> {
-    let mut config = args.model.config(&args.arch)?;
+    let mut config = config(args)?;
     let shape = parse_shape(&args.input)?;
     let (batch, chw) = match (shape.as_slice(), args.batch_size) {
         (&[c, h, w], batch) => (batch, [c, h, w]),
@@ -87,4 +96,18 @@ pub fn run(args: &SummaryArgs) -> Result<String> {
         }
         Format::Json => json::render(&summary),
     })
+}
+
+/// The named config, or the one a checkpoint holds (`auto --weights FILE`).
+fn config(args: &SummaryArgs) -> Result<VggConfig> {
+    match (args.arch.as_str(), &args.weights) {
+        ("auto", Some(path)) => detect_config(&weights::read(path)?.shapes()),
+        ("auto", None) => Err(Error::BadArgument(
+            "arch `auto` summarises a checkpoint: give --weights FILE".into(),
+        )),
+        (arch, Some(_)) => Err(Error::BadArgument(format!(
+            "--weights goes with arch `auto` (the layout comes from the file), not `{arch}`"
+        ))),
+        (arch, None) => args.model.config(arch),
+    }
 }
