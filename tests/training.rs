@@ -167,6 +167,11 @@ fn four_epochs_equal_two_plus_resumed_two() {
         ],
         &[],
     ));
+    let again = ok(&vgg(&["train", "--resume", split.to_str().unwrap()], &[]));
+    assert!(
+        again.starts_with("nothing to do: the run has trained 4 of 4 epochs"),
+        "{again}"
+    );
     assert_identical(
         &straight.join("last.safetensors"),
         &split.join("last.safetensors"),
@@ -312,6 +317,7 @@ fn bad_training_input_is_refused_clearly() {
         &[],
     );
     assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no run to resume"));
     let folder = scratch("no-val");
     std::fs::create_dir_all(folder.join("a")).unwrap();
     let no_val = vgg(

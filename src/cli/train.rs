@@ -139,6 +139,16 @@ pub fn run(args: &TrainArgs) -> Result<String> {
             Trainer::new(model(&args.source, &device)?, options, out)?
         }
     };
+    let (done, planned) = (
+        trainer.run_state().epoch,
+        trainer.run_state().options.epochs,
+    );
+    if done >= planned {
+        return Ok(format!(
+            "nothing to do: the run has trained {done} of {planned} epochs; give --epochs N (more \
+             than {done}) to continue it\n"
+        ));
+    }
     trainer.run(&mut |line| eprintln!("{line}"))?;
     let run = trainer.run_state();
     let out = args
@@ -146,26 +156,21 @@ pub fn run(args: &TrainArgs) -> Result<String> {
         .as_deref()
         .or(args.out.as_deref())
         .unwrap_or(Path::new("."));
+    // The epoch best.safetensors holds: the first to reach the highest validation top-1.
     let best = run
         .history
         .iter()
-        .max_by(|a, b| a.val_top1.total_cmp(&b.val_top1));
-    Ok(match best {
-        Some(best) => format!(
-            "best validation top-1 {:.2}% (top-5 {:.2}%) at epoch {}: {}\nlast: {}\nmetrics: {}\n",
-            best.val_top1,
-            best.val_top5,
-            best.epoch,
-            out.join(BEST).display(),
-            out.join(LAST).display(),
-            out.join("metrics.jsonl").display()
-        ),
-        None => format!(
-            "nothing to do: {} already trained {} epochs\n",
-            out.display(),
-            run.epoch
-        ),
-    })
+        .reduce(|best, m| if m.val_top1 > best.val_top1 { m } else { best })
+        .ok_or_else(|| Error::BadArgument("no epoch was trained".into()))?;
+    Ok(format!(
+        "best validation top-1 {:.2}% (top-5 {:.2}%) at epoch {}: {}\nlast: {}\nmetrics: {}\n",
+        best.val_top1,
+        best.val_top5,
+        best.epoch,
+        out.join(BEST).display(),
+        out.join(LAST).display(),
+        out.join("metrics.jsonl").display()
+    ))
 }
 
 fn options(args: &TrainArgs, data: &Path) -> Result<TrainOptions> {

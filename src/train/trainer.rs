@@ -148,6 +148,12 @@ impl Trainer {
 
     /// Continues the run saved in `out`, optionally extended to `epochs`.
     pub fn resume(out: &Path, epochs: Option<usize>, device: &Device) -> Result<Self> {
+        if !out.join(LAST).is_file() {
+            return Err(Error::BadArgument(format!(
+                "no run to resume in {}: it has no {LAST} (a run writes it after its first epoch)",
+                out.display()
+            )));
+        }
         let checkpoint = checkpoint::load(&out.join(LAST))?;
         let mut run = checkpoint.run;
         if let Some(epochs) = epochs {
