@@ -16,7 +16,7 @@ use crate::model::{Vgg, VggConfig};
 use crate::train::metrics::EpochMetrics;
 use crate::train::schedule::Plateau;
 use crate::train::trainer::TrainOptions;
-use crate::weights::{self, StateDict};
+use crate::weights::{self, StateDict, WeightFormat};
 
 /// The `format` metadata value that marks a training checkpoint.
 pub const FORMAT: &str = "vgg-train-checkpoint/1";
@@ -80,41 +80,58 @@ pub fn save(
     })
 }
 
-/// Reads a checkpoint written by [`save`].
+/// Reads a checkpoint written by [`save`], each tensor once.
 pub fn load(path: &Path) -> Result<Checkpoint> {
-    let metadata = weights::safetensors::metadata(path)?;
-    if metadata.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err(Error::BadWeights {
-            path: path.display().to_string(),
-            why: "not a training checkpoint of `vgg train` (no run state in its metadata); \
-                  use it as --weights to fine-tune instead"
-                .into(),
-        });
+    let run = run_state(path)?;
+    let (mut model, mut optimizer) = (Vec::new(), HashMap::new());
+    for (key, tensor) in candle_core::safetensors::load(path, &Device::Cpu)? {
+        match key.strip_prefix(OPTIMIZER_PREFIX) {
+            Some(name) => {
+                optimizer.insert(name.to_string(), tensor);
+            }
+            None => model.push((key, tensor)),
+        }
     }
-    let run: RunState = serde_json::from_str(&metadata["run"]).map_err(|e| Error::BadWeights {
-        path: path.display().to_string(),
-        why: format!("the run state in its metadata is unreadable: {e}"),
-    })?;
-    let everything = candle_core::safetensors::load(path, &Device::Cpu)?;
-    let optimizer = everything
-        .into_iter()
-        .filter_map(|(k, t)| k.strip_prefix(OPTIMIZER_PREFIX).map(|k| (k.to_string(), t)))
-        .collect();
+    model.sort_by_key(|(key, _)| weights::safetensors::natural_key(key));
+    let model = StateDict {
+        tensors: model,
+        format: WeightFormat::Safetensors,
+        notes: Vec::new(),
+    };
     Ok(Checkpoint {
-        model: weights::safetensors::read(path)?,
+        model,
         optimizer,
         run,
     })
 }
 
+/// The run state in a checkpoint's metadata.
+fn run_state(path: &Path) -> Result<RunState> {
+    let bad = |why: String| Error::BadWeights {
+        path: path.display().to_string(),
+        why,
+    };
+    let metadata = weights::safetensors::metadata(path)?;
+    let run = match (
+        metadata.get("format").map(String::as_str),
+        metadata.get("run"),
+    ) {
+        (Some(FORMAT), Some(run)) => run,
+        _ => {
+            return Err(bad(
+                "not a training checkpoint of `vgg train` (no run state in its \
+                            metadata); use it as --weights to fine-tune instead"
+                    .into(),
+            ));
+        }
+    };
+    serde_json::from_str(run)
+        .map_err(|e| bad(format!("the run state in its metadata is unreadable: {e}")))
+}
+
 /// The class names recorded in a training checkpoint; `None` for any other file.
 pub fn class_names(path: &Path) -> Option<Vec<String>> {
-    let metadata = weights::safetensors::metadata(path).ok()?;
-    if metadata.get("format").map(String::as_str) != Some(FORMAT) {
-        return None;
-    }
-    let run: RunState = serde_json::from_str(metadata.get("run")?).ok()?;
-    Some(run.classes)
+    run_state(path).ok().map(|run| run.classes)
 }
 
 /// A test hook: with `VGG_FAULT_CHECKPOINT_WRITE=N` set, the N-th checkpoint write of the

@@ -205,11 +205,16 @@ pub struct EpochPlan {
     pub shuffle: bool,
 }
 
+/// Generator streams of an epoch besides the images' own (positions no image takes): the
+/// shuffle, and the dropout masks.
+pub const SHUFFLE_STREAM: usize = usize::MAX;
+pub const DROPOUT_STREAM: usize = usize::MAX - 1;
+
 /// The epoch's sample order: a seeded permutation, or the split's order.
 pub fn order(len: usize, plan: &EpochPlan) -> Vec<usize> {
     let mut order: Vec<usize> = (0..len).collect();
     if plan.shuffle {
-        order.shuffle(&mut image_rng(plan.seed, plan.epoch, usize::MAX));
+        order.shuffle(&mut image_rng(plan.seed, plan.epoch, SHUFFLE_STREAM));
     }
     order
 }

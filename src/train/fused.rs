@@ -2,9 +2,10 @@
 //! expressions, one SGD step over vgg16's 138 M parameters allocates and fills five
 //! temporaries per parameter (seconds per step); done in place it is one parallel pass.
 
-use candle_core::{CpuStorage, DType, InplaceOp3, Layout, Tensor, bail};
+use candle_core::{CpuStorage, InplaceOp3, Layout, Tensor, bail};
 use rayon::prelude::*;
 
+use crate::engine::autograd::{contiguous_f32, cpu_f32};
 use crate::error::Result;
 
 /// Elements per parallel task: large enough that scheduling is negligible.
@@ -13,7 +14,7 @@ const CHUNK: usize = 1 << 16;
 /// Whether `t` can be updated by the fused kernels (CPU, f32). Other devices keep the
 /// tensor expressions, which run there as the device's own kernels.
 pub(crate) fn supports(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32
+    cpu_f32(&[t])
 }
 
 /// `update(&mut dst[i], a[i], b[i])` for every element, in place on `dst`.
@@ -37,14 +38,6 @@ where
 /// The in-place operation behind [`update3`].
 struct Zip<F>(F);
 
-fn slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
-    let (CpuStorage::F32(values), Some((start, end))) = (storage, layout.contiguous_offsets())
-    else {
-        bail!("fused optimiser update needs contiguous f32 tensors")
-    };
-    Ok(&values[start..end])
-}
-
 impl<F: Fn(&mut f32, f32, f32) + Sync> InplaceOp3 for Zip<F> {
     fn name(&self) -> &'static str {
         "fused-update"
@@ -59,7 +52,7 @@ impl<F: Fn(&mut f32, f32, f32) + Sync> InplaceOp3 for Zip<F> {
         b: &CpuStorage,
         b_l: &Layout,
     ) -> candle_core::Result<()> {
-        let (a, b) = (slice(a, a_l)?, slice(b, b_l)?);
+        let (a, b) = (contiguous_f32(a, a_l)?, contiguous_f32(b, b_l)?);
         let (CpuStorage::F32(values), Some((start, end))) = (dst, dst_l.contiguous_offsets())
         else {
             bail!("fused optimiser update needs a contiguous f32 destination")

@@ -292,7 +292,7 @@ impl Trainer {
     fn train_epoch(&mut self, epoch: usize) -> Result<EpochTrain> {
         let options = &self.run.options;
         self.model
-            .reseed_dropout(image_rng(options.seed, epoch, usize::MAX - 1).random());
+            .reseed_dropout(image_rng(options.seed, epoch, data::DROPOUT_STREAM).random());
         let plan = EpochPlan {
             augment: self.augment,
             preprocess: options.preprocess.clone(),
@@ -332,7 +332,7 @@ impl Trainer {
                 clip_grad_norm(&mut grads, &params, max_norm)?;
             }
             self.optimizer.step(&grads)?;
-            totals.add(loss_value, &logits, &batch, 0)?;
+            totals.add(loss_value, &logits, &batch)?;
             bar.inc(batch.len() as u64);
             bar.set_message(format!(
                 "loss {:.4} top-1 {:.1}% {:.0} img/s",
@@ -387,7 +387,7 @@ impl Trainer {
             let (x, y) = tensors(&batch, options.preprocess.crop, self.model.device())?;
             let logits = self.model.forward(&x, Mode::Eval)?;
             let loss = cross_entropy(&logits, &y, options.label_smoothing)?;
-            totals.add(f64::from(loss.to_scalar::<f32>()?), &logits, &batch, 5)?;
+            totals.add(f64::from(loss.to_scalar::<f32>()?), &logits, &batch)?;
             bar.inc(batch.len() as u64);
         }
         bar.finish_and_clear();
@@ -473,14 +473,12 @@ struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, mean_loss: f64, logits: &Tensor, batch: &Batch, top5_k: usize) -> Result<()> {
+    fn add(&mut self, mean_loss: f64, logits: &Tensor, batch: &Batch) -> Result<()> {
         let classes = logits.dim(1)?;
         let values: Vec<f32> = logits.flatten_all()?.to_vec1()?;
         self.loss += mean_loss * batch.len() as f64;
         self.top1 += top_k_hits(&values, classes, &batch.labels, 1);
-        if top5_k > 0 {
-            self.top5 += top_k_hits(&values, classes, &batch.labels, top5_k);
-        }
+        self.top5 += top_k_hits(&values, classes, &batch.labels, 5);
         self.seen += batch.len();
         Ok(())
     }

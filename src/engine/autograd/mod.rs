@@ -29,7 +29,7 @@ pub use pool::max_pool2x2;
 pub use relu::relu;
 
 /// Whether `tensors` can take the custom CPU path.
-fn cpu_f32(tensors: &[&Tensor]) -> bool {
+pub(crate) fn cpu_f32(tensors: &[&Tensor]) -> bool {
     tensors
         .iter()
         .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
@@ -62,7 +62,7 @@ fn affine_grads(
 
 /// The f32 elements of a contiguous CPU tensor (the public functions make
 /// every operand contiguous before applying an op).
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+pub(crate) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         bail!(
             "autograd kernels expect f32 storage, got {:?}",
