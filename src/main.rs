@@ -3,7 +3,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vgg::Error;
-use vgg::cli::{Cli, Outcome, run};
+mod cli;
+
+use cli::{Cli, Outcome, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -2,7 +2,7 @@
 //! values and every gradient, element by element, on seeded random data.
 
 use candle_core::{D, DType, Device, Result, Tensor, Var};
-use vgg::engine::autograd::{batch_norm_train, conv3x3, linear, max_pool2x2, relu};
+use vgg::ops::{batch_norm_train, conv3x3, linear, max_pool2x2, relu};
 
 /// Deterministic values in [-1, 1).
 fn random(len: usize, seed: u64) -> Vec<f32> {

@@ -2,9 +2,9 @@
 
 use clap::{Args, ValueEnum};
 
-use crate::error::{Error, Result};
-use crate::model::config::{Arch, VggConfig};
-use crate::model::layers::Container;
+use vgg::error::{Error, Result};
+use vgg::model::config::{Arch, VggConfig};
+use vgg::model::layers::Container;
 
 /// How to change or replace a named arch's config. With `custom`, `--cfg` is required.
 #[derive(Debug, Clone, Default, Args)]

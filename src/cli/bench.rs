@@ -1,5 +1,5 @@
 //! `vgg bench`: latency and throughput of one forward pass, on the fast engine or the
-//! reference (candle) path, or of one training step (`--train`). Compare with PyTorch via
+//! reference path (the module-by-module model on our CPU ops), or of one training step (`--train`). Compare with PyTorch via
 //! `scripts/bench_compare.py`.
 
 use std::time::Instant;
@@ -9,18 +9,19 @@ use clap::{Args, ValueEnum};
 
 use crate::cli::args::parse_shape;
 use crate::cli::model::ModelSource;
-use crate::engine::{ConvChoice, FastVgg, PlanOptions, WinogradVariant};
-use crate::error::{Error, Result};
-use crate::model::{Mode, Vgg};
-use crate::summary::Summary;
-use crate::train::loss::cross_entropy;
-use crate::train::optim::{Sgd, SgdConfig};
+use vgg::engine::{ConvChoice, PlanOptions, WinogradVariant};
+use vgg::error::{Error, Result};
+use vgg::fast::FastVgg;
+use vgg::model::{Mode, Vgg};
+use vgg::summary::Summary;
+use vgg::train::loss::cross_entropy;
+use vgg::train::optim::{Sgd, SgdConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Engine {
     /// Winograd convolutions, fused layers, folded batch norm and pooling
     Fast,
-    /// candle's operators, one module at a time
+    /// The module-by-module model: our CPU ops (src/ops) on candle tensors, as training runs them
     Reference,
 }
 
@@ -154,7 +155,7 @@ fn engine_name(engine: Engine) -> &'static str {
 /// Seconds per optimisation step on random labels (the backward pass costs about twice the
 /// forward, hence 3× the forward's work in GFLOP/s).
 fn time_training(model: &Vgg, x: &Tensor, iters: usize) -> Result<Vec<f64>> {
-    crate::train::memory::keep_freed_memory();
+    vgg::train::memory::keep_freed_memory();
     let classes = model.config().num_classes as u32;
     let labels: Vec<u32> = (0..x.dim(0)? as u32).map(|i| i % classes).collect();
     let y = Tensor::from_vec(labels, x.dim(0)?, x.device())?;

@@ -1,17 +1,17 @@
 //! `vgg classify`: top-k classes for images, as a table or JSON lines.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::images::ClassifierArgs;
 use crate::cli::model::ModelSource;
-use crate::data::labels::imagenet_classes;
-use crate::data::loader::{batches, collect_images};
-use crate::error::{Error, Result};
-use crate::infer::{Prediction, top_k};
+use crate::cli::progress::progress_bar;
+use vgg::data::labels::imagenet_classes;
+use vgg::data::loader::{batches, collect_images};
+use vgg::error::{Error, Result};
+use vgg::infer::{Prediction, top_k};
 
 #[derive(Debug, Args)]
 pub struct ClassifyArgs {
@@ -30,18 +30,6 @@ pub struct ClassifyArgs {
     pub json: bool,
     #[command(flatten)]
     pub classifier: ClassifierArgs,
-}
-
-/// Shows progress on a terminal when there are more than a handful of images.
-pub fn progress_bar(total: usize, what: &str) -> ProgressBar {
-    if total <= 8 || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let style = ProgressStyle::with_template(&format!(
-        "{{bar:40}} {{pos}}/{{len}} {what} {{per_sec}} ETA {{eta}}"
-    ))
-    .expect("valid template");
-    ProgressBar::new(total as u64).with_style(style)
 }
 
 /// Returns whether every image was classified.
@@ -94,7 +82,7 @@ pub fn run(args: &ClassifyArgs, out: &mut dyn Write) -> Result<bool> {
 /// The class names a `vgg train` checkpoint recorded, else ImageNet's names for 1000
 /// classes, else class numbers.
 pub fn class_names(num_classes: usize, weights: Option<&std::path::Path>) -> Vec<String> {
-    let trained = weights.and_then(crate::train::checkpoint::class_names);
+    let trained = weights.and_then(vgg::train::checkpoint::class_names);
     if let Some(names) = trained.filter(|names| names.len() == num_classes) {
         names
     } else if num_classes == 1000 {

@@ -3,8 +3,8 @@
 use clap::{Args, ValueEnum};
 
 use crate::cli::args::parse_shape;
-use crate::error::{Error, Result};
-use crate::summary::compare::{Format, compare, render};
+use vgg::error::{Error, Result};
+use vgg::summary::compare::{Format, compare, render};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CompareFormat {

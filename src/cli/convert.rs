@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use crate::error::Result;
-use crate::weights::{self, detect::detect_config, names::to_timm};
+use vgg::error::Result;
+use vgg::weights::{self, detect::detect_config, names::to_timm};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Naming {

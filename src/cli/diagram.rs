@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::cli::args::{ModelArgs, parse_shape};
-use crate::error::{Error, Result};
-use crate::model::{Arch, VggConfig};
-use crate::viz::diagram::{diagram, write};
+use vgg::error::{Error, Result};
+use vgg::model::{Arch, VggConfig};
+use vgg::viz::diagram::{diagram, write};
 
 #[derive(Debug, Args)]
 pub struct DiagramArgs {

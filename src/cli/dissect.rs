@@ -10,9 +10,9 @@ use clap::Args;
 use crate::cli::classify::class_names;
 use crate::cli::images::PreprocessArgs;
 use crate::cli::model::ModelSource;
-use crate::error::Result;
-use crate::viz::dissect::dissect;
-use crate::viz::report;
+use vgg::error::Result;
+use vgg::viz::dissect::dissect;
+use vgg::viz::report;
 
 #[derive(Debug, Args)]
 pub struct DissectArgs {

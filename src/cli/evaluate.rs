@@ -6,13 +6,13 @@ use std::time::Instant;
 
 use clap::Args;
 
-use crate::cli::classify::progress_bar;
 use crate::cli::images::ClassifierArgs;
 use crate::cli::model::ModelSource;
-use crate::data::imagefolder::{ImageFolder, read_class_map};
-use crate::data::loader::batches;
-use crate::error::{Error, Result};
-use crate::infer::top_k;
+use crate::cli::progress::progress_bar;
+use vgg::data::imagefolder::{ImageFolder, read_class_map};
+use vgg::data::loader::batches;
+use vgg::error::{Error, Result};
+use vgg::infer::top_k;
 
 #[derive(Debug, Args)]
 pub struct EvaluateArgs {

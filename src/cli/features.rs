@@ -8,12 +8,12 @@ use clap::Args;
 
 use crate::cli::images::PreprocessArgs;
 use crate::cli::model::ModelSource;
-use crate::data::loader::{batches, collect_images};
-use crate::error::{Error, Result};
-use crate::infer::stack;
-use crate::io::write_atomically;
-use crate::model::Mode;
-use crate::weights;
+use vgg::data::loader::{batches, collect_images};
+use vgg::error::{Error, Result};
+use vgg::infer::stack;
+use vgg::io::write_atomically;
+use vgg::model::Mode;
+use vgg::weights;
 
 #[derive(Debug, Args)]
 pub struct FeaturesArgs {

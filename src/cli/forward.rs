@@ -7,9 +7,9 @@ use clap::Args;
 
 use crate::cli::bench::Engine;
 use crate::cli::model::ModelSource;
-use crate::error::{Error, Result};
-use crate::io::write_atomically;
-use crate::model::Mode;
+use vgg::error::{Error, Result};
+use vgg::io::write_atomically;
+use vgg::model::Mode;
 
 #[derive(Debug, Args)]
 pub struct ForwardArgs {
@@ -27,7 +27,7 @@ pub struct ForwardArgs {
     /// Training mode: dropout on, batch norm with batch statistics
     #[arg(long)]
     pub train: bool,
-    /// fast: the CPU engine (eval-mode logits); reference: candle, module by module
+    /// fast: the CPU engine (eval-mode logits); reference: the module-by-module model (our CPU ops on candle tensors, as training runs them)
     /// (always used for --layer and --train)
     #[arg(long, value_enum, default_value_t = Engine::Fast)]
     pub engine: Engine,

@@ -4,9 +4,9 @@ use clap::Args;
 
 use crate::cli::bench::Engine;
 use crate::cli::model::ModelSource;
-use crate::data::preprocess::Preprocess;
-use crate::error::{Error, Result};
-use crate::infer::Classifier;
+use vgg::data::preprocess::Preprocess;
+use vgg::error::{Error, Result};
+use vgg::infer::Classifier;
 
 #[derive(Debug, Clone, Args)]
 pub struct PreprocessArgs {
@@ -56,7 +56,7 @@ pub struct ClassifierArgs {
     pub tta: Option<String>,
     #[command(flatten)]
     pub preprocess: PreprocessArgs,
-    /// fast: the CPU engine; reference: candle, module by module
+    /// fast: the CPU engine; reference: the module-by-module model (our CPU ops on candle tensors, as training runs them)
     #[arg(long, value_enum, default_value_t = Engine::Fast)]
     pub engine: Engine,
 }

@@ -13,6 +13,7 @@ pub mod forward;
 pub mod images;
 pub mod model;
 pub mod preprocess;
+pub mod progress;
 pub mod summary;
 pub mod train;
 pub mod weights;
@@ -21,7 +22,7 @@ use std::io::Write;
 
 use clap::{Parser, Subcommand};
 
-use crate::error::{Error, Result};
+use vgg::error::{Error, Result};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -8,12 +8,13 @@ use clap::Args;
 
 use crate::cli::args::ModelArgs;
 use crate::cli::bench::Engine;
-use crate::engine::{FastVgg, PlanOptions};
-use crate::error::{Error, Result};
-use crate::infer::Backend;
-use crate::model::{Vgg, VggConfig};
-use crate::weights::load::{LoadReport, check};
-use crate::weights::{self, LazyPth, Shapes, detect::detect_config};
+use vgg::engine::PlanOptions;
+use vgg::error::{Error, Result};
+use vgg::fast::FastVgg;
+use vgg::infer::Backend;
+use vgg::model::{Vgg, VggConfig};
+use vgg::weights::load::{LoadReport, check};
+use vgg::weights::{self, LazyPth, Shapes, detect::detect_config};
 
 #[derive(Debug, Clone, Args)]
 pub struct ModelSource {

@@ -6,8 +6,8 @@ use candle_core::{Device, Tensor};
 use clap::Args;
 
 use crate::cli::images::PreprocessArgs;
-use crate::error::Result;
-use crate::io::write_atomically;
+use vgg::error::Result;
+use vgg::io::write_atomically;
 
 #[derive(Debug, Args)]
 pub struct PreprocessCmd {

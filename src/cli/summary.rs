@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use crate::cli::args::{ModelArgs, Part, parse_shape};
-use crate::error::{Error, Result};
-use crate::model::VggConfig;
-use crate::model::layers::Container;
-use crate::summary::torchinfo::{self, Column};
-use crate::summary::{Summary, json, torchsummary};
-use crate::weights::{self, detect::detect_config};
+use vgg::error::{Error, Result};
+use vgg::model::VggConfig;
+use vgg::model::layers::Container;
+use vgg::summary::torchinfo::{self, Column};
+use vgg::summary::{Summary, json, torchsummary};
+use vgg::weights::{self, detect::detect_config};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {

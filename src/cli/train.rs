@@ -8,13 +8,14 @@ use clap::{Args, ValueEnum};
 use crate::cli::args::Part;
 use crate::cli::images::PreprocessArgs;
 use crate::cli::model::ModelSource;
-use crate::data::cifar;
-use crate::error::{Error, Result};
-use crate::model::Vgg;
-use crate::model::layers::{LayerKind, LayerSpec};
-use crate::train::schedule::{LrSchedule, Schedule};
-use crate::train::trainer::{BEST, LAST, OptimizerOptions, TrainOptions, Trainer};
-use crate::weights::{self, load::load};
+use crate::cli::progress::TrainingBar;
+use vgg::data::cifar;
+use vgg::error::{Error, Result};
+use vgg::model::Vgg;
+use vgg::model::layers::{LayerKind, LayerSpec};
+use vgg::train::schedule::{LrSchedule, Schedule};
+use vgg::train::trainer::{BEST, LAST, OptimizerOptions, TrainOptions, Trainer};
+use vgg::weights::{self, load::load};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OptimizerKind {
@@ -126,7 +127,7 @@ pub struct TrainArgs {
 const DEFAULT_EPOCHS: usize = 30;
 
 pub fn run(args: &TrainArgs) -> Result<String> {
-    crate::train::memory::keep_freed_memory();
+    vgg::train::memory::keep_freed_memory();
     let device = Device::Cpu;
     let mut trainer = match &args.resume {
         Some(dir) => Trainer::resume(dir, args.epochs, &device)?,
@@ -149,7 +150,7 @@ pub fn run(args: &TrainArgs) -> Result<String> {
              than {done}) to continue it\n"
         ));
     }
-    trainer.run(&mut |line| eprintln!("{line}"))?;
+    trainer.run(&TrainingBar::default())?;
     let run = trainer.run_state();
     let out = args
         .resume
@@ -247,7 +248,7 @@ fn model(source: &ModelSource, device: &Device) -> Result<Vgg> {
     };
     let mut state = weights::read(path)?;
     let config = source.config_for(&state.shapes())?;
-    let layers = crate::model::layers::build_layers(&config);
+    let layers = vgg::model::layers::build_layers(&config);
     let last = layers
         .iter()
         .rev()

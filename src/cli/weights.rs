@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::cli::args::ModelArgs;
-use crate::error::Result;
-use crate::summary::with_commas;
-use crate::weights::{self, detect::detect_config, load::check};
+use vgg::error::Result;
+use vgg::summary::with_commas;
+use vgg::weights::{self, detect::detect_config, load::check};
 
 #[derive(Debug, Args)]
 pub struct WeightsArgs {
@@ -46,7 +46,7 @@ pub fn run(args: &WeightsArgs) -> Result<String> {
                 if c.name == "custom" {
                     format!(
                         " --cfg {}{}",
-                        crate::model::config::cfg_string(&c.features),
+                        vgg::model::config::cfg_string(&c.features),
                         if c.batch_norm { " --batch-norm" } else { "" }
                     )
                 } else {

@@ -2,7 +2,7 @@
 //! channels: a Winograd tile would be 16× channel padding for nothing) and as
 //! the ablation baseline for the other layers.
 
-use super::simd;
+use super::gemm::{Mat, matmul_on};
 use super::tensor::Shape;
 
 /// Working-set target for one im2col chunk (fits the 2 MiB L2 with the output).
@@ -80,7 +80,13 @@ impl Im2colConv {
                 for px in out.chunks_exact_mut(self.kp) {
                     px.copy_from_slice(&self.bias);
                 }
-                simd::matmul_acc(np, self.kp, kc, col, &self.w, out, threads);
+                matmul_on(
+                    Mat::row_major(col, np, kc),
+                    Mat::row_major(&self.w, kc, self.kp),
+                    out,
+                    true,
+                    threads,
+                );
                 if self.relu {
                     out.iter_mut().for_each(|v| *v = v.max(0.0));
                 }

@@ -1098,7 +1098,7 @@ mod tests {
 
     fn fixture(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/pth")
+            .join("../../tests/fixtures/pth")
             .join(name)
     }
 

@@ -3,8 +3,8 @@
 
 use candle_core::{D, Device, Tensor};
 
-use crate::engine::FastVgg;
 use crate::error::{Error, Result};
+use crate::fast::FastVgg;
 use crate::model::{Mode, Vgg, VggConfig};
 
 /// A class and its probability.
@@ -16,7 +16,7 @@ pub struct Prediction {
 
 /// Which implementation runs the network.
 pub enum Backend {
-    /// candle, module by module: any batch size.
+    /// The module-by-module model (our CPU ops on candle tensors, as training runs them): any batch size.
     Reference(Vgg),
     /// The CPU engine, compiled for `[batch, C, H, W]`; smaller batches are zero-padded.
     Fast(FastVgg),

@@ -1,13 +1,16 @@
-//! The engine as a model: a compiled [`Plan`] for one input shape, fed from a checkpoint or
-//! from a reference model, taking tensors the way the rest of the crate passes them.
+//! The adapter between the model and the engine: the layer list plus weights (from a
+//! checkpoint read tensor by tensor, or from a reference model) become a compiled engine
+//! [`Plan`] for one input shape, taking tensors the way the rest of the crate passes them.
+
+mod network;
 
 use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 
-use crate::engine::network::network_spec;
 use crate::engine::{Plan, PlanOptions};
 use crate::error::{Error, Result};
+use crate::fast::network::network_spec;
 use crate::model::layers::propagate_shapes;
 use crate::model::{Vgg, VggConfig};
 use crate::weights::LazyPth;

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::io::write_atomically;
 use crate::model::layers::Container;
 use crate::model::{Mode, Vgg};
+use crate::progress::Progress;
 use crate::train::checkpoint::{self, RunState};
 use crate::train::data::{self, Batch, EpochPlan, Split};
 use crate::train::loss::{clip_grad_norm, cross_entropy, top_k_hits};
@@ -222,9 +222,10 @@ impl Trainer {
         &self.run
     }
 
-    /// Trains the remaining epochs; `log` receives one line per epoch.
-    pub fn run(&mut self, log: &mut dyn FnMut(&str)) -> Result<()> {
-        log(&format!(
+    /// Trains the remaining epochs; `progress` follows each epoch's batches and receives one
+    /// line per epoch (and a warning per unreadable image).
+    pub fn run(&mut self, progress: &dyn Progress) -> Result<()> {
+        progress.message(&format!(
             "{}: {} training / {} validation images, {} classes, {} trainable tensors",
             self.run.config.name,
             self.train.len(),
@@ -233,8 +234,8 @@ impl Trainer {
             self.trainable.len()
         ));
         while self.run.epoch < self.run.options.epochs {
-            let metrics = self.epoch()?;
-            log(&format!(
+            let metrics = self.epoch(progress)?;
+            progress.message(&format!(
                 "epoch {}/{}: train loss {:.4} top-1 {:.2}% | val loss {:.4} top-1 {:.2}% top-5 \
                  {:.2}% | lr {:.3e} | {:.1} img/s, {:.1} s",
                 metrics.epoch,
@@ -253,14 +254,14 @@ impl Trainer {
     }
 
     /// One epoch: train, validate, record, checkpoint.
-    fn epoch(&mut self) -> Result<EpochMetrics> {
+    fn epoch(&mut self, progress: &dyn Progress) -> Result<EpochMetrics> {
         let start = Instant::now();
         let epoch = self.run.epoch;
         let lr =
             self.run.options.schedule.lr(epoch) * self.run.plateau.as_ref().map_or(1.0, |p| p.lr);
         self.optimizer.set_lr(lr);
-        let train = self.train_epoch(epoch)?;
-        let val = self.validate()?;
+        let train = self.train_epoch(epoch, progress)?;
+        let val = self.validate(progress)?;
         if let Some((factor, patience)) = self.run.options.plateau {
             self.run
                 .plateau
@@ -289,7 +290,7 @@ impl Trainer {
         Ok(metrics)
     }
 
-    fn train_epoch(&mut self, epoch: usize) -> Result<EpochTrain> {
+    fn train_epoch(&mut self, epoch: usize, progress: &dyn Progress) -> Result<EpochTrain> {
         let options = &self.run.options;
         self.model
             .reseed_dropout(image_rng(options.seed, epoch, data::DROPOUT_STREAM).random());
@@ -301,7 +302,7 @@ impl Trainer {
             epoch,
             shuffle: true,
         };
-        let bar = progress(
+        progress.begin(
             self.train.len(),
             &format!("epoch {}/{}", epoch + 1, options.epochs),
         );
@@ -311,7 +312,7 @@ impl Trainer {
             .into_iter()
             .enumerate()
         {
-            totals.skip(&batch, &bar);
+            totals.skip(&batch, progress);
             if batch.is_empty() {
                 continue;
             }
@@ -333,15 +334,17 @@ impl Trainer {
             }
             self.optimizer.step(&grads)?;
             totals.add(loss_value, &logits, &batch)?;
-            bar.inc(batch.len() as u64);
-            bar.set_message(format!(
-                "loss {:.4} top-1 {:.1}% {:.0} img/s",
-                totals.mean_loss(),
-                totals.top1(),
-                totals.seen as f64 / start.elapsed().as_secs_f64()
-            ));
+            progress.advance(
+                batch.len(),
+                &format!(
+                    "loss {:.4} top-1 {:.1}% {:.0} img/s",
+                    totals.mean_loss(),
+                    totals.top1(),
+                    totals.seen as f64 / start.elapsed().as_secs_f64()
+                ),
+            );
         }
-        bar.finish_and_clear();
+        progress.end();
         Ok(EpochTrain {
             loss: totals.mean_loss(),
             top1: totals.top1(),
@@ -367,7 +370,7 @@ impl Trainer {
         self.model.forward_range(&features, Mode::Train, split..end)
     }
 
-    fn validate(&self) -> Result<Validation> {
+    fn validate(&self, progress: &dyn Progress) -> Result<Validation> {
         let options = &self.run.options;
         let plan = EpochPlan {
             augment: Augment::None,
@@ -377,10 +380,10 @@ impl Trainer {
             epoch: 0,
             shuffle: false,
         };
-        let bar = progress(self.val.len(), "validation");
+        progress.begin(self.val.len(), "validation");
         let mut totals = Totals::default();
         for batch in data::batches(self.val.clone(), plan) {
-            totals.skip(&batch, &bar);
+            totals.skip(&batch, progress);
             if batch.is_empty() {
                 continue;
             }
@@ -388,9 +391,9 @@ impl Trainer {
             let logits = self.model.forward(&x, Mode::Eval)?;
             let loss = cross_entropy(&logits, &y, options.label_smoothing)?;
             totals.add(f64::from(loss.to_scalar::<f32>()?), &logits, &batch)?;
-            bar.inc(batch.len() as u64);
+            progress.advance(batch.len(), "");
         }
-        bar.finish_and_clear();
+        progress.end();
         Ok(Validation {
             loss: totals.mean_loss(),
             top1: totals.top1(),
@@ -483,10 +486,10 @@ impl Totals {
         Ok(())
     }
 
-    /// Reports unreadable images above the progress bar; they are left out of the epoch.
-    fn skip(&mut self, batch: &Batch, bar: &ProgressBar) {
+    /// Reports unreadable images; they are left out of the epoch.
+    fn skip(&mut self, batch: &Batch, progress: &dyn Progress) {
         for why in &batch.skipped {
-            bar.suspend(|| eprintln!("warning: skipped {why}"));
+            progress.message(&format!("warning: skipped {why}"));
         }
         self.skipped += batch.skipped.len();
     }
@@ -502,17 +505,4 @@ impl Totals {
     fn top5(&self) -> f64 {
         100.0 * self.top5 as f64 / self.seen.max(1) as f64
     }
-}
-
-/// A progress bar with loss, accuracy, images/s and ETA; hidden when stderr is not a terminal.
-fn progress(total: usize, prefix: &str) -> ProgressBar {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let style = ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} {msg} ETA {eta}")
-        .expect("valid template");
-    ProgressBar::new(total as u64)
-        .with_style(style)
-        .with_prefix(prefix.to_string())
 }

@@ -2,6 +2,8 @@
 //! trainer and checkpoints build on these).
 
 pub mod checkpoint;
+#[cfg(feature = "plots")]
+mod curves;
 pub mod data;
 mod fused;
 pub mod loss;

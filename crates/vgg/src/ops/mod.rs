@@ -1,4 +1,4 @@
-//! Training kernels as candle custom ops: 3×3 convolution, 2×2 max-pool,
+//! The reference model's and training's kernels, as candle custom ops: 3×3 convolution, 2×2 max-pool,
 //! batch norm, linear layers and ReLU, with backward passes that also run on our CPU
 //! kernels.
 //!
@@ -16,11 +16,11 @@ mod norm;
 mod pool;
 mod relu;
 
-use std::ops::Range;
-
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Tensor, bail};
 use rayon::prelude::*;
+
+use crate::engine::gemm::{Mat, matmul_on};
 
 pub use conv::conv3x3;
 pub use linear::linear;
@@ -75,66 +75,6 @@ pub(crate) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Re
     Ok(&data[start..end])
 }
 
-/// A strided read-only view of an f32 matrix.
-#[derive(Clone, Copy)]
-struct Mat<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    row_stride: usize,
-    col_stride: usize,
-}
-
-impl<'a> Mat<'a> {
-    fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Mat {
-            data,
-            rows,
-            cols,
-            row_stride: cols,
-            col_stride: 1,
-        }
-    }
-
-    /// The transpose, free: `gemm` takes any strides.
-    fn t(self) -> Self {
-        Mat {
-            rows: self.cols,
-            cols: self.rows,
-            row_stride: self.col_stride,
-            col_stride: self.row_stride,
-            ..self
-        }
-    }
-
-    /// Columns `range` of this matrix.
-    fn columns(&self, range: Range<usize>) -> Mat<'a> {
-        Mat {
-            data: &self.data[range.start * self.col_stride..],
-            cols: range.len(),
-            ..*self
-        }
-    }
-
-    /// Rows `range` of this matrix.
-    fn rows(&self, range: Range<usize>) -> Mat<'a> {
-        Mat {
-            data: &self.data[range.start * self.row_stride..],
-            rows: range.len(),
-            ..*self
-        }
-    }
-
-    /// Elements spanned from the first to one past the last.
-    fn span(&self) -> usize {
-        if self.rows == 0 || self.cols == 0 {
-            0
-        } else {
-            (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride + 1
-        }
-    }
-}
-
 /// `dst[m×n] = a · b`, or `dst += a · b` when `accumulate`; `dst` is dense
 /// row-major. Runs on the current rayon pool's threads.
 fn matmul(a: Mat<'_>, b: Mat<'_>, dst: &mut [f32], accumulate: bool) {
@@ -179,51 +119,5 @@ fn matmul_long_inner(a: Mat<'_>, b: Mat<'_>, dst: &mut [f32], accumulate: bool) 
     }
     for partial in partials {
         dst.iter_mut().zip(partial).for_each(|(d, p)| *d += p);
-    }
-}
-
-/// [`matmul`] on `threads` rayon workers (1: the calling thread only).
-fn matmul_on(a: Mat<'_>, b: Mat<'_>, dst: &mut [f32], accumulate: bool, threads: usize) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(b.rows, k, "inner dimensions differ");
-    assert!(a.span() <= a.data.len() && b.span() <= b.data.len() && dst.len() >= m * n);
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
-        return;
-    }
-    if m == 0 || n == 0 {
-        return;
-    }
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: every index `gemm` touches lies within the spans checked above, and
-    // `dst` is an exclusive borrow, so it aliases neither operand.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.col_stride as isize,
-            a.row_stride as isize,
-            b.data.as_ptr(),
-            b.col_stride as isize,
-            b.row_stride as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
     }
 }

@@ -75,6 +75,7 @@ pub fn save(
             tmp,
         )
         .map_err(|e| Error::BadArgument(format!("cannot write {}: {e}", path.display())))?;
+        #[cfg(feature = "fault-injection")]
         fault_injection::maybe_abort(tmp);
         Ok(())
     })
@@ -136,7 +137,9 @@ pub fn class_names(path: &Path) -> Option<Vec<String>> {
 
 /// A test hook: with `VGG_FAULT_CHECKPOINT_WRITE=N` set, the N-th checkpoint write of the
 /// process aborts right after writing its temporary file — as a kill at the worst moment
-/// would — so tests can check that the previous checkpoint survives.
+/// would — so tests can check that the previous checkpoint survives. Compiled only with the
+/// `fault-injection` feature, which the workspace's tests turn on and the `vgg` binary does not.
+#[cfg(feature = "fault-injection")]
 mod fault_injection {
     use std::path::Path;
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,4 +1,6 @@
-//! Fast CPU inference for VGG-style networks (torchvision vgg11…vgg19_bn).
+//! Fast CPU inference kernels and plans for VGG-style networks (torchvision vgg11…vgg19_bn).
+//! The engine knows nothing of configs, weights files or candle models: [`crate::fast`]
+//! turns a layer list plus weights into the [`NetworkSpec`] it compiles.
 //!
 //! A [`Plan`] is compiled once from a [`NetworkSpec`]: 3×3 convolutions become
 //! Winograd F(4×4,3×3)/F(6×6,3×3) layers with pre-transformed filters (or
@@ -7,12 +9,10 @@
 //! average pool is folded into the first classifier layer when it is a fixed
 //! linear map. Activations live in padded NHWC buffers reused across runs.
 
-pub mod autograd;
 mod classifier;
 mod disjoint;
+pub mod gemm;
 mod im2col;
-pub mod model;
-pub mod network;
 mod plan;
 mod pool;
 pub mod simd;
@@ -21,7 +21,6 @@ mod winograd;
 
 use std::fmt;
 
-pub use model::FastVgg;
 pub use plan::{ConvChoice, Plan, PlanOptions};
 pub use winograd::Variant as WinogradVariant;
 

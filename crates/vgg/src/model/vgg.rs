@@ -9,12 +9,12 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::engine::autograd::{self, conv3x3, linear, max_pool2x2, relu};
 use crate::error::{Error, Result};
 use crate::model::config::VggConfig;
 use crate::model::init::initial_values;
 use crate::model::layers::{LayerKind, LayerSpec, TensorSpec, build_layers};
 use crate::model::pool::adaptive_avg_pool2d;
+use crate::ops::{self, conv3x3, linear, max_pool2x2, relu};
 
 /// PyTorch's BatchNorm2d defaults.
 const BN_EPS: f64 = 1e-5;
@@ -333,7 +333,7 @@ fn batch_norm_train(bn: &BatchNorm, x: &Tensor) -> Result<Tensor> {
             x.dims()
         )));
     }
-    let (y, mean, var) = autograd::batch_norm_train(x, &bn.weight, &bn.bias, BN_EPS)?;
+    let (y, mean, var) = ops::batch_norm_train(x, &bn.weight, &bn.bias, BN_EPS)?;
 
     let unbiased = (var.detach() * (count as f64 / (count - 1) as f64))?;
     let blend = |running: &Var, batch: &Tensor| -> Result<()> {

@@ -1,5 +1,6 @@
 //! VGG models: configs, the layer list (the single source of truth), initialisation and the
-//! candle network.
+//! reference model — candle tensors with autograd, computed on the CPU by our own ops
+//! ([`crate::ops`]) and by candle's on other devices.
 
 pub mod config;
 pub mod init;

@@ -5,8 +5,8 @@
 use candle_core::{CpuStorage, InplaceOp3, Layout, Tensor, bail};
 use rayon::prelude::*;
 
-use crate::engine::autograd::{contiguous_f32, cpu_f32};
 use crate::error::Result;
+use crate::ops::{contiguous_f32, cpu_f32};
 
 /// Elements per parallel task: large enough that scheduling is negligible.
 const CHUNK: usize = 1 << 16;
