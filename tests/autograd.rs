@@ -130,14 +130,14 @@ fn conv3x3_rejects_mismatched_weights() -> Result<()> {
 }
 
 /// Checks `max_pool2x2` on `x`: values equal to candle's `max_pool2d(2)`, gradient
-/// equal to `model::pool::max_pool2d`'s, exactly.
+/// equal to `ops::tensor_pool::max_pool2d`'s, exactly.
 fn check_pool(x: &Var, label: &str) -> Result<()> {
     let ours = max_pool2x2(x)?;
     let candle = x.max_pool2d(2)?;
     assert_eq!(ours.dims(), candle.dims(), "{label}: shapes");
     let values = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
     assert_eq!(values(&ours)?, values(&candle)?, "{label}: values");
-    let reference = vgg::model::pool::max_pool2d(x).expect("reference pool");
+    let reference = vgg::ops::tensor_pool::max_pool2d(x).expect("reference pool");
     let grad = |y: &Tensor| -> Result<Vec<f32>> {
         let grads = weighted_sum(y, 7)?.backward()?;
         values(grads.get(x).expect("gradient"))

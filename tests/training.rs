@@ -417,7 +417,7 @@ fn fine_tuning_reinitialises_the_last_layer_and_freezes_the_features() {
         values(&after["classifier.0.weight"])
     );
     assert!(!after.keys().any(|k| k.starts_with("optimizer.features")));
-    let classes = vgg::train::checkpoint::class_names(&tuned.join("best.safetensors")).unwrap();
+    let classes = vgg::weights::safetensors::class_names(&tuned.join("best.safetensors")).unwrap();
     assert_eq!(classes, ["colour0", "colour1", "colour2"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }

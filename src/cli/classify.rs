@@ -82,7 +82,7 @@ pub fn run(args: &ClassifyArgs, out: &mut dyn Write) -> Result<bool> {
 /// The class names a `vgg train` checkpoint recorded, else ImageNet's names for 1000
 /// classes, else class numbers.
 pub fn class_names(num_classes: usize, weights: Option<&std::path::Path>) -> Vec<String> {
-    let trained = weights.and_then(vgg::train::checkpoint::class_names);
+    let trained = weights.and_then(vgg::weights::safetensors::class_names);
     if let Some(names) = trained.filter(|names| names.len() == num_classes) {
         names
     } else if num_classes == 1000 {

@@ -73,7 +73,7 @@ impl ModelSource {
                 ));
             }
             if !self.non_strict {
-                return Err(Error::StateDictMismatch(Box::new(report)));
+                return Err(Error::mismatch(report));
             }
         }
         let (model, report) = self.build(&Device::Cpu)?;

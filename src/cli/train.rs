@@ -271,7 +271,7 @@ fn model(source: &ModelSource, device: &Device) -> Result<Vgg> {
         || !report.unexpected.is_empty()
         || !report.mismatched.is_empty();
     if unexplained && !source.non_strict {
-        return Err(Error::StateDictMismatch(Box::new(report)));
+        return Err(Error::mismatch(report));
     }
     if !replaced.is_empty() {
         eprintln!(

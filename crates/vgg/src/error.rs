@@ -60,8 +60,11 @@ pub enum Error {
     #[error("{path}: {why}")]
     BadWeights { path: String, why: String },
 
+    /// A checkpoint that does not fit the model: the report (a `weights::load::LoadReport`,
+    /// see `Error::load_report`) lists every difference. Held as a trait object so that
+    /// this module depends on no other.
     #[error("{0}")]
-    StateDictMismatch(Box<crate::weights::load::LoadReport>),
+    StateDictMismatch(Box<dyn std::error::Error + Send + Sync>),
 
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

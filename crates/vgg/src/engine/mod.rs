@@ -22,6 +22,7 @@ mod winograd;
 use std::fmt;
 
 pub use plan::{ConvChoice, Plan, PlanOptions};
+pub use pool::adaptive_bin;
 pub use winograd::Variant as WinogradVariant;
 
 /// One feature-extractor step; BatchNorm is already folded into the conv by the caller.

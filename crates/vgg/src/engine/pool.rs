@@ -27,8 +27,9 @@ pub(crate) fn max_pool_2x2(src: &[f32], s: Shape, dst: &mut [f32]) {
         });
 }
 
-/// PyTorch adaptive-pool bin `[floor(i·n/o), ceil((i+1)·n/o))` of output cell `i`.
-pub(crate) fn bin(i: usize, n: usize, o: usize) -> (usize, usize) {
+/// PyTorch adaptive-pool bin `[floor(i·n/o), ceil((i+1)·n/o))` of output cell `i` when
+/// pooling `n` cells to `o`: the one definition every pooling path uses.
+pub fn adaptive_bin(i: usize, n: usize, o: usize) -> (usize, usize) {
     (i * n / o, ((i + 1) * n).div_ceil(o))
 }
 
@@ -37,9 +38,9 @@ pub(crate) fn adaptive_avg_pool(src: &[f32], s: Shape, o: usize, dst: &mut [f32]
     let d = Shape { h: o, w: o, ..s };
     for n in 0..s.n {
         for i in 0..o {
-            let (y0, y1) = bin(i, s.h, o);
+            let (y0, y1) = adaptive_bin(i, s.h, o);
             for j in 0..o {
-                let (x0, x1) = bin(j, s.w, o);
+                let (x0, x1) = adaptive_bin(j, s.w, o);
                 let out = &mut dst[d.at(n, i, j)..d.at(n, i, j) + s.cp];
                 out.fill(0.0);
                 for y in y0..y1 {
@@ -85,9 +86,9 @@ pub(crate) fn fold_into_linear(
         row.fill(0.0);
         let src = &w[r * old..(r + 1) * old];
         for i in 0..o {
-            let (y0, y1) = bin(i, f.h, o);
+            let (y0, y1) = adaptive_bin(i, f.h, o);
             for j in 0..o {
-                let (x0, x1) = bin(j, f.w, o);
+                let (x0, x1) = adaptive_bin(j, f.w, o);
                 let scale = 1.0 / ((y1 - y0) * (x1 - x0)) as f32;
                 for y in y0..y1 {
                     for x in x0..x1 {

@@ -5,7 +5,6 @@
 pub mod config;
 pub mod init;
 pub mod layers;
-pub mod pool;
 pub mod vgg;
 
 pub use config::{Arch, CfgItem, VggConfig};

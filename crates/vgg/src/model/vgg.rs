@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::config::VggConfig;
 use crate::model::init::initial_values;
 use crate::model::layers::{LayerKind, LayerSpec, TensorSpec, build_layers};
-use crate::model::pool::adaptive_avg_pool2d;
+use crate::ops::tensor_pool::adaptive_avg_pool2d;
 use crate::ops::{self, conv3x3, linear, max_pool2x2, relu};
 
 /// PyTorch's BatchNorm2d defaults.

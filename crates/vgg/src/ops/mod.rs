@@ -15,6 +15,7 @@ mod linear;
 mod norm;
 mod pool;
 mod relu;
+pub mod tensor_pool;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Tensor, bail};

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use super::{contiguous_f32, cpu_f32};
 
 /// `nn.MaxPool2d(2, 2)` on an NCHW tensor: values equal to candle's
-/// `max_pool2d(2)`, gradient as [`crate::model::pool::max_pool2d`]'s (and PyTorch's).
+/// `max_pool2d(2)`, gradient as [`super::tensor_pool::max_pool2d`]'s (and PyTorch's).
 /// Maps smaller than 2×2 are an error, as in candle and PyTorch.
 pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
@@ -22,7 +22,7 @@ pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
         bail!("max_pool2x2: a {h}×{w} map is smaller than the 2×2 window")
     }
     if !cpu_f32(&[x]) {
-        return crate::model::pool::max_pool2d(x).map_err(Error::wrap);
+        return super::tensor_pool::max_pool2d(x).map_err(Error::wrap);
     }
     x.contiguous()?.apply_op1(MaxPool2x2::default())
 }

@@ -16,12 +16,8 @@ use crate::model::{Vgg, VggConfig};
 use crate::train::metrics::EpochMetrics;
 use crate::train::schedule::Plateau;
 use crate::train::trainer::TrainOptions;
+use crate::weights::safetensors::{OPTIMIZER_PREFIX, TRAINING_FORMAT};
 use crate::weights::{self, StateDict, WeightFormat};
-
-/// The `format` metadata value that marks a training checkpoint.
-pub const FORMAT: &str = "vgg-train-checkpoint/1";
-/// Prefix of the optimiser's tensors.
-pub const OPTIMIZER_PREFIX: &str = "optimizer.";
 
 /// Everything about a run besides tensors: enough to continue it exactly.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,7 +61,7 @@ pub fn save(
         .collect::<Result<Vec<(String, Tensor)>>>()?;
     let run_json = serde_json::to_string(run).map_err(|e| Error::BadArgument(e.to_string()))?;
     let metadata = HashMap::from([
-        ("format".to_string(), FORMAT.to_string()),
+        ("format".to_string(), TRAINING_FORMAT.to_string()),
         ("run".to_string(), run_json),
     ]);
     write_atomically(path, |tmp| {
@@ -117,7 +113,7 @@ fn run_state(path: &Path) -> Result<RunState> {
         metadata.get("format").map(String::as_str),
         metadata.get("run"),
     ) {
-        (Some(FORMAT), Some(run)) => run,
+        (Some(TRAINING_FORMAT), Some(run)) => run,
         _ => {
             return Err(bad(
                 "not a training checkpoint of `vgg train` (no run state in its \
@@ -128,11 +124,6 @@ fn run_state(path: &Path) -> Result<RunState> {
     };
     serde_json::from_str(run)
         .map_err(|e| bad(format!("the run state in its metadata is unreadable: {e}")))
-}
-
-/// The class names recorded in a training checkpoint; `None` for any other file.
-pub fn class_names(path: &Path) -> Option<Vec<String>> {
-    run_state(path).ok().map(|run| run.classes)
 }
 
 /// A test hook: with `VGG_FAULT_CHECKPOINT_WRITE=N` set, the N-th checkpoint write of the

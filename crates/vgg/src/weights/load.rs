@@ -39,6 +39,23 @@ impl LoadReport {
     }
 }
 
+impl std::error::Error for LoadReport {}
+
+impl Error {
+    /// A strict load's error for `report`.
+    pub fn mismatch(report: LoadReport) -> Self {
+        Error::StateDictMismatch(Box::new(report))
+    }
+
+    /// The report of a checkpoint that did not fit, if this is such an error.
+    pub fn load_report(&self) -> Option<&LoadReport> {
+        match self {
+            Error::StateDictMismatch(report) => report.downcast_ref(),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "the checkpoint does not fit {}", self.model)?;
@@ -119,7 +136,7 @@ pub fn load(
 ) -> Result<(Vgg, LoadReport)> {
     let report = check(&config, &state.shapes());
     if strict && !report.is_exact() {
-        return Err(Error::StateDictMismatch(Box::new(report)));
+        return Err(Error::mismatch(report));
     }
     let model = Vgg::build(config, seed, device, |layer, key, spec| {
         match state.get(key) {

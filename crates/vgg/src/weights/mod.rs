@@ -4,10 +4,7 @@
 pub mod detect;
 pub mod load;
 pub mod names;
-pub mod pickle;
 pub mod pth;
-pub mod pth_write;
-pub mod pth_zip;
 pub mod safetensors;
 
 use std::io::Read;
@@ -290,7 +287,7 @@ fn explain(error: pth::PthError) -> String {
 pub fn write(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("safetensors") => safetensors::write(path, tensors),
-        Some("pth" | "pt") => pth_write::write(path, tensors),
+        Some("pth" | "pt") => pth::write::write(path, tensors),
         _ => Err(Error::BadArgument(format!(
             "cannot write {}: the output format follows the extension; supported: .safetensors, \
              .pth, .pt",

@@ -9,8 +9,14 @@ use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::io::write_atomically;
-use crate::train::checkpoint as train;
 use crate::weights::{StateDict, WeightFormat};
+
+/// The `format` metadata value that marks a training checkpoint of `vgg train`: the model's
+/// tensors, the optimiser's under [`OPTIMIZER_PREFIX`], and the run state as JSON under
+/// `run`. Readers of weights skip the optimiser; `train::checkpoint` reads the rest.
+pub const TRAINING_FORMAT: &str = "vgg-train-checkpoint/1";
+/// Prefix of the optimiser's tensors in a training checkpoint.
+pub const OPTIMIZER_PREFIX: &str = "optimizer.";
 
 /// Reads every tensor; keys come out in natural order (`features.2` before `features.10`),
 /// since safetensors stores no order of its own.
@@ -24,12 +30,12 @@ pub fn read(path: &Path) -> Result<StateDict> {
     // any reader can defend against (the same holds for PyTorch's and candle's readers).
     let mapped = unsafe { MmapedSafetensors::new(path) }.map_err(bad)?;
     // A training checkpoint also holds the optimiser's state: not part of the model.
-    let training = metadata(path)?.get("format").map(String::as_str) == Some(train::FORMAT);
+    let training = is_training_checkpoint(&metadata(path)?);
     let mut names: Vec<String> = mapped
         .tensors()
         .into_iter()
         .map(|(n, _)| n)
-        .filter(|n| !(training && n.starts_with(train::OPTIMIZER_PREFIX)))
+        .filter(|n| !(training && n.starts_with(OPTIMIZER_PREFIX)))
         .collect();
     names.sort_by_key(|name| natural_key(name));
     let tensors = names
@@ -44,6 +50,20 @@ pub fn read(path: &Path) -> Result<StateDict> {
         format: WeightFormat::Safetensors,
         notes: Vec::new(),
     })
+}
+
+fn is_training_checkpoint(metadata: &HashMap<String, String>) -> bool {
+    metadata.get("format").map(String::as_str) == Some(TRAINING_FORMAT)
+}
+
+/// The class names a training checkpoint recorded; `None` for any other file.
+pub fn class_names(path: &Path) -> Option<Vec<String>> {
+    let metadata = metadata(path).ok()?;
+    if !is_training_checkpoint(&metadata) {
+        return None;
+    }
+    let run: serde_json::Value = serde_json::from_str(metadata.get("run")?).ok()?;
+    serde_json::from_value(run.get("classes")?.clone()).ok()
 }
 
 /// The header's `__metadata__` map (empty when the file has none).

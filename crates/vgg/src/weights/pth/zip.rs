@@ -6,16 +6,67 @@
 //! That needs only the central directory and the local headers; a general zip
 //! library would add decompressors we must refuse anyway. Zip64 records are
 //! understood because torch writes them for archives over 4 GiB.
+//!
+//! [`parse_zip`] finds the state_dict pickle and the storages in such an archive; the
+//! signatures are shared with the writer ([`super::write`]).
 
 use std::collections::HashMap;
 
-use crate::weights::pth::{PthError, Source};
+use super::pickle;
+use super::reader::Parsed;
+use super::source::{Extent, Source};
+use super::{PthError, PthFormat};
 
-const EOCD_SIG: [u8; 4] = *b"PK\x05\x06";
+pub(super) fn parse_zip(source: &Source) -> Result<Parsed, PthError> {
+    let dir = ZipDirectory::read(source)?;
+    let prefix = dir
+        .names()
+        .filter_map(|n| n.strip_suffix("data.pkl"))
+        .find(|p| p.ends_with('/') && p.matches('/').count() == 1)
+        .ok_or_else(|| {
+            PthError::Zip(
+                "no <archive>/data.pkl entry: this zip is not a torch.save checkpoint".into(),
+            )
+        })?
+        .to_owned();
+    let pickle_name = format!("{prefix}data.pkl");
+    if let Some(order) = dir.get(&format!("{prefix}byteorder")) {
+        let (offset, len) = dir.data_range(source, order)?;
+        let bytes = source.read_vec(offset, len.min(16), "byteorder entry")?;
+        if bytes != b"little" {
+            return Err(PthError::BigEndian(format!(
+                "byteorder entry says {:?}",
+                String::from_utf8_lossy(&bytes)
+            )));
+        }
+    }
+    let entry = dir
+        .get(&pickle_name)
+        .ok_or_else(|| PthError::Zip(format!("{pickle_name} vanished")))?;
+    let (offset, len) = dir.data_range(source, entry)?;
+    let bytes = source.read_vec(offset, len, "data.pkl")?;
+    let top = pickle::load(bytes.as_slice(), offset, offset + len)?.value;
+    let mut extents = HashMap::new();
+    let storage_prefix = format!("{prefix}data/");
+    for entry in dir.entries() {
+        if let Some(key) = entry.name.strip_prefix(&storage_prefix) {
+            let (offset, len) = dir.data_range(source, entry)?;
+            extents.insert(key.to_owned(), Extent { offset, len });
+        }
+    }
+    Ok(Parsed {
+        format: PthFormat::Zip,
+        top,
+        extents,
+        missing: |key| format!("a zip entry <archive>/data/{key}"),
+    })
+}
+
+pub(super) const EOCD_SIG: [u8; 4] = *b"PK\x05\x06";
 const EOCD64_LOCATOR_SIG: [u8; 4] = *b"PK\x06\x07";
 const EOCD64_SIG: [u8; 4] = *b"PK\x06\x06";
-const CENTRAL_SIG: [u8; 4] = *b"PK\x01\x02";
-const LOCAL_SIG: [u8; 4] = *b"PK\x03\x04";
+pub(super) const CENTRAL_SIG: [u8; 4] = *b"PK\x01\x02";
+pub(super) const LOCAL_SIG: [u8; 4] = *b"PK\x03\x04";
 const EOCD_LEN: usize = 22;
 const EOCD64_LEN: usize = 56;
 const LOCATOR_LEN: u64 = 20;
@@ -27,8 +78,8 @@ const MAX_CENTRAL_DIRECTORY: u64 = 256 << 20;
 const ZIP64_EXTRA_ID: u16 = 0x0001;
 
 /// One central-directory record.
-pub(crate) struct ZipEntry {
-    pub(crate) name: String,
+pub(super) struct ZipEntry {
+    pub(super) name: String,
     method: u16,
     flags: u16,
     compressed_size: u64,
@@ -37,7 +88,7 @@ pub(crate) struct ZipEntry {
 }
 
 /// The archive's entries, by name and in directory order.
-pub(crate) struct ZipDirectory {
+pub(super) struct ZipDirectory {
     entries: Vec<ZipEntry>,
     by_name: HashMap<String, usize>,
 }
@@ -45,7 +96,7 @@ pub(crate) struct ZipDirectory {
 impl ZipDirectory {
     /// Reads the central directory, checking every claimed size and offset
     /// against the source's length.
-    pub(crate) fn read(source: &Source) -> Result<Self, PthError> {
+    pub(super) fn read(source: &Source) -> Result<Self, PthError> {
         let (offset, size, count) = find_central_directory(source)?;
         let bytes = source.read_vec(offset, size, "zip central directory")?;
         let mut entries = Vec::new();
@@ -63,21 +114,21 @@ impl ZipDirectory {
         Ok(ZipDirectory { entries, by_name })
     }
 
-    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+    pub(super) fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|e| e.name.as_str())
     }
 
-    pub(crate) fn entries(&self) -> &[ZipEntry] {
+    pub(super) fn entries(&self) -> &[ZipEntry] {
         &self.entries
     }
 
-    pub(crate) fn get(&self, name: &str) -> Option<&ZipEntry> {
+    pub(super) fn get(&self, name: &str) -> Option<&ZipEntry> {
         self.by_name.get(name).and_then(|&i| self.entries.get(i))
     }
 
     /// Absolute offset and length of an entry's data, which must be stored
     /// uncompressed and unencrypted and lie within the source.
-    pub(crate) fn data_range(
+    pub(super) fn data_range(
         &self,
         source: &Source,
         entry: &ZipEntry,

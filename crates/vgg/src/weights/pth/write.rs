@@ -13,6 +13,9 @@ use candle_core::{DType, Tensor};
 use crate::error::{Error, Result};
 use crate::io::write_atomically;
 
+use super::pickle::opcodes as op;
+use super::zip::{CENTRAL_SIG, EOCD_SIG, LOCAL_SIG};
+
 /// Writes `tensors` (in order) to `path` as a zip `.pth`.
 pub fn write(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     let mut entries = vec![("archive/data.pkl".to_string(), pickle(tensors)?)];
@@ -77,23 +80,6 @@ fn raw_bytes(tensor: &Tensor) -> Result<Vec<u8>> {
         DType::U8 => flat.to_vec1::<u8>()?,
         other => storage_class(other).map(|_| Vec::new())?,
     })
-}
-
-/// Pickle opcodes used (protocol 2).
-mod op {
-    pub const PROTO: u8 = 0x80;
-    pub const GLOBAL: u8 = b'c';
-    pub const EMPTY_TUPLE: u8 = b')';
-    pub const REDUCE: u8 = b'R';
-    pub const MARK: u8 = b'(';
-    pub const TUPLE: u8 = b't';
-    pub const BINUNICODE: u8 = b'X';
-    pub const BININT: u8 = b'J';
-    pub const LONG1: u8 = 0x8a;
-    pub const BINPERSID: u8 = b'Q';
-    pub const NEWFALSE: u8 = 0x89;
-    pub const SETITEMS: u8 = b'u';
-    pub const STOP: u8 = b'.';
 }
 
 /// `OrderedDict([(key, _rebuild_tensor_v2(storage_i, 0, size, stride, False, OrderedDict())), …])`.
@@ -187,7 +173,7 @@ fn zip(entries: &[(String, Vec<u8>)]) -> std::result::Result<Vec<u8>, String> {
             b.extend(size.to_le_bytes()); // uncompressed
             b.extend((name.len() as u16).to_le_bytes());
         };
-        out.extend(b"PK\x03\x04");
+        out.extend(LOCAL_SIG);
         common(&mut out);
         out.extend((extra_len as u16).to_le_bytes());
         out.extend(name.bytes());
@@ -196,7 +182,7 @@ fn zip(entries: &[(String, Vec<u8>)]) -> std::result::Result<Vec<u8>, String> {
         out.resize(out.len() + extra_len - 4, 0);
         out.write_all(data).map_err(|e| e.to_string())?;
 
-        central.extend(b"PK\x01\x02");
+        central.extend(CENTRAL_SIG);
         central.extend(20u16.to_le_bytes()); // version made by
         common(&mut central);
         central.extend([0u8; 12]); // extra, comment, disk, internal and external attributes
@@ -206,7 +192,7 @@ fn zip(entries: &[(String, Vec<u8>)]) -> std::result::Result<Vec<u8>, String> {
     let (directory_offset, directory_len) = (u32_field(out.len())?, u32_field(central.len())?);
     let count = u16::try_from(entries.len()).map_err(|_| "more than 65535 tensors".to_string())?;
     out.extend(central);
-    out.extend(b"PK\x05\x06");
+    out.extend(EOCD_SIG);
     out.extend([0u8; 4]); // disk numbers
     out.extend(count.to_le_bytes());
     out.extend(count.to_le_bytes());

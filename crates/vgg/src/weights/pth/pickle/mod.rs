@@ -6,7 +6,7 @@
 //! writers add) and resolves globals against an allow-list:
 //! `collections.OrderedDict`, the tensor rebuild functions and the typed storage
 //! classes. Any other global is an error that names it. The result is a plain
-//! value tree; turning it into tensors is [`crate::weights::pth`]'s job.
+//! value tree; turning it into tensors is [`super::reader`]'s job.
 //!
 //! The input is assumed hostile: every claimed length is checked against the
 //! bytes actually left before anything is allocated, and the stack, memo,
@@ -18,7 +18,11 @@ use std::collections::HashMap;
 use std::io::{BufRead, ErrorKind};
 use std::rc::Rc;
 
-use crate::weights::pth::{DType, PthError};
+use super::{DType, PthError};
+
+pub mod opcodes;
+
+use self::opcodes as op;
 
 /// Most values on the stack (marks included) at once.
 const MAX_STACK: usize = 1 << 20;
@@ -255,7 +259,7 @@ impl<R: BufRead> Unpickler<R> {
         for _ in 0..MAX_OPS {
             self.op_pos = self.pos;
             let op = self.read_u8()?;
-            if op == b'.' {
+            if op == op::STOP {
                 return self.finish();
             }
             self.step(op)?;
@@ -275,91 +279,91 @@ impl<R: BufRead> Unpickler<R> {
     /// Executes one opcode (everything but `STOP`).
     fn step(&mut self, op: u8) -> Result<(), PthError> {
         match op {
-            0x80 => self.protocol(),
-            0x95 => self.read_array::<8>().map(drop), // FRAME: only a buffering hint
-            b'}' => self.push(dict(Vec::new())),
-            b']' => self.push(Value::List(node(Vec::new(), 1))),
-            b')' => self.push(Value::Tuple(node(Vec::new(), 1))),
-            b'(' => self.mark(),
-            b'X' => {
+            op::PROTO => self.protocol(),
+            op::FRAME => self.read_array::<8>().map(drop), // only a buffering hint
+            op::EMPTY_DICT => self.push(dict(Vec::new())),
+            op::EMPTY_LIST => self.push(Value::List(node(Vec::new(), 1))),
+            op::EMPTY_TUPLE => self.push(Value::Tuple(node(Vec::new(), 1))),
+            op::MARK => self.mark(),
+            op::BINUNICODE => {
                 let len = self.read_u32()?;
                 self.unicode(len)
             }
-            0x8c => {
+            op::SHORT_BINUNICODE => {
                 let len = self.read_u8()?;
                 self.unicode(u64::from(len))
             }
-            0x8d => {
+            op::BINUNICODE8 => {
                 let len = u64::from_le_bytes(self.read_array()?);
                 self.unicode(len)
             }
-            b'T' => self.binstring(),
-            b'U' => {
+            op::BINSTRING => self.binstring(),
+            op::SHORT_BINSTRING => {
                 let len = self.read_u8()?;
                 self.legacy_string(u64::from(len))
             }
-            b'B' => {
+            op::BINBYTES => {
                 let len = self.read_u32()?;
                 self.bytes(len)
             }
-            b'C' => {
+            op::SHORT_BINBYTES => {
                 let len = self.read_u8()?;
                 self.bytes(u64::from(len))
             }
-            b'J' => {
+            op::BININT => {
                 let int = i32::from_le_bytes(self.read_array()?);
                 self.push(Value::Int(i64::from(int)))
             }
-            b'K' => {
+            op::BININT1 => {
                 let int = self.read_u8()?;
                 self.push(Value::Int(i64::from(int)))
             }
-            b'M' => {
+            op::BININT2 => {
                 let int = u16::from_le_bytes(self.read_array()?);
                 self.push(Value::Int(i64::from(int)))
             }
-            0x8a => self.long1(),
-            b'G' => {
+            op::LONG1 => self.long1(),
+            op::BINFLOAT => {
                 let float = f64::from_be_bytes(self.read_array()?);
                 self.push(Value::Float(float))
             }
-            b'N' => self.push(Value::None),
-            0x88 => self.push(Value::Bool(true)),
-            0x89 => self.push(Value::Bool(false)),
-            b't' => self.tuple_from_mark(),
-            0x85 => self.tuple_of(1),
-            0x86 => self.tuple_of(2),
-            0x87 => self.tuple_of(3),
-            b'l' => self.list_from_mark(),
-            b'd' => self.dict_from_mark(),
-            b'a' => self.append(),
-            b'e' => self.appends(),
-            b's' => self.setitem(),
-            b'u' => self.setitems(),
-            b'q' => {
+            op::NONE => self.push(Value::None),
+            op::NEWTRUE => self.push(Value::Bool(true)),
+            op::NEWFALSE => self.push(Value::Bool(false)),
+            op::TUPLE => self.tuple_from_mark(),
+            op::TUPLE1 => self.tuple_of(1),
+            op::TUPLE2 => self.tuple_of(2),
+            op::TUPLE3 => self.tuple_of(3),
+            op::LIST => self.list_from_mark(),
+            op::DICT => self.dict_from_mark(),
+            op::APPEND => self.append(),
+            op::APPENDS => self.appends(),
+            op::SETITEM => self.setitem(),
+            op::SETITEMS => self.setitems(),
+            op::BINPUT => {
                 let key = self.read_u8()?;
                 self.memo_put(u32::from(key))
             }
-            b'r' => {
+            op::LONG_BINPUT => {
                 let key = u32::from_le_bytes(self.read_array()?);
                 self.memo_put(key)
             }
-            0x94 => self.memoize(),
-            b'h' => {
+            op::MEMOIZE => self.memoize(),
+            op::BINGET => {
                 let key = self.read_u8()?;
                 self.memo_get(u32::from(key))
             }
-            b'j' => {
+            op::LONG_BINGET => {
                 let key = u32::from_le_bytes(self.read_array()?);
                 self.memo_get(key)
             }
-            b'c' => self.global(),
-            0x93 => self.stack_global(),
-            b'R' => self.reduce(),
-            0x81 => self.newobj(),
-            b'b' => self.build(),
-            b'Q' => self.binpersid(),
-            b'P' => self.persid(),
+            op::GLOBAL => self.global(),
+            op::STACK_GLOBAL => self.stack_global(),
+            op::REDUCE => self.reduce(),
+            op::NEWOBJ => self.newobj(),
+            op::BUILD => self.build(),
+            op::BINPERSID => self.binpersid(),
+            op::PERSID => self.persid(),
             _ => Err(PthError::UnknownOpcode {
                 opcode: op,
                 name: unsupported_opcode_name(op),
@@ -891,33 +895,10 @@ fn int_tuple(value: &Value) -> Option<Vec<i64>> {
     value.as_tuple()?.iter().map(Value::as_int).collect()
 }
 
-/// Names of the standard opcodes this reader refuses, for error messages.
-fn unsupported_opcode_name(op: u8) -> Option<&'static str> {
-    Some(match op {
-        b'0' => "POP",
-        b'1' => "POP_MARK",
-        b'2' => "DUP",
-        b'F' => "FLOAT",
-        b'I' => "INT",
-        b'L' => "LONG",
-        b'S' => "STRING",
-        b'V' => "UNICODE",
-        b'g' => "GET",
-        b'p' => "PUT",
-        b'i' => "INST",
-        b'o' => "OBJ",
-        0x82 => "EXT1",
-        0x83 => "EXT2",
-        0x84 => "EXT4",
-        0x8b => "LONG4",
-        0x8e => "BINBYTES8",
-        0x8f => "EMPTY_SET",
-        0x90 => "ADDITEMS",
-        0x91 => "FROZENSET",
-        0x92 => "NEWOBJ_EX",
-        0x96 => "BYTEARRAY8",
-        0x97 => "NEXT_BUFFER",
-        0x98 => "READONLY_BUFFER",
-        _ => return None,
-    })
+/// The name of a standard opcode this reader refuses, for error messages.
+fn unsupported_opcode_name(opcode: u8) -> Option<&'static str> {
+    op::REFUSED
+        .iter()
+        .find(|(code, _)| *code == opcode)
+        .map(|(_, name)| *name)
 }

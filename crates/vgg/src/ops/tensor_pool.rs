@@ -1,18 +1,13 @@
-//! Pooling with PyTorch's semantics. Adaptive average pooling, exactly as PyTorch defines its
+//! Pooling with PyTorch's semantics, as candle tensor expressions (the reference model's
+//! adaptive pool, and the max-pool fallback on devices our CPU ops do not cover). Adaptive average pooling, exactly as PyTorch defines its
 //! bins: output cell `i` of `O` averages input indices `[floor(i·I/O), ceil((i+1)·I/O))` on
 //! each axis. Bins may overlap, and may be wider than the input (I = 2, O = 7 replicates
 //! values). Max-pooling whose gradient, like PyTorch's, goes to one maximum per window.
 
 use candle_core::{Device, Tensor};
 
+use crate::engine::adaptive_bin;
 use crate::error::Result;
-
-/// The bin `[start, end)` of output cell `i` when pooling `input` cells to `output`.
-pub fn adaptive_bin(i: usize, input: usize, output: usize) -> (usize, usize) {
-    let start = i * input / output;
-    let end = ((i + 1) * input).div_ceil(output);
-    (start, end)
-}
 
 /// The pooling as a matrix `[output, input]`: row `i` holds 1/|bin| over bin `i`. Pooling
 /// is linear and separable, so `P_h · X · P_wᵀ` pools an `H×W` map (and autograd follows).
