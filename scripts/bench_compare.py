@@ -11,6 +11,8 @@ per-round medians and their ratio. Alternating cancels slow phases of a shared m
 
 `--model-args` go to both sides (the network: --num-classes, --cfg, --batch-norm, --hidden,
 --pool); `--train` times one optimisation step on both sides instead of a forward pass.
+`--baseline BIN` adds another build of ours (an earlier commit's `vgg`) to each round, in
+the same rotation (baseline, ours, PyTorch), to show a change is within noise.
 """
 import argparse
 import json
@@ -25,8 +27,8 @@ DEFAULT_CASES = ("vgg16:1x3x224x224,vgg16:8x3x224x224,vgg16:1x3x64x64,"
                  "vgg16_bn:1x3x224x224,vgg19:1x3x224x224")
 
 
-def ours(case_args, threads, extra):
-    out = subprocess.run([str(ROOT / "target/release/vgg"), "--threads", threads, "bench", *case_args,
+def ours(case_args, threads, extra, binary=ROOT / "target/release/vgg"):
+    out = subprocess.run([str(binary), "--threads", threads, "bench", *case_args,
                           "--json", *extra], capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["median_ms"]
 
@@ -46,23 +48,32 @@ def main():
     p.add_argument("--cases", default=DEFAULT_CASES)
     p.add_argument("--model-args", default="")
     p.add_argument("--train", action="store_true")
+    p.add_argument("--baseline", help="another vgg binary to time in the same rounds")
     args, extra = p.parse_known_args()
     extra = [e for e in extra if e != "--"]
-    print(f"| case | threads | ours ms | PyTorch ms | ours / PyTorch | rounds (ours/PyTorch) |")
-    print(f"|---|---|---|---|---|---|")
+    base = " baseline ms | ours / baseline |" if args.baseline else ""
+    print(f"| case | threads | ours ms | PyTorch ms | ours / PyTorch |{base} rounds (ours/PyTorch) |")
+    print("|---|---|---|---|---|" + ("---|---|" if args.baseline else "") + "---|")
     for case in args.cases.split(","):
         arch, shape = case.split(":")
         case_args = ["--arch", arch, "--input", shape, "--iters", str(args.iters),
                      *args.model_args.split(), *(["--train"] if args.train else [])]
         for t in args.threads.split(","):
-            a, b = [], []
+            a, b, c = [], [], []
             for _ in range(args.rounds):
+                if args.baseline:
+                    c.append(ours(case_args, t, extra, args.baseline))
                 a.append(ours(case_args, t, extra))
                 b.append(torch(case_args, t))
             o, q = statistics.median(a), statistics.median(b)
             rounds = " ".join(f"{x:.0f}/{y:.0f}" for x, y in zip(a, b))
             label = f"{arch} {args.model_args} {shape}".replace("  ", " ")
-            print(f"| {label} | {t} | {o:.1f} | {q:.1f} | {o / q:.2f} | {rounds} |", flush=True)
+            base = ""
+            if args.baseline:
+                m = statistics.median(c)
+                base = f" {m:.1f} | {o / m:.2f} |"
+                rounds += " (baseline " + " ".join(f"{x:.0f}" for x in c) + ")"
+            print(f"| {label} | {t} | {o:.1f} | {q:.1f} | {o / q:.2f} |{base} {rounds} |", flush=True)
 
 
 if __name__ == "__main__":

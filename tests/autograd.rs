@@ -1,7 +1,10 @@
 //! The training ops of `engine::autograd` against candle's reference ops: forward
 //! values and every gradient, element by element, on seeded random data.
 
+mod common;
+
 use candle_core::{D, DType, Device, Result, Tensor, Var};
+use common::assert_close;
 use vgg::ops::{batch_norm_train, conv3x3, linear, max_pool2x2, relu};
 
 /// Deterministic values in [-1, 1).
@@ -21,21 +24,6 @@ fn var(dims: &[usize], seed: u64) -> Result<Var> {
     Var::from_vec(random(dims.iter().product(), seed), dims, &Device::Cpu)
 }
 
-/// Asserts `got` equals `want` within `1e-4 · max|want|`, element by element.
-fn assert_close(got: &Tensor, want: &Tensor, what: &str) -> Result<()> {
-    assert_eq!(got.dims(), want.dims(), "{what}: shapes");
-    let got = got.flatten_all()?.to_vec1::<f32>()?;
-    let want = want.flatten_all()?.to_vec1::<f32>()?;
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert!(
-            (g - w).abs() <= 1e-4 * scale,
-            "{what}[{i}]: {g} vs {w} (max |ref| {scale})"
-        );
-    }
-    Ok(())
-}
-
 /// `Σ y · r` for a fixed random `r`, so that every output element has its own gradient.
 fn weighted_sum(y: &Tensor, seed: u64) -> Result<Tensor> {
     let r = Tensor::from_vec(random(y.elem_count(), seed), y.dims(), y.device())?;
@@ -49,13 +37,13 @@ fn check_conv(x_leaf: &Var, x: &Tensor, weight: &Var, bias: &Var, label: &str) -
     let reference = x
         .conv2d(weight, 1, 1, 1, 1)?
         .broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
-    assert_close(&ours, &reference, &format!("{label} output"))?;
+    assert_close(&ours, &reference, 0.0, 1e-4, &format!("{label} output"));
     let ours = weighted_sum(&ours, 99)?.backward()?;
     let reference = weighted_sum(&reference, 99)?.backward()?;
     for (name, t) in [("dx", x_leaf), ("dw", weight), ("db", bias)] {
         let got = ours.get(t).expect("gradient");
         let want = reference.get(t).expect("reference gradient");
-        assert_close(got, want, &format!("{label} {name}"))?;
+        assert_close(got, want, 0.0, 1e-4, &format!("{label} {name}"));
     }
     Ok(())
 }
@@ -194,13 +182,13 @@ fn check_grads(
     vars: &[(&str, &Var)],
     label: &str,
 ) -> Result<()> {
-    assert_close(ours, reference, &format!("{label} output"))?;
+    assert_close(ours, reference, 0.0, 1e-4, &format!("{label} output"));
     let ours = weighted_sum(ours, 5)?.backward()?;
     let reference = weighted_sum(reference, 5)?.backward()?;
     for (name, v) in vars {
         let got = ours.get(v).expect("gradient");
         let want = reference.get(v).expect("reference gradient");
-        assert_close(got, want, &format!("{label} {name}"))?;
+        assert_close(got, want, 0.0, 1e-4, &format!("{label} {name}"));
     }
     Ok(())
 }
@@ -225,8 +213,20 @@ fn batch_norm_matches_candle_values_statistics_and_gradients() -> Result<()> {
             .broadcast_mul(&per_channel(&weight)?)?
             .broadcast_add(&per_channel(&bias)?)?;
         let label = format!("batch norm {dims:?}");
-        assert_close(&mean, &want_mean.flatten_all()?, &format!("{label} mean"))?;
-        assert_close(&var, &want_var.flatten_all()?, &format!("{label} var"))?;
+        assert_close(
+            &mean,
+            &want_mean.flatten_all()?,
+            0.0,
+            1e-4,
+            &format!("{label} mean"),
+        );
+        assert_close(
+            &var,
+            &want_var.flatten_all()?,
+            0.0,
+            1e-4,
+            &format!("{label} var"),
+        );
         let vars = [("dx", &x), ("dw", &weight), ("db", &bias)];
         check_grads(&y, &reference, &vars, &label)?;
     }

@@ -1,32 +1,16 @@
 //! Images in, answers out: `classify`, `evaluate`, `features` and `preprocess` against
 //! torchvision (fixtures from `scripts/make_fixtures.py images classify`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use candle_core::Tensor;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+use common::{Scratch, fixture, vgg};
 
 fn arg(path: &Path) -> &str {
     path.to_str().unwrap()
-}
-
-fn vgg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vgg"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vgg-classify-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
 }
 
 fn json_lines(out: &Output) -> Vec<serde_json::Value> {
@@ -204,7 +188,8 @@ fn evaluate_matches_pytorch_reference_loop() {
 
 #[test]
 fn preprocess_writes_torchvisions_tensor() {
-    let output = scratch("x.npy");
+    let scratch = Scratch::new("x.npy");
+    let output = scratch.join("x.npy");
     let out = vgg(&[
         "preprocess",
         arg(&fixture("images/rgba.png")),
@@ -234,7 +219,8 @@ fn preprocess_writes_torchvisions_tensor() {
 fn features_as_npy_and_safetensors() {
     let weights = fixture("forward/tiny_bn.pth");
     let images = [fixture("images/small.png"), fixture("images/grey.png")];
-    let npy = scratch("f.npy");
+    let scratch = Scratch::new("f.npy");
+    let npy = scratch.join("f.npy");
     let out = vgg(&[
         "features",
         "--weights",
@@ -252,7 +238,8 @@ fn features_as_npy_and_safetensors() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(Tensor::read_npy(&npy).unwrap().dims(), [2, 16, 56, 56]);
-    let st = scratch("f.safetensors");
+    let scratch = Scratch::new("f.safetensors");
+    let st = scratch.join("f.safetensors");
     let out = vgg(&[
         "features",
         "--weights",

@@ -1,8 +1,9 @@
 //! `vgg dissect` and Grad-CAM: the map matches PyTorch's (fixtures from
 //! `scripts/make_fixtures.py gradcam`), and the report is one self-contained page.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use common::{Scratch, fixture, vgg};
 
 use candle_core::{Device, Tensor};
 use vgg::data::image::load_rgb;
@@ -10,12 +11,6 @@ use vgg::data::preprocess::Preprocess;
 use vgg::model::{Mode, Vgg};
 use vgg::viz::gradcam::{grad_cam, target_layer};
 use vgg::weights;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 fn tiny_bn() -> Vgg {
     let state = weights::read(&fixture("forward/tiny_bn.safetensors")).unwrap();
@@ -78,15 +73,20 @@ fn grad_cam_matches_pytorch() {
 
 #[test]
 fn dissect_writes_a_self_contained_report() {
-    let out = std::env::temp_dir().join(format!("vgg-dissect-test-{}", std::process::id()));
-    let output = Command::new(env!("CARGO_BIN_EXE_vgg"))
-        .args(["dissect", "--weights"])
-        .arg(fixture("forward/tiny_bn.safetensors"))
-        .arg(fixture("images/landscape.jpg"))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let scratch = Scratch::new("dissect");
+    let out = scratch.join("report");
+    let (weights, image) = (
+        fixture("forward/tiny_bn.safetensors"),
+        fixture("images/landscape.jpg"),
+    );
+    let output = vgg(&[
+        "dissect",
+        "--weights",
+        weights.to_str().unwrap(),
+        image.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(
         output.status.success(),
         "{}",
@@ -129,5 +129,4 @@ fn dissect_writes_a_self_contained_report() {
     }
     let input = image::open(out.join("input.png")).unwrap();
     assert_eq!((input.width(), input.height()), (224, 224));
-    std::fs::remove_dir_all(&out).unwrap();
 }

@@ -3,19 +3,13 @@
 
 mod common;
 
-use common::max_diff;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+
+use common::{assert_close, fixture};
 
 use candle_core::{Device, Tensor};
 use vgg::model::layers::build_layers;
-use vgg::{Arch, Mode, Vgg, VggConfig};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+use vgg::{Arch, ConfigOverrides, Mode, Vgg, VggConfig};
 
 /// `[key, shape, dtype]` of torchvision's state_dict, per arch.
 fn torchvision_keys() -> HashMap<String, Vec<(String, Vec<usize>, String)>> {
@@ -46,10 +40,7 @@ fn layer_list_names_every_state_dict_entry_like_torchvision() {
 fn every_arch_forwards_any_batch_and_size() {
     let keys = torchvision_keys();
     for arch in Arch::ALL {
-        let config = VggConfig {
-            num_classes: 10,
-            ..VggConfig::from_arch(arch)
-        };
+        let config = VggConfig::from_arch(arch).with_num_classes(10).unwrap();
         let model = Vgg::new(config, 0, &Device::Cpu).unwrap();
         for batch in [1, 3] {
             for (h, w) in [(32, 32), (64, 64), (100, 150)] {
@@ -102,15 +93,20 @@ fn load_case(name: &'static str) -> Case {
         &std::fs::read_to_string(fixture(&format!("forward/{name}.json"))).unwrap(),
     )
     .unwrap();
-    let mut config = VggConfig::custom(
+    let size = |key: &str| Some(meta[key].as_u64().unwrap() as usize);
+    let config = VggConfig::custom(
         meta["cfg"].as_str().unwrap(),
         meta["batch_norm"].as_bool().unwrap(),
     )
+    .unwrap()
+    .with_overrides(&ConfigOverrides {
+        hidden: size("hidden"),
+        pool: size("pool"),
+        num_classes: size("num_classes"),
+        dropout: Some(0.0),
+        in_channels: None,
+    })
     .unwrap();
-    config.hidden = meta["hidden"].as_u64().unwrap() as usize;
-    config.pool = meta["pool"].as_u64().unwrap() as usize;
-    config.num_classes = meta["num_classes"].as_u64().unwrap() as usize;
-    config.dropout = 0.0;
     let tensors = candle_core::safetensors::load(
         fixture(&format!("forward/{name}.safetensors")),
         &Device::Cpu,
@@ -131,14 +127,6 @@ fn load_case(name: &'static str) -> Case {
     }
 }
 
-fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
-    let (worst, scale) = max_diff(got, want, what);
-    assert!(
-        worst <= 1e-5 + 1e-5 * scale,
-        "{what}: max diff {worst} (max |ref| {scale})"
-    );
-}
-
 #[test]
 fn eval_and_train_outputs_match_pytorch() {
     for name in ["tiny_bn", "tiny", "tiny_pool3"] {
@@ -148,11 +136,15 @@ fn eval_and_train_outputs_match_pytorch() {
         assert_close(
             &case.model.forward(&case.input, Mode::Eval).unwrap(),
             &eval,
+            1e-5,
+            1e-5,
             &format!("{} eval", case.dir),
         );
         assert_close(
             &case.model.forward(&case.input, Mode::Train).unwrap(),
             &train,
+            1e-5,
+            1e-5,
             &format!("{} train", case.dir),
         );
     }
@@ -177,7 +169,7 @@ fn train_mode_updates_running_statistics_like_pytorch() {
                 "{key}"
             );
         } else {
-            assert_close(&state[key], want, key);
+            assert_close(&state[key], want, 1e-5, 1e-5, key);
         }
     }
 }
@@ -186,9 +178,13 @@ fn train_mode_updates_running_statistics_like_pytorch() {
 /// with dropout it does not, and the same seed gives the same dropout masks.
 #[test]
 fn train_differs_from_eval_only_through_dropout_and_batch_norm() {
-    let config = |dropout| VggConfig {
-        dropout,
-        ..VggConfig::custom("8,M,16,M", false).unwrap()
+    let config = |dropout| {
+        (VggConfig::custom("8,M,16,M", false).unwrap())
+            .with_overrides(&ConfigOverrides {
+                dropout: Some(dropout),
+                ..ConfigOverrides::default()
+            })
+            .unwrap()
     };
     let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap();
     let plain = Vgg::new(config(0.0), 5, &Device::Cpu).unwrap();

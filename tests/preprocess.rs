@@ -1,7 +1,9 @@
 //! Preprocessing parity with torchvision 0.29 + Pillow (fixtures from
 //! `scripts/make_fixtures.py images`).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::fixture;
 
 use vgg::data::image::load_rgb;
 use vgg::data::preprocess::Preprocess;
@@ -17,18 +19,12 @@ const IMAGES: [&str; 8] = [
     "anim.gif",
 ];
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/images")
-        .join(name)
-}
-
 #[test]
 fn crops_match_pillow_within_one_level() {
     for name in IMAGES {
-        let image = load_rgb(&fixture(name)).unwrap();
+        let image = load_rgb(&fixture(&format!("images/{name}"))).unwrap();
         for (preset, resize, crop) in [("default", 256, 224), ("small", 72, 64)] {
-            let reference = fixture(&format!("{name}.{preset}.crop.png"));
+            let reference = fixture(&format!("images/{name}.{preset}.crop.png"));
             if !reference.exists() {
                 continue;
             }
@@ -61,10 +57,10 @@ fn crops_match_pillow_within_one_level() {
 /// The float tensor of torchvision's `ImageClassification(crop_size=224)` itself.
 #[test]
 fn normalised_tensor_matches_torchvision() {
-    let want = candle_core::Tensor::read_npy(fixture("imagenet_batch.npy")).unwrap();
+    let want = candle_core::Tensor::read_npy(fixture("images/imagenet_batch.npy")).unwrap();
     let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
     let got = Preprocess::imagenet()
-        .apply(&load_rgb(&fixture("rgba.png")).unwrap())
+        .apply(&load_rgb(&fixture("images/rgba.png")).unwrap())
         .unwrap();
     assert_eq!(got.len(), want.len());
     let worst = got
@@ -83,7 +79,9 @@ fn broken_images_are_named_with_a_reason() {
         ("broken/tiny.png", "1×1 pixels is too small"),
         ("missing.png", "cannot open"),
     ] {
-        let err = load_rgb(&fixture(name)).unwrap_err().to_string();
+        let err = load_rgb(&fixture(&format!("images/{name}")))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(name) && err.contains(reason), "{name}: {err}");
     }
 }
@@ -91,7 +89,7 @@ fn broken_images_are_named_with_a_reason() {
 /// Off by default (torchvision ignores EXIF); `--exif-orientation` turns the photo upright.
 #[test]
 fn exif_orientation_is_opt_in() {
-    let path = fixture("exif_rotated.jpg");
+    let path = fixture("images/exif_rotated.jpg");
     let stored = load_rgb(&path).unwrap();
     assert_eq!(stored.dimensions(), (200, 120));
     let upright = Preprocess {

@@ -1,22 +1,18 @@
 //! Reads the fixtures written by `scripts/make_pth_fixtures.py` and checks
 //! values, formats and the error for each kind of broken or hostile file.
 
-use std::path::PathBuf;
+mod common;
+
+use common::fixture;
 
 use vgg::weights::pth::{Checkpoint, PthError, PthFormat, TensorEntry};
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/pth")
-        .join(name)
-}
-
 fn fixture_bytes(name: &str) -> Vec<u8> {
-    std::fs::read(fixture(name)).expect("fixture exists")
+    std::fs::read(fixture(&format!("pth/{name}"))).expect("fixture exists")
 }
 
 fn open_err(name: &str) -> PthError {
-    Checkpoint::open(&fixture(name)).expect_err("fixture must be rejected")
+    Checkpoint::open(&fixture(&format!("pth/{name}"))).expect_err("fixture must be rejected")
 }
 
 fn bytes_err(bytes: Vec<u8>) -> PthError {
@@ -41,7 +37,7 @@ fn parse_dims(field: &str) -> Vec<usize> {
 }
 
 fn expected() -> Vec<Expected> {
-    let text = std::fs::read_to_string(fixture("expected.txt")).unwrap();
+    let text = std::fs::read_to_string(fixture("pth/expected.txt")).unwrap();
     text.lines()
         .map(|line| {
             let f: Vec<&str> = line.split('|').collect();
@@ -113,7 +109,7 @@ fn check_tiny(checkpoint: &Checkpoint, format: PthFormat) {
 #[test]
 fn zip_format_matches_expected_values() {
     check_tiny(
-        &Checkpoint::open(&fixture("tiny_zip.pth")).unwrap(),
+        &Checkpoint::open(&fixture("pth/tiny_zip.pth")).unwrap(),
         PthFormat::Zip,
     );
 }
@@ -121,7 +117,7 @@ fn zip_format_matches_expected_values() {
 #[test]
 fn legacy_format_matches_expected_values() {
     check_tiny(
-        &Checkpoint::open(&fixture("tiny_legacy.pth")).unwrap(),
+        &Checkpoint::open(&fixture("pth/tiny_legacy.pth")).unwrap(),
         PthFormat::Legacy,
     );
 }
@@ -141,8 +137,8 @@ fn in_memory_matches_file() {
 
 #[test]
 fn both_formats_read_identically() {
-    let zip = Checkpoint::open(&fixture("tiny_zip.pth")).unwrap();
-    let legacy = Checkpoint::open(&fixture("tiny_legacy.pth")).unwrap();
+    let zip = Checkpoint::open(&fixture("pth/tiny_zip.pth")).unwrap();
+    let legacy = Checkpoint::open(&fixture("pth/tiny_legacy.pth")).unwrap();
     assert_eq!(zip.entries().len(), legacy.entries().len());
     for (a, b) in zip.entries().iter().zip(legacy.entries()) {
         assert_eq!(
@@ -172,7 +168,7 @@ fn entry<'a>(checkpoint: &'a Checkpoint, name: &str) -> &'a TensorEntry {
 #[test]
 fn shared_storage_views_read_their_own_windows() {
     for name in ["tiny_zip.pth", "tiny_legacy.pth"] {
-        let checkpoint = Checkpoint::open(&fixture(name)).unwrap();
+        let checkpoint = Checkpoint::open(&fixture(&format!("pth/{name}"))).unwrap();
         let base: Vec<f32> = (0..24).map(|i| i as f32 / 8.0).collect();
         let a = checkpoint.read_f32(entry(&checkpoint, "shared.a")).unwrap();
         assert_eq!(a, base[2..8]);
@@ -186,9 +182,9 @@ fn shared_storage_views_read_their_own_windows() {
 
 #[test]
 fn nested_state_dicts_are_found() {
-    let zip = Checkpoint::open(&fixture("nested_zip.pth")).unwrap();
+    let zip = Checkpoint::open(&fixture("pth/nested_zip.pth")).unwrap();
     assert_eq!(zip.source_key(), Some("model"));
-    let legacy = Checkpoint::open(&fixture("nested_legacy.pth")).unwrap();
+    let legacy = Checkpoint::open(&fixture("pth/nested_legacy.pth")).unwrap();
     assert_eq!(legacy.source_key(), Some("state_dict"));
     for checkpoint in [&zip, &legacy] {
         let names: Vec<&str> = checkpoint
@@ -209,7 +205,7 @@ fn nested_state_dicts_are_found() {
 
 #[test]
 fn legacy_storage_views_are_honoured() {
-    let checkpoint = Checkpoint::open(&fixture("legacy_view.pth")).unwrap();
+    let checkpoint = Checkpoint::open(&fixture("pth/legacy_view.pth")).unwrap();
     let v = entry(&checkpoint, "v");
     assert_eq!(v.storage_offset, 3);
     assert_eq!(checkpoint.read_f32(v).unwrap(), [3.0, 4.0, 5.0]);
@@ -217,7 +213,7 @@ fn legacy_storage_views_are_honoured() {
 
 #[test]
 fn old_python2_gpu_saved_files_are_read() {
-    let checkpoint = Checkpoint::open(&fixture("old_style_legacy.pth")).unwrap();
+    let checkpoint = Checkpoint::open(&fixture("pth/old_style_legacy.pth")).unwrap();
     let w = entry(&checkpoint, "conv.w");
     assert_eq!(
         (w.shape.as_slice(), w.strides.as_slice()),
@@ -228,7 +224,7 @@ fn old_python2_gpu_saved_files_are_read() {
 
 #[test]
 fn wrong_dtype_is_refused_with_the_accepted_ones() {
-    let checkpoint = Checkpoint::open(&fixture("tiny_zip.pth")).unwrap();
+    let checkpoint = Checkpoint::open(&fixture("pth/tiny_zip.pth")).unwrap();
     let err = checkpoint
         .read_f32(entry(&checkpoint, "1.num_batches_tracked"))
         .unwrap_err();
@@ -242,7 +238,7 @@ fn wrong_dtype_is_refused_with_the_accepted_ones() {
 
 #[test]
 fn edited_entries_are_revalidated() {
-    let checkpoint = Checkpoint::open(&fixture("tiny_zip.pth")).unwrap();
+    let checkpoint = Checkpoint::open(&fixture("pth/tiny_zip.pth")).unwrap();
     let mut bad = entry(&checkpoint, "0.bias").clone();
     bad.shape = vec![1 << 40];
     let err = checkpoint.read_f32(&bad).unwrap_err();

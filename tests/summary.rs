@@ -1,26 +1,15 @@
 //! `vgg summary` against the real torchsummary 1.5.1 and torchinfo 1.8.0 (fixtures made by
 //! `scripts/make_fixtures.py`), and the command's errors.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn vgg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vgg"))
-        .args(args)
-        .output()
-        .expect("the vgg binary runs")
-}
-
-fn fixtures() -> &'static Path {
-    Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/summary"
-    ))
-}
+use common::{fixture, vgg};
 
 #[test]
 fn byte_identical_to_the_real_tools() {
-    let manifest = std::fs::read_to_string(fixtures().join("manifest.json")).unwrap();
+    let manifest = std::fs::read_to_string(fixture("summary").join("manifest.json")).unwrap();
     let cases: Vec<serde_json::Value> = serde_json::from_str(&manifest).unwrap();
     assert!(cases.len() >= 60, "the manifest lists every case");
     let mut failures = Vec::new();
@@ -32,7 +21,7 @@ fn byte_identical_to_the_real_tools() {
             .iter()
             .map(|a| a.as_str().unwrap())
             .collect();
-        let expected = std::fs::read_to_string(fixtures().join(file)).unwrap();
+        let expected = std::fs::read_to_string(fixture("summary").join(file)).unwrap();
         let out = vgg(&args);
         if !out.status.success() || out.stdout != expected.as_bytes() {
             failures.push(format!(
@@ -49,7 +38,7 @@ fn byte_identical_to_the_real_tools() {
 fn notebook_table_from_shared_reference() {
     let reference = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/reference/torchsummary_vgg11_3x64x64.txt");
-    let committed = fixtures().join("torchsummary_vgg11_input_3x64x64.txt");
+    let committed = fixture("summary").join("torchsummary_vgg11_input_3x64x64.txt");
     let expected = std::fs::read_to_string(&reference)
         .or_else(|_| std::fs::read_to_string(committed))
         .unwrap();

@@ -4,28 +4,23 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
-use common::max_diff;
+use common::{fixture, max_diff};
 use vgg::train::optim::{AdamW, AdamWConfig, Sgd, SgdConfig};
 use vgg::weights::{self, load::load};
-use vgg::{Mode, Vgg, VggConfig};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+use vgg::{ConfigOverrides, Mode, Vgg, VggConfig};
 
 fn model() -> Vgg {
-    let config = VggConfig {
-        hidden: 16,
-        pool: 3,
-        num_classes: 4,
-        dropout: 0.0,
-        ..VggConfig::custom("8,8,M,16,M,24,M", true).unwrap()
-    };
+    let config = (VggConfig::custom("8,8,M,16,M,24,M", true).unwrap())
+        .with_overrides(&ConfigOverrides {
+            hidden: Some(16),
+            pool: Some(3),
+            num_classes: Some(4),
+            dropout: Some(0.0),
+            in_channels: None,
+        })
+        .unwrap();
     let state = weights::read(&fixture("forward/tiny_pool3.safetensors")).unwrap();
     load(config, state, true, 0, &Device::Cpu).unwrap().0
 }

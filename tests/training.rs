@@ -3,17 +3,17 @@
 //! other commands, and bad input is refused clearly.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use candle_core::{Device, Tensor};
+use common::{Scratch, vgg_with_env};
 
-/// A fresh scratch directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vgg-training-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+mod common;
+
+/// `vgg` on two threads, whatever the machine (results must not depend on it).
+fn vgg(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    vgg_with_env(&[&["--threads", "2"], args].concat(), envs)
 }
 
 /// A CIFAR-10 binary folder: `train` records in data_batch_1…5, `test` in test_batch; each
@@ -41,15 +41,6 @@ fn cifar(dir: &Path, train: usize, test: usize) {
     }
     let records: Vec<u8> = (train..train + test).flat_map(record).collect();
     std::fs::write(dir.join("test_batch.bin"), records).unwrap();
-}
-
-fn vgg(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vgg"))
-        .args(["--threads", "2"])
-        .args(args)
-        .envs(envs.iter().copied())
-        .output()
-        .unwrap()
 }
 
 fn ok(output: &Output) -> String {
@@ -151,7 +142,7 @@ fn learning_curve(run: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn four_epochs_equal_two_plus_resumed_two() {
-    let dir = scratch("resume");
+    let dir = Scratch::new("resume");
     cifar(&dir, 60, 20);
     let (straight, split) = (dir.join("straight"), dir.join("split"));
     ok(&train(&dir, &straight, "4", &[]));
@@ -185,12 +176,11 @@ fn four_epochs_equal_two_plus_resumed_two() {
     ] {
         assert!(split.join(file).is_file(), "{file}");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_crash_while_writing_a_checkpoint_leaves_the_previous_one() {
-    let dir = scratch("fault");
+    let dir = Scratch::new("fault");
     cifar(&dir, 40, 20);
     let (crashed, reference) = (dir.join("crashed"), dir.join("reference"));
     // The second checkpoint write (after epoch 2) aborts the process mid-write.
@@ -207,12 +197,11 @@ fn a_crash_while_writing_a_checkpoint_leaves_the_previous_one() {
         &reference.join("last.safetensors"),
         &crashed.join("last.safetensors"),
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn checkpoints_load_in_the_other_commands() {
-    let dir = scratch("load");
+    let dir = Scratch::new("load");
     cifar(&dir, 30, 10);
     let run = dir.join("run");
     ok(&train(&dir, &run, "1", &[]));
@@ -271,12 +260,11 @@ fn checkpoints_load_in_the_other_commands() {
         classified.lines().nth(1).unwrap().contains("class "),
         "{classified}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn bad_training_input_is_refused_clearly() {
-    let dir = scratch("errors");
+    let dir = Scratch::new("errors");
     cifar(&dir, 20, 10);
     let run = dir.join("run");
     let (data, out) = (dir.to_str().unwrap(), run.to_str().unwrap());
@@ -318,7 +306,7 @@ fn bad_training_input_is_refused_clearly() {
     );
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no run to resume"));
-    let folder = scratch("no-val");
+    let folder = Scratch::new("no-val");
     std::fs::create_dir_all(folder.join("a")).unwrap();
     let no_val = vgg(
         &[
@@ -333,8 +321,6 @@ fn bad_training_input_is_refused_clearly() {
         &[],
     );
     assert!(String::from_utf8_lossy(&no_val.stderr).contains("--val-split"));
-    std::fs::remove_dir_all(&dir).unwrap();
-    std::fs::remove_dir_all(&folder).unwrap();
 }
 
 /// An ImageFolder with `train/` and `val/`, three classes of solid colours.
@@ -356,7 +342,7 @@ fn image_folder(dir: &Path) {
 
 #[test]
 fn fine_tuning_reinitialises_the_last_layer_and_freezes_the_features() {
-    let dir = scratch("finetune");
+    let dir = Scratch::new("finetune");
     cifar(&dir, 30, 10);
     let pretrained = dir.join("pretrained");
     ok(&train(&dir, &pretrained, "1", &[]));
@@ -419,5 +405,4 @@ fn fine_tuning_reinitialises_the_last_layer_and_freezes_the_features() {
     assert!(!after.keys().any(|k| k.starts_with("optimizer.features")));
     let classes = vgg::weights::safetensors::class_names(&tuned.join("best.safetensors")).unwrap();
     assert_eq!(classes, ["colour0", "colour1", "colour2"]);
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -4,36 +4,15 @@
 
 mod common;
 
-use common::max_diff;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use candle_core::{Device, Tensor};
+use common::{Scratch, fixture, max_diff, vgg};
 use vgg::weights::{self, detect::detect_config, load::load};
-use vgg::{Mode, VggConfig};
+use vgg::{ConfigOverrides, Mode, VggConfig};
 
 const CASES: [&str; 3] = ["tiny_bn", "tiny", "tiny_pool3"];
 const FORMATS: [&str; 3] = [".safetensors", ".pth", "_legacy.pth"];
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/forward")
-        .join(name)
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vgg-weights-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-fn vgg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vgg"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn values(t: &Tensor) -> Vec<f32> {
     t.to_dtype(candle_core::DType::F32)
@@ -56,11 +35,11 @@ fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
 #[test]
 fn every_format_loads_the_same_tensors_and_matches_pytorch() {
     for case in CASES {
-        let reference = weights::read(&fixture(&format!("{case}.safetensors"))).unwrap();
-        let input = Tensor::read_npy(fixture(&format!("{case}_input.npy"))).unwrap();
-        let eval = Tensor::read_npy(fixture(&format!("{case}_eval.npy"))).unwrap();
+        let reference = weights::read(&fixture(&format!("forward/{case}.safetensors"))).unwrap();
+        let input = Tensor::read_npy(fixture(&format!("forward/{case}_input.npy"))).unwrap();
+        let eval = Tensor::read_npy(fixture(&format!("forward/{case}_eval.npy"))).unwrap();
         for format in FORMATS {
-            let path = fixture(&format!("{case}{format}"));
+            let path = fixture(&format!("forward/{case}{format}"));
             let state = weights::read(&path).unwrap();
             let keys: Vec<&str> = state.keys().collect();
             assert_eq!(keys.len(), reference.tensors.len(), "{case}{format}");
@@ -82,7 +61,7 @@ fn every_format_loads_the_same_tensors_and_matches_pytorch() {
 #[test]
 fn every_module_activation_matches_pytorch() {
     for case in ["tiny_bn", "tiny"] {
-        let state = weights::read(&fixture(&format!("{case}_legacy.pth"))).unwrap();
+        let state = weights::read(&fixture(&format!("forward/{case}_legacy.pth"))).unwrap();
         let (model, _) = load(
             detect_config(&state.shapes()).unwrap(),
             state,
@@ -91,9 +70,9 @@ fn every_module_activation_matches_pytorch() {
             &Device::Cpu,
         )
         .unwrap();
-        let input = Tensor::read_npy(fixture(&format!("{case}_act_input.npy"))).unwrap();
+        let input = Tensor::read_npy(fixture(&format!("forward/{case}_act_input.npy"))).unwrap();
         let activations = candle_core::safetensors::load(
-            fixture(&format!("{case}_activations.safetensors")),
+            fixture(&format!("forward/{case}_activations.safetensors")),
             &Device::Cpu,
         )
         .unwrap();
@@ -117,9 +96,10 @@ fn every_module_activation_matches_pytorch() {
 
 #[test]
 fn forward_command_writes_logits_and_layers() {
-    let out_path = scratch("logits.npy");
-    let weights = fixture("tiny_bn_legacy.pth");
-    let input = fixture("tiny_bn_input.npy");
+    let scratch = Scratch::new("logits.npy");
+    let out_path = scratch.join("logits.npy");
+    let weights = fixture("forward/tiny_bn_legacy.pth");
+    let input = fixture("forward/tiny_bn_input.npy");
     let run = vgg(&[
         "forward",
         "--weights",
@@ -134,7 +114,7 @@ fn forward_command_writes_logits_and_layers() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let eval = Tensor::read_npy(fixture("tiny_bn_eval.npy")).unwrap();
+    let eval = Tensor::read_npy(fixture("forward/tiny_bn_eval.npy")).unwrap();
     assert_close(&Tensor::read_npy(&out_path).unwrap(), &eval, "vgg forward");
 
     let run = vgg(&[
@@ -150,14 +130,14 @@ fn forward_command_writes_logits_and_layers() {
         "0",
     ]);
     assert!(run.status.success());
-    let train = Tensor::read_npy(fixture("tiny_bn_train.npy")).unwrap();
+    let train = Tensor::read_npy(fixture("forward/tiny_bn_train.npy")).unwrap();
     assert_close(
         &Tensor::read_npy(&out_path).unwrap(),
         &train,
         "vgg forward --train",
     );
 
-    let act_input = fixture("tiny_bn_act_input.npy");
+    let act_input = fixture("forward/tiny_bn_act_input.npy");
     let run = vgg(&[
         "forward",
         "--arch",
@@ -183,9 +163,11 @@ fn forward_command_writes_logits_and_layers() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let activations =
-        candle_core::safetensors::load(fixture("tiny_bn_activations.safetensors"), &Device::Cpu)
-            .unwrap();
+    let activations = candle_core::safetensors::load(
+        fixture("forward/tiny_bn_activations.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
     assert_close(
         &Tensor::read_npy(&out_path).unwrap(),
         &activations["features.10"],
@@ -198,13 +180,14 @@ fn forward_command_writes_logits_and_layers() {
 /// (That torch loads it: `scripts/parity.py`.)
 #[test]
 fn convert_round_trip_is_bit_identical() {
+    let scratch = Scratch::new("convert");
     for (format, output) in [
         (".pth", ".safetensors"),
         ("_legacy.pth", ".safetensors"),
         ("_legacy.pth", ".pth"),
     ] {
-        let source = fixture(&format!("tiny_bn{format}"));
-        let converted = scratch(&format!("tiny_bn{format}{output}"));
+        let source = fixture(&format!("forward/tiny_bn{format}"));
+        let converted = scratch.join(format!("tiny_bn{format}{output}"));
         let run = vgg(&[
             "convert",
             source.to_str().unwrap(),
@@ -244,8 +227,9 @@ fn convert_round_trip_is_bit_identical() {
 
 #[test]
 fn timm_names_convert_both_ways() {
-    let timm = scratch("tiny_timm.safetensors");
-    let source = fixture("tiny.safetensors");
+    let scratch = Scratch::new("tiny_timm.safetensors");
+    let timm = scratch.join("tiny_timm.safetensors");
+    let source = fixture("forward/tiny.safetensors");
     let run = vgg(&[
         "convert",
         source.to_str().unwrap(),
@@ -270,16 +254,18 @@ fn timm_names_convert_both_ways() {
 }
 
 fn tiny_config(batch_norm: bool, num_classes: usize) -> VggConfig {
-    VggConfig {
-        hidden: 32,
-        num_classes,
-        ..VggConfig::custom("8,M,16,M,16,16,M,32,M,32,M", batch_norm).unwrap()
-    }
+    (VggConfig::custom("8,M,16,M,16,16,M,32,M,32,M", batch_norm).unwrap())
+        .with_overrides(&ConfigOverrides {
+            hidden: Some(32),
+            num_classes: Some(num_classes),
+            ..ConfigOverrides::default()
+        })
+        .unwrap()
 }
 
 #[test]
 fn wrong_arch_and_num_classes_are_reported_with_hints() {
-    let state = weights::read(&fixture("tiny_bn.pth")).unwrap();
+    let state = weights::read(&fixture("forward/tiny_bn.pth")).unwrap();
     let err = load(tiny_config(false, 10), state.clone(), true, 0, &Device::Cpu)
         .err()
         .expect("the load must fail");
@@ -330,7 +316,10 @@ fn wrong_arch_and_num_classes_are_reported_with_hints() {
 
 #[test]
 fn weights_command_lists_and_detects() {
-    let run = vgg(&["weights", fixture("tiny_bn_legacy.pth").to_str().unwrap()]);
+    let run = vgg(&[
+        "weights",
+        fixture("forward/tiny_bn_legacy.pth").to_str().unwrap(),
+    ]);
     let text = String::from_utf8(run.stdout).unwrap();
     assert!(run.status.success());
     assert!(text.contains("legacy format"), "{text}");
@@ -344,7 +333,7 @@ fn weights_command_lists_and_detects() {
 
     let run = vgg(&[
         "weights",
-        fixture("tiny_bn.pth").to_str().unwrap(),
+        fixture("forward/tiny_bn.pth").to_str().unwrap(),
         "--arch",
         "vgg11",
     ]);
@@ -355,9 +344,10 @@ fn weights_command_lists_and_detects() {
 
 #[test]
 fn broken_files_give_errors_not_panics() {
-    let good = std::fs::read(fixture("tiny_bn.pth")).unwrap();
-    let legacy = std::fs::read(fixture("tiny_bn_legacy.pth")).unwrap();
-    let safetensors = std::fs::read(fixture("tiny_bn.safetensors")).unwrap();
+    let scratch = Scratch::new("broken");
+    let good = std::fs::read(fixture("forward/tiny_bn.pth")).unwrap();
+    let legacy = std::fs::read(fixture("forward/tiny_bn_legacy.pth")).unwrap();
+    let safetensors = std::fs::read(fixture("forward/tiny_bn.safetensors")).unwrap();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("truncated.pth", good[..good.len() / 2].to_vec()),
         (
@@ -377,7 +367,7 @@ fn broken_files_give_errors_not_panics() {
         ("empty.pth", Vec::new()),
     ];
     for (name, bytes) in cases {
-        let path = scratch(name);
+        let path = scratch.join(name);
         std::fs::write(&path, bytes).unwrap();
         let err = weights::read(&path).unwrap_err().to_string();
         assert!(

@@ -3,8 +3,8 @@
 use clap::{Args, ValueEnum};
 
 use vgg::error::{Error, Result};
-use vgg::model::config::{Arch, VggConfig};
 use vgg::model::layers::Container;
+use vgg::{ArchChoice, ConfigOverrides, ModelSource, VggConfig};
 
 /// How to change or replace a named arch's config. With `custom`, `--cfg` is required.
 #[derive(Debug, Clone, Default, Args)]
@@ -30,32 +30,30 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The changes to a config's head these flags ask for.
+    pub fn overrides(&self) -> ConfigOverrides {
+        ConfigOverrides {
+            hidden: self.hidden,
+            pool: self.pool,
+            num_classes: self.num_classes,
+            dropout: self.dropout,
+            in_channels: None,
+        }
+    }
+
+    /// The network `arch` (`auto`, a torchvision name or `custom`) names with these flags.
+    pub fn arch(&self, arch: &str) -> Result<ArchChoice> {
+        ArchChoice::parse(arch, self.cfg.as_deref(), self.batch_norm)
+    }
+
     /// The config for `arch` (a torchvision name or `custom`) with these changes applied.
     pub fn config(&self, arch: &str) -> Result<VggConfig> {
-        let mut config = if arch == "custom" {
-            let cfg = self.cfg.as_deref().ok_or_else(|| {
-                Error::BadArgument(
-                    "arch `custom` needs --cfg, e.g. --cfg 32,M,64,M,128,128,M".into(),
-                )
-            })?;
-            VggConfig::custom(cfg, self.batch_norm)?
-        } else {
-            let arch: Arch = arch.parse()?;
-            if self.cfg.is_some() || self.batch_norm {
-                return Err(Error::BadArgument(format!(
-                    "--cfg and --batch-norm describe a custom network: use `custom` instead of \
-                     `{arch}` (or {arch}'s own config: `{}_bn` has batch norm)",
-                    arch.name().trim_end_matches("_bn")
-                )));
-            }
-            VggConfig::from_arch(arch)
+        let source = ModelSource {
+            arch: self.arch(arch)?,
+            overrides: self.overrides(),
+            ..ModelSource::default()
         };
-        config.hidden = self.hidden.unwrap_or(config.hidden);
-        config.pool = self.pool.unwrap_or(config.pool);
-        config.num_classes = self.num_classes.unwrap_or(config.num_classes);
-        config.dropout = self.dropout.unwrap_or(config.dropout);
-        config.validate()?;
-        Ok(config)
+        source.config(None)
     }
 }
 

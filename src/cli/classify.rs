@@ -1,22 +1,22 @@
 //! `vgg classify`: top-k classes for images, as a table or JSON lines.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
 use crate::cli::images::ClassifierArgs;
-use crate::cli::model::ModelSource;
-use crate::cli::progress::progress_bar;
-use vgg::data::labels::imagenet_classes;
-use vgg::data::loader::{batches, collect_images};
+use crate::cli::model::ModelFlags;
+use crate::cli::progress::Bar;
+use vgg::data::loader::collect_images;
 use vgg::error::{Error, Result};
-use vgg::infer::{Prediction, top_k};
+use vgg::infer::Prediction;
+use vgg::infer::classify::{Classified, classify};
 
 #[derive(Debug, Args)]
 pub struct ClassifyArgs {
     #[command(flatten)]
-    pub source: ModelSource,
+    pub source: ModelFlags,
     /// Image files and folders (searched recursively)
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
@@ -41,58 +41,27 @@ pub fn run(args: &ClassifyArgs, out: &mut dyn Write) -> Result<bool> {
     }
     let paths = collect_images(&args.paths)?;
     let (mut classifier, preprocess) = args.classifier.build(&args.source, args.batch_size)?;
-    let labels = class_names(
-        classifier.backend.config().num_classes,
-        args.source.weights.as_deref(),
-    );
-    let bar = progress_bar(paths.len(), "images");
-    let size = preprocess.crop;
-    let mut all_ok = true;
-    for batch in batches(paths, preprocess, args.batch_size) {
-        let good: Vec<&[f32]> = batch
-            .iter()
-            .filter_map(|(_, r)| r.as_deref().ok())
-            .collect();
-        let mut probs = if good.is_empty() {
-            Vec::new()
-        } else {
-            classifier.probabilities(&good, size, size)?
-        }
-        .into_iter();
-        for (path, result) in &batch {
-            let line = match result {
-                Ok(_) => {
-                    let p = probs.next().expect("one row per good image");
-                    render(path, &top_k(&p, args.top), &labels, args.json)
-                }
-                Err(e) => {
-                    all_ok = false;
-                    render_error(path, e, args.json)
-                }
+    let labels = (args.source.source()?).class_names(classifier.backend.config().num_classes());
+    let bar = Bar::default();
+    classify(
+        &mut classifier,
+        paths,
+        preprocess,
+        args.batch_size,
+        args.top,
+        &bar,
+        |Classified { path, result }| {
+            let line = match &result {
+                Ok(top) => render(&path, top, &labels, args.json),
+                Err(e) => render_error(&path, e, args.json),
             };
             bar.suspend(|| writeln!(out, "{line}"))
-                .map_err(|e| Error::io(path, "cannot print result for", e))?;
-        }
-        bar.inc(batch.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(all_ok)
+                .map_err(|e| Error::io(&path, "cannot print result for", e))
+        },
+    )
 }
 
-/// The class names a `vgg train` checkpoint recorded, else ImageNet's names for 1000
-/// classes, else class numbers.
-pub fn class_names(num_classes: usize, weights: Option<&std::path::Path>) -> Vec<String> {
-    let trained = weights.and_then(vgg::weights::safetensors::class_names);
-    if let Some(names) = trained.filter(|names| names.len() == num_classes) {
-        names
-    } else if num_classes == 1000 {
-        imagenet_classes().into_iter().map(String::from).collect()
-    } else {
-        (0..num_classes).map(|i| format!("class {i}")).collect()
-    }
-}
-
-fn render(path: &std::path::Path, top: &[Prediction], labels: &[String], json: bool) -> String {
+fn render(path: &Path, top: &[Prediction], labels: &[String], json: bool) -> String {
     if json {
         let top: Vec<serde_json::Value> = top
             .iter()
@@ -114,7 +83,7 @@ fn render(path: &std::path::Path, top: &[Prediction], labels: &[String], json: b
     text
 }
 
-fn render_error(path: &std::path::Path, error: &Error, json: bool) -> String {
+fn render_error(path: &Path, error: &Error, json: bool) -> String {
     let error = match error {
         Error::BadImage { why, .. } => why.clone(),
         other => other.to_string(),

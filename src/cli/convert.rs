@@ -31,7 +31,7 @@ pub fn run(args: &ConvertArgs) -> Result<String> {
     let state = weights::read(&args.input)?;
     let tensors = match args.names {
         Naming::Torchvision => state.tensors.clone(),
-        Naming::Timm => to_timm(&state.tensors, detect_config(&state.shapes())?.pool)?,
+        Naming::Timm => to_timm(&state.tensors, detect_config(&state.shapes())?.pool())?,
     };
     weights::write(&args.output, &tensors)?;
     Ok(format!(

@@ -7,9 +7,8 @@ use std::path::PathBuf;
 use candle_core::Device;
 use clap::Args;
 
-use crate::cli::classify::class_names;
 use crate::cli::images::PreprocessArgs;
-use crate::cli::model::ModelSource;
+use crate::cli::model::ModelFlags;
 use vgg::error::Result;
 use vgg::viz::dissect::dissect;
 use vgg::viz::report;
@@ -17,7 +16,7 @@ use vgg::viz::report;
 #[derive(Debug, Args)]
 pub struct DissectArgs {
     #[command(flatten)]
-    pub source: ModelSource,
+    pub source: ModelFlags,
     /// The image to look at
     pub image: PathBuf,
     /// Folder for index.html and the PNGs (created if missing)
@@ -30,8 +29,9 @@ pub struct DissectArgs {
 pub fn run(args: &DissectArgs) -> Result<String> {
     let preprocess = args.preprocess.preprocess()?;
     let image = preprocess.apply(&preprocess.load(&args.image)?)?;
-    let (model, _) = args.source.build(&Device::Cpu)?;
-    let labels = class_names(model.config().num_classes, args.source.weights.as_deref());
+    let source = args.source.source()?;
+    let (model, _) = source.open(&Device::Cpu)?;
+    let labels = source.class_names(model.config().num_classes());
     let dissection = dissect(&model, &image, &preprocess, &labels)?;
     let name = args.image.file_name().unwrap_or(args.image.as_os_str());
     report::write(&args.out, &dissection, &name.to_string_lossy())?;

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
 
-use crate::cli::bench::Engine;
-use crate::cli::model::ModelSource;
+use crate::cli::model::{EngineFlag, ModelFlags};
+use vgg::engine::PlanOptions;
 use vgg::error::{Error, Result};
 use vgg::io::write_atomically;
 use vgg::model::Mode;
@@ -14,7 +14,7 @@ use vgg::model::Mode;
 #[derive(Debug, Args)]
 pub struct ForwardArgs {
     #[command(flatten)]
-    pub source: ModelSource,
+    pub source: ModelFlags,
     /// Input array, NCHW float32 (.npy)
     #[arg(long, value_name = "FILE")]
     pub input: PathBuf,
@@ -29,28 +29,41 @@ pub struct ForwardArgs {
     pub train: bool,
     /// fast: the CPU engine (eval-mode logits); reference: the module-by-module model (our CPU ops on candle tensors, as training runs them)
     /// (always used for --layer and --train)
-    #[arg(long, value_enum, default_value_t = Engine::Fast)]
-    pub engine: Engine,
+    #[arg(long, value_enum, default_value_t = EngineFlag::Fast)]
+    pub engine: EngineFlag,
 }
 
 pub fn run(args: &ForwardArgs) -> Result<String> {
     let device = Device::Cpu;
     let input = read_input(&args.input)?;
-    let fast = args.engine == Engine::Fast && !args.train && args.layer.is_none();
+    let source = args.source.source()?;
+    let fast = args.engine == EngineFlag::Fast && !args.train && args.layer.is_none();
     let (name, output, report) = if fast {
-        let shape: [usize; 4] = input.dims().try_into().map_err(|_| {
+        let [n, c, h, w]: [usize; 4] = input.dims().try_into().map_err(|_| {
             Error::BadArgument(format!(
                 "expected an NCHW input, got shape {:?}",
                 input.dims()
             ))
         })?;
-        let (mut model, report) = args.source.build_fast(shape)?;
-        (model.config().name.clone(), model.forward(&input)?, report)
+        let (mut model, report) = source.open_fast(n, [h, w], PlanOptions::default())?;
+        let expected = model.config().in_channels();
+        if c != expected {
+            return Err(Error::ChannelMismatch {
+                model: model.config().name().to_string(),
+                expected,
+                got: c,
+            });
+        }
+        (
+            model.config().name().to_string(),
+            model.forward(&input)?,
+            report,
+        )
     } else {
-        let (model, report) = args.source.build(&device)?;
+        let (model, report) = source.open(&device)?;
         let mode = if args.train { Mode::Train } else { Mode::Eval };
         let output = model.forward_to(&input, mode, args.layer.as_deref())?;
-        (model.config().name.clone(), output, report)
+        (model.config().name().to_string(), output, report)
     };
     write_atomically(&args.output, |tmp| Ok(output.write_npy(tmp)?))?;
     let mut text = String::new();
@@ -67,12 +80,7 @@ pub fn run(args: &ForwardArgs) -> Result<String> {
 }
 
 fn read_input(path: &std::path::Path) -> Result<Tensor> {
-    if !path.exists() {
-        return Err(Error::BadArgument(format!(
-            "input {} does not exist",
-            path.display()
-        )));
-    }
+    std::fs::metadata(path).map_err(|e| Error::io(path, "cannot read input", e))?;
     let tensor = Tensor::read_npy(path).map_err(|e| Error::BadWeights {
         path: path.display().to_string(),
         why: format!("not a readable .npy array: {e}"),

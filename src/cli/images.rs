@@ -2,8 +2,7 @@
 
 use clap::Args;
 
-use crate::cli::bench::Engine;
-use crate::cli::model::ModelSource;
+use crate::cli::model::{EngineFlag, ModelFlags};
 use vgg::data::preprocess::Preprocess;
 use vgg::error::{Error, Result};
 use vgg::infer::Classifier;
@@ -57,20 +56,17 @@ pub struct ClassifierArgs {
     #[command(flatten)]
     pub preprocess: PreprocessArgs,
     /// fast: the CPU engine; reference: the module-by-module model (our CPU ops on candle tensors, as training runs them)
-    #[arg(long, value_enum, default_value_t = Engine::Fast)]
-    pub engine: Engine,
+    #[arg(long, value_enum, default_value_t = EngineFlag::Fast)]
+    pub engine: EngineFlag,
 }
 
 impl ClassifierArgs {
-    /// The model from `source`, ready for batches of up to `batch_size` images, and the
+    /// The model `flags` name, ready for batches of up to `batch_size` images, and the
     /// preprocessing that makes them.
-    pub fn build(
-        &self,
-        source: &ModelSource,
-        batch_size: usize,
-    ) -> Result<(Classifier, Preprocess)> {
+    pub fn build(&self, flags: &ModelFlags, batch_size: usize) -> Result<(Classifier, Preprocess)> {
         let preprocess = self.preprocess.preprocess()?;
-        let backend = source.backend(self.engine, batch_size, preprocess.crop)?;
+        let size = [preprocess.crop, preprocess.crop];
+        let backend = (flags.source()?).backend(self.engine.into(), batch_size, size)?;
         let classifier = Classifier {
             backend,
             tta_flip: self.tta.is_some(),

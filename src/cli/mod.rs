@@ -101,17 +101,16 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// Sizes rayon's global pool (the engine's and candle's workers) and tells candle's gemm.
+/// Sizes the library's thread pool, and candle's (which reads the environment).
 fn set_threads(threads: usize) -> Result<()> {
-    if threads == 0 {
-        return Err(Error::BadArgument("--threads must be at least 1".into()));
+    if threads > 0 {
+        // SAFETY: called before any other thread exists.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
     }
-    // SAFETY: called before any other thread exists; candle reads this variable for its gemm.
-    unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .map_err(|e| Error::BadArgument(format!("cannot set up {threads} threads: {e}")))
+    vgg::threads::set_num_threads(threads).map_err(|e| match e {
+        Error::BadArgument(why) => Error::BadArgument(format!("--threads: {why}")),
+        other => other,
+    })
 }
 
 fn outcome(all_ok: bool) -> Outcome {

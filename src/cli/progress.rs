@@ -1,4 +1,6 @@
-//! Progress on the terminal: indicatif bars on stderr, hidden when stderr is not a terminal.
+//! Progress on the terminal: an indicatif bar on stderr per phase of a long call (images,
+//! epochs, validation), hidden when stderr is not a terminal, with the call's messages
+//! printed above it.
 
 use std::cell::RefCell;
 use std::io::IsTerminal;
@@ -6,31 +8,31 @@ use std::io::IsTerminal;
 use indicatif::{ProgressBar, ProgressStyle};
 use vgg::progress::Progress;
 
-/// Shows progress on a terminal when there are more than a handful of images.
-pub fn progress_bar(total: usize, what: &str) -> ProgressBar {
-    if total <= 8 || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let style = ProgressStyle::with_template(&format!(
-        "{{bar:40}} {{pos}}/{{len}} {what} {{per_sec}} ETA {{eta}}"
-    ))
-    .expect("valid template");
-    ProgressBar::new(total as u64).with_style(style)
-}
+/// Phases this short are over before a bar would tell anything.
+const MIN_ITEMS_SHOWN: usize = 9;
 
-/// A bar per phase of a training run (loss, accuracy, images/s and ETA), with the run's
-/// lines printed above it.
 #[derive(Default)]
-pub struct TrainingBar {
+pub struct Bar {
     bar: RefCell<Option<ProgressBar>>,
 }
 
-impl Progress for TrainingBar {
+impl Bar {
+    /// Runs `print` with the bar out of the way, so output lines do not tear it.
+    pub fn suspend<R>(&self, print: impl FnOnce() -> R) -> R {
+        match &*self.bar.borrow() {
+            Some(bar) => bar.suspend(print),
+            None => print(),
+        }
+    }
+}
+
+impl Progress for Bar {
     fn begin(&self, total: usize, label: &str) {
-        let bar = if std::io::stderr().is_terminal() {
-            let style =
-                ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} {msg} ETA {eta}")
-                    .expect("valid template");
+        let bar = if total >= MIN_ITEMS_SHOWN && std::io::stderr().is_terminal() {
+            let style = ProgressStyle::with_template(
+                "{prefix} {bar:30} {pos}/{len} {msg} {per_sec} ETA {eta}",
+            )
+            .expect("valid template");
             ProgressBar::new(total as u64)
                 .with_style(style)
                 .with_prefix(label.to_string())
@@ -54,9 +56,6 @@ impl Progress for TrainingBar {
     }
 
     fn message(&self, line: &str) {
-        match &*self.bar.borrow() {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
-        }
+        self.suspend(|| eprintln!("{line}"));
     }
 }

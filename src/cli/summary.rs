@@ -54,7 +54,6 @@ pub struct SummaryArgs {
 }
 
 pub fn run(args: &SummaryArgs) -> Result<String> {
-    let mut config = config(args)?;
     let shape = parse_shape(&args.input)?;
     let (batch, chw) = match (shape.as_slice(), args.batch_size) {
         (&[c, h, w], batch) => (batch, [c, h, w]),
@@ -70,7 +69,7 @@ pub fn run(args: &SummaryArgs) -> Result<String> {
     if batch == Some(0) {
         return Err(Error::BadArgument("--batch-size must be at least 1".into()));
     }
-    config.in_channels = chw[0];
+    let config = config(args)?.with_in_channels(chw[0])?;
     if args.format != Format::Torchinfo && args.columns.is_some() {
         return Err(Error::BadArgument(
             "--columns applies to --format torchinfo".into(),

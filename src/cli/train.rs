@@ -7,15 +7,14 @@ use clap::{Args, ValueEnum};
 
 use crate::cli::args::Part;
 use crate::cli::images::PreprocessArgs;
-use crate::cli::model::ModelSource;
-use crate::cli::progress::TrainingBar;
-use vgg::data::cifar;
+use crate::cli::model::ModelFlags;
+use crate::cli::progress::Bar;
 use vgg::error::{Error, Result};
 use vgg::model::Vgg;
-use vgg::model::layers::{LayerKind, LayerSpec};
-use vgg::train::schedule::{LrSchedule, Schedule};
-use vgg::train::trainer::{BEST, LAST, OptimizerOptions, TrainOptions, Trainer};
-use vgg::weights::{self, load::load};
+use vgg::train::request::{
+    OptimizerKind as Optimizer, ScheduleKind as Schedule, TrainRequest, defaults,
+};
+use vgg::train::trainer::{BEST, LAST, Trainer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OptimizerKind {
@@ -51,7 +50,7 @@ const RUN_FLAGS: [&str; 11] = [
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     #[command(flatten)]
-    pub source: ModelSource,
+    pub source: ModelFlags,
     /// CIFAR-10/100 binary folder, ImageFolder with train/ and val/, or ImageFolder + --val-split
     #[arg(long, value_name = "DIR", required_unless_present = "resume")]
     pub data: Option<PathBuf>,
@@ -67,15 +66,15 @@ pub struct TrainArgs {
     /// Epochs in all [default: 30; a resumed run keeps its own unless given]
     #[arg(long, value_name = "E")]
     pub epochs: Option<usize>,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = defaults::BATCH_SIZE)]
     pub batch_size: usize,
     #[arg(long, value_enum, default_value_t = OptimizerKind::Sgd)]
     pub optimizer: OptimizerKind,
     /// Base learning rate
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = defaults::LR)]
     pub lr: f64,
     /// SGD momentum
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = defaults::MOMENTUM)]
     pub momentum: f64,
     /// SGD dampening
     #[arg(long, default_value_t = 0.0)]
@@ -89,16 +88,16 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = ScheduleKind::Plateau)]
     pub schedule: ScheduleKind,
     /// Rate multiplier of the step, multistep and plateau schedules
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = defaults::GAMMA)]
     pub gamma: f64,
     /// Epochs between steps (step schedule)
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = defaults::STEP_SIZE)]
     pub step_size: usize,
     /// Epochs at which to multiply by --gamma (multistep), e.g. 30,60
     #[arg(long, value_name = "E,E", value_delimiter = ',')]
     pub milestones: Vec<usize>,
     /// Epochs without improvement before the plateau schedule lowers the rate
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = defaults::PATIENCE)]
     pub patience: usize,
     /// Lowest rate of the cosine schedule
     #[arg(long, default_value_t = 0.0)]
@@ -124,8 +123,6 @@ pub struct TrainArgs {
     pub preprocess: PreprocessArgs,
 }
 
-const DEFAULT_EPOCHS: usize = 30;
-
 pub fn run(args: &TrainArgs) -> Result<String> {
     vgg::train::memory::keep_freed_memory();
     let device = Device::Cpu;
@@ -136,7 +133,7 @@ pub fn run(args: &TrainArgs) -> Result<String> {
                 args.data.as_deref().expect("clap requires --data"),
                 args.out.as_deref().expect("clap requires --out"),
             );
-            let options = options(args, data)?;
+            let options = request(args, data)?.options()?;
             Trainer::new(model(&args.source, &device)?, options, out)?
         }
     };
@@ -150,18 +147,13 @@ pub fn run(args: &TrainArgs) -> Result<String> {
              than {done}) to continue it\n"
         ));
     }
-    trainer.run(&TrainingBar::default())?;
-    let run = trainer.run_state();
+    trainer.run(&Bar::default())?;
     let out = args
         .resume
         .as_deref()
         .or(args.out.as_deref())
         .unwrap_or(Path::new("."));
-    // The epoch best.safetensors holds: the first to reach the highest validation top-1.
-    let best = run
-        .history
-        .iter()
-        .reduce(|best, m| if m.val_top1 > best.val_top1 { m } else { best })
+    let best = (trainer.run_state().best_epoch())
         .ok_or_else(|| Error::BadArgument("no epoch was trained".into()))?;
     Ok(format!(
         "best validation top-1 {:.2}% (top-5 {:.2}%) at epoch {}: {}\nlast: {}\nmetrics: {}\n",
@@ -174,111 +166,58 @@ pub fn run(args: &TrainArgs) -> Result<String> {
     ))
 }
 
-fn options(args: &TrainArgs, data: &Path) -> Result<TrainOptions> {
-    let epochs = args.epochs.unwrap_or(DEFAULT_EPOCHS);
-    let mut preprocess = args.preprocess.preprocess()?;
-    let small = cifar::locate(data).is_some() && args.preprocess.crop.is_none();
-    if small {
-        preprocess.crop = 32;
-    }
-    if args.preprocess.resize.is_none() && preprocess.crop <= 64 {
-        preprocess.resize = preprocess.crop; // small images: no resize margin, as for CIFAR
-    }
-    let weight_decay = args.weight_decay.unwrap_or(match args.optimizer {
-        OptimizerKind::Sgd => 5e-4,
-        OptimizerKind::Adamw => 1e-2,
-    });
-    let optimizer = match args.optimizer {
-        OptimizerKind::Sgd => OptimizerOptions::Sgd {
-            momentum: args.momentum,
-            dampening: args.dampening,
-            weight_decay,
-            nesterov: args.nesterov,
-        },
-        OptimizerKind::Adamw => OptimizerOptions::AdamW {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay,
-        },
-    };
-    let schedule = match args.schedule {
-        ScheduleKind::Plateau | ScheduleKind::Constant => Schedule::Constant,
-        ScheduleKind::Cosine => Schedule::Cosine {
-            t_max: epochs.saturating_sub(args.warmup_epochs).max(1),
-            eta_min: args.min_lr,
-        },
-        ScheduleKind::Step => Schedule::Step {
-            step_size: args.step_size,
-            gamma: args.gamma,
-        },
-        ScheduleKind::Multistep => Schedule::MultiStep {
-            milestones: args.milestones.clone(),
-            gamma: args.gamma,
-        },
-    };
-    Ok(TrainOptions {
-        data: data.to_path_buf(),
+/// The run the flags ask for.
+fn request(args: &TrainArgs, data: &Path) -> Result<TrainRequest> {
+    Ok(TrainRequest {
         val_split: args.val_split,
-        epochs,
+        epochs: args.epochs.unwrap_or(defaults::EPOCHS),
         batch_size: args.batch_size,
-        optimizer,
-        schedule: LrSchedule {
-            base: args.lr,
-            schedule,
-            warmup: (args.warmup_epochs > 0).then_some((args.warmup_epochs, 0.1)),
+        optimizer: match args.optimizer {
+            OptimizerKind::Sgd => Optimizer::Sgd,
+            OptimizerKind::Adamw => Optimizer::AdamW,
         },
-        plateau: (args.schedule == ScheduleKind::Plateau).then_some((args.gamma, args.patience)),
+        lr: args.lr,
+        momentum: args.momentum,
+        dampening: args.dampening,
+        nesterov: args.nesterov,
+        weight_decay: args.weight_decay,
+        schedule: match args.schedule {
+            ScheduleKind::Plateau => Schedule::Plateau,
+            ScheduleKind::Cosine => Schedule::Cosine,
+            ScheduleKind::Step => Schedule::Step,
+            ScheduleKind::Multistep => Schedule::MultiStep,
+            ScheduleKind::Constant => Schedule::Constant,
+        },
+        gamma: args.gamma,
+        step_size: args.step_size,
+        milestones: args.milestones.clone(),
+        patience: args.patience,
+        min_lr: args.min_lr,
+        warmup_epochs: args.warmup_epochs,
         label_smoothing: args.label_smoothing,
         clip_grad_norm: args.clip_grad_norm,
-        seed: args.source.seed,
         freeze: args.freeze.map(Into::into),
         augment: args.augment.clone(),
         flip: !args.no_flip,
-        preprocess,
+        // Resize and crop left unset are the library's to choose from the data.
+        preprocess: args.preprocess.preprocess()?,
+        resize: args.preprocess.resize,
+        crop: args.preprocess.crop,
+        seed: args.source.seed,
+        ..TrainRequest::new(data)
     })
 }
 
-/// A fresh model, or one initialised from `--weights` for fine-tuning: when the class count
-/// differs, the last linear layer keeps its fresh initialisation; anything else that does
-/// not fit is an error (or skipped with --non-strict).
-fn model(source: &ModelSource, device: &Device) -> Result<Vgg> {
-    let Some(path) = &source.weights else {
-        return Ok(source.build(device)?.0);
-    };
-    let mut state = weights::read(path)?;
-    let config = source.config_for(&state.shapes())?;
-    let layers = vgg::model::layers::build_layers(&config);
-    let last = layers
-        .iter()
-        .rev()
-        .find(|l| matches!(l.kind, LayerKind::Linear { .. }))
-        .map(LayerSpec::path);
-    let replaced: Vec<String> = match last {
-        Some(last) => state
-            .tensors
-            .iter()
-            .filter(|(key, t)| {
-                key.starts_with(&format!("{last}.")) && t.dim(0).ok() != Some(config.num_classes)
-            })
-            .map(|(key, _)| key.clone())
-            .collect(),
-        None => Vec::new(),
-    };
-    state.tensors.retain(|(key, _)| !replaced.contains(key));
-    let (model, report) = load(config, state, false, source.seed, device)?;
-    let unexplained = report.missing.iter().any(|k| !replaced.contains(k))
-        || !report.unexpected.is_empty()
-        || !report.mismatched.is_empty();
-    if unexplained && !source.non_strict {
-        return Err(Error::mismatch(report));
-    }
-    if !replaced.is_empty() {
+/// A fresh model, or one initialised from `--weights` for fine-tuning (the library says
+/// which head tensors it re-initialised).
+fn model(flags: &ModelFlags, device: &Device) -> Result<Vgg> {
+    let start = flags.source()?.open_for_fine_tuning(device)?;
+    if !start.reinitialised.is_empty() {
         eprintln!(
             "fine-tuning: {} re-initialised for {} classes",
-            replaced.join(", "),
-            model.config().num_classes
+            start.reinitialised.join(", "),
+            start.model.config().num_classes()
         );
     }
-    Ok(model)
+    Ok(start.model)
 }

@@ -42,20 +42,20 @@ pub fn run(args: &WeightsArgs) -> Result<String> {
         Ok(c) => {
             out += &format!(
                 "detected: {}{} (num_classes {}, in_channels {}, hidden {}, pool {})\n",
-                c.name,
-                if c.name == "custom" {
+                c.name(),
+                if c.name() == "custom" {
                     format!(
                         " --cfg {}{}",
-                        vgg::model::config::cfg_string(&c.features),
-                        if c.batch_norm { " --batch-norm" } else { "" }
+                        vgg::model::config::cfg_string(c.features()),
+                        if c.batch_norm() { " --batch-norm" } else { "" }
                     )
                 } else {
                     String::new()
                 },
-                c.num_classes,
-                c.in_channels,
-                c.hidden,
-                c.pool
+                c.num_classes(),
+                c.in_channels(),
+                c.hidden(),
+                c.pool()
             )
         }
         Err(e) => out += &format!("detected: nothing ({e})\n"),
@@ -71,10 +71,10 @@ pub fn run(args: &WeightsArgs) -> Result<String> {
     if report.is_exact() {
         out += &format!(
             "matches {}: yes, every key and shape fits (strict load)\n",
-            config.name
+            config.name()
         );
     } else {
-        out += &format!("matches {}: no\n{report}\n", config.name);
+        out += &format!("matches {}: no\n{report}\n", config.name());
     }
     Ok(out)
 }

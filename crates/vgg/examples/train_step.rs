@@ -11,22 +11,21 @@ use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor, Var};
 use vgg::train::optim::{Sgd, SgdConfig};
-use vgg::{Mode, Vgg, VggConfig};
+use vgg::{ConfigOverrides, Mode, Vgg, VggConfig};
 
 fn config(arch: &str) -> vgg::Result<VggConfig> {
-    let base = if arch == "small" {
-        VggConfig {
-            hidden: 256,
-            pool: 1,
-            ..VggConfig::custom("32,M,64,M,128,128,M,256,256,M", true)?
-        }
+    let (base, hidden, pool) = if arch == "small" {
+        let cfg = "32,M,64,M,128,128,M,256,256,M";
+        (VggConfig::custom(cfg, true)?, Some(256), Some(1))
     } else {
-        VggConfig::from_arch(arch.parse()?)
+        (VggConfig::from_arch(arch.parse()?), None, None)
     };
-    Ok(VggConfig {
-        num_classes: 10,
-        dropout: 0.5,
-        ..base
+    base.with_overrides(&ConfigOverrides {
+        hidden,
+        pool,
+        num_classes: Some(10),
+        dropout: Some(0.5),
+        in_channels: None,
     })
 }
 

@@ -47,6 +47,18 @@ pub enum Error {
     #[error("{0}")]
     BadArgument(String),
 
+    /// Writing an output failed; `path` is the file the caller asked for (never the
+    /// temporary file an atomic write goes through).
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+
+    /// The CPU engine refused a network or a buffer.
+    #[error("engine: {0}")]
+    Engine(#[from] crate::engine::EngineError),
+
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -77,6 +89,21 @@ impl Error {
             path: path.display().to_string(),
             source,
         }
+    }
+}
+
+impl Error {
+    /// A failed write of `path`.
+    pub fn write(path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Write {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// A failed write of `path` for a reason that is not an I/O error (an encoder's).
+    pub fn cannot_encode(path: &std::path::Path, why: impl std::fmt::Display) -> Self {
+        Self::write(path, std::io::Error::other(why.to_string()))
     }
 }
 

@@ -12,11 +12,29 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) ->
     let tmp = temporary_path(path);
     let result = write(&tmp)
         .and_then(|()| sync(&tmp))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "cannot write", e)));
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::write(path, e)))
+        .map_err(|e| for_requested_path(e, path, &tmp));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// An error of the write to `tmp` as the user sees it: a failure to write `path`.
+fn for_requested_path(error: Error, path: &Path, tmp: &Path) -> Error {
+    let tmp = tmp.display().to_string();
+    match error {
+        Error::Io {
+            path: p, source, ..
+        }
+        | Error::Write { path: p, source }
+            if p == tmp =>
+        {
+            Error::write(path, source)
+        }
+        Error::Candle(candle_core::Error::Io(source)) => Error::write(path, source),
+        other => other,
+    }
 }
 
 /// Flushes the file's data, so that after the rename the new name never points at a file

@@ -24,13 +24,9 @@ pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
             walk(input, &mut found)?;
             found.sort();
             paths.extend(found);
-        } else if input.exists() {
-            paths.push(input.clone());
         } else {
-            return Err(Error::BadArgument(format!(
-                "{} does not exist",
-                input.display()
-            )));
+            std::fs::metadata(input).map_err(|e| Error::io(input, "cannot read", e))?;
+            paths.push(input.clone());
         }
     }
     Ok(paths)

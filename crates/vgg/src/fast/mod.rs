@@ -56,8 +56,7 @@ impl FastVgg {
         let layers = crate::model::layers::build_layers(&config);
         propagate_shapes(&config, &layers, [c, h, w])?;
         let spec = network_spec(&config, take)?;
-        let plan = Plan::with_options(spec, n, c, h, w, options)
-            .map_err(|e| Error::BadArgument(format!("engine: {e}")))?;
+        let plan = Plan::with_options(spec, n, c, h, w, options)?;
         Ok(FastVgg {
             config,
             input,
@@ -87,17 +86,15 @@ impl FastVgg {
         let logits = self.forward_slice(&input)?;
         Ok(Tensor::from_vec(
             logits,
-            (self.input[0], self.config.num_classes),
+            (self.input[0], self.config.num_classes()),
             &Device::Cpu,
         )?)
     }
 
     /// Logits for a flat NCHW input, row-major `[N, num_classes]`.
     pub fn forward_slice(&mut self, input: &[f32]) -> Result<Vec<f32>> {
-        let mut out = vec![0.0; self.input[0] * self.config.num_classes];
-        self.plan
-            .run(input, &mut out)
-            .map_err(|e| Error::BadArgument(format!("engine: {e}")))?;
+        let mut out = vec![0.0; self.input[0] * self.config.num_classes()];
+        self.plan.run(input, &mut out)?;
         Ok(out)
     }
 

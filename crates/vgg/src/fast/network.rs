@@ -7,9 +7,6 @@ use crate::error::{Error, Result};
 use crate::model::VggConfig;
 use crate::model::layers::{LayerKind, build_layers};
 
-/// PyTorch's BatchNorm2d epsilon.
-const BN_EPS: f32 = 1e-5;
-
 /// Builds the engine's description of `config`; `take(key)` hands over each tensor
 /// (f32, row-major, torchvision's shape) and is called once per key.
 pub fn network_spec(
@@ -18,7 +15,7 @@ pub fn network_spec(
 ) -> Result<NetworkSpec> {
     let mut spec = NetworkSpec {
         features: Vec::new(),
-        pool: config.pool,
+        pool: config.pool(),
         classifier: Vec::new(),
     };
     for layer in build_layers(config) {
@@ -34,7 +31,7 @@ pub fn network_spec(
                 bias: take(&format!("{path}.bias"))?,
                 relu: false,
             }),
-            LayerKind::BatchNorm2d { .. } => {
+            LayerKind::BatchNorm2d { eps, .. } => {
                 let Some(FeatureOp::Conv3x3 { weight, bias, .. }) = spec.features.last_mut() else {
                     return Err(Error::BadArgument(format!(
                         "{path}: batch norm without a convolution before it"
@@ -48,7 +45,8 @@ pub fn network_spec(
                     &bn("bias")?,
                     &bn("running_mean")?,
                     &bn("running_var")?,
-                );
+                    eps as f32,
+                )?;
             }
             LayerKind::ReLU => match (spec.features.last_mut(), spec.classifier.last_mut()) {
                 (_, Some(linear)) => linear.relu = true,
@@ -87,11 +85,19 @@ fn fold_batch_norm(
     beta: &[f32],
     mean: &[f32],
     var: &[f32],
-) {
-    let per_channel = weight.len() / bias.len().max(1);
-    for (c, filter) in weight.chunks_mut(per_channel).enumerate() {
-        let scale = gamma[c] / (var[c] + BN_EPS).sqrt();
+    eps: f32,
+) -> Result<()> {
+    let channels = bias.len();
+    let fits = [gamma, beta, mean, var].iter().all(|t| t.len() == channels);
+    if channels == 0 || !weight.len().is_multiple_of(channels) || !fits {
+        return Err(Error::BadConfig(format!(
+            "batch norm over {channels} channels does not fit its convolution"
+        )));
+    }
+    for (c, filter) in weight.chunks_mut(weight.len() / channels).enumerate() {
+        let scale = gamma[c] / (var[c] + eps).sqrt();
         filter.iter_mut().for_each(|w| *w *= scale);
         bias[c] = (bias[c] - mean[c]) * scale + beta[c];
     }
+    Ok(())
 }

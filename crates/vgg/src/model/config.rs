@@ -154,10 +154,35 @@ pub fn parse_cfg(text: &str) -> Result<Vec<CfgItem>> {
             },
         })
         .collect::<Result<Vec<_>>>()?;
-    if !items.iter().any(|i| matches!(i, CfgItem::Conv(_))) {
-        return Err(bad("it needs at least one convolution".into()));
-    }
+    check_features(&items).map_err(|e| match e {
+        Error::BadConfig(why) => bad(why),
+        other => other,
+    })?;
     Ok(items)
+}
+
+/// A feature list has at least one convolution, no empty ones, and a bounded length.
+fn check_features(features: &[CfgItem]) -> Result<()> {
+    if !features.iter().any(|i| matches!(i, CfgItem::Conv(_))) {
+        return Err(Error::BadConfig(
+            "the features need at least one convolution".into(),
+        ));
+    }
+    if features.len() > MAX_FEATURES {
+        return Err(Error::BadConfig(format!(
+            "the features have {} entries; at most {MAX_FEATURES} are accepted",
+            features.len()
+        )));
+    }
+    match features.iter().find_map(|i| match i {
+        CfgItem::Conv(c) if !(1..=MAX_WIDTH).contains(c) => Some(*c),
+        _ => None,
+    }) {
+        Some(c) => Err(Error::BadConfig(format!(
+            "a convolution needs 1..={MAX_WIDTH} channels, got {c}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The cfg in `--cfg` syntax (`64,M,128,M`).
@@ -187,27 +212,66 @@ mod cfg_text {
     }
 }
 
-/// Everything that determines a VGG network's layers and parameter shapes.
+/// Everything that determines a VGG network's layers and parameter shapes. Built only
+/// through constructors that validate it ([`VggConfig::from_arch`], [`VggConfig::custom`],
+/// [`VggConfig::new`], [`VggConfig::with_overrides`], deserialisation), so every config a
+/// library call sees describes a network that can be built.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct VggConfig {
-    /// `vgg16`, `vgg11_bn`, … or `custom`.
-    pub name: String,
+#[serde(try_from = "Fields", into = "Fields")]
+pub struct VggConfig(Fields);
+
+/// [`VggConfig`]'s contents; stored and read as they are, checked on the way in.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Fields {
+    name: String,
     #[serde(with = "cfg_text")]
-    pub features: Vec<CfgItem>,
-    pub batch_norm: bool,
-    pub in_channels: usize,
-    pub num_classes: usize,
-    pub dropout: f64,
-    /// Width of the two hidden classifier layers (4096 in torchvision).
-    pub hidden: usize,
-    /// Output size of the adaptive average pool (7 in torchvision).
-    pub pool: usize,
+    features: Vec<CfgItem>,
+    batch_norm: bool,
+    in_channels: usize,
+    num_classes: usize,
+    dropout: f64,
+    hidden: usize,
+    pool: usize,
 }
+
+impl TryFrom<Fields> for VggConfig {
+    type Error = Error;
+
+    fn try_from(fields: Fields) -> Result<Self> {
+        let config = VggConfig(fields);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl From<VggConfig> for Fields {
+    fn from(config: VggConfig) -> Fields {
+        config.0
+    }
+}
+
+/// Changes to a config's input and head; `None` keeps the config's own value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigOverrides {
+    pub in_channels: Option<usize>,
+    pub num_classes: Option<usize>,
+    pub dropout: Option<f64>,
+    /// Width of the two hidden classifier layers.
+    pub hidden: Option<usize>,
+    /// Output size of the adaptive average pool.
+    pub pool: Option<usize>,
+}
+
+/// Largest channel count, class count, hidden width or pool size accepted: far beyond any
+/// real VGG, small enough that no shape or parameter count overflows.
+pub const MAX_WIDTH: usize = 1 << 20;
+/// Most entries in a feature config.
+pub const MAX_FEATURES: usize = 1 << 10;
 
 impl VggConfig {
     /// torchvision's model with its defaults (1000 classes, dropout 0.5, RGB input).
     pub fn from_arch(arch: Arch) -> Self {
-        VggConfig {
+        VggConfig(Fields {
             name: arch.name().to_string(),
             features: arch.cfg(),
             batch_norm: arch.batch_norm(),
@@ -216,48 +280,125 @@ impl VggConfig {
             dropout: 0.5,
             hidden: 4096,
             pool: 7,
-        }
+        })
     }
 
     /// A VGG-style network from a configuration string, with torchvision's other defaults.
     pub fn custom(cfg: &str, batch_norm: bool) -> Result<Self> {
-        Ok(VggConfig {
-            name: "custom".to_string(),
-            features: parse_cfg(cfg)?,
+        Self::new("custom", parse_cfg(cfg)?, batch_norm)
+    }
+
+    /// A network of these features with torchvision's head and input; named `name`
+    /// (an arch's name only when the features are that arch's).
+    pub fn new(name: &str, features: Vec<CfgItem>, batch_norm: bool) -> Result<Self> {
+        VggConfig::try_from(Fields {
+            name: name.to_string(),
+            features,
             batch_norm,
-            ..VggConfig::from_arch(Arch::Vgg11)
+            ..VggConfig::from_arch(Arch::Vgg11).0
         })
+    }
+
+    /// This config with `overrides` applied, checked.
+    pub fn with_overrides(&self, overrides: &ConfigOverrides) -> Result<Self> {
+        let f = &self.0;
+        VggConfig::try_from(Fields {
+            in_channels: overrides.in_channels.unwrap_or(f.in_channels),
+            num_classes: overrides.num_classes.unwrap_or(f.num_classes),
+            dropout: overrides.dropout.unwrap_or(f.dropout),
+            hidden: overrides.hidden.unwrap_or(f.hidden),
+            pool: overrides.pool.unwrap_or(f.pool),
+            ..f.clone()
+        })
+    }
+
+    /// This config for `num_classes` outputs.
+    pub fn with_num_classes(&self, num_classes: usize) -> Result<Self> {
+        self.with_overrides(&ConfigOverrides {
+            num_classes: Some(num_classes),
+            ..ConfigOverrides::default()
+        })
+    }
+
+    /// This config for input images of `in_channels` channels.
+    pub fn with_in_channels(&self, in_channels: usize) -> Result<Self> {
+        self.with_overrides(&ConfigOverrides {
+            in_channels: Some(in_channels),
+            ..ConfigOverrides::default()
+        })
+    }
+
+    /// `vgg16`, `vgg11_bn`, … or `custom`.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    pub fn features(&self) -> &[CfgItem] {
+        &self.0.features
+    }
+
+    pub fn batch_norm(&self) -> bool {
+        self.0.batch_norm
+    }
+
+    pub fn in_channels(&self) -> usize {
+        self.0.in_channels
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.0.num_classes
+    }
+
+    /// Dropout probability of the classifier's two dropout layers.
+    pub fn dropout(&self) -> f64 {
+        self.0.dropout
+    }
+
+    /// Width of the two hidden classifier layers (4096 in torchvision).
+    pub fn hidden(&self) -> usize {
+        self.0.hidden
+    }
+
+    /// Output size of the adaptive average pool (7 in torchvision).
+    pub fn pool(&self) -> usize {
+        self.0.pool
     }
 
     /// The named arch this config is exactly, if any.
     pub fn arch(&self) -> Option<Arch> {
-        Arch::ALL.into_iter().find(|a| a.name() == self.name)
+        Arch::ALL.into_iter().find(|a| a.name() == self.0.name)
     }
 
-    /// Checks the numbers a user can set; every constructor path ends here.
-    pub fn validate(&self) -> Result<()> {
-        let positive = [
-            ("num_classes", self.num_classes),
-            ("in_channels", self.in_channels),
-            ("hidden", self.hidden),
-            ("pool", self.pool),
+    /// Checks everything a user or a file can set; every constructor ends here.
+    fn validate(&self) -> Result<()> {
+        let sizes = [
+            ("num_classes", self.0.num_classes),
+            ("in_channels", self.0.in_channels),
+            ("hidden", self.0.hidden),
+            ("pool", self.0.pool),
         ];
-        for (what, value) in positive {
+        for (what, value) in sizes {
             if value == 0 {
                 return Err(Error::BadConfig(format!("{what} must be at least 1")));
             }
+            if value > MAX_WIDTH {
+                return Err(Error::BadConfig(format!(
+                    "{what} must be at most {MAX_WIDTH}, got {value}"
+                )));
+            }
         }
-        if !(0.0..1.0).contains(&self.dropout) {
+        if !(0.0..1.0).contains(&self.0.dropout) {
             return Err(Error::BadConfig(format!(
                 "dropout must be in [0, 1), got {}",
-                self.dropout
+                self.0.dropout
             )));
         }
-        Ok(())
+        check_features(&self.0.features)
     }
 
     pub fn num_pools(&self) -> usize {
-        self.features
+        self.0
+            .features
             .iter()
             .filter(|i| matches!(i, CfgItem::Pool))
             .count()
@@ -265,14 +406,15 @@ impl VggConfig {
 
     /// Channels of the last convolution: what the classifier sees per pooled cell.
     pub fn out_channels(&self) -> usize {
-        self.features
+        self.0
+            .features
             .iter()
             .rev()
             .find_map(|i| match i {
                 CfgItem::Conv(c) => Some(*c),
                 CfgItem::Pool => None,
             })
-            .unwrap_or(self.in_channels)
+            .unwrap_or(self.0.in_channels)
     }
 
     /// Smallest height and width that survive every 2×2 max-pool with at least one pixel.
@@ -306,8 +448,8 @@ mod tests {
         for arch in Arch::ALL {
             let config = VggConfig::from_arch(arch);
             assert_eq!(
-                parse_cfg(&cfg_string(&config.features)).unwrap(),
-                config.features
+                parse_cfg(&cfg_string(config.features())).unwrap(),
+                config.features()
             );
         }
     }
@@ -321,6 +463,54 @@ mod tests {
         for bad in ["", "M,M", "32,X", "0,M", "32,,M", "-4"] {
             assert!(parse_cfg(bad).is_err(), "{bad}");
         }
+    }
+
+    /// No constructor, override or deserialisation yields a config that cannot be built.
+    #[test]
+    fn invalid_configs_cannot_be_made() {
+        let vgg11 = VggConfig::from_arch(Arch::Vgg11);
+        assert!(VggConfig::new("custom", vec![], false).is_err());
+        assert!(VggConfig::new("custom", vec![CfgItem::Pool], false).is_err());
+        assert!(VggConfig::new("custom", vec![CfgItem::Conv(0)], false).is_err());
+        assert!(VggConfig::new("custom", vec![CfgItem::Conv(MAX_WIDTH + 1)], false).is_err());
+        for overrides in [
+            ConfigOverrides {
+                num_classes: Some(0),
+                ..Default::default()
+            },
+            ConfigOverrides {
+                in_channels: Some(0),
+                ..Default::default()
+            },
+            ConfigOverrides {
+                hidden: Some(MAX_WIDTH + 1),
+                ..Default::default()
+            },
+            ConfigOverrides {
+                pool: Some(0),
+                ..Default::default()
+            },
+            ConfigOverrides {
+                dropout: Some(1.0),
+                ..Default::default()
+            },
+            ConfigOverrides {
+                dropout: Some(f64::NAN),
+                ..Default::default()
+            },
+        ] {
+            assert!(vgg11.with_overrides(&overrides).is_err(), "{overrides:?}");
+        }
+        let json = serde_json::to_value(&vgg11).unwrap();
+        assert_eq!(json["features"], "64,M,128,M,256,256,M,512,512,M,512,512,M");
+        let back: VggConfig = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, vgg11);
+        let mut bad = json;
+        bad["hidden"] = 0.into();
+        let err = serde_json::from_value::<VggConfig>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hidden must be at least 1"), "{err}");
     }
 
     #[test]

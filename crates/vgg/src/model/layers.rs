@@ -5,6 +5,11 @@
 use crate::error::{Error, Result};
 use crate::model::config::{CfgItem, VggConfig};
 
+/// `nn.BatchNorm2d`'s defaults, which torchvision's VGGs use: set here once, read from the
+/// layer list by every path that normalises (reference model, training, engine folding).
+pub const BN_EPS: f64 = 1e-5;
+pub const BN_MOMENTUM: f64 = 0.1;
+
 /// The top-level children of torchvision's `VGG` module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -34,6 +39,10 @@ pub enum LayerKind {
     },
     BatchNorm2d {
         channels: usize,
+        /// Added to the variance before the square root.
+        eps: f64,
+        /// Weight of the batch statistics in the running-statistics update.
+        momentum: f64,
     },
     ReLU,
     MaxPool2d,
@@ -102,7 +111,7 @@ impl LayerKind {
                 param("weight", vec![out_channels, in_channels, 3, 3]),
                 param("bias", vec![out_channels]),
             ],
-            LayerKind::BatchNorm2d { channels } => vec![
+            LayerKind::BatchNorm2d { channels, .. } => vec![
                 param("weight", vec![channels]),
                 param("bias", vec![channels]),
                 buffer("running_mean", vec![channels]),
@@ -217,8 +226,8 @@ impl LayerSpec {
 /// Builds the layer list exactly as torchvision's `make_layers` and `VGG.__init__` do.
 pub fn build_layers(config: &VggConfig) -> Vec<LayerSpec> {
     let mut layers = Vec::new();
-    let mut in_channels = config.in_channels;
-    for item in &config.features {
+    let mut in_channels = config.in_channels();
+    for item in config.features() {
         let kinds = match *item {
             CfgItem::Pool => vec![LayerKind::MaxPool2d],
             CfgItem::Conv(out_channels) => {
@@ -229,8 +238,10 @@ pub fn build_layers(config: &VggConfig) -> Vec<LayerSpec> {
                 in_channels = out_channels;
                 let bn = LayerKind::BatchNorm2d {
                     channels: out_channels,
+                    eps: BN_EPS,
+                    momentum: BN_MOMENTUM,
                 };
-                let bn = config.batch_norm.then_some(bn);
+                let bn = config.batch_norm().then_some(bn);
                 [Some(conv), bn, Some(LayerKind::ReLU)]
                     .into_iter()
                     .flatten()
@@ -246,7 +257,7 @@ pub fn build_layers(config: &VggConfig) -> Vec<LayerSpec> {
             });
         }
     }
-    let output = config.pool;
+    let output = config.pool();
     layers.push(LayerSpec {
         container: Container::Avgpool,
         index: None,
@@ -261,7 +272,7 @@ pub fn build_layers(config: &VggConfig) -> Vec<LayerSpec> {
         in_features,
         out_features,
     };
-    let (hidden, p) = (config.hidden, config.dropout);
+    let (hidden, p) = (config.hidden(), config.dropout());
     let classifier = [
         linear(config.out_channels() * output * output, hidden),
         LayerKind::ReLU,
@@ -269,7 +280,7 @@ pub fn build_layers(config: &VggConfig) -> Vec<LayerSpec> {
         linear(hidden, hidden),
         LayerKind::ReLU,
         LayerKind::Dropout { p },
-        linear(hidden, config.num_classes),
+        linear(hidden, config.num_classes()),
     ];
     for (i, kind) in classifier.into_iter().enumerate() {
         layers.push(LayerSpec {
@@ -296,17 +307,17 @@ pub fn propagate_shapes(
     chw: [usize; 3],
 ) -> Result<Vec<LayerShapes>> {
     let [channels, height, width] = chw;
-    if channels != config.in_channels {
+    if channels != config.in_channels() {
         return Err(Error::ChannelMismatch {
-            model: config.name.clone(),
-            expected: config.in_channels,
+            model: config.name().to_string(),
+            expected: config.in_channels(),
             got: channels,
         });
     }
     let min = config.min_input_size();
     if height < min || width < min {
         return Err(Error::InputTooSmall {
-            model: config.name.clone(),
+            model: config.name().to_string(),
             min,
             pools: count_in_words(config.num_pools()),
             height,

@@ -7,6 +7,6 @@ pub mod init;
 pub mod layers;
 pub mod vgg;
 
-pub use config::{Arch, CfgItem, VggConfig};
+pub use config::{Arch, CfgItem, ConfigOverrides, VggConfig};
 pub use layers::{Container, LayerKind, LayerSpec};
 pub use vgg::{Mode, Vgg};

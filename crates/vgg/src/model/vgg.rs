@@ -16,10 +16,6 @@ use crate::model::layers::{LayerKind, LayerSpec, TensorSpec, build_layers};
 use crate::ops::tensor_pool::adaptive_avg_pool2d;
 use crate::ops::{self, conv3x3, linear, max_pool2x2, relu};
 
-/// PyTorch's BatchNorm2d defaults.
-const BN_EPS: f64 = 1e-5;
-const BN_MOMENTUM: f64 = 0.1;
-
 /// Forward-pass mode, as `model.train()` / `model.eval()` in PyTorch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -80,7 +76,6 @@ impl Vgg {
         device: &Device,
         mut tensor_for: impl FnMut(&LayerSpec, &str, &TensorSpec) -> Result<Tensor>,
     ) -> Result<Self> {
-        config.validate()?;
         let layers = build_layers(&config);
         let modules = layers
             .iter()
@@ -229,7 +224,7 @@ impl Vgg {
         if range.start > range.end || range.end > self.layers.len() {
             return Err(Error::BadArgument(format!(
                 "layers {range:?} are not a range of {}'s {} layers",
-                self.config.name,
+                self.config.name(),
                 self.layers.len()
             )));
         }
@@ -254,7 +249,7 @@ impl Vgg {
                     .collect();
                 Error::BadArgument(format!(
                     "no module `{name}` in {}; modules: {}",
-                    self.config.name,
+                    self.config.name(),
                     names.join(", ")
                 ))
             })
@@ -275,13 +270,13 @@ impl Vgg {
         let train = mode == Mode::Train;
         Ok(match (&layer.kind, module) {
             (LayerKind::Conv2d { .. }, Module::Conv2d(a)) => conv3x3(x, &a.weight, &a.bias)?,
-            (LayerKind::BatchNorm2d { .. }, Module::BatchNorm2d(bn)) if train => {
-                batch_norm_train(bn, x)?
+            (&LayerKind::BatchNorm2d { eps, momentum, .. }, Module::BatchNorm2d(bn)) if train => {
+                batch_norm_train(bn, x, eps, momentum)?
             }
-            (LayerKind::BatchNorm2d { .. }, Module::BatchNorm2d(bn)) => {
+            (&LayerKind::BatchNorm2d { eps, .. }, Module::BatchNorm2d(bn)) => {
                 let mean = bn.running_mean.as_tensor();
                 let var = bn.running_var.as_tensor();
-                normalise(x, mean, var, bn)?
+                normalise(x, mean, var, bn, eps)?
             }
             (LayerKind::ReLU, _) => relu(x)?,
             (LayerKind::MaxPool2d, _) => max_pool2x2(x)?,
@@ -312,9 +307,9 @@ impl Vgg {
 }
 
 /// `(x − mean) / sqrt(var + eps) · weight + bias`, per channel of an NCHW tensor.
-fn normalise(x: &Tensor, mean: &Tensor, var: &Tensor, bn: &BatchNorm) -> Result<Tensor> {
+fn normalise(x: &Tensor, mean: &Tensor, var: &Tensor, bn: &BatchNorm, eps: f64) -> Result<Tensor> {
     let per_channel = |t: &Tensor| t.reshape((1, (), 1, 1));
-    let inv_std = (var + BN_EPS)?.sqrt()?.recip()?;
+    let inv_std = (var + eps)?.sqrt()?.recip()?;
     let scale = (inv_std * bn.weight.as_tensor())?;
     Ok(x.broadcast_sub(&per_channel(mean)?)?
         .broadcast_mul(&per_channel(&scale)?)?
@@ -322,8 +317,8 @@ fn normalise(x: &Tensor, mean: &Tensor, var: &Tensor, bn: &BatchNorm) -> Result<
 }
 
 /// Training-mode batch norm: normalise with the batch's mean and biased variance, then
-/// update the running statistics as PyTorch does (momentum 0.1, unbiased variance).
-fn batch_norm_train(bn: &BatchNorm, x: &Tensor) -> Result<Tensor> {
+/// update the running statistics as PyTorch does (with `momentum`, unbiased variance).
+fn batch_norm_train(bn: &BatchNorm, x: &Tensor, eps: f64, momentum: f64) -> Result<Tensor> {
     let (n, _, h, w) = x.dims4()?;
     let count = n * h * w;
     if count < 2 {
@@ -333,11 +328,11 @@ fn batch_norm_train(bn: &BatchNorm, x: &Tensor) -> Result<Tensor> {
             x.dims()
         )));
     }
-    let (y, mean, var) = ops::batch_norm_train(x, &bn.weight, &bn.bias, BN_EPS)?;
+    let (y, mean, var) = ops::batch_norm_train(x, &bn.weight, &bn.bias, eps)?;
 
     let unbiased = (var.detach() * (count as f64 / (count - 1) as f64))?;
     let blend = |running: &Var, batch: &Tensor| -> Result<()> {
-        let updated = ((running.as_tensor() * (1.0 - BN_MOMENTUM))? + (batch * BN_MOMENTUM)?)?;
+        let updated = ((running.as_tensor() * (1.0 - momentum))? + (batch * momentum)?)?;
         Ok(running.set(&updated)?)
     };
     blend(&bn.running_mean, &mean.detach())?;

@@ -43,10 +43,7 @@ pub fn compare(chw: [usize; 3]) -> Result<Vec<ArchStats>> {
 }
 
 fn stats(arch: Arch, chw: [usize; 3]) -> Result<ArchStats> {
-    let config = VggConfig {
-        in_channels: chw[0],
-        ..VggConfig::from_arch(arch)
-    };
+    let config = VggConfig::from_arch(arch).with_in_channels(chw[0])?;
     let summary = Summary::new(&config, 1, chw, &[])?;
     let count = |class: &str| summary.leaves().filter(|r| r.class_name == class).count();
     let params_in = |prefix: &str| -> usize {
@@ -80,7 +77,7 @@ fn stages(config: &VggConfig) -> Vec<Stage> {
         convs: 0,
         channels: 0,
     }];
-    for item in &config.features {
+    for item in config.features() {
         match *item {
             CfgItem::Conv(channels) => {
                 let stage = stages.last_mut().expect("never empty");

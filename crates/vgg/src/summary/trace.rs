@@ -86,7 +86,7 @@ impl Summary {
             }
         }
         Ok(Summary {
-            model: config.name.clone(),
+            model: config.name().to_string(),
             batch,
             input: chw,
             rows,

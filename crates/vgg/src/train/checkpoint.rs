@@ -34,6 +34,15 @@ pub struct RunState {
     pub optimizer_steps: i32,
 }
 
+impl RunState {
+    /// The epoch `best.safetensors` holds: the first to reach the highest validation top-1.
+    pub fn best_epoch(&self) -> Option<&EpochMetrics> {
+        self.history
+            .iter()
+            .reduce(|best, m| if m.val_top1 > best.val_top1 { m } else { best })
+    }
+}
+
 /// A checkpoint read back: the model's state_dict, the optimiser's tensors (prefix
 /// stripped) and the run state.
 pub struct Checkpoint {
@@ -59,7 +68,7 @@ pub fn save(
         .into_iter()
         .map(|(k, t)| Ok((k, t.to_device(&Device::Cpu)?)))
         .collect::<Result<Vec<(String, Tensor)>>>()?;
-    let run_json = serde_json::to_string(run).map_err(|e| Error::BadArgument(e.to_string()))?;
+    let run_json = serde_json::to_string(run).map_err(|e| Error::cannot_encode(path, e))?;
     let metadata = HashMap::from([
         ("format".to_string(), TRAINING_FORMAT.to_string()),
         ("run".to_string(), run_json),
@@ -70,7 +79,7 @@ pub fn save(
             Some(metadata),
             tmp,
         )
-        .map_err(|e| Error::BadArgument(format!("cannot write {}: {e}", path.display())))?;
+        .map_err(|e| Error::cannot_encode(tmp, e))?;
         #[cfg(feature = "fault-injection")]
         fault_injection::maybe_abort(tmp);
         Ok(())

@@ -31,7 +31,8 @@ pub fn write_all(dir: &Path, history: &[EpochMetrics]) -> Result<()> {
     let mut jsonl = String::new();
     let mut csv = format!("{CSV_HEADER}\n");
     for m in history {
-        jsonl += &serde_json::to_string(m).map_err(|e| Error::BadArgument(e.to_string()))?;
+        jsonl += &serde_json::to_string(m)
+            .map_err(|e| Error::cannot_encode(&dir.join("metrics.jsonl"), e))?;
         jsonl.push('\n');
         csv += &format!(
             "{},{},{},{},{},{},{},{},{}\n",

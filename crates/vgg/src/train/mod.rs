@@ -10,5 +10,6 @@ pub mod loss;
 pub mod memory;
 pub mod metrics;
 pub mod optim;
+pub mod request;
 pub mod schedule;
 pub mod trainer;

@@ -124,7 +124,7 @@ impl Trainer {
             )));
         }
         let data = data::open(&options.data, options.val_split, options.seed)?;
-        let num_classes = model.config().num_classes;
+        let num_classes = model.config().num_classes();
         if data.classes.len() != num_classes {
             return Err(Error::BadArgument(format!(
                 "{} has {} classes but the model has {num_classes} outputs: pass --num-classes {}",
@@ -227,7 +227,7 @@ impl Trainer {
     pub fn run(&mut self, progress: &dyn Progress) -> Result<()> {
         progress.message(&format!(
             "{}: {} training / {} validation images, {} classes, {} trainable tensors",
-            self.run.config.name,
+            self.run.config.name(),
             self.train.len(),
             self.val.len(),
             self.run.classes.len(),

@@ -80,17 +80,7 @@ fn blocks(summary: &Summary) -> Vec<Block> {
 pub fn diagram(configs: &[VggConfig], chw: [usize; 3]) -> Result<String> {
     let summaries = configs
         .iter()
-        .map(|c| {
-            Summary::new(
-                &VggConfig {
-                    in_channels: chw[0],
-                    ..c.clone()
-                },
-                1,
-                chw,
-                &[],
-            )
-        })
+        .map(|c| Summary::new(&c.with_in_channels(chw[0])?, 1, chw, &[]))
         .collect::<Result<Vec<_>>>()?;
     let columns: Vec<Vec<Block>> = summaries.iter().map(blocks).collect();
     let rows = columns.iter().map(Vec::len).max().unwrap_or(0) as f64;
@@ -188,10 +178,10 @@ fn rasterise(svg: &str, path: &Path) -> Result<()> {
     let mut options = resvg::usvg::Options::default();
     options.fontdb_mut().load_system_fonts();
     let tree = resvg::usvg::Tree::from_str(svg, &options)
-        .map_err(|e| Error::BadArgument(format!("cannot render the diagram: {e}")))?;
+        .map_err(|e| Error::cannot_encode(path, format!("cannot render the diagram: {e}")))?;
     let size = tree.size().to_int_size();
     let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height())
-        .ok_or_else(|| Error::BadArgument("the diagram is empty".into()))?;
+        .ok_or_else(|| Error::cannot_encode(path, "the diagram is empty"))?;
     resvg::render(
         &tree,
         resvg::tiny_skia::Transform::default(),
@@ -199,7 +189,7 @@ fn rasterise(svg: &str, path: &Path) -> Result<()> {
     );
     pixmap
         .save_png(path)
-        .map_err(|e| Error::BadArgument(format!("cannot write {}: {e}", path.display())))
+        .map_err(|e| Error::cannot_encode(path, e))
 }
 
 #[cfg(test)]

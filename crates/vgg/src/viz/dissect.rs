@@ -97,7 +97,7 @@ pub fn dissect(
     }
     let first_conv = first_conv_weight(model)?;
     Ok(Dissection {
-        model: model.config().name.clone(),
+        model: model.config().name().to_string(),
         input: figure(
             "input.png",
             format!("Input: the {size}×{size} crop the network sees"),
@@ -156,5 +156,5 @@ fn first_conv_weight(model: &Vgg) -> Result<Tensor> {
         .into_iter()
         .find(|(key, _)| key == "features.0.weight")
         .map(|(_, var)| var.as_detached_tensor())
-        .ok_or_else(|| Error::BadArgument(format!("{} has no features.0", model.config().name)))
+        .ok_or_else(|| Error::BadArgument(format!("{} has no features.0", model.config().name())))
 }

@@ -29,7 +29,7 @@ pub fn target_layer(model: &Vgg) -> Result<usize> {
         .layers()
         .iter()
         .rposition(|l| l.container == Container::Features && l.kind == LayerKind::ReLU)
-        .ok_or_else(|| Error::BadArgument(format!("{} has no ReLU", model.config().name)))
+        .ok_or_else(|| Error::BadArgument(format!("{} has no ReLU", model.config().name())))
 }
 
 /// Grad-CAM for `class` (the top-scoring class when `None`), given `activation`, the output

@@ -5,7 +5,7 @@
 //! always ends its features with one, so detection assumes it.
 
 use crate::error::{Error, Result};
-use crate::model::config::{Arch, CfgItem, VggConfig};
+use crate::model::config::{Arch, CfgItem, ConfigOverrides, VggConfig};
 use crate::weights::Shapes;
 
 /// The config whose state_dict layout `state` has: a named arch where the features match
@@ -75,20 +75,15 @@ pub fn detect_config(state: &Shapes) -> Result<VggConfig> {
     let named = Arch::ALL
         .into_iter()
         .find(|a| a.cfg() == features && a.batch_norm() == batch_norm);
-    let base = named.map_or_else(
-        || VggConfig {
-            name: "custom".into(),
-            features: features.clone(),
-            batch_norm,
-            ..VggConfig::from_arch(Arch::Vgg11)
-        },
-        VggConfig::from_arch,
-    );
-    Ok(VggConfig {
-        in_channels,
-        num_classes,
-        hidden,
-        pool,
-        ..base
+    let base = match named {
+        Some(arch) => VggConfig::from_arch(arch),
+        None => VggConfig::new("custom", features, batch_norm)?,
+    };
+    base.with_overrides(&ConfigOverrides {
+        in_channels: Some(in_channels),
+        num_classes: Some(num_classes),
+        hidden: Some(hidden),
+        pool: Some(pool),
+        dropout: None,
     })
 }

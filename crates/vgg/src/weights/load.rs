@@ -92,7 +92,7 @@ impl fmt::Display for LoadReport {
 /// Compares the checkpoint with the tensors `config` needs, without building anything.
 pub fn check(config: &VggConfig, state: &Shapes) -> LoadReport {
     let mut report = LoadReport {
-        model: config.name.clone(),
+        model: config.name().to_string(),
         ..LoadReport::default()
     };
     let mut used = HashSet::new();
@@ -165,32 +165,35 @@ fn hints(config: &VggConfig, state: &Shapes, report: &LoadReport) -> Vec<String>
         return hints;
     }
     if let Ok(detected) = detect_config(state) {
-        if detected.name == "custom" {
+        if detected.name() == "custom" {
             hints.push(format!(
                 "the checkpoint looks like a custom network: custom --cfg {}{} --hidden {} --pool {} \
                  --num-classes {} (or --arch auto)",
-                cfg_string(&detected.features),
-                if detected.batch_norm { " --batch-norm" } else { "" },
-                detected.hidden,
-                detected.pool,
-                detected.num_classes
+                cfg_string(detected.features()),
+                if detected.batch_norm() { " --batch-norm" } else { "" },
+                detected.hidden(),
+                detected.pool(),
+                detected.num_classes()
             ));
-        } else if detected.name != config.name {
-            let why = match (detected.batch_norm, config.batch_norm) {
+        } else if detected.name() != config.name() {
+            let why = match (detected.batch_norm(), config.batch_norm()) {
                 (true, false) => " (it has batch norm layers)",
                 (false, true) => " (it has no batch norm layers)",
                 _ => "",
             };
             hints.push(format!(
                 "the checkpoint looks like {}{why}: use --arch {} or --arch auto",
-                detected.name, detected.name
+                detected.name(),
+                detected.name()
             ));
         }
-        if detected.num_classes != config.num_classes {
+        if detected.num_classes() != config.num_classes() {
             hints.push(format!(
                 "the checkpoint has {} classes, the model {}: pass --num-classes {} (or load \
                  non-strictly to keep a freshly initialised last layer for fine-tuning)",
-                detected.num_classes, config.num_classes, detected.num_classes
+                detected.num_classes(),
+                config.num_classes(),
+                detected.num_classes()
             ));
         }
     }

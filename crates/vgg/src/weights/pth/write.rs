@@ -24,8 +24,7 @@ pub fn write(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     }
     entries.push(("archive/byteorder".into(), b"little".to_vec()));
     entries.push(("archive/version".into(), b"3\n".to_vec()));
-    let archive = zip(&entries)
-        .map_err(|why| Error::BadArgument(format!("cannot write {}: {why}", path.display())))?;
+    let archive = zip(&entries).map_err(|why| Error::cannot_encode(path, why))?;
     write_atomically(path, |tmp| {
         std::fs::write(tmp, &archive).map_err(|e| Error::io(tmp, "cannot write", e))
     })

@@ -1,5 +1,10 @@
-//! Classification on preprocessed images: softmax probabilities, optional flip test-time
-//! augmentation (the paper averages the flipped image's class posteriors), top-k.
+//! Inference on preprocessed images: softmax probabilities on either engine, optional flip
+//! test-time augmentation (the paper averages the flipped image's class posteriors), top-k;
+//! and the pipelines over files built on them: [`classify`], [`evaluate`], [`features`].
+
+pub mod classify;
+pub mod evaluate;
+pub mod features;
 
 use candle_core::{D, Device, Tensor};
 
@@ -14,7 +19,26 @@ pub struct Prediction {
     pub prob: f32,
 }
 
-/// Which implementation runs the network.
+/// Which implementation runs a network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// The CPU engine: Winograd convolutions, fused layers, folded batch norm and pooling.
+    #[default]
+    Fast,
+    /// The module-by-module model: our CPU ops on candle tensors, as training runs them.
+    Reference,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Fast => "fast",
+            Engine::Reference => "reference",
+        }
+    }
+}
+
+/// A compiled or module-by-module network, ready to run.
 pub enum Backend {
     /// The module-by-module model (our CPU ops on candle tensors, as training runs them): any batch size.
     Reference(Vgg),

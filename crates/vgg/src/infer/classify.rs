@@ -1,0 +1,62 @@
+//! `classify`: top-k classes for image files, batch by batch, with the images that cannot be
+//! read reported one by one rather than stopping the run.
+
+use std::path::PathBuf;
+
+use crate::data::loader::batches;
+use crate::data::preprocess::Preprocess;
+use crate::error::{Error, Result};
+use crate::infer::{Classifier, Prediction, top_k};
+use crate::progress::Progress;
+
+/// One image's outcome.
+pub struct Classified {
+    pub path: PathBuf,
+    /// The `top` most probable classes, most probable first; or why the image was skipped.
+    pub result: Result<Vec<Prediction>>,
+}
+
+/// Classifies `paths` in order, calling `each` with every image's outcome as soon as its
+/// batch is done. Returns whether every image was classified.
+pub fn classify(
+    classifier: &mut Classifier,
+    paths: Vec<PathBuf>,
+    preprocess: Preprocess,
+    batch_size: usize,
+    top: usize,
+    progress: &dyn Progress,
+    mut each: impl FnMut(Classified) -> Result<()>,
+) -> Result<bool> {
+    if batch_size == 0 || top == 0 {
+        return Err(Error::BadArgument(
+            "the batch size and top-k must be at least 1".into(),
+        ));
+    }
+    progress.begin(paths.len(), "images");
+    let size = [preprocess.crop, preprocess.crop];
+    let mut all_ok = true;
+    for batch in batches(paths, preprocess, batch_size) {
+        let good: Vec<&[f32]> = batch
+            .iter()
+            .filter_map(|(_, r)| r.as_deref().ok())
+            .collect();
+        let mut probs = if good.is_empty() {
+            Vec::new()
+        } else {
+            classifier.probabilities(&good, size[0], size[1])?
+        }
+        .into_iter();
+        let done = batch.len();
+        for (path, decoded) in batch {
+            let result = match decoded {
+                Ok(_) => Ok(top_k(&probs.next().unwrap_or_default(), top)),
+                Err(e) => Err(e),
+            };
+            all_ok &= result.is_ok();
+            each(Classified { path, result })?;
+        }
+        progress.advance(done, "");
+    }
+    progress.end();
+    Ok(all_ok)
+}

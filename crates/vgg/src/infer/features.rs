@@ -1,0 +1,78 @@
+//! `features`: one layer's activations for each image (transfer learning, perceptual losses),
+//! stacked into one `.npy` or keyed by file name in a `.safetensors`.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+
+use crate::data::loader::batches;
+use crate::data::preprocess::Preprocess;
+use crate::error::{Error, Result};
+use crate::infer::stack;
+use crate::io::write_atomically;
+use crate::model::{Mode, Vgg};
+use crate::weights;
+
+/// How activations are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureFile {
+    /// One `[N, …]` array, rows in input order.
+    Npy,
+    /// One tensor per image, keyed by its path.
+    Safetensors,
+}
+
+impl FeatureFile {
+    /// The format `path`'s extension names.
+    pub fn for_path(path: &Path) -> Result<Self> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("npy") => Ok(FeatureFile::Npy),
+            Some("safetensors") => Ok(FeatureFile::Safetensors),
+            _ => Err(Error::BadArgument(format!(
+                "{}: expected a .npy or .safetensors file for the features",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// The activations of module `layer` (`features.29`, `avgpool`, `classifier.4`, …) for each
+/// image, keyed by its path. An image that cannot be read is an error naming it.
+pub fn extract_features(
+    model: &Vgg,
+    paths: Vec<PathBuf>,
+    preprocess: Preprocess,
+    layer: &str,
+    batch_size: usize,
+) -> Result<Vec<(String, Tensor)>> {
+    model.layer_index(layer)?;
+    let size = preprocess.crop;
+    let mut rows = Vec::new();
+    for batch in batches(paths, preprocess, batch_size.max(1)) {
+        let mut names = Vec::new();
+        let mut images = Vec::new();
+        for (path, decoded) in batch {
+            images.push(decoded?);
+            names.push(path.display().to_string());
+        }
+        let slices: Vec<&[f32]> = images.iter().map(Vec::as_slice).collect();
+        let x = stack(&slices, size, size, false, &Device::Cpu)?;
+        let activations = model.forward_to(&x, Mode::Eval, Some(layer))?;
+        for (i, name) in names.into_iter().enumerate() {
+            rows.push((name, activations.get(i)?));
+        }
+    }
+    Ok(rows)
+}
+
+/// Writes `rows` in the format `path`'s extension names: stacked into one `.npy`, or one
+/// tensor per key in a `.safetensors`.
+pub fn write_features(path: &Path, rows: &[(String, Tensor)]) -> Result<()> {
+    match FeatureFile::for_path(path)? {
+        FeatureFile::Npy => {
+            let stacked = Tensor::stack(&rows.iter().map(|(_, t)| t).collect::<Vec<_>>(), 0)?;
+            write_atomically(path, |tmp| Ok(stacked.write_npy(tmp)?))
+        }
+        FeatureFile::Safetensors => weights::write(path, rows),
+    }
+}

@@ -1,0 +1,264 @@
+//! Opening a model: which network (a torchvision name, a custom config, or detected from a
+//! checkpoint), with which changes to its head, from which checkpoint, how strictly. The
+//! one call that the CLI's `--arch/--weights` flags and the Python package's constructors
+//! share, for the reference model, the fast engine and fine-tuning alike.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+
+use crate::data::labels::imagenet_classes;
+use crate::engine::PlanOptions;
+use crate::error::{Error, Result};
+use crate::fast::FastVgg;
+use crate::infer::{Backend, Engine};
+use crate::model::Vgg;
+use crate::model::config::{Arch, ConfigOverrides, VggConfig};
+use crate::model::layers::{LayerKind, build_layers};
+use crate::weights::detect::detect_config;
+use crate::weights::load::{LoadReport, check, load};
+use crate::weights::{self, LazyPth, Shapes};
+
+/// Which network to build.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArchChoice {
+    /// The arch the checkpoint was saved from (needs weights).
+    Auto,
+    Named(Arch),
+    /// A VGG-style feature config such as `32,M,64,M`.
+    Custom {
+        cfg: String,
+        batch_norm: bool,
+    },
+}
+
+impl ArchChoice {
+    /// `auto`, `custom` (with `cfg`) or a torchvision name; `cfg` and `batch_norm` belong to
+    /// `custom` alone.
+    pub fn parse(arch: &str, cfg: Option<&str>, batch_norm: bool) -> Result<Self> {
+        let custom_only = |arch: &str| {
+            Error::BadArgument(format!(
+                "--cfg and --batch-norm describe a custom network: use arch `custom` instead of \
+                 `{arch}`{}",
+                if arch == "auto" {
+                    " (with auto the layout comes from the weights)".to_string()
+                } else {
+                    format!(
+                        " (or {arch}'s own config: `{}_bn` has batch norm)",
+                        arch.trim_end_matches("_bn")
+                    )
+                }
+            ))
+        };
+        match arch {
+            "custom" => {
+                let cfg = cfg.ok_or_else(|| {
+                    Error::BadArgument(
+                        "arch `custom` needs --cfg, e.g. --cfg 32,M,64,M,128,128,M".into(),
+                    )
+                })?;
+                Ok(ArchChoice::Custom {
+                    cfg: cfg.to_string(),
+                    batch_norm,
+                })
+            }
+            _ if cfg.is_some() || batch_norm => {
+                if arch != "auto" {
+                    arch.parse::<Arch>()?;
+                }
+                Err(custom_only(arch))
+            }
+            "auto" => Ok(ArchChoice::Auto),
+            name => Ok(ArchChoice::Named(name.parse()?)),
+        }
+    }
+}
+
+/// Everything that says which model to open. `ModelSource::default()` is `auto` with no
+/// weights, which [`ModelSource::config`] refuses: name an arch or give weights.
+#[derive(Debug, Clone)]
+pub struct ModelSource {
+    pub arch: ArchChoice,
+    pub overrides: ConfigOverrides,
+    /// Any checkpoint we read (`.pth` zip or legacy, safetensors, training checkpoints);
+    /// random weights when absent.
+    pub weights: Option<PathBuf>,
+    /// Refuse any difference between checkpoint and model (PyTorch's `strict=True`);
+    /// otherwise load what fits and initialise the rest.
+    pub strict: bool,
+    /// Seed of the initialisation of whatever is not loaded, and of dropout.
+    pub seed: u64,
+}
+
+impl Default for ModelSource {
+    fn default() -> Self {
+        ModelSource {
+            arch: ArchChoice::Auto,
+            overrides: ConfigOverrides::default(),
+            weights: None,
+            strict: true,
+            seed: 0,
+        }
+    }
+}
+
+/// A model fine-tuning starts from: the checkpoint's weights, with the last linear layer
+/// left at its fresh initialisation where the class count differs.
+pub struct FineTuneStart {
+    pub model: Vgg,
+    /// The checkpoint keys that were not loaded because the head changed size.
+    pub reinitialised: Vec<String>,
+    pub report: LoadReport,
+}
+
+impl ModelSource {
+    /// A torchvision model with random weights.
+    pub fn named(arch: Arch) -> Self {
+        ModelSource {
+            arch: ArchChoice::Named(arch),
+            ..ModelSource::default()
+        }
+    }
+
+    /// The model a checkpoint holds, its arch detected.
+    pub fn checkpoint(path: impl Into<PathBuf>) -> Self {
+        ModelSource {
+            weights: Some(path.into()),
+            ..ModelSource::default()
+        }
+    }
+
+    /// The config of the model, for a checkpoint with these tensors (`None`: no weights).
+    pub fn config(&self, shapes: Option<&Shapes>) -> Result<VggConfig> {
+        let base = match (&self.arch, shapes) {
+            (ArchChoice::Auto, Some(shapes)) => detect_config(shapes)?,
+            (ArchChoice::Auto, None) => {
+                return Err(Error::BadArgument(
+                    "arch auto detects the arch from the weights; give weights (--weights FILE) \
+                     or a named arch (vgg11 … vgg19_bn, custom)"
+                        .into(),
+                ));
+            }
+            (ArchChoice::Named(arch), _) => VggConfig::from_arch(*arch),
+            (ArchChoice::Custom { cfg, batch_norm }, _) => VggConfig::custom(cfg, *batch_norm)?,
+        };
+        base.with_overrides(&self.overrides)
+    }
+
+    /// The reference model (module by module, any batch size, trainable), and the load
+    /// report when weights were given.
+    pub fn open(&self, device: &Device) -> Result<(Vgg, Option<LoadReport>)> {
+        let Some(path) = &self.weights else {
+            return Ok((Vgg::new(self.config(None)?, self.seed, device)?, None));
+        };
+        let state = weights::read(path)?;
+        let config = self.config(Some(&state.shapes()))?;
+        let (model, report) = load(config, state, self.strict, self.seed, device)?;
+        Ok((model, Some(report)))
+    }
+
+    /// The model compiled for the fast engine, for batches of `batch` inputs of `size`
+    /// (height, width; the channels are the model's). A `.pth` that fits exactly is read
+    /// tensor by tensor straight into the engine; anything else goes through the reference
+    /// model first.
+    pub fn open_fast(
+        &self,
+        batch: usize,
+        size: [usize; 2],
+        options: PlanOptions,
+    ) -> Result<(FastVgg, Option<LoadReport>)> {
+        let input = |config: &VggConfig| [batch, config.in_channels(), size[0], size[1]];
+        if let Some(path) = &self.weights
+            && let Some(checkpoint) = LazyPth::open(path)?
+        {
+            let shapes = checkpoint.shapes();
+            let config = self.config(Some(&shapes))?;
+            let report = check(&config, &shapes);
+            if report.is_exact() {
+                let shape = input(&config);
+                let engine = FastVgg::from_pth(config, &checkpoint, shape, options)?;
+                return Ok((engine, Some(report)));
+            }
+            if self.strict {
+                return Err(Error::mismatch(report));
+            }
+        }
+        let (model, report) = self.open(&Device::Cpu)?;
+        let shape = input(model.config());
+        Ok((FastVgg::from_model(&model, shape, options)?, report))
+    }
+
+    /// The backend `engine` names, the fast one compiled for batches of up to `batch`
+    /// inputs of `size` (height, width).
+    pub fn backend(&self, engine: Engine, batch: usize, size: [usize; 2]) -> Result<Backend> {
+        Ok(match engine {
+            Engine::Fast => Backend::Fast(self.open_fast(batch, size, PlanOptions::default())?.0),
+            Engine::Reference => Backend::Reference(self.open(&Device::Cpu)?.0),
+        })
+    }
+
+    /// A model to fine-tune: the checkpoint's weights where they fit; when the class count
+    /// differs, the last linear layer keeps its fresh initialisation (and is reported).
+    /// Any other difference is an error unless the source is not strict.
+    pub fn open_for_fine_tuning(&self, device: &Device) -> Result<FineTuneStart> {
+        let Some(path) = &self.weights else {
+            let (model, _) = self.open(device)?;
+            return Ok(FineTuneStart {
+                model,
+                reinitialised: Vec::new(),
+                report: LoadReport::default(),
+            });
+        };
+        let mut state = weights::read(path)?;
+        let config = self.config(Some(&state.shapes()))?;
+        let head = build_layers(&config)
+            .iter()
+            .rev()
+            .find(|l| matches!(l.kind, LayerKind::Linear { .. }))
+            .map(|l| format!("{}.", l.path()));
+        let num_classes = config.num_classes();
+        let reinitialised: Vec<String> = state
+            .tensors
+            .iter()
+            .filter(|(key, t)| {
+                head.as_deref().is_some_and(|head| key.starts_with(head))
+                    && t.dim(0).ok() != Some(num_classes)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        state
+            .tensors
+            .retain(|(key, _)| !reinitialised.contains(key));
+        let (model, report) = load(config, state, false, self.seed, device)?;
+        let unexplained = report.missing.iter().any(|k| !reinitialised.contains(k))
+            || !report.unexpected.is_empty()
+            || !report.mismatched.is_empty();
+        if unexplained && self.strict {
+            return Err(Error::mismatch(report));
+        }
+        Ok(FineTuneStart {
+            model,
+            reinitialised,
+            report,
+        })
+    }
+
+    /// Names for the model's classes: those a `vgg train` checkpoint recorded, else
+    /// ImageNet's for 1000 classes, else `class N`.
+    pub fn class_names(&self, num_classes: usize) -> Vec<String> {
+        class_names(num_classes, self.weights.as_deref())
+    }
+}
+
+/// Names for `num_classes` classes: the ones a `vgg train` checkpoint at `weights` recorded,
+/// else ImageNet's for 1000 classes, else `class N`.
+pub fn class_names(num_classes: usize, weights: Option<&Path>) -> Vec<String> {
+    let trained = weights.and_then(weights::safetensors::class_names);
+    if let Some(names) = trained.filter(|names| names.len() == num_classes) {
+        names
+    } else if num_classes == 1000 {
+        imagenet_classes().into_iter().map(String::from).collect()
+    } else {
+        (0..num_classes).map(|i| format!("class {i}")).collect()
+    }
+}

@@ -1,0 +1,200 @@
+//! From what a user asks for (CLI flags, Python keyword arguments) to a run's
+//! [`TrainOptions`]: the defaults, and the choices that depend on the optimiser or the data,
+//! made once here for every front end.
+
+use std::path::PathBuf;
+
+use crate::data::cifar;
+use crate::data::preprocess::Preprocess;
+use crate::error::Result;
+use crate::model::layers::Container;
+use crate::train::schedule::{LrSchedule, Schedule};
+use crate::train::trainer::{OptimizerOptions, TrainOptions};
+
+/// The defaults of a run, for front ends to show and use.
+pub mod defaults {
+    pub const EPOCHS: usize = 30;
+    pub const BATCH_SIZE: usize = 64;
+    pub const LR: f64 = 0.01;
+    pub const MOMENTUM: f64 = 0.9;
+    /// The paper's weight decay for SGD.
+    pub const SGD_WEIGHT_DECAY: f64 = 5e-4;
+    /// PyTorch's default weight decay for AdamW.
+    pub const ADAMW_WEIGHT_DECAY: f64 = 1e-2;
+    pub const GAMMA: f64 = 0.1;
+    pub const STEP_SIZE: usize = 30;
+    pub const PATIENCE: usize = 3;
+    /// Warm-up starts at this fraction of the base rate.
+    pub const WARMUP_START: f64 = 0.1;
+    /// Crops of at most this many pixels count as small images: no resize margin, and
+    /// pad-crop augmentation.
+    pub const SMALL_CROP: usize = 64;
+    /// The crop of CIFAR's 32×32 images.
+    pub const CIFAR_CROP: usize = 32;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptimizerKind {
+    Sgd,
+    AdamW,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleKind {
+    /// Multiply by `gamma` when validation top-1 stalls for `patience` epochs (the paper).
+    Plateau,
+    Cosine,
+    Step,
+    MultiStep,
+    Constant,
+}
+
+/// A training run as asked for; [`TrainRequest::options`] resolves it.
+#[derive(Debug, Clone)]
+pub struct TrainRequest {
+    /// CIFAR-10/100 binary folder, or an ImageFolder (with train/ and val/, or `val_split`).
+    pub data: PathBuf,
+    pub val_split: Option<f64>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    pub momentum: f64,
+    pub dampening: f64,
+    pub nesterov: bool,
+    /// `None`: [`defaults::SGD_WEIGHT_DECAY`] or [`defaults::ADAMW_WEIGHT_DECAY`].
+    pub weight_decay: Option<f64>,
+    pub schedule: ScheduleKind,
+    pub gamma: f64,
+    pub step_size: usize,
+    pub milestones: Vec<usize>,
+    pub patience: usize,
+    pub min_lr: f64,
+    pub warmup_epochs: usize,
+    pub label_smoothing: f64,
+    pub clip_grad_norm: Option<f64>,
+    pub freeze: Option<Container>,
+    pub augment: String,
+    pub flip: bool,
+    /// The preprocessing preset and the user's changes to it; `resize` / `crop` left
+    /// `None` are chosen from the data.
+    pub preprocess: Preprocess,
+    pub resize: Option<usize>,
+    pub crop: Option<usize>,
+    pub seed: u64,
+}
+
+impl TrainRequest {
+    /// A run on `data` with every default.
+    pub fn new(data: impl Into<PathBuf>) -> Self {
+        TrainRequest {
+            data: data.into(),
+            val_split: None,
+            epochs: defaults::EPOCHS,
+            batch_size: defaults::BATCH_SIZE,
+            optimizer: OptimizerKind::Sgd,
+            lr: defaults::LR,
+            momentum: defaults::MOMENTUM,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: None,
+            schedule: ScheduleKind::Plateau,
+            gamma: defaults::GAMMA,
+            step_size: defaults::STEP_SIZE,
+            milestones: Vec::new(),
+            patience: defaults::PATIENCE,
+            min_lr: 0.0,
+            warmup_epochs: 0,
+            label_smoothing: 0.0,
+            clip_grad_norm: None,
+            freeze: None,
+            augment: "auto".into(),
+            flip: true,
+            preprocess: Preprocess::imagenet(),
+            resize: None,
+            crop: None,
+            seed: 0,
+        }
+    }
+
+    /// The run's options; the trainer validates them.
+    pub fn options(&self) -> Result<TrainOptions> {
+        Ok(TrainOptions {
+            data: self.data.clone(),
+            val_split: self.val_split,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            optimizer: self.optimizer_options(),
+            schedule: LrSchedule {
+                base: self.lr,
+                schedule: self.lr_schedule(),
+                warmup: (self.warmup_epochs > 0)
+                    .then_some((self.warmup_epochs, defaults::WARMUP_START)),
+            },
+            plateau: (self.schedule == ScheduleKind::Plateau)
+                .then_some((self.gamma, self.patience)),
+            label_smoothing: self.label_smoothing,
+            clip_grad_norm: self.clip_grad_norm,
+            seed: self.seed,
+            freeze: self.freeze,
+            augment: self.augment.clone(),
+            flip: self.flip,
+            preprocess: self.training_preprocess()?,
+        })
+    }
+
+    fn optimizer_options(&self) -> OptimizerOptions {
+        match self.optimizer {
+            OptimizerKind::Sgd => OptimizerOptions::Sgd {
+                momentum: self.momentum,
+                dampening: self.dampening,
+                weight_decay: self.weight_decay.unwrap_or(defaults::SGD_WEIGHT_DECAY),
+                nesterov: self.nesterov,
+            },
+            // torch.optim.AdamW's betas and eps.
+            OptimizerKind::AdamW => OptimizerOptions::AdamW {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: self.weight_decay.unwrap_or(defaults::ADAMW_WEIGHT_DECAY),
+            },
+        }
+    }
+
+    /// The schedule after warm-up; a cosine spans the epochs the warm-up leaves.
+    fn lr_schedule(&self) -> Schedule {
+        match self.schedule {
+            ScheduleKind::Plateau | ScheduleKind::Constant => Schedule::Constant,
+            ScheduleKind::Cosine => Schedule::Cosine {
+                t_max: self.epochs.saturating_sub(self.warmup_epochs).max(1),
+                eta_min: self.min_lr,
+            },
+            ScheduleKind::Step => Schedule::Step {
+                step_size: self.step_size,
+                gamma: self.gamma,
+            },
+            ScheduleKind::MultiStep => Schedule::MultiStep {
+                milestones: self.milestones.clone(),
+                gamma: self.gamma,
+            },
+        }
+    }
+
+    /// CIFAR trains at its own 32×32 unless a crop is given; small crops get no resize
+    /// margin (as for CIFAR).
+    fn training_preprocess(&self) -> Result<Preprocess> {
+        let mut preprocess = self.preprocess.clone();
+        preprocess.crop = match self.crop {
+            Some(crop) => crop,
+            None if cifar::locate(&self.data).is_some() => defaults::CIFAR_CROP,
+            None => preprocess.crop,
+        };
+        preprocess.resize = match self.resize {
+            Some(resize) => resize,
+            None if preprocess.crop <= defaults::SMALL_CROP => preprocess.crop,
+            None => preprocess.resize,
+        };
+        preprocess.validate()?;
+        Ok(preprocess)
+    }
+}
