@@ -249,3 +249,24 @@ fn forward_rejects_bad_inputs_with_clear_errors() {
         .to_string();
     assert!(err.contains("no module `features.99`"), "{err}");
 }
+
+/// `forward_taps` gives, from one pass, what `forward_to` gives for each module, in the order
+/// asked.
+#[test]
+fn taps_equal_separate_passes() {
+    let config = VggConfig::custom("8,M,16,M", true).unwrap();
+    let model = Vgg::new(config, 3, &Device::Cpu).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap();
+    let names = ["classifier.3", "features.0", "avgpool", "features.0"];
+    let taps = model.forward_taps(&x, Mode::Eval, &names).unwrap();
+    assert_eq!(taps.len(), names.len());
+    for (name, tap) in names.iter().zip(&taps) {
+        let want = model.forward_to(&x, Mode::Eval, Some(name)).unwrap();
+        assert_close(tap, &want, 0.0, 0.0, name);
+    }
+    assert!(
+        model
+            .forward_taps(&x, Mode::Eval, &["features.99"])
+            .is_err()
+    );
+}

@@ -24,7 +24,7 @@ pub mod viz;
 pub mod weights;
 
 pub use error::{Error, Result};
-pub use model::{Arch, ConfigOverrides, Mode, Vgg, VggConfig};
+pub use model::{Arch, CfgItem, ConfigOverrides, Mode, Vgg, VggConfig};
 pub use open::{ArchChoice, ModelSource};
 
 /// The README's Rust examples, compiled and run as doc tests so they cannot rot.

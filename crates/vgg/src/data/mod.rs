@@ -9,3 +9,6 @@ pub mod labels;
 pub mod loader;
 pub mod preprocess;
 pub mod resize;
+
+/// The decoded 8-bit RGB image every preprocessing step takes.
+pub use ::image::RgbImage;

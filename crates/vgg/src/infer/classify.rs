@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use image::RgbImage;
+
 use crate::data::loader::batches;
 use crate::data::preprocess::Preprocess;
 use crate::error::{Error, Result};
@@ -59,4 +61,30 @@ pub fn classify(
     }
     progress.end();
     Ok(all_ok)
+}
+
+/// The `top` most probable classes of each decoded image, in batches of `batch_size`.
+pub fn classify_images(
+    classifier: &mut Classifier,
+    images: &[RgbImage],
+    preprocess: &Preprocess,
+    batch_size: usize,
+    top: usize,
+) -> Result<Vec<Vec<Prediction>>> {
+    if batch_size == 0 || top == 0 {
+        return Err(Error::BadArgument(
+            "the batch size and top-k must be at least 1".into(),
+        ));
+    }
+    let mut results = Vec::with_capacity(images.len());
+    for chunk in images.chunks(batch_size) {
+        let inputs = chunk
+            .iter()
+            .map(|image| preprocess.apply(image))
+            .collect::<Result<Vec<_>>>()?;
+        let slices: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+        let probs = classifier.probabilities(&slices, preprocess.crop, preprocess.crop)?;
+        results.extend(probs.iter().map(|p| top_k(p, top)));
+    }
+    Ok(results)
 }

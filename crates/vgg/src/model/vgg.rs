@@ -235,6 +235,28 @@ impl Vgg {
         Ok(x)
     }
 
+    /// The outputs of the modules called `names` (any order, as forward hooks would see
+    /// them), from one pass that stops at the last of them.
+    pub fn forward_taps(&self, x: &Tensor, mode: Mode, names: &[&str]) -> Result<Vec<Tensor>> {
+        self.check_input(x)?;
+        let mut order: Vec<(usize, usize)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Ok((self.layer_index(name)?, i)))
+            .collect::<Result<_>>()?;
+        order.sort_unstable();
+        let mut outputs = vec![None; names.len()];
+        let (mut x, mut done) = (x.clone(), 0);
+        for (layer, slot) in order {
+            if layer + 1 > done {
+                x = self.forward_range(&x, mode, done..layer + 1)?;
+                done = layer + 1;
+            }
+            outputs[slot] = Some(x.clone());
+        }
+        Ok(outputs.into_iter().flatten().collect())
+    }
+
     /// Index of the module called `name` in the layer list.
     pub fn layer_index(&self, name: &str) -> Result<usize> {
         self.layers

@@ -22,6 +22,8 @@ pub enum WeightFormat {
     /// `torch.save` before 1.6 (torchvision's published VGG files): pickles + raw storages.
     PthLegacy,
     Safetensors,
+    /// Tensors handed over in memory (a Python dict of arrays, say).
+    InMemory,
 }
 
 impl WeightFormat {
@@ -30,6 +32,7 @@ impl WeightFormat {
             WeightFormat::PthZip => "PyTorch .pth (zip format)",
             WeightFormat::PthLegacy => "PyTorch .pth (legacy format, before 1.6)",
             WeightFormat::Safetensors => "safetensors",
+            WeightFormat::InMemory => "tensors in memory",
         }
     }
 
@@ -75,6 +78,16 @@ pub struct StateDict {
 }
 
 impl StateDict {
+    /// Tensors from memory, with torchvision key names (a `module.` prefix and timm's
+    /// names are mapped, as for files).
+    pub fn from_tensors(tensors: Vec<(String, Tensor)>) -> Self {
+        names::to_torchvision(StateDict {
+            tensors,
+            format: WeightFormat::InMemory,
+            notes: Vec::new(),
+        })
+    }
+
     pub fn get(&self, key: &str) -> Option<&Tensor> {
         self.tensors.iter().find(|(k, _)| k == key).map(|(_, t)| t)
     }

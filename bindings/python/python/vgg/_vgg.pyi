@@ -1,0 +1,87 @@
+"""Type stubs of the Rust extension `vgg._vgg`."""
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+class WeightsError(ValueError):
+    """A checkpoint that cannot be read, or that does not fit the model."""
+
+class Model:
+    """A VGG network: callable on float32 NCHW arrays, with torchvision's state_dict."""
+
+    @staticmethod
+    def open(
+        arch: str,
+        *,
+        cfg: Optional[str] = None,
+        batch_norm: bool = False,
+        hidden: Optional[int] = None,
+        pool: Optional[int] = None,
+        num_classes: Optional[int] = None,
+        dropout: Optional[float] = None,
+        in_channels: Optional[int] = None,
+        weights: Optional[str] = None,
+        strict: bool = True,
+        seed: int = 0,
+    ) -> "Model": ...
+    def __call__(self, x: Any) -> npt.NDArray[np.float32]:
+        """Logits ``[N, num_classes]`` for an NCHW batch (numpy, CPU torch tensor, …)."""
+    def features(self, x: Any, layers: Sequence[str]) -> Dict[str, npt.NDArray[np.float32]]:
+        """The outputs of the named modules (``features.3``, ``avgpool``, …) from one pass."""
+    def state_dict(self) -> Dict[str, npt.NDArray[Any]]:
+        """Weights and buffers under torchvision's keys, in order."""
+    def load_state_dict(self, state_dict: Dict[str, Any], strict: bool = True) -> Dict[str, Any]:
+        """Loads weights; strict raises WeightsError on any difference. Returns the report."""
+    @property
+    def load_report(self) -> Optional[Dict[str, Any]]: ...
+    def train(self, mode: bool = True) -> "Model": ...
+    def eval(self) -> "Model": ...
+    @property
+    def training(self) -> bool: ...
+    @property
+    def config_dict(self) -> Dict[str, Any]: ...
+    @property
+    def class_names(self) -> List[str]: ...
+    def classify(
+        self,
+        images: List[Any],
+        topk: int = 5,
+        resize: int = 256,
+        crop: int = 224,
+        mean: Optional[Tuple[float, float, float]] = None,
+        std: Optional[Tuple[float, float, float]] = None,
+        batch_size: int = 8,
+    ) -> List[List[Tuple[int, str, float]]]:
+        """The ``topk`` classes of each image (paths, PIL images, HxWx3 uint8 arrays)."""
+
+class Dissection:
+    def html(self) -> str: ...
+    def save(self, dir: str) -> None: ...
+    @property
+    def top(self) -> List[Tuple[str, float]]: ...
+
+def summary_tables(
+    source: Any,
+    input_size: Tuple[int, int, int],
+    batch_size: int = -1,
+    format: str = "torchsummary",
+    columns: Optional[List[str]] = None,
+    depth: int = 3,
+    frozen: List[str] = ...,
+) -> Tuple[str, str]: ...
+def compare_json(input_size: Tuple[int, int, int]) -> str: ...
+def diagram_svg(sources: List[Any], input_size: Tuple[int, int, int]) -> str: ...
+def preprocess(
+    images: List[Any],
+    resize: int = 256,
+    crop: int = 224,
+    mean: Optional[Tuple[float, float, float]] = None,
+    std: Optional[Tuple[float, float, float]] = None,
+) -> npt.NDArray[np.float32]: ...
+def dissect(model: Model, image: Any, resize: int = 256, crop: int = 224, title: Optional[str] = None) -> Dissection: ...
+def set_num_threads(threads: int) -> None: ...
+def get_num_threads() -> int: ...

@@ -1,0 +1,138 @@
+"""The package's functions: summaries, loading, preprocessing and pictures."""
+
+import json
+import os
+import sys
+from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
+
+from . import _vgg
+from ._display import SVG, Report, Summary
+from ._vgg import Model
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def summary(
+    model: Any,
+    input_size: Union[Tuple[int, int, int], Sequence[Tuple[int, int, int]]],
+    batch_size: int = -1,
+    device: Optional[str] = None,
+    *,
+    format: str = "torchsummary",
+    columns: Optional[Sequence[str]] = None,
+    depth: int = 3,
+    frozen: Sequence[str] = (),
+    file=None,
+) -> Summary:
+    """Prints the model's layer table exactly as ``torchsummary.summary`` does (or, with
+    ``format="torchinfo"``, as ``torchinfo.summary``), and returns it as a :class:`Summary`.
+
+    Args:
+        model: a :class:`vgg.Model`, an arch name (``"vgg16"``), a dict of
+            :func:`vgg.models.custom`'s arguments (``{"cfg": [32, "M"], "num_classes": 10}``:
+            no weights are made), or a torchvision VGG module (read through its structure;
+            torch is needed only for that).
+        input_size: ``(C, H, W)`` of one image, as torchsummary takes it.
+        batch_size: the batch shown in the table; -1 prints ``-1`` as torchsummary does.
+        device: accepted for torchsummary compatibility and ignored (everything runs on the CPU).
+        format: ``"torchsummary"`` or ``"torchinfo"``.
+        columns: torchinfo's ``col_names`` (``input_size``, ``output_size``, ``num_params``,
+            ``params_percent``, ``kernel_size``, ``mult_adds``, ``trainable``).
+        depth: torchinfo's ``depth``.
+        frozen: parts whose parameters count as non-trainable (``features``, ``classifier``).
+        file: where to print (default ``sys.stdout``).
+    """
+    del device
+    if isinstance(input_size, list) and len(input_size) == 1:
+        input_size = input_size[0]
+    size = tuple(int(s) for s in input_size)
+    if len(size) != 3:
+        raise ValueError(f"input_size must be (C, H, W), got {input_size!r}")
+    source = _source(model)
+    text, data = _vgg.summary_tables(
+        source, size, batch_size, format, None if columns is None else list(columns), depth, list(frozen)
+    )
+    (file or sys.stdout).write(text)
+    return Summary(text, json.loads(data))
+
+
+def _source(model: Any) -> Any:
+    """What the Rust side takes for a model: ours, a name, a dict of
+    ``vgg.models.custom``'s arguments, or a torchvision VGG's config."""
+    if isinstance(model, (Model, str, dict)):
+        return model
+    if type(model).__module__.startswith("torch"):
+        from ._torch import config_of
+
+        return config_of(model)
+    raise TypeError(
+        f"expected a vgg.Model, an arch name, a config dict or a torchvision VGG, got {type(model).__name__}"
+    )
+
+
+def load(path: PathLike, *, strict: bool = True, seed: int = 0, num_classes: Optional[int] = None) -> Model:
+    """The model a checkpoint holds, its arch detected from its tensors: torchvision
+    ``.pth`` (zip or legacy), safetensors, or a ``vgg train`` checkpoint.
+
+    Raises:
+        FileNotFoundError: no such file.
+        vgg.WeightsError: not a checkpoint we read, or not a VGG.
+    """
+    return Model.open("auto", weights=os.fspath(path), strict=strict, seed=seed, num_classes=num_classes)
+
+
+def _images(images: Any) -> List[Any]:
+    """One image or several (paths, PIL images, HxWx3 uint8 arrays) as a list."""
+    if isinstance(images, (list, tuple)):
+        return [os.fspath(i) if isinstance(i, os.PathLike) else i for i in images]
+    return [os.fspath(images) if isinstance(images, os.PathLike) else images]
+
+
+def preprocess(
+    images: Any,
+    resize: int = 256,
+    crop: int = 224,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+):
+    """The exact NCHW float32 batch torchvision's ``Resize(resize)``, ``CenterCrop(crop)``,
+    ``ToTensor()`` and ``Normalize(mean, std)`` make of ``images`` (paths or PIL images;
+    ImageNet's mean and std by default)."""
+    return _vgg.preprocess(_images(images), resize, crop, _three(mean), _three(std))
+
+
+def _three(values: Optional[Sequence[float]]) -> Optional[Tuple[float, float, float]]:
+    if values is None:
+        return None
+    values = tuple(float(v) for v in values)
+    if len(values) != 3:
+        raise ValueError(f"expected three values (R, G, B), got {len(values)}")
+    return values  # type: ignore[return-value]
+
+
+def compare(input_size: Tuple[int, int, int] = (3, 224, 224)):
+    """The eight variants side by side at ``input_size``: layers, parameters, GFLOPs,
+    activation memory and torchvision's ImageNet accuracy. A pandas DataFrame when pandas
+    is installed, else a list of dicts."""
+    rows = json.loads(_vgg.compare_json(tuple(int(s) for s in input_size)))
+    try:
+        import pandas as pd
+    except ImportError:
+        return rows
+    return pd.DataFrame(rows).set_index("arch")
+
+
+def diagram(models: Any = None, input_size: Tuple[int, int, int] = (3, 224, 224)) -> SVG:
+    """An architecture diagram of one model (a :class:`vgg.Model` or an arch name), several,
+    or all eight when ``models`` is ``None``."""
+    if models is None:
+        models = ["vgg11", "vgg13", "vgg16", "vgg19"]
+    items: Iterable[Any] = models if isinstance(models, (list, tuple)) else [models]
+    return SVG(_vgg.diagram_svg([_source(m) for m in items], tuple(int(s) for s in input_size)))
+
+
+def dissect(model: Model, image: Any, *, resize: int = 256, crop: int = 224) -> Report:
+    """One image's trip through ``model``: the input it sees, each conv block's feature maps,
+    the first layer's filters, the top-5 classes and a Grad-CAM heatmap."""
+    (item,) = _images(image)
+    return Report(_vgg.dissect(model, item, resize, crop))

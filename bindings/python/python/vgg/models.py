@@ -1,0 +1,101 @@
+"""The models as torchvision spells them: ``vgg.models.vgg16(weights=PATH)``, and
+``vgg.models.custom(cfg=[64, "M", ...])`` for VGG-style networks of any shape."""
+
+import os
+from typing import Optional, Sequence, Union
+
+from ._vgg import Model
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+__all__ = ["custom", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]
+
+
+def _open(arch: str, weights: Optional[PathLike], strict: bool, seed: int, **config) -> Model:
+    return Model.open(
+        arch,
+        weights=None if weights is None else os.fspath(weights),
+        strict=strict,
+        seed=seed,
+        **config,
+    )
+
+
+def _named(arch: str):
+    def build(
+        *,
+        weights: Optional[PathLike] = None,
+        num_classes: Optional[int] = None,
+        dropout: Optional[float] = None,
+        strict: bool = True,
+        seed: int = 0,
+    ) -> Model:
+        return _open(arch, weights, strict, seed, num_classes=num_classes, dropout=dropout)
+
+    build.__name__ = build.__qualname__ = arch
+    build.__doc__ = f"""torchvision's ``{arch}``: its layers, parameter names and initialisation.
+
+    Args:
+        weights: a checkpoint to load (torchvision ``.pth`` in the zip or legacy format,
+            safetensors, or a ``vgg train`` checkpoint); random weights when ``None``.
+        num_classes: outputs of the last layer (default 1000, or the checkpoint's).
+        dropout: the classifier's dropout probability (default 0.5).
+        strict: refuse any difference between checkpoint and model (``load_state_dict``'s
+            ``strict``); when ``False`` load what fits and initialise the rest.
+        seed: seeds the initialisation of whatever is not loaded, and dropout.
+
+    Raises:
+        FileNotFoundError: ``weights`` does not exist.
+        vgg.WeightsError: ``weights`` is not a checkpoint, or does not fit ``{arch}``.
+    """
+    return build
+
+
+vgg11 = _named("vgg11")
+vgg11_bn = _named("vgg11_bn")
+vgg13 = _named("vgg13")
+vgg13_bn = _named("vgg13_bn")
+vgg16 = _named("vgg16")
+vgg16_bn = _named("vgg16_bn")
+vgg19 = _named("vgg19")
+vgg19_bn = _named("vgg19_bn")
+
+
+def custom(
+    cfg: Sequence[Union[int, str]],
+    *,
+    batch_norm: bool = False,
+    hidden: int = 4096,
+    pool: int = 7,
+    num_classes: int = 1000,
+    dropout: float = 0.5,
+    in_channels: int = 3,
+    weights: Optional[PathLike] = None,
+    strict: bool = True,
+    seed: int = 0,
+) -> Model:
+    """A VGG-style network: ``cfg`` lists 3×3 convolutions by their output channels and
+    2×2 max-pools as ``"M"``, as torchvision's ``cfgs`` table does, e.g.
+    ``[32, "M", 64, "M", 128, 128, "M"]``.
+
+    Args:
+        batch_norm: a BatchNorm2d after every convolution.
+        hidden: width of the two hidden classifier layers.
+        pool: output size of the adaptive average pool before the classifier.
+        num_classes, dropout, in_channels: the head and the input.
+        weights, strict, seed: as for :func:`vgg16`.
+    """
+    text = ",".join(str(item) for item in cfg)
+    return _open(
+        "custom",
+        weights,
+        strict,
+        seed,
+        cfg=text,
+        batch_norm=batch_norm,
+        hidden=hidden,
+        pool=pool,
+        num_classes=num_classes,
+        dropout=dropout,
+        in_channels=in_channels,
+    )

@@ -1,0 +1,102 @@
+//! Between numpy arrays and the library's buffers and tensors, copying only where the
+//! layouts differ (inputs are read in place; outputs become arrays without a copy).
+
+use candle_core::{DType, Device, Tensor};
+use numpy::{PyArray, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::errors::{PyResult, check};
+
+/// `x` (a numpy array, a CPU torch tensor, anything with `__array__`) as a C-contiguous
+/// float32 array: the same array, without a copy, when it already is one.
+pub fn float32<'py>(x: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
+    contiguous(x, "float32")?.extract()
+}
+
+fn contiguous<'py>(x: &Bound<'py, PyAny>, dtype: &str) -> PyResult<Bound<'py, PyAny>> {
+    let numpy = x.py().import("numpy")?;
+    let kwargs = PyDict::new(x.py());
+    kwargs.set_item("dtype", dtype)?;
+    numpy.call_method("ascontiguousarray", (x,), Some(&kwargs))
+}
+
+/// An NCHW float32 batch: its shape and its elements, read in place.
+pub fn nchw<'a>(x: &'a PyReadonlyArrayDyn<'_, f32>) -> PyResult<([usize; 4], &'a [f32])> {
+    let shape: [usize; 4] = x.shape().try_into().map_err(|_| {
+        PyValueError::new_err(format!(
+            "expected an NCHW float32 array (4 dimensions), got shape {:?}",
+            x.shape()
+        ))
+    })?;
+    let data = x
+        .as_slice()
+        .map_err(|_| PyValueError::new_err("the array must be C-contiguous"))?;
+    Ok((shape, data))
+}
+
+/// A float32 array of `shape` from `values`, without copying them.
+pub fn array<'py>(
+    py: Python<'py>,
+    values: Vec<f32>,
+    shape: &[usize],
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(PyArray::from_vec(py, values).reshape(shape)?.into_any())
+}
+
+/// A tensor as a numpy array of its dtype (float32, or int64 for counters).
+pub fn tensor_to_array<'py>(py: Python<'py>, tensor: &Tensor) -> PyResult<Bound<'py, PyAny>> {
+    let dims = tensor.dims().to_vec();
+    let flat = check(tensor.flatten_all().map_err(Into::into))?;
+    Ok(match tensor.dtype() {
+        DType::I64 => {
+            let values: Vec<i64> = check(flat.to_vec1().map_err(Into::into))?;
+            PyArray::from_vec(py, values).reshape(dims)?.into_any()
+        }
+        _ => {
+            let values: Vec<f32> = check(
+                flat.to_dtype(DType::F32)
+                    .and_then(|t| t.to_vec1())
+                    .map_err(Into::into),
+            )?;
+            array(py, values, &dims)?
+        }
+    })
+}
+
+/// An array (anything numpy converts) as a tensor: integer and bool arrays as int64 (batch
+/// norm's counters), all others as float32.
+pub fn array_to_tensor(value: &Bound<'_, PyAny>) -> PyResult<Tensor> {
+    let device = Device::Cpu;
+    let kind: String = value
+        .py()
+        .import("numpy")?
+        .call_method1("asarray", (value,))?
+        .getattr("dtype")?
+        .getattr("kind")?
+        .extract()?;
+    let value = &contiguous(
+        value,
+        if "iub".contains(kind.as_str()) {
+            "int64"
+        } else {
+            "float32"
+        },
+    )?;
+    if let Ok(a) = value.extract::<PyReadonlyArrayDyn<'_, f32>>() {
+        let data = a
+            .as_slice()
+            .map_err(|_| PyValueError::new_err("arrays must be C-contiguous"))?;
+        return check(Tensor::from_slice(data, a.shape(), &device).map_err(Into::into));
+    }
+    if let Ok(a) = value.extract::<PyReadonlyArrayDyn<'_, i64>>() {
+        let data = a
+            .as_slice()
+            .map_err(|_| PyValueError::new_err("arrays must be C-contiguous"))?;
+        return check(Tensor::from_slice(data, a.shape(), &device).map_err(Into::into));
+    }
+    Err(PyValueError::new_err(
+        "state_dict values must be float32 or int64 numpy arrays",
+    ))
+}

@@ -1,0 +1,315 @@
+//! `vgg._vgg`: the Rust half of the `vgg` Python package. Every function here converts its
+//! arguments, releases the GIL, calls the library and converts the result back; the pure
+//! Python package (`python/vgg`) adds the torchvision-shaped names and notebook display.
+
+mod arrays;
+mod errors;
+mod model;
+
+use std::path::PathBuf;
+
+use numpy::{PyReadonlyArray3, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyString};
+use vgg::data::RgbImage;
+use vgg::data::preprocess::Preprocess;
+use vgg::model::layers::Container;
+use vgg::summary::torchinfo::{self, Column};
+use vgg::summary::{Summary, compare, json, torchsummary};
+use vgg::{Arch, VggConfig};
+
+use crate::errors::{PyResult, WeightsError, check};
+use crate::model::Model;
+
+/// The config a summary or diagram describes: a `Model`, an arch name, or a dict of
+/// `vgg.models.custom`'s arguments (`cfg` as a list of ints and "M").
+fn config_from(source: &Bound<'_, PyAny>) -> PyResult<VggConfig> {
+    if let Ok(model) = source.cast::<Model>() {
+        return Ok(model.get().config());
+    }
+    if let Ok(name) = source.extract::<String>() {
+        return check(name.parse::<Arch>().map(VggConfig::from_arch));
+    }
+    let get = |key: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
+        Ok(source.get_item(key).ok().filter(|v| !v.is_none()))
+    };
+    let cfg = get("cfg")?.ok_or_else(|| {
+        PyValueError::new_err("expected a vgg Model, an arch name or a dict with a `cfg` list")
+    })?;
+    let items: Vec<String> = cfg
+        .try_iter()?
+        .map(|item| item.and_then(|i| Ok(i.str()?.to_string())))
+        .collect::<PyResult<_>>()?;
+    let batch_norm = get("batch_norm")?.map_or(Ok(false), |v| v.extract())?;
+    let size =
+        |key: &str| -> PyResult<Option<usize>> { get(key)?.map(|v| v.extract()).transpose() };
+    let overrides = vgg::ConfigOverrides {
+        in_channels: size("in_channels")?,
+        num_classes: size("num_classes")?,
+        dropout: get("dropout")?.map(|v| v.extract()).transpose()?,
+        hidden: size("hidden")?,
+        pool: size("pool")?,
+    };
+    let base = check(VggConfig::custom(&items.join(","), batch_norm))?;
+    let base = match get("name")?.map(|n| n.extract::<String>()).transpose()? {
+        Some(name)
+            if name.parse::<Arch>().is_ok_and(|a| {
+                VggConfig::from_arch(a).features() == base.features()
+                    && a.batch_norm() == batch_norm
+            }) =>
+        {
+            VggConfig::from_arch(name.parse::<Arch>().expect("checked"))
+        }
+        _ => base,
+    };
+    check(base.with_overrides(&overrides))
+}
+
+/// torchsummary's (or torchinfo's) table and the summary as JSON.
+#[pyfunction]
+#[pyo3(signature = (source, input_size, batch_size=-1, format="torchsummary", columns=None, depth=3, frozen=Vec::new()))]
+fn summary_tables(
+    source: &Bound<'_, PyAny>,
+    input_size: [usize; 3],
+    batch_size: i64,
+    format: &str,
+    columns: Option<Vec<String>>,
+    depth: usize,
+    frozen: Vec<String>,
+) -> PyResult<(String, String)> {
+    let config = config_from(source)?
+        .with_in_channels(input_size[0])
+        .map_err(errors::to_py)?;
+    let batch = match batch_size {
+        -1 => 1,
+        n if n >= 1 => n as usize,
+        n => {
+            return Err(PyValueError::new_err(format!(
+                "batch_size must be -1 or at least 1, got {n}"
+            )));
+        }
+    };
+    let frozen: Vec<Container> = frozen
+        .iter()
+        .map(|part| match part.as_str() {
+            "features" => Ok(Container::Features),
+            "classifier" => Ok(Container::Classifier),
+            other => Err(PyValueError::new_err(format!(
+                "frozen parts are `features` and `classifier`, not `{other}`"
+            ))),
+        })
+        .collect::<PyResult<_>>()?;
+    let summary = check(Summary::new(&config, batch, input_size, &frozen))?;
+    let text = match format {
+        "torchsummary" => torchsummary::render(&summary, batch_size),
+        "torchinfo" => {
+            let columns = match columns {
+                Some(list) => list
+                    .iter()
+                    .map(|c| c.parse())
+                    .collect::<vgg::Result<Vec<Column>>>()
+                    .map_err(errors::to_py)?,
+                None => Column::DEFAULT.to_vec(),
+            };
+            torchinfo::render(&summary, &torchinfo::Options { columns, depth })
+        }
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "format `{other}`: expected torchsummary or torchinfo"
+            )));
+        }
+    };
+    Ok((text, json::render(&summary)))
+}
+
+/// The eight variants side by side at `input_size`, as JSON rows.
+#[pyfunction]
+fn compare_json(py: Python<'_>, input_size: [usize; 3]) -> PyResult<String> {
+    py.detach(|| compare::compare(input_size))
+        .map(|stats| compare::render(&stats, compare::Format::Json))
+        .map_err(errors::to_py)
+}
+
+/// An SVG diagram of one or more configs at `input_size`.
+#[pyfunction]
+fn diagram_svg(sources: &Bound<'_, PyList>, input_size: [usize; 3]) -> PyResult<String> {
+    let configs = sources
+        .iter()
+        .map(|s| config_from(&s))
+        .collect::<PyResult<Vec<_>>>()?;
+    check(vgg::viz::diagram::diagram(&configs, input_size))
+}
+
+/// Validated preprocessing settings (torchvision's ImageNet mean and std by default).
+pub fn preprocess_settings(
+    resize: usize,
+    crop: usize,
+    mean: Option<[f32; 3]>,
+    std: Option<[f32; 3]>,
+) -> PyResult<Preprocess> {
+    let defaults = Preprocess::imagenet();
+    let preprocess = Preprocess {
+        resize,
+        crop,
+        mean: mean.unwrap_or(defaults.mean),
+        std: std.unwrap_or(defaults.std),
+        ..defaults
+    };
+    check(preprocess.validate())?;
+    Ok(preprocess)
+}
+
+/// Each image (a path, or an HxWx3 uint8 RGB array) decoded.
+pub fn decode_images(
+    py: Python<'_>,
+    images: &Bound<'_, PyList>,
+    preprocess: &Preprocess,
+) -> PyResult<Vec<RgbImage>> {
+    images
+        .iter()
+        .map(|image| {
+            // A PIL image: its RGB pixels as an HxWx3 uint8 array.
+            let image = if image.hasattr("convert")? && image.hasattr("size")? {
+                let rgb = image.call_method1("convert", ("RGB",))?;
+                py.import("numpy")?
+                    .call_method1("ascontiguousarray", (rgb,))?
+            } else {
+                image
+            };
+            if let Ok(pixels) = image.extract::<PyReadonlyArray3<'_, u8>>() {
+                let [h, w, c]: [usize; 3] = pixels.shape().try_into().expect("three dimensions");
+                if c != 3 {
+                    return Err(PyValueError::new_err(format!(
+                        "an image array must be HxWx3 RGB, got {h}x{w}x{c}"
+                    )));
+                }
+                let bytes = pixels
+                    .as_slice()
+                    .map_err(|_| PyValueError::new_err("image arrays must be C-contiguous"))?;
+                return RgbImage::from_raw(w as u32, h as u32, bytes.to_vec())
+                    .ok_or_else(|| PyValueError::new_err("the image array is too large"));
+            }
+            let path: PathBuf = image.extract().map_err(|_| {
+                PyValueError::new_err("images are paths, PIL images or HxWx3 uint8 arrays")
+            })?;
+            py.detach(|| preprocess.load(&path)).map_err(errors::to_py)
+        })
+        .collect()
+}
+
+/// The exact NCHW float32 batch the model sees for `images`.
+#[pyfunction]
+#[pyo3(signature = (images, resize=256, crop=224, mean=None, std=None))]
+fn preprocess<'py>(
+    py: Python<'py>,
+    images: &Bound<'py, PyList>,
+    resize: usize,
+    crop: usize,
+    mean: Option<[f32; 3]>,
+    std: Option<[f32; 3]>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let settings = preprocess_settings(resize, crop, mean, std)?;
+    let decoded = decode_images(py, images, &settings)?;
+    let data = py
+        .detach(|| -> vgg::Result<Vec<f32>> {
+            let mut data = Vec::new();
+            for image in &decoded {
+                data.extend(settings.apply(image)?);
+            }
+            Ok(data)
+        })
+        .map_err(errors::to_py)?;
+    arrays::array(py, data, &[decoded.len(), 3, crop, crop])
+}
+
+/// One image's trip through the network: feature maps, filters, Grad-CAM, top classes.
+#[pyclass(frozen, module = "vgg._vgg")]
+struct Dissection {
+    inner: vgg::viz::dissect::Dissection,
+    title: String,
+}
+
+#[pymethods]
+impl Dissection {
+    /// The self-contained HTML page (every picture embedded).
+    fn html(&self) -> String {
+        vgg::viz::report::html(&self.inner, &self.title)
+    }
+
+    /// Writes `index.html` and the PNGs into `dir` (created if missing).
+    fn save(&self, dir: PathBuf) -> PyResult<()> {
+        check(vgg::viz::report::write(&dir, &self.inner, &self.title))
+    }
+
+    /// The most probable classes: `(name, probability)`, most probable first.
+    #[getter]
+    fn top(&self) -> Vec<(String, f32)> {
+        self.inner.top.clone()
+    }
+}
+
+/// Dissects `model` on one image (a path or an HxWx3 uint8 array).
+#[pyfunction]
+#[pyo3(signature = (model, image, resize=256, crop=224, title=None))]
+fn dissect(
+    py: Python<'_>,
+    model: &Bound<'_, Model>,
+    image: &Bound<'_, PyAny>,
+    resize: usize,
+    crop: usize,
+    title: Option<String>,
+) -> PyResult<Dissection> {
+    let settings = preprocess_settings(resize, crop, None, None)?;
+    let list = PyList::new(py, [image])?;
+    let decoded = decode_images(py, &list, &settings)?;
+    let title = title.unwrap_or_else(|| {
+        image
+            .extract::<PathBuf>()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "an image".into())
+    });
+    let model = model.get();
+    let labels = model.class_names_for_report();
+    let inner = py
+        .detach(|| {
+            let input = settings.apply(&decoded[0])?;
+            vgg::viz::dissect::dissect(&model.model(), &input, &settings, &labels)
+        })
+        .map_err(errors::to_py)?;
+    Ok(Dissection { inner, title })
+}
+
+/// Sizes the thread pool every computation uses; call it before the first one.
+#[pyfunction]
+fn set_num_threads(threads: usize) -> PyResult<()> {
+    check(vgg::threads::set_num_threads(threads))
+}
+
+#[pyfunction]
+fn get_num_threads() -> usize {
+    vgg::threads::num_threads()
+}
+
+/// A JSON value as the equivalent Python object.
+pub fn json_to_py<'py>(py: Python<'py>, value: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
+    let json = py.import("json")?;
+    json.call_method1("loads", (PyString::new(py, &value.to_string()),))
+}
+
+#[pymodule]
+fn _vgg(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Model>()?;
+    m.add_class::<Dissection>()?;
+    m.add("WeightsError", m.py().get_type::<WeightsError>())?;
+    m.add_function(wrap_pyfunction!(summary_tables, m)?)?;
+    m.add_function(wrap_pyfunction!(compare_json, m)?)?;
+    m.add_function(wrap_pyfunction!(diagram_svg, m)?)?;
+    m.add_function(wrap_pyfunction!(preprocess, m)?)?;
+    m.add_function(wrap_pyfunction!(dissect, m)?)?;
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

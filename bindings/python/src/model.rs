@@ -1,0 +1,357 @@
+//! `vgg.Model`: a network, its weights and a compiled fast engine, callable on numpy batches
+//! from any number of Python threads (the GIL is released while it computes).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
+
+use candle_core::{Device, Tensor};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use vgg::data::RgbImage;
+use vgg::data::preprocess::Preprocess;
+use vgg::engine::PlanOptions;
+use vgg::fast::FastVgg;
+use vgg::infer::classify::classify_images;
+use vgg::infer::{Backend, Classifier};
+use vgg::weights::StateDict;
+use vgg::weights::load::{LoadReport, load};
+use vgg::{ArchChoice, ConfigOverrides, Mode, ModelSource, Vgg, VggConfig};
+
+use crate::arrays::{array, array_to_tensor, float32, nchw, tensor_to_array};
+use crate::errors::{PyResult, check};
+
+/// A VGG network. Build one with `vgg.models.vgg16(...)`, `vgg.models.custom(...)` or
+/// `vgg.load(path)`.
+#[pyclass(frozen, module = "vgg._vgg")]
+pub struct Model {
+    source: ModelSource,
+    /// The module-by-module model: weights, state_dict, activations, training mode.
+    model: RwLock<Vgg>,
+    /// The fast engine, compiled for the last input shape (recompiled when it changes).
+    engine: Mutex<Option<FastVgg>>,
+    training: AtomicBool,
+    /// What loading the checkpoint found, when there was one.
+    report: Option<LoadReport>,
+}
+
+#[pymethods]
+impl Model {
+    /// Opens a model: `arch` is a torchvision name, `custom` (with `cfg`) or `auto` (from
+    /// `weights`). Use `vgg.models` and `vgg.load` rather than calling this directly.
+    #[staticmethod]
+    #[pyo3(signature = (arch, *, cfg=None, batch_norm=false, hidden=None, pool=None,
+        num_classes=None, dropout=None, in_channels=None, weights=None, strict=true, seed=0))]
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        py: Python<'_>,
+        arch: &str,
+        cfg: Option<String>,
+        batch_norm: bool,
+        hidden: Option<usize>,
+        pool: Option<usize>,
+        num_classes: Option<usize>,
+        dropout: Option<f64>,
+        in_channels: Option<usize>,
+        weights: Option<PathBuf>,
+        strict: bool,
+        seed: u64,
+    ) -> PyResult<Model> {
+        let source = ModelSource {
+            arch: crate::errors::check(ArchChoice::parse(arch, cfg.as_deref(), batch_norm))?,
+            overrides: ConfigOverrides {
+                in_channels,
+                num_classes,
+                dropout,
+                hidden,
+                pool,
+            },
+            weights,
+            strict,
+            seed,
+        };
+        let (model, report) = py
+            .detach(|| source.open(&Device::Cpu))
+            .map_err(crate::errors::to_py)?;
+        Ok(Model {
+            source,
+            model: RwLock::new(model),
+            engine: Mutex::new(None),
+            training: AtomicBool::new(false),
+            report,
+        })
+    }
+
+    /// Logits `[N, num_classes]` for an NCHW float32 batch: the fast engine in eval mode, the
+    /// module-by-module model (dropout, batch statistics) in training mode.
+    fn __call__<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let x = float32(x)?;
+        let (shape, data) = nchw(&x)?;
+        let classes = self.config().num_classes();
+        let logits = if self.training.load(Ordering::Relaxed) {
+            let model = self.model();
+            py.detach(|| -> vgg::Result<Vec<f32>> {
+                let x = Tensor::from_slice(data, shape.as_slice(), &Device::Cpu)?;
+                Ok(model
+                    .forward(&x, Mode::Train)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?)
+            })
+            .map_err(crate::errors::to_py)?
+        } else {
+            py.detach(|| self.run_fast(shape, data))
+                .map_err(crate::errors::to_py)?
+        };
+        array(py, logits, &[shape[0], classes])
+    }
+
+    /// The outputs of the modules named in `layers` (`features.3`, `avgpool`,
+    /// `classifier.4`, …) for an NCHW float32 batch, from one pass, as a dict.
+    #[pyo3(signature = (x, layers))]
+    fn features<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        layers: Vec<String>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let x = float32(x)?;
+        let (shape, data) = nchw(&x)?;
+        let mode = self.mode();
+        let model = self.model();
+        let names: Vec<&str> = layers.iter().map(String::as_str).collect();
+        let outputs = py
+            .detach(|| -> vgg::Result<Vec<Tensor>> {
+                let x = Tensor::from_slice(data, shape.as_slice(), &Device::Cpu)?;
+                model.forward_taps(&x, mode, &names)
+            })
+            .map_err(crate::errors::to_py)?;
+        let dict = PyDict::new(py);
+        for (name, output) in layers.iter().zip(&outputs) {
+            dict.set_item(name, tensor_to_array(py, output)?)?;
+        }
+        Ok(dict)
+    }
+
+    /// The weights and buffers under torchvision's keys, as numpy arrays, in order.
+    fn state_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let tensors = check(self.model().state_dict())?;
+        let dict = PyDict::new(py);
+        for (key, tensor) in &tensors {
+            dict.set_item(key, tensor_to_array(py, tensor)?)?;
+        }
+        Ok(dict)
+    }
+
+    /// Loads `state_dict` (torchvision keys; float32 and int64 arrays). Strict: any missing,
+    /// unexpected or mis-shaped key raises `vgg.WeightsError` listing them all. Returns the
+    /// report as a dict (`missing_keys`, `unexpected_keys`, `mismatched`).
+    #[pyo3(signature = (state_dict, strict=true))]
+    fn load_state_dict<'py>(
+        &self,
+        py: Python<'py>,
+        state_dict: &Bound<'py, PyDict>,
+        strict: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let mut tensors = Vec::with_capacity(state_dict.len());
+        for (key, value) in state_dict.iter() {
+            tensors.push((key.extract::<String>()?, array_to_tensor(&value)?));
+        }
+        let config = self.config();
+        let seed = self.source.seed;
+        let state = StateDict::from_tensors(tensors);
+        let (model, report) = py
+            .detach(|| load(config, state, strict, seed, &Device::Cpu))
+            .map_err(crate::errors::to_py)?;
+        *self.model.write().unwrap_or_else(PoisonError::into_inner) = model;
+        *self.engine.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        report_dict(py, &report)
+    }
+
+    /// What loading the checkpoint found (`None` for random weights).
+    #[getter]
+    fn load_report<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        self.report.as_ref().map(|r| report_dict(py, r)).transpose()
+    }
+
+    /// Training mode: dropout and batch statistics, as `nn.Module.train()`.
+    #[pyo3(signature = (mode=true))]
+    fn train(slf: Bound<'_, Self>, mode: bool) -> Bound<'_, Self> {
+        slf.get().training.store(mode, Ordering::Relaxed);
+        slf
+    }
+
+    /// Evaluation mode (the default), as `nn.Module.eval()`.
+    fn eval(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf.get().training.store(false, Ordering::Relaxed);
+        slf
+    }
+
+    #[getter]
+    fn training(&self) -> bool {
+        self.training.load(Ordering::Relaxed)
+    }
+
+    /// The config as a dict: name, cfg, batch_norm, in_channels, num_classes, dropout,
+    /// hidden, pool.
+    #[getter]
+    fn config_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        crate::json_to_py(py, &config_json(&self.config()))
+    }
+
+    /// Names of the classes: a `vgg train` checkpoint's, ImageNet's, or `class N`.
+    #[getter]
+    fn class_names(&self) -> Vec<String> {
+        self.source.class_names(self.config().num_classes())
+    }
+
+    /// The `topk` most probable classes of each image (a path, or HxWx3 uint8 RGB array),
+    /// preprocessed as torchvision does: `[(index, name, probability), …]` per image.
+    #[pyo3(signature = (images, topk=5, resize=256, crop=224, mean=None, std=None, batch_size=8))]
+    #[allow(clippy::too_many_arguments)]
+    fn classify(
+        &self,
+        py: Python<'_>,
+        images: &Bound<'_, PyList>,
+        topk: usize,
+        resize: usize,
+        crop: usize,
+        mean: Option<[f32; 3]>,
+        std: Option<[f32; 3]>,
+        batch_size: usize,
+    ) -> PyResult<Vec<Vec<(usize, String, f32)>>> {
+        let preprocess = crate::preprocess_settings(resize, crop, mean, std)?;
+        let decoded = crate::decode_images(py, images, &preprocess)?;
+        let names = self.class_names();
+        let shape = [batch_size.max(1), self.config().in_channels(), crop, crop];
+        let predictions = py
+            .detach(|| self.classify_decoded(&decoded, &preprocess, shape, topk))
+            .map_err(crate::errors::to_py)?;
+        Ok(predictions
+            .into_iter()
+            .map(|top| {
+                top.into_iter()
+                    .map(|p| (p.index, names[p.index].clone(), p.prob))
+                    .collect()
+            })
+            .collect())
+    }
+
+    fn __repr__(&self) -> String {
+        let config = self.config();
+        let params: usize = self
+            .model()
+            .parameters()
+            .iter()
+            .map(|(_, v)| v.as_tensor().elem_count())
+            .sum();
+        format!(
+            "vgg.Model({}, {} classes, {params} parameters{})",
+            config.name(),
+            config.num_classes(),
+            if self.training() { ", training" } else { "" }
+        )
+    }
+}
+
+impl Model {
+    pub fn class_names_for_report(&self) -> Vec<String> {
+        self.class_names()
+    }
+
+    pub fn config(&self) -> VggConfig {
+        self.model().config().clone()
+    }
+
+    /// A read guard on the reference model.
+    pub fn model(&self) -> std::sync::RwLockReadGuard<'_, Vgg> {
+        self.model.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn mode(&self) -> Mode {
+        if self.training.load(Ordering::Relaxed) {
+            Mode::Train
+        } else {
+            Mode::Eval
+        }
+    }
+
+    /// The engine compiled for `shape`, compiled now if the last call had another.
+    fn with_engine<T>(
+        &self,
+        shape: [usize; 4],
+        run: impl FnOnce(&mut FastVgg) -> vgg::Result<T>,
+    ) -> vgg::Result<T> {
+        let mut slot = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.as_ref().is_none_or(|e| e.input_shape() != shape) {
+            *slot = None; // free the old plan before building the new one
+            *slot = Some(FastVgg::from_model(
+                &self.model(),
+                shape,
+                PlanOptions::default(),
+            )?);
+        }
+        run(slot.as_mut().expect("compiled above"))
+    }
+
+    fn run_fast(&self, shape: [usize; 4], data: &[f32]) -> vgg::Result<Vec<f32>> {
+        self.with_engine(shape, |engine| engine.forward_slice(data))
+    }
+
+    fn classify_decoded(
+        &self,
+        images: &[RgbImage],
+        preprocess: &Preprocess,
+        shape: [usize; 4],
+        topk: usize,
+    ) -> vgg::Result<Vec<Vec<vgg::infer::Prediction>>> {
+        let mut slot = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
+        let engine = match slot.take() {
+            Some(engine) if engine.input_shape() == shape => engine,
+            _ => FastVgg::from_model(&self.model(), shape, PlanOptions::default())?,
+        };
+        let mut classifier = Classifier {
+            backend: Backend::Fast(engine),
+            tta_flip: false,
+        };
+        let result = classify_images(&mut classifier, images, preprocess, shape[0], topk);
+        if let Backend::Fast(engine) = classifier.backend {
+            *slot = Some(engine);
+        }
+        result
+    }
+}
+
+fn report_dict<'py>(py: Python<'py>, report: &LoadReport) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("missing_keys", &report.missing)?;
+    dict.set_item("unexpected_keys", &report.unexpected)?;
+    let mismatched: Vec<(String, Vec<usize>, Vec<usize>)> = report
+        .mismatched
+        .iter()
+        .map(|m| (m.key.clone(), m.checkpoint.clone(), m.model.clone()))
+        .collect();
+    dict.set_item("mismatched", mismatched)?;
+    Ok(dict)
+}
+
+/// A config as JSON, in `vgg.models.custom`'s terms.
+pub fn config_json(config: &VggConfig) -> serde_json::Value {
+    let cfg: Vec<serde_json::Value> = config
+        .features()
+        .iter()
+        .map(|item| match item {
+            vgg::CfgItem::Conv(c) => serde_json::json!(c),
+            vgg::CfgItem::Pool => serde_json::json!("M"),
+        })
+        .collect();
+    serde_json::json!({
+        "name": config.name(),
+        "cfg": cfg,
+        "batch_norm": config.batch_norm(),
+        "in_channels": config.in_channels(),
+        "num_classes": config.num_classes(),
+        "dropout": config.dropout(),
+        "hidden": config.hidden(),
+        "pool": config.pool(),
+    })
+}

@@ -1,0 +1,52 @@
+"""Bad input raises Python exceptions with the library's messages; nothing takes the
+interpreter down."""
+
+import numpy as np
+import pytest
+
+import vgg
+from conftest import fixture
+
+
+def test_missing_file_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.pth"):
+        vgg.load(tmp_path / "nothing.pth")
+
+
+def test_not_a_checkpoint_is_a_weights_error(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("hello")
+    with pytest.raises(vgg.WeightsError, match="notes.pth"):
+        vgg.load(path)
+    assert issubclass(vgg.WeightsError, ValueError)
+
+
+def test_a_checkpoint_of_another_arch_is_a_weights_error():
+    with pytest.raises(vgg.WeightsError, match="does not fit vgg11"):
+        vgg.models.vgg11(weights=fixture("forward/tiny_bn.pth"))
+
+
+def test_bad_shapes_and_arguments_are_value_errors(tiny_bn):
+    with pytest.raises(ValueError, match="NCHW"):
+        tiny_bn(np.zeros((3, 64, 64), np.float32))
+    with pytest.raises(ValueError, match="needs at least 32"):
+        tiny_bn(np.zeros((1, 3, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="expects 3 input channels"):
+        tiny_bn(np.zeros((1, 1, 64, 64), np.float32))
+    with pytest.raises(ValueError, match="features.99"):
+        tiny_bn.features(np.zeros((1, 3, 64, 64), np.float32), layers=["features.99"])
+    with pytest.raises(ValueError, match="unknown arch"):
+        vgg.Model.open("vgg12")
+    with pytest.raises(ValueError, match="needs --cfg"):
+        vgg.Model.open("custom")
+    with pytest.raises(ValueError, match="dropout"):
+        vgg.models.vgg11(dropout=1.5)
+    with pytest.raises(ValueError, match="num_classes must be at least 1"):
+        vgg.models.custom([8, "M"], num_classes=0)
+    with pytest.raises(ValueError, match="convolution"):
+        vgg.models.custom(["M"])
+
+
+def test_help_explains_the_arguments():
+    assert "input_size" in vgg.summary.__doc__ and "torchsummary" in vgg.summary.__doc__
+    assert "weights" in vgg.models.vgg16.__doc__

@@ -1,0 +1,100 @@
+"""Models from Python: the constructors, checkpoints saved by PyTorch, forward and features
+equal to PyTorch's, state_dict round trips, train/eval."""
+
+import numpy as np
+import pytest
+
+import vgg
+from conftest import assert_close, fixture, read_safetensors
+
+CASES = ["tiny_bn", "tiny", "tiny_pool3"]
+
+
+def test_the_eight_constructors_have_torchvisions_keys():
+    import json
+
+    keys = json.loads(fixture("state_dict_keys.json").read_text())
+    for arch in ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]:
+        model = getattr(vgg.models, arch)(num_classes=10)
+        state = model.state_dict()
+        want = [(k, s) for k, s, _ in keys[arch] if not k.startswith("classifier.6")]
+        got = [(k, list(v.shape)) for k, v in state.items() if not k.startswith("classifier.6")]
+        assert got == want, arch
+        assert state["classifier.6.weight"].shape == (10, 4096)
+        assert model.config_dict["name"] == arch
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("suffix", [".pth", "_legacy.pth", ".safetensors"])
+def test_pytorch_checkpoints_give_pytorchs_logits(case, suffix):
+    model = vgg.load(fixture(f"forward/{case}{suffix}"))
+    x = np.load(fixture(f"forward/{case}_input.npy"))
+    want = np.load(fixture(f"forward/{case}_eval.npy"))
+    assert_close(model(x), want, 1e-4, 1e-4, f"{case}{suffix}")
+
+
+@pytest.mark.parametrize("case", ["tiny_bn", "tiny"])
+def test_features_equal_pytorch_hooks(case):
+    model = vgg.load(fixture(f"forward/{case}_legacy.pth"))
+    x = np.load(fixture(f"forward/{case}_act_input.npy"))
+    want = read_safetensors(fixture(f"forward/{case}_activations.safetensors"))
+    layers = ["features.3", "features.8", "avgpool", "classifier.4"]
+    layers = [name for name in layers if name in want]
+    got = model.features(x, layers=layers)
+    assert list(got) == layers
+    for name in layers:
+        assert_close(got[name], want[name], 1e-5, 1e-5, f"{case} {name}")
+    every = model.features(x, layers=list(want))
+    for name, value in want.items():
+        assert_close(every[name], value, 1e-5, 1e-5, f"{case} {name}")
+
+
+def test_state_dict_round_trip(tiny_bn):
+    state = tiny_bn.state_dict()
+    assert state["features.1.num_batches_tracked"].dtype == np.int64
+    fresh = vgg.models.custom([8, "M", 16, "M", 16, 16, "M", 32, "M", 32, "M"], batch_norm=True,
+                              hidden=32, num_classes=10, seed=7)
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    assert not np.array_equal(fresh(x), tiny_bn(x))
+    report = fresh.load_state_dict(state)
+    assert report == {"missing_keys": [], "unexpected_keys": [], "mismatched": []}
+    np.testing.assert_array_equal(fresh(x), tiny_bn(x))
+    for key, value in fresh.state_dict().items():
+        np.testing.assert_array_equal(value, state[key], err_msg=key)
+
+
+def test_strict_load_lists_every_difference(tiny_bn):
+    state = tiny_bn.state_dict()
+    del state["classifier.0.bias"]
+    state["extra.weight"] = np.zeros(3, np.float32)
+    with pytest.raises(vgg.WeightsError, match="classifier.0.bias") as error:
+        tiny_bn.load_state_dict(state)
+    assert "extra.weight" in str(error.value)
+    report = tiny_bn.load_state_dict(state, strict=False)
+    assert report["missing_keys"] == ["classifier.0.bias"]
+    assert report["unexpected_keys"] == ["extra.weight"]
+
+
+def test_train_mode_uses_batch_statistics_like_pytorch():
+    import json
+
+    case = "tiny_bn"
+    meta = json.loads(fixture(f"forward/{case}.json").read_text())
+    model = vgg.models.custom(
+        meta["cfg"].split(","), batch_norm=meta["batch_norm"], hidden=meta["hidden"],
+        pool=meta["pool"], num_classes=meta["num_classes"], dropout=0.0,
+        weights=fixture(f"forward/{case}.pth"),
+    )
+    x = np.load(fixture(f"forward/{case}_input.npy"))
+    assert model.train() is model and model.training
+    assert_close(model(x), np.load(fixture(f"forward/{case}_train.npy")), 1e-4, 1e-4, "train")
+    assert not model.eval().training
+
+
+def test_torch_like_inputs_are_converted():
+    model = vgg.load(fixture("forward/tiny.pth"))
+    x = np.load(fixture("forward/tiny_input.npy"))
+    want = model(x)
+    np.testing.assert_array_equal(model(x.astype(np.float64)), want)
+    np.testing.assert_array_equal(model(np.asfortranarray(x)), want)
+    np.testing.assert_array_equal(model(x.tolist()), want)

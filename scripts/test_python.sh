@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The Python package's tests: a venv of its own under target/ (never torch), the package
+# installed with the README's command, then pytest (summaries, models, errors, threads,
+# images and the example notebook).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=target/python-venv
+python3 -m venv "$venv"
+"$venv/bin/pip" install --quiet --upgrade pip
+"$venv/bin/pip" install --quiet maturin numpy pytest nbclient nbformat ipykernel pillow
+"$venv/bin/pip" install --quiet ./bindings/python
+"$venv/bin/python" -m pytest bindings/python/tests -q
