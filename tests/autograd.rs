@@ -1,4 +1,4 @@
-//! The training ops of `engine::autograd` against candle's reference ops: forward
+//! The training ops of `vgg::ops` against candle's reference ops: forward
 //! values and every gradient, element by element, on seeded random data.
 
 mod common;

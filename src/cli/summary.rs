@@ -8,8 +8,7 @@ use crate::cli::args::{ModelArgs, Part, parse_shape};
 use vgg::error::{Error, Result};
 use vgg::model::VggConfig;
 use vgg::model::layers::Container;
-use vgg::summary::torchinfo::{self, Column};
-use vgg::summary::{Summary, json, torchsummary};
+use vgg::summary::{Style, Summary, render};
 use vgg::weights::{self, detect::detect_config};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -70,31 +69,18 @@ pub fn run(args: &SummaryArgs) -> Result<String> {
         return Err(Error::BadArgument("--batch-size must be at least 1".into()));
     }
     let config = config(args)?.with_in_channels(chw[0])?;
-    if args.format != Format::Torchinfo && args.columns.is_some() {
-        return Err(Error::BadArgument(
-            "--columns applies to --format torchinfo".into(),
-        ));
-    }
+    let columns: Option<Vec<String>> =
+        (args.columns.as_deref()).map(|list| list.split(',').map(String::from).collect());
+    let format = match args.format {
+        Format::Torchsummary => "torchsummary",
+        Format::Torchinfo => "torchinfo",
+        Format::Json => "json",
+    };
+    let batch_label = batch.map_or(-1, |b| b as i64);
+    let style = Style::parse(format, batch_label, columns.as_deref(), args.depth)?;
     let frozen: Vec<Container> = args.freeze.iter().map(|&p| p.into()).collect();
     let summary = Summary::new(&config, batch.unwrap_or(1), chw, &frozen)?;
-    Ok(match args.format {
-        Format::Torchsummary => torchsummary::render(&summary, batch.map_or(-1, |b| b as i64)),
-        Format::Torchinfo => {
-            let columns = match &args.columns {
-                Some(list) => list
-                    .split(',')
-                    .map(str::parse)
-                    .collect::<Result<Vec<Column>>>()?,
-                None => Column::DEFAULT.to_vec(),
-            };
-            let options = torchinfo::Options {
-                columns,
-                depth: args.depth,
-            };
-            torchinfo::render(&summary, &options)
-        }
-        Format::Json => json::render(&summary),
-    })
+    Ok(render(&summary, &style))
 }
 
 /// The named config, or the one a checkpoint holds (`auto --weights FILE`).

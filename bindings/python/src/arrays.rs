@@ -12,10 +12,25 @@ use crate::errors::{PyResult, check};
 /// `x` (a numpy array, a CPU torch tensor, anything with `__array__`) as a C-contiguous
 /// float32 array: the same array, without a copy, when it already is one.
 pub fn float32<'py>(x: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
+    // A torch tensor that requires grad refuses conversion until detached.
+    let detached;
+    let x = if x.hasattr("requires_grad")? && x.hasattr("detach")? {
+        detached = x.call_method0("detach")?;
+        &detached
+    } else {
+        x
+    };
+    let numpy = x.py().import("numpy")?;
+    let is_array = x.is_instance(&numpy.getattr("ndarray")?)?;
+    if !is_array && x.hasattr("__dlpack__")? && !x.hasattr("__array__")? {
+        let array = numpy.call_method1("from_dlpack", (x,))?;
+        return contiguous(&array, "float32")?.extract();
+    }
     contiguous(x, "float32")?.extract()
 }
 
-fn contiguous<'py>(x: &Bound<'py, PyAny>, dtype: &str) -> PyResult<Bound<'py, PyAny>> {
+/// `x` as a C-contiguous numpy array of `dtype` (itself when it already is one).
+pub fn contiguous<'py>(x: &Bound<'py, PyAny>, dtype: &str) -> PyResult<Bound<'py, PyAny>> {
     let numpy = x.py().import("numpy")?;
     let kwargs = PyDict::new(x.py());
     kwargs.set_item("dtype", dtype)?;

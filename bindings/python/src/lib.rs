@@ -15,8 +15,7 @@ use pyo3::types::{PyList, PyString};
 use vgg::data::RgbImage;
 use vgg::data::preprocess::Preprocess;
 use vgg::model::layers::Container;
-use vgg::summary::torchinfo::{self, Column};
-use vgg::summary::{Summary, compare, json, torchsummary};
+use vgg::summary::{Style, Summary, compare, render};
 use vgg::{Arch, VggConfig};
 
 use crate::errors::{PyResult, WeightsError, check};
@@ -78,9 +77,16 @@ fn summary_tables(
     depth: usize,
     frozen: Vec<String>,
 ) -> PyResult<(String, String)> {
-    let config = config_from(source)?
-        .with_in_channels(input_size[0])
-        .map_err(errors::to_py)?;
+    let config = config_from(source)?;
+    // An arch name or a config without channels takes the input's (as the CLI does); a
+    // model has its own, and another channel count is an error, as in torchsummary.
+    let own_channels = source.is_instance_of::<Model>()
+        || source.get_item("in_channels").is_ok_and(|c| !c.is_none());
+    let config = if own_channels {
+        config
+    } else {
+        check(config.with_in_channels(input_size[0]))?
+    };
     let batch = match batch_size {
         -1 => 1,
         n if n >= 1 => n as usize,
@@ -90,37 +96,10 @@ fn summary_tables(
             )));
         }
     };
-    let frozen: Vec<Container> = frozen
-        .iter()
-        .map(|part| match part.as_str() {
-            "features" => Ok(Container::Features),
-            "classifier" => Ok(Container::Classifier),
-            other => Err(PyValueError::new_err(format!(
-                "frozen parts are `features` and `classifier`, not `{other}`"
-            ))),
-        })
-        .collect::<PyResult<_>>()?;
+    let frozen: Vec<Container> = check(frozen.iter().map(|part| part.parse()).collect())?;
+    let style = check(Style::parse(format, batch_size, columns.as_deref(), depth))?;
     let summary = check(Summary::new(&config, batch, input_size, &frozen))?;
-    let text = match format {
-        "torchsummary" => torchsummary::render(&summary, batch_size),
-        "torchinfo" => {
-            let columns = match columns {
-                Some(list) => list
-                    .iter()
-                    .map(|c| c.parse())
-                    .collect::<vgg::Result<Vec<Column>>>()
-                    .map_err(errors::to_py)?,
-                None => Column::DEFAULT.to_vec(),
-            };
-            torchinfo::render(&summary, &torchinfo::Options { columns, depth })
-        }
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "format `{other}`: expected torchsummary or torchinfo"
-            )));
-        }
-    };
-    Ok((text, json::render(&summary)))
+    Ok((render(&summary, &style), render(&summary, &Style::Json)))
 }
 
 /// The eight variants side by side at `input_size`, as JSON rows.
@@ -160,7 +139,7 @@ pub fn preprocess_settings(
     Ok(preprocess)
 }
 
-/// Each image (a path, or an HxWx3 uint8 RGB array) decoded.
+/// Each image (a path, a PIL image, or an HxWx3 uint8 RGB array) decoded.
 pub fn decode_images(
     py: Python<'_>,
     images: &Bound<'_, PyList>,
@@ -169,31 +148,32 @@ pub fn decode_images(
     images
         .iter()
         .map(|image| {
-            // A PIL image: its RGB pixels as an HxWx3 uint8 array.
+            if let Ok(path) = image.extract::<PathBuf>() {
+                return py.detach(|| preprocess.load(&path)).map_err(errors::to_py);
+            }
+            // A PIL image: its RGB pixels.
             let image = if image.hasattr("convert")? && image.hasattr("size")? {
-                let rgb = image.call_method1("convert", ("RGB",))?;
-                py.import("numpy")?
-                    .call_method1("ascontiguousarray", (rgb,))?
+                image.call_method1("convert", ("RGB",))?
             } else {
                 image
             };
-            if let Ok(pixels) = image.extract::<PyReadonlyArray3<'_, u8>>() {
-                let [h, w, c]: [usize; 3] = pixels.shape().try_into().expect("three dimensions");
-                if c != 3 {
-                    return Err(PyValueError::new_err(format!(
-                        "an image array must be HxWx3 RGB, got {h}x{w}x{c}"
-                    )));
-                }
-                let bytes = pixels
-                    .as_slice()
-                    .map_err(|_| PyValueError::new_err("image arrays must be C-contiguous"))?;
-                return RgbImage::from_raw(w as u32, h as u32, bytes.to_vec())
-                    .ok_or_else(|| PyValueError::new_err("the image array is too large"));
-            }
-            let path: PathBuf = image.extract().map_err(|_| {
+            let pixels = arrays::contiguous(&image, "uint8").map_err(|_| {
                 PyValueError::new_err("images are paths, PIL images or HxWx3 uint8 arrays")
             })?;
-            py.detach(|| preprocess.load(&path)).map_err(errors::to_py)
+            let pixels: PyReadonlyArray3<'_, u8> = pixels.extract().map_err(|_| {
+                PyValueError::new_err("an image array must have 3 dimensions (HxWx3 RGB)")
+            })?;
+            let [h, w, c]: [usize; 3] = pixels.shape().try_into().expect("three dimensions");
+            if c != 3 {
+                return Err(PyValueError::new_err(format!(
+                    "an image array must be HxWx3 RGB, got {h}x{w}x{c}"
+                )));
+            }
+            let bytes = pixels
+                .as_slice()
+                .map_err(|_| PyValueError::new_err("unreadable image array"))?;
+            RgbImage::from_raw(w as u32, h as u32, bytes.to_vec())
+                .ok_or_else(|| PyValueError::new_err("the image array is too large"))
         })
         .collect()
 }

@@ -15,7 +15,7 @@ use vgg::fast::FastVgg;
 use vgg::infer::classify::classify_images;
 use vgg::infer::{Backend, Classifier};
 use vgg::weights::StateDict;
-use vgg::weights::load::{LoadReport, load};
+use vgg::weights::load::{LoadReport, load_into};
 use vgg::{ArchChoice, ConfigOverrides, Mode, ModelSource, Vgg, VggConfig};
 
 use crate::arrays::{array, array_to_tensor, float32, nchw, tensor_to_array};
@@ -25,7 +25,6 @@ use crate::errors::{PyResult, check};
 /// `vgg.load(path)`.
 #[pyclass(frozen, module = "vgg._vgg")]
 pub struct Model {
-    source: ModelSource,
     /// The module-by-module model: weights, state_dict, activations, training mode.
     model: RwLock<Vgg>,
     /// The fast engine, compiled for the last input shape (recompiled when it changes).
@@ -33,6 +32,8 @@ pub struct Model {
     training: AtomicBool,
     /// What loading the checkpoint found, when there was one.
     report: Option<LoadReport>,
+    /// The checkpoint's class names, ImageNet's, or `class N`; read once.
+    names: Vec<String>,
 }
 
 #[pymethods]
@@ -73,12 +74,13 @@ impl Model {
         let (model, report) = py
             .detach(|| source.open(&Device::Cpu))
             .map_err(crate::errors::to_py)?;
+        let names = source.class_names(model.config().num_classes());
         Ok(Model {
-            source,
             model: RwLock::new(model),
             engine: Mutex::new(None),
             training: AtomicBool::new(false),
             report,
+            names,
         })
     }
 
@@ -89,13 +91,11 @@ impl Model {
         let (shape, data) = nchw(&x)?;
         let classes = self.config().num_classes();
         let logits = if self.training.load(Ordering::Relaxed) {
-            let model = self.model();
             py.detach(|| -> vgg::Result<Vec<f32>> {
                 let x = Tensor::from_slice(data, shape.as_slice(), &Device::Cpu)?;
-                Ok(model
-                    .forward(&x, Mode::Train)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?)
+                let logits = self.model().forward(&x, Mode::Train)?;
+                self.batch_statistics_changed();
+                Ok(logits.flatten_all()?.to_vec1::<f32>()?)
             })
             .map_err(crate::errors::to_py)?
         } else {
@@ -117,12 +117,15 @@ impl Model {
         let x = float32(x)?;
         let (shape, data) = nchw(&x)?;
         let mode = self.mode();
-        let model = self.model();
         let names: Vec<&str> = layers.iter().map(String::as_str).collect();
         let outputs = py
             .detach(|| -> vgg::Result<Vec<Tensor>> {
                 let x = Tensor::from_slice(data, shape.as_slice(), &Device::Cpu)?;
-                model.forward_taps(&x, mode, &names)
+                let outputs = self.model().forward_taps(&x, mode, &names)?;
+                if mode == Mode::Train {
+                    self.batch_statistics_changed();
+                }
+                Ok(outputs)
             })
             .map_err(crate::errors::to_py)?;
         let dict = PyDict::new(py);
@@ -142,9 +145,11 @@ impl Model {
         Ok(dict)
     }
 
-    /// Loads `state_dict` (torchvision keys; float32 and int64 arrays). Strict: any missing,
-    /// unexpected or mis-shaped key raises `vgg.WeightsError` listing them all. Returns the
-    /// report as a dict (`missing_keys`, `unexpected_keys`, `mismatched`).
+    /// Loads `state_dict` (torchvision keys; float32 and int64 arrays) as PyTorch's
+    /// `load_state_dict`: strict, any missing, unexpected or mis-shaped key raises
+    /// `vgg.WeightsError` listing them all; not strict, missing keys keep their values and
+    /// unexpected ones are ignored (a size mismatch still raises). Returns the report as a
+    /// dict (`missing_keys`, `unexpected_keys`, `mismatched`, `loaded`, `hints`).
     #[pyo3(signature = (state_dict, strict=true))]
     fn load_state_dict<'py>(
         &self,
@@ -156,14 +161,16 @@ impl Model {
         for (key, value) in state_dict.iter() {
             tensors.push((key.extract::<String>()?, array_to_tensor(&value)?));
         }
-        let config = self.config();
-        let seed = self.source.seed;
         let state = StateDict::from_tensors(tensors);
-        let (model, report) = py
-            .detach(|| load(config, state, strict, seed, &Device::Cpu))
+        let report = py
+            .detach(|| -> vgg::Result<LoadReport> {
+                let mut model = self.model.write().unwrap_or_else(PoisonError::into_inner);
+                let (loaded, report) = load_into(&model, state, strict)?;
+                *model = loaded;
+                *self.engine.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                Ok(report)
+            })
             .map_err(crate::errors::to_py)?;
-        *self.model.write().unwrap_or_else(PoisonError::into_inner) = model;
-        *self.engine.lock().unwrap_or_else(PoisonError::into_inner) = None;
         report_dict(py, &report)
     }
 
@@ -201,7 +208,7 @@ impl Model {
     /// Names of the classes: a `vgg train` checkpoint's, ImageNet's, or `class N`.
     #[getter]
     fn class_names(&self) -> Vec<String> {
-        self.source.class_names(self.config().num_classes())
+        self.names.clone()
     }
 
     /// The `topk` most probable classes of each image (a path, or HxWx3 uint8 RGB array),
@@ -219,10 +226,16 @@ impl Model {
         std: Option<[f32; 3]>,
         batch_size: usize,
     ) -> PyResult<Vec<Vec<(usize, String, f32)>>> {
+        if batch_size == 0 || topk == 0 {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "batch_size and topk must be at least 1",
+            ));
+        }
         let preprocess = crate::preprocess_settings(resize, crop, mean, std)?;
         let decoded = crate::decode_images(py, images, &preprocess)?;
-        let names = self.class_names();
-        let shape = [batch_size.max(1), self.config().in_channels(), crop, crop];
+        let names = &self.names;
+        let batch = batch_size.min(decoded.len()).max(1);
+        let shape = [batch, self.config().in_channels(), crop, crop];
         let predictions = py
             .detach(|| self.classify_decoded(&decoded, &preprocess, shape, topk))
             .map_err(crate::errors::to_py)?;
@@ -255,7 +268,15 @@ impl Model {
 
 impl Model {
     pub fn class_names_for_report(&self) -> Vec<String> {
-        self.class_names()
+        self.names.clone()
+    }
+
+    /// A training-mode pass updated batch norm's running statistics: the engine, compiled
+    /// with the old ones folded in, must be rebuilt.
+    fn batch_statistics_changed(&self) {
+        if self.config().batch_norm() {
+            *self.engine.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
     }
 
     pub fn config(&self) -> VggConfig {
@@ -331,6 +352,8 @@ fn report_dict<'py>(py: Python<'py>, report: &LoadReport) -> PyResult<Bound<'py,
         .map(|m| (m.key.clone(), m.checkpoint.clone(), m.model.clone()))
         .collect();
     dict.set_item("mismatched", mismatched)?;
+    dict.set_item("loaded", report.loaded)?;
+    dict.set_item("hints", &report.hints)?;
     Ok(dict)
 }
 

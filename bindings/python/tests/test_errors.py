@@ -13,6 +13,18 @@ def test_missing_file_is_file_not_found(tmp_path):
         vgg.load(tmp_path / "nothing.pth")
 
 
+def test_missing_images_are_file_not_found(tmp_path, tiny_bn):
+    with pytest.raises(FileNotFoundError, match="nothing.jpg"):
+        vgg.preprocess(tmp_path / "nothing.jpg")
+    with pytest.raises(FileNotFoundError):
+        tiny_bn.classify([str(tmp_path / "nothing.jpg")])
+
+
+def test_a_model_summarised_at_other_channels_is_an_error():
+    with pytest.raises(ValueError, match="expects 3 input channels, got 1"):
+        vgg.summary(vgg.models.custom([8, "M"], hidden=8), (1, 32, 32))
+
+
 def test_not_a_checkpoint_is_a_weights_error(tmp_path):
     path = tmp_path / "notes.pth"
     path.write_text("hello")

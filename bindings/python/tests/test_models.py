@@ -57,10 +57,42 @@ def test_state_dict_round_trip(tiny_bn):
     x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
     assert not np.array_equal(fresh(x), tiny_bn(x))
     report = fresh.load_state_dict(state)
-    assert report == {"missing_keys": [], "unexpected_keys": [], "mismatched": []}
+    assert (report["missing_keys"], report["unexpected_keys"], report["mismatched"]) == ([], [], [])
+    assert report["loaded"] == len(state) and report["hints"] == []
     np.testing.assert_array_equal(fresh(x), tiny_bn(x))
     for key, value in fresh.state_dict().items():
         np.testing.assert_array_equal(value, state[key], err_msg=key)
+
+
+def test_non_strict_load_keeps_what_is_missing_and_refuses_other_sizes(tiny_bn):
+    x = np.random.default_rng(2).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    before = tiny_bn(x)
+    state = tiny_bn.state_dict()
+    partial = {k: v for k, v in state.items() if not k.startswith("classifier")}
+    fresh = vgg.models.custom([8, "M", 16, "M", 16, 16, "M", 32, "M", 32, "M"], batch_norm=True,
+                              hidden=32, num_classes=10, seed=7)
+    head = {k: v for k, v in fresh.state_dict().items() if k.startswith("classifier")}
+    report = fresh.load_state_dict(partial, strict=False)
+    assert report["missing_keys"] == list(head)
+    for key, value in fresh.state_dict().items():
+        np.testing.assert_array_equal(value, head.get(key, state[key]), err_msg=key)
+    assert not np.array_equal(fresh(x), before)
+    wrong = dict(state, **{"classifier.6.bias": np.zeros(3, np.float32)})
+    with pytest.raises(vgg.WeightsError, match="size mismatch for classifier.6.bias"):
+        fresh.load_state_dict(wrong, strict=False)
+
+
+def test_training_passes_refresh_the_engines_statistics():
+    model = vgg.models.custom([8, "M", 16, "M"], batch_norm=True, hidden=16, num_classes=4, seed=3)
+    x = np.random.default_rng(4).standard_normal((4, 3, 32, 32)).astype(np.float32) * 3 + 1
+    before = model(x)
+    model.train()
+    model(x)
+    model.eval()
+    after = model(x)
+    assert not np.allclose(before, after)
+    reference = model.features(x, layers=["classifier.6"])["classifier.6"]
+    np.testing.assert_allclose(after, reference, rtol=1e-4, atol=1e-5)
 
 
 def test_strict_load_lists_every_difference(tiny_bn):

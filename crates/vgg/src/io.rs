@@ -2,6 +2,7 @@
 //! renamed over it, so a crash or a full disk never leaves a half-written file behind.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
 
@@ -45,11 +46,15 @@ fn sync(path: &Path) -> Result<()> {
         .map_err(|e| Error::io(path, "cannot flush", e))
 }
 
+/// `.NAME.PID-N.tmp` beside `path`: unique per process and per write, so threads writing the
+/// same file at once never share a temporary file.
 fn temporary_path(path: &Path) -> PathBuf {
+    static WRITES: AtomicUsize = AtomicUsize::new(0);
     let name = path
         .file_name()
         .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()))
 }
 
 #[cfg(test)]

@@ -126,7 +126,7 @@ def diagram(models: Any = None, input_size: Tuple[int, int, int] = (3, 224, 224)
     """An architecture diagram of one model (a :class:`vgg.Model` or an arch name), several,
     or all eight when ``models`` is ``None``."""
     if models is None:
-        models = ["vgg11", "vgg13", "vgg16", "vgg19"]
+        models = ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]
     items: Iterable[Any] = models if isinstance(models, (list, tuple)) else [models]
     return SVG(_vgg.diagram_svg([_source(m) for m in items], tuple(int(s) for s in input_size)))
 

@@ -38,7 +38,8 @@ def _named(arch: str):
     Args:
         weights: a checkpoint to load (torchvision ``.pth`` in the zip or legacy format,
             safetensors, or a ``vgg train`` checkpoint); random weights when ``None``.
-        num_classes: outputs of the last layer (default 1000, or the checkpoint's).
+        num_classes: outputs of the last layer (default 1000, as torchvision's; a checkpoint
+            of another class count needs it, or use ``vgg.load``, which reads it from the file).
         dropout: the classifier's dropout probability (default 0.5).
         strict: refuse any difference between checkpoint and model (``load_state_dict``'s
             ``strict``); when ``False`` load what fits and initialise the rest.

@@ -21,7 +21,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
         why,
     };
     let reader = ImageReader::open(path)
-        .map_err(|e| bad(format!("cannot open: {e}")))?
+        .map_err(|e| Error::io(path, "cannot open", e))?
         .with_guessed_format()
         .map_err(|e| bad(format!("cannot read: {e}")))?;
     let image = match reader.format() {

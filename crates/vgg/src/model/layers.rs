@@ -19,6 +19,21 @@ pub enum Container {
     Classifier,
 }
 
+impl std::str::FromStr for Container {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        match name {
+            "features" => Ok(Container::Features),
+            "avgpool" => Ok(Container::Avgpool),
+            "classifier" => Ok(Container::Classifier),
+            other => Err(Error::BadArgument(format!(
+                "`{other}` is not a part of the model; valid: features, avgpool, classifier"
+            ))),
+        }
+    }
+}
+
 impl Container {
     pub fn name(self) -> &'static str {
         match self {

@@ -9,6 +9,62 @@ pub mod trace;
 
 pub use trace::{Row, Summary};
 
+use crate::error::{Error, Result};
+use torchinfo::Column;
+
+/// How a summary is printed.
+#[derive(Debug, Clone)]
+pub enum Style {
+    /// torchsummary's table, printing `batch_label` as the batch (-1, its default, for none).
+    Torchsummary {
+        batch_label: i64,
+    },
+    Torchinfo(torchinfo::Options),
+    Json,
+}
+
+impl Style {
+    /// `format` is `torchsummary`, `torchinfo` or `json`; `columns` (torchinfo's `col_names`,
+    /// its defaults when `None`) and `depth` apply to torchinfo alone.
+    pub fn parse(
+        format: &str,
+        batch_label: i64,
+        columns: Option<&[String]>,
+        depth: usize,
+    ) -> Result<Self> {
+        if format != "torchinfo" && columns.is_some() {
+            return Err(Error::BadArgument(
+                "columns apply to the torchinfo format".into(),
+            ));
+        }
+        Ok(match format {
+            "torchsummary" => Style::Torchsummary { batch_label },
+            "json" => Style::Json,
+            "torchinfo" => {
+                let columns = match columns {
+                    Some(names) => names.iter().map(|c| c.parse()).collect::<Result<_>>()?,
+                    None => Column::DEFAULT.to_vec(),
+                };
+                Style::Torchinfo(torchinfo::Options { columns, depth })
+            }
+            other => {
+                return Err(Error::BadArgument(format!(
+                    "unknown summary format `{other}`; valid: torchsummary, torchinfo, json"
+                )));
+            }
+        })
+    }
+}
+
+/// The summary printed in `style`.
+pub fn render(summary: &Summary, style: &Style) -> String {
+    match style {
+        Style::Torchsummary { batch_label } => torchsummary::render(summary, *batch_label),
+        Style::Torchinfo(options) => torchinfo::render(summary, options),
+        Style::Json => json::render(summary),
+    }
+}
+
 /// An integer with comma thousands separators, as Python's `f"{n:,}"`.
 pub fn with_commas(n: i128) -> String {
     let digits = n.unsigned_abs().to_string();

@@ -153,6 +153,29 @@ pub fn load(
     Ok((model, report))
 }
 
+/// `model.load_state_dict(state, strict)` as PyTorch does it: strict refuses any difference;
+/// otherwise the tensors that fit replace the model's, missing keys keep the model's current
+/// values, unexpected keys are ignored, and a size mismatch is still an error. Returns the
+/// new model (the old one is left as it was) and the report.
+pub fn load_into(model: &Vgg, state: StateDict, strict: bool) -> Result<(Vgg, LoadReport)> {
+    let report = check(model.config(), &state.shapes());
+    if !report.is_exact() && (strict || !report.mismatched.is_empty()) {
+        return Err(Error::mismatch(report));
+    }
+    let current = model.state_dict()?;
+    let device = model.device().clone();
+    let loaded = Vgg::build(model.config().clone(), 0, &device, |_, key, spec| {
+        let tensor = state
+            .get(key)
+            .or_else(|| current.iter().find(|(k, _)| k == key).map(|(_, t)| t))
+            .ok_or_else(|| {
+                Error::BadConfig(format!("{key}: no tensor in the model or the state"))
+            })?;
+        Ok(tensor.reshape(spec.shape.as_slice())?.to_device(&device)?)
+    })?;
+    Ok((loaded, report))
+}
+
 /// Same shape, or a one-element tensor for a 0-dim one (old `num_batches_tracked`).
 fn fits(spec: &TensorSpec, shape: &[usize]) -> bool {
     shape == spec.shape.as_slice()
