@@ -337,6 +337,7 @@ fn weights_command_lists_and_detects() {
         "--arch",
         "vgg11",
     ]);
+    assert_eq!(run.status.code(), Some(1), "a failed check exits non-zero");
     let text = String::from_utf8(run.stdout).unwrap();
     assert!(text.contains("matches vgg11: no"), "{text}");
     assert!(text.contains("missing keys"), "{text}");

@@ -80,7 +80,7 @@ pub fn run(args: &ForwardArgs) -> Result<String> {
 }
 
 fn read_input(path: &std::path::Path) -> Result<Tensor> {
-    std::fs::metadata(path).map_err(|e| Error::io(path, "cannot read input", e))?;
+    vgg::io::check_regular(path, "cannot read input")?;
     let tensor = Tensor::read_npy(path).map_err(|e| Error::BadWeights {
         path: path.display().to_string(),
         why: format!("not a readable .npy array: {e}"),

@@ -72,7 +72,8 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Success,
-    /// Some inputs (images) failed and were skipped; the rest were processed.
+    /// Some inputs (images) failed and were skipped, the rest were processed; or a check
+    /// (does this checkpoint fit that model?) said no.
     PartialFailure,
 }
 
@@ -83,7 +84,12 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome> {
     }
     let text = match &cli.command {
         Command::Summary(args) => summary::run(args)?,
-        Command::Weights(args) => weights::run(args)?,
+        Command::Weights(args) => {
+            let (text, fits) = weights::run(args)?;
+            out.write_all(text.as_bytes())
+                .map_err(|e| Error::io(std::path::Path::new("stdout"), "cannot write to", e))?;
+            return Ok(outcome(fits));
+        }
         Command::Convert(args) => convert::run(args)?,
         Command::Forward(args) => forward::run(args)?,
         Command::Preprocess(args) => preprocess::run(args)?,
@@ -103,6 +109,11 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome> {
 
 /// Sizes the library's thread pool, and candle's (which reads the environment).
 fn set_threads(threads: usize) -> Result<()> {
+    let cap = vgg::threads::MAX_THREADS;
+    if threads > cap {
+        eprintln!("note: --threads {threads} is capped at {cap}");
+    }
+    let threads = threads.min(cap);
     if threads > 0 {
         // SAFETY: called before any other thread exists.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };

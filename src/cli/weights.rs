@@ -20,7 +20,8 @@ pub struct WeightsArgs {
     pub model: ModelArgs,
 }
 
-pub fn run(args: &WeightsArgs) -> Result<String> {
+/// The report, and whether the checkpoint fits the model checked (true when none was).
+pub fn run(args: &WeightsArgs) -> Result<(String, bool)> {
     let state = weights::read(&args.file)?;
     let mut out = format!(
         "{}: {}, {} tensors\n",
@@ -64,11 +65,12 @@ pub fn run(args: &WeightsArgs) -> Result<String> {
         Some(arch) => args.model.config(arch)?,
         None => match detected {
             Ok(c) => c,
-            Err(_) => return Ok(out),
+            Err(_) => return Ok((out, true)),
         },
     };
     let report = check(&config, &state.shapes());
-    if report.is_exact() {
+    let fits = report.is_exact();
+    if fits {
         out += &format!(
             "matches {}: yes, every key and shape fits (strict load)\n",
             config.name()
@@ -76,5 +78,5 @@ pub fn run(args: &WeightsArgs) -> Result<String> {
     } else {
         out += &format!("matches {}: no\n{report}\n", config.name());
     }
-    Ok(out)
+    Ok((out, fits))
 }

@@ -59,6 +59,15 @@ def test_bad_shapes_and_arguments_are_value_errors(tiny_bn):
         vgg.models.custom(["M"])
 
 
+def test_non_finite_inputs_are_value_errors(tiny_bn):
+    x = np.zeros((1, 3, 64, 64), np.float32)
+    x[0, 1, 2, 3] = np.inf
+    with pytest.raises(ValueError, match="inf at element"):
+        tiny_bn(x)
+    with pytest.raises(ValueError, match="inputs must be finite"):
+        tiny_bn.features(x, layers=["features.3"])
+
+
 def test_help_explains_the_arguments():
     assert "input_size" in vgg.summary.__doc__ and "torchsummary" in vgg.summary.__doc__
     assert "weights" in vgg.models.vgg16.__doc__

@@ -38,6 +38,56 @@ fn for_requested_path(error: Error, path: &Path, tmp: &Path) -> Error {
     }
 }
 
+/// Opens `path` for reading if it is a regular file (following links). A FIFO, socket,
+/// device or directory is refused without blocking: opening a FIFO for reading would wait
+/// for a writer forever, and reading a device need never end.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path)?;
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() {
+        return Ok(file);
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!(
+            "not a regular file (a {}); only regular files are read",
+            kind_name(kind)
+        ),
+    ))
+}
+
+/// [`open_regular`]'s check alone, for readers that open the path themselves.
+pub fn check_regular(path: &Path, what: &'static str) -> Result<()> {
+    open_regular(path)
+        .map(drop)
+        .map_err(|e| Error::io(path, what, e))
+}
+
+fn kind_name(kind: std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "FIFO";
+        }
+        if kind.is_socket() {
+            return "socket";
+        }
+        if kind.is_block_device() || kind.is_char_device() {
+            return "device";
+        }
+    }
+    if kind.is_dir() {
+        "directory"
+    } else {
+        "special file"
+    }
+}
+
 /// Flushes the file's data, so that after the rename the new name never points at a file
 /// whose contents are still only in the page cache of a crashed machine.
 fn sync(path: &Path) -> Result<()> {

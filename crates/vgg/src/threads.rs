@@ -5,13 +5,17 @@
 
 use crate::error::{Error, Result};
 
+/// Most worker threads accepted: far more than any machine this runs on has cores, few
+/// enough that starting them takes no noticeable time.
+pub const MAX_THREADS: usize = 256;
+
 /// Sizes the process-wide pool to `threads` workers. Call it before any parallel work: once
 /// the pool exists, asking for another size is an error (the same size is not).
 pub fn set_num_threads(threads: usize) -> Result<()> {
-    if threads == 0 {
-        return Err(Error::BadArgument(
-            "the thread count must be at least 1".into(),
-        ));
+    if !(1..=MAX_THREADS).contains(&threads) {
+        return Err(Error::BadArgument(format!(
+            "the thread count must be in 1..={MAX_THREADS}, got {threads}"
+        )));
     }
     match rayon::ThreadPoolBuilder::new()
         .num_threads(threads)

@@ -78,6 +78,7 @@ pub fn read(dir: &Path, variant: Variant, train: bool) -> Result<CifarSplit> {
     let (mut images, mut labels) = (Vec::new(), Vec::new());
     for name in variant.files(train) {
         let path = dir.join(name);
+        crate::io::check_regular(&path, "cannot read")?;
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, "cannot read", e))?;
         parse_records(
             &path,

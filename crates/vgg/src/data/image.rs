@@ -20,8 +20,14 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
         path: path.display().to_string(),
         why,
     };
-    let reader = ImageReader::open(path)
-        .map_err(|e| Error::io(path, "cannot open", e))?
+    let file = crate::io::open_regular(path).map_err(|e| Error::io(path, "cannot open", e))?;
+    // The extension's format is the fallback when the content matches none (as
+    // `ImageReader::open` does), so a bad PNG says what is wrong with it.
+    let mut reader = ImageReader::new(std::io::BufReader::new(file));
+    if let Ok(format) = ImageFormat::from_path(path) {
+        reader.set_format(format);
+    }
+    let reader = reader
         .with_guessed_format()
         .map_err(|e| bad(format!("cannot read: {e}")))?;
     let image = match reader.format() {
@@ -31,7 +37,11 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
             ));
         }
         Some(ImageFormat::Jpeg) => {
-            let data = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+            let mut data = Vec::new();
+            let mut file =
+                crate::io::open_regular(path).map_err(|e| Error::io(path, "cannot open", e))?;
+            std::io::Read::read_to_end(&mut file, &mut data)
+                .map_err(|e| Error::io(path, "cannot read", e))?;
             DynamicImage::ImageRgb8(jpeg::decode(&data).map_err(bad)?)
         }
         Some(_) => reader

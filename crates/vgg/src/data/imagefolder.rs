@@ -44,11 +44,15 @@ impl ImageFolder {
                 })?,
                 None => position,
             };
-            samples.extend(
-                collect_images(std::slice::from_ref(folder))?
-                    .into_iter()
-                    .map(|p| (p, index)),
-            );
+            let images = collect_images(std::slice::from_ref(folder))?;
+            if images.is_empty() {
+                return Err(Error::BadArgument(format!(
+                    "class folder {} holds no images (as torchvision's ImageFolder, every class \
+                     needs at least one)",
+                    folder.display()
+                )));
+            }
+            samples.extend(images.into_iter().map(|p| (p, index)));
         }
         let classes = match class_map {
             Some(map) => {
@@ -68,6 +72,7 @@ impl ImageFolder {
 /// Reads a class map: one class per line, `NAME` (index = line number, as in ImageNet's
 /// `LOC_synset_mapping.txt`, where the rest of the line is a description) or `NAME INDEX`.
 pub fn read_class_map(path: &Path) -> Result<BTreeMap<String, usize>> {
+    crate::io::check_regular(path, "cannot read")?;
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read", e))?;
     let mut map = BTreeMap::new();
     for (line_number, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {

@@ -1,6 +1,7 @@
 //! Turning paths into preprocessed batches: images decode in parallel (rayon) on a background
 //! thread, one batch ahead of the model, so decoding overlaps inference.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, sync_channel};
 
@@ -15,30 +16,41 @@ pub const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "webp", "bmp", "g
 /// One image's outcome: its CHW tensor, or why it could not be read.
 pub type Decoded = (PathBuf, Result<Vec<f32>>);
 
-/// Expands files and folders (recursively, sorted) into image paths.
+/// Expands files and folders (recursively, sorted) into image paths. Folders are walked
+/// once each, however links loop (`a -> .`), and only regular files are picked up from them
+/// (a FIFO named `x.jpg` is passed over); a file named directly must be a regular file.
 pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut paths = Vec::new();
+    let mut visited = HashSet::new();
     for input in inputs {
         if input.is_dir() {
             let mut found = Vec::new();
-            walk(input, &mut found)?;
+            walk(input, &mut visited, &mut found)?;
             found.sort();
             paths.extend(found);
         } else {
-            std::fs::metadata(input).map_err(|e| Error::io(input, "cannot read", e))?;
+            crate::io::check_regular(input, "cannot read")?;
             paths.push(input.clone());
         }
     }
     Ok(paths)
 }
 
-fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
+fn walk(dir: &Path, visited: &mut HashSet<PathBuf>, found: &mut Vec<PathBuf>) -> Result<()> {
+    let canonical = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, "cannot list", e))?;
+    if !visited.insert(canonical) {
+        return Ok(()); // reached again through a link
+    }
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, "cannot list", e))?;
     for entry in entries {
         let path = entry.map_err(|e| Error::io(dir, "cannot list", e))?.path();
-        if path.is_dir() {
-            walk(&path, found)?;
-        } else if has_image_extension(&path) {
+        // Following links: a broken one has no metadata and is passed over.
+        let Ok(metadata) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if metadata.is_dir() {
+            walk(&path, visited, found)?;
+        } else if metadata.is_file() && has_image_extension(&path) {
             found.push(path);
         }
     }

@@ -93,6 +93,7 @@ impl FastVgg {
 
     /// Logits for a flat NCHW input, row-major `[N, num_classes]`.
     pub fn forward_slice(&mut self, input: &[f32]) -> Result<Vec<f32>> {
+        crate::model::check_finite(input)?;
         let mut out = vec![0.0; self.input[0] * self.config.num_classes()];
         self.plan.run(input, &mut out)?;
         Ok(out)

@@ -34,6 +34,9 @@ pub fn classify(
             "the batch size and top-k must be at least 1".into(),
         ));
     }
+    if paths.is_empty() {
+        return Err(no_images());
+    }
     progress.begin(paths.len(), "images");
     let size = [preprocess.crop, preprocess.crop];
     let mut all_ok = true;
@@ -87,4 +90,14 @@ pub fn classify_images(
         results.extend(probs.iter().map(|p| top_k(p, top)));
     }
     Ok(results)
+}
+
+/// The error for a run that found nothing to classify.
+pub fn no_images() -> Error {
+    Error::BadArgument(format!(
+        "no images found (files ending {}; folders are searched recursively)",
+        crate::data::loader::IMAGE_EXTENSIONS
+            .map(|e| format!(".{e}"))
+            .join(", ")
+    ))
 }

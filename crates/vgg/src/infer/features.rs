@@ -46,6 +46,9 @@ pub fn extract_features(
     batch_size: usize,
 ) -> Result<Vec<(String, Tensor)>> {
     model.layer_index(layer)?;
+    if paths.is_empty() {
+        return Err(crate::infer::classify::no_images());
+    }
     let size = preprocess.crop;
     let mut rows = Vec::new();
     for batch in batches(paths, preprocess, batch_size.max(1)) {

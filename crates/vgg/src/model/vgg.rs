@@ -285,7 +285,11 @@ impl Vgg {
             )));
         };
         crate::model::layers::propagate_shapes(&self.config, &self.layers, [c, h, w])?;
-        Ok(())
+        let values = x
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?;
+        crate::model::check_finite(&values)
     }
 
     fn apply(&self, layer: &LayerSpec, module: &Module, x: &Tensor, mode: Mode) -> Result<Tensor> {

@@ -13,6 +13,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor, Var};
 
 use crate::error::{Error, Result};
+use crate::io::open_regular;
 
 /// The container a checkpoint came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +40,7 @@ impl WeightFormat {
     /// Recognises a file by its first bytes, whatever its extension says.
     pub fn sniff(path: &Path) -> Result<Self> {
         let mut head = [0u8; 9];
-        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot open", e))?;
+        let mut file = open_regular(path).map_err(|e| Error::io(path, "cannot open", e))?;
         let n = read_up_to(&mut file, &mut head).map_err(|e| Error::io(path, "cannot read", e))?;
         let head = &head[..n];
         match head {

@@ -28,6 +28,7 @@ pub fn read(path: &Path) -> Result<StateDict> {
     // SAFETY: the map is read-only and dropped before this function returns; every tensor
     // is copied out of it. Another process truncating the file meanwhile is outside what
     // any reader can defend against (the same holds for PyTorch's and candle's readers).
+    crate::io::check_regular(path, "cannot open")?;
     let mapped = unsafe { MmapedSafetensors::new(path) }.map_err(bad)?;
     // A training checkpoint also holds the optimiser's state: not part of the model.
     let training = is_training_checkpoint(&metadata(path)?);
@@ -72,7 +73,7 @@ pub fn metadata(path: &Path) -> Result<HashMap<String, String>> {
         path: path.display().to_string(),
         why: format!("not a valid safetensors file: {why}"),
     };
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot read", e))?;
+    let mut file = crate::io::open_regular(path).map_err(|e| Error::io(path, "cannot read", e))?;
     let mut length = [0u8; 8];
     file.read_exact(&mut length)
         .map_err(|e| bad(format!("cannot read the header length: {e}")))?;

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::File;
 use std::path::Path;
 
 use super::layout::{
@@ -56,7 +55,7 @@ impl Checkpoint {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(open_err)?;
+        let file = crate::io::open_regular(path).map_err(open_err)?;
         Self::from_source(Source::file(file).map_err(open_err)?)
     }
 
