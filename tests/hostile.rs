@@ -220,3 +220,39 @@ fn thread_counts_are_capped() {
         &["--threads", "1..=256"],
     );
 }
+
+/// A real JPEG whose frame header claims `side`×`side` pixels.
+fn jpeg_claiming(side: u16, path: &Path) {
+    let mut bytes = std::fs::read(fixture("images/landscape.jpg")).unwrap();
+    let sof = (0..bytes.len() - 1)
+        .find(|&i| bytes[i] == 0xFF && matches!(bytes[i + 1], 0xC0 | 0xC2))
+        .expect("a frame header");
+    // FFCx, length (2), precision (1), height (2), width (2).
+    bytes[sof + 5..sof + 7].copy_from_slice(&side.to_be_bytes());
+    bytes[sof + 7..sof + 9].copy_from_slice(&side.to_be_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn decompression_bombs_are_refused_before_decoding() {
+    let dir = Scratch::new("bomb");
+    let bomb = dir.join("bomb.jpg");
+    jpeg_claiming(65500, &bomb);
+    let weights = fixture("forward/tiny_bn.pth");
+    let out = quick(&["classify", "--weights", s(&weights), "--json", s(&bomb)]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the image failed, the run did not"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("65500×65500 pixels is over the limit of 89478485"),
+        "{stdout}"
+    );
+    let npy = dir.join("x.npy");
+    refused(
+        &quick(&["preprocess", s(&bomb), "--output", s(&npy)]),
+        &["bomb.jpg", "over the limit"],
+    );
+}

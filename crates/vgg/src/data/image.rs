@@ -11,6 +11,11 @@ use crate::data::jpeg;
 
 use crate::error::{Error, Result};
 
+/// Most pixels an image may have, checked against its header before decoding: Pillow's
+/// `MAX_IMAGE_PIXELS` (above it Pillow warns, at twice it refuses), so anything Pillow opens
+/// without complaint we open too.
+pub const MAX_PIXELS: u64 = 89_478_485;
+
 /// Smallest side we accept: below this an image carries no usable content.
 pub const MIN_SIDE: u32 = 8;
 
@@ -20,23 +25,25 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
         path: path.display().to_string(),
         why,
     };
-    let file = crate::io::open_regular(path).map_err(|e| Error::io(path, "cannot open", e))?;
-    // The extension's format is the fallback when the content matches none (as
-    // `ImageReader::open` does), so a bad PNG says what is wrong with it.
-    let mut reader = ImageReader::new(std::io::BufReader::new(file));
-    if let Ok(format) = ImageFormat::from_path(path) {
-        reader.set_format(format);
-    }
-    let reader = reader
-        .with_guessed_format()
+    let reader = open_reader(path)?;
+    let Some(format) = reader.format() else {
+        return Err(bad(
+            "not an image (JPEG, PNG, WebP, BMP or GIF expected)".into()
+        ));
+    };
+    // The header's size, before anything is decoded: a few bytes can claim gigapixels.
+    let (width, height) = open_reader(path)?
+        .into_dimensions()
         .map_err(|e| bad(format!("cannot read: {e}")))?;
-    let image = match reader.format() {
-        None => {
-            return Err(bad(
-                "not an image (JPEG, PNG, WebP, BMP or GIF expected)".into()
-            ));
-        }
-        Some(ImageFormat::Jpeg) => {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > MAX_PIXELS {
+        return Err(bad(format!(
+            "{width}×{height} pixels is over the limit of {MAX_PIXELS} (Pillow's \
+             MAX_IMAGE_PIXELS); refused before decoding"
+        )));
+    }
+    let image = match format {
+        ImageFormat::Jpeg => {
             let mut data = Vec::new();
             let mut file =
                 crate::io::open_regular(path).map_err(|e| Error::io(path, "cannot open", e))?;
@@ -44,7 +51,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
                 .map_err(|e| Error::io(path, "cannot read", e))?;
             DynamicImage::ImageRgb8(jpeg::decode(&data).map_err(bad)?)
         }
-        Some(_) => reader
+        _ => reader
             .decode()
             .map_err(|e| bad(format!("cannot decode: {e}")))?,
     };
@@ -56,6 +63,20 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
         )));
     }
     Ok(image.into_rgb8())
+}
+
+/// A reader of `path` (a regular file) with its format guessed from the content, the
+/// extension's being the fallback (as `ImageReader::open` does), so that a broken PNG says
+/// what is wrong with it.
+fn open_reader(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>> {
+    let file = crate::io::open_regular(path).map_err(|e| Error::io(path, "cannot open", e))?;
+    let mut reader = ImageReader::new(std::io::BufReader::new(file));
+    if let Ok(format) = ImageFormat::from_path(path) {
+        reader.set_format(format);
+    }
+    reader
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, "cannot read", e))
 }
 
 /// Turns `image` (decoded from `path`) upright as its EXIF orientation tag says: cameras
