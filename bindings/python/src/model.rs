@@ -28,6 +28,8 @@ pub struct Model {
     /// The module-by-module model: weights, state_dict, activations, training mode.
     model: RwLock<Vgg>,
     /// The fast engine, compiled for the last input shape (recompiled when it changes).
+    /// Whoever needs both locks takes this one first, then `model`'s; neither is held while
+    /// waiting for the GIL.
     engine: Mutex<Option<FastVgg>>,
     training: AtomicBool,
     /// What loading the checkpoint found, when there was one.
@@ -164,10 +166,12 @@ impl Model {
         let state = StateDict::from_tensors(tensors);
         let report = py
             .detach(|| -> vgg::Result<LoadReport> {
+                // Locks in the one order every method takes them: the engine, then the model.
+                let mut engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
                 let mut model = self.model.write().unwrap_or_else(PoisonError::into_inner);
                 let (loaded, report) = load_into(&model, state, strict)?;
                 *model = loaded;
-                *self.engine.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                *engine = None;
                 Ok(report)
             })
             .map_err(crate::errors::to_py)?;
