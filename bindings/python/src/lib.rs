@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 use vgg::data::RgbImage;
 use vgg::data::preprocess::Preprocess;
+use vgg::model::config::parse_cfg;
 use vgg::model::layers::Container;
 use vgg::summary::{Style, Summary, compare, render};
 use vgg::{Arch, VggConfig};
@@ -50,18 +51,9 @@ fn config_from(source: &Bound<'_, PyAny>) -> PyResult<VggConfig> {
         hidden: size("hidden")?,
         pool: size("pool")?,
     };
-    let base = check(VggConfig::custom(&items.join(","), batch_norm))?;
-    let base = match get("name")?.map(|n| n.extract::<String>()).transpose()? {
-        Some(name)
-            if name.parse::<Arch>().is_ok_and(|a| {
-                VggConfig::from_arch(a).features() == base.features()
-                    && a.batch_norm() == batch_norm
-            }) =>
-        {
-            VggConfig::from_arch(name.parse::<Arch>().expect("checked"))
-        }
-        _ => base,
-    };
+    // A torchvision arch's layout keeps its name.
+    let features = check(parse_cfg(&items.join(",")))?;
+    let base = check(VggConfig::from_features(features, batch_norm))?;
     check(base.with_overrides(&overrides))
 }
 

@@ -299,6 +299,18 @@ impl VggConfig {
         })
     }
 
+    /// The config of a network with these features: a torchvision arch's, keeping its name,
+    /// when they are exactly that arch's; otherwise `custom`.
+    pub fn from_features(features: Vec<CfgItem>, batch_norm: bool) -> Result<Self> {
+        let named = Arch::ALL
+            .into_iter()
+            .find(|a| a.cfg() == features && a.batch_norm() == batch_norm);
+        match named {
+            Some(arch) => Ok(Self::from_arch(arch)),
+            None => Self::new("custom", features, batch_norm),
+        }
+    }
+
     /// This config with `overrides` applied, checked.
     pub fn with_overrides(&self, overrides: &ConfigOverrides) -> Result<Self> {
         let f = &self.0;

@@ -285,11 +285,7 @@ impl Vgg {
             )));
         };
         crate::model::layers::propagate_shapes(&self.config, &self.layers, [c, h, w])?;
-        let values = x
-            .flatten_all()?
-            .to_dtype(candle_core::DType::F32)?
-            .to_vec1::<f32>()?;
-        crate::model::check_finite(&values)
+        ops::with_f32_values(x, crate::model::check_finite)?
     }
 
     fn apply(&self, layer: &LayerSpec, module: &Module, x: &Tensor, mode: Mode) -> Result<Tensor> {

@@ -36,6 +36,19 @@ pub(crate) fn cpu_f32(tensors: &[&Tensor]) -> bool {
         .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
+/// Runs `read` on the elements of `x` as f32: in place for a contiguous f32 CPU tensor (the
+/// network's input, every forward pass), from a copy otherwise.
+pub fn with_f32_values<R>(x: &Tensor, read: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    if cpu_f32(&[x]) && x.is_contiguous() {
+        let (storage, layout) = x.storage_and_layout();
+        if let candle_core::Storage::Cpu(cpu) = &*storage {
+            return Ok(read(contiguous_f32(cpu, layout)?));
+        }
+    }
+    let values = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    Ok(read(&values))
+}
+
 /// The gradients of an affine op `y = x ⊛ W + b` (convolution, linear layer), each computed
 /// only when some variable depends on it (the network's input, for one, needs none).
 fn affine_grads(

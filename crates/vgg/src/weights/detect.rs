@@ -5,7 +5,7 @@
 //! always ends its features with one, so detection assumes it.
 
 use crate::error::{Error, Result};
-use crate::model::config::{Arch, CfgItem, ConfigOverrides, VggConfig};
+use crate::model::config::{CfgItem, ConfigOverrides, VggConfig};
 use crate::weights::Shapes;
 
 /// The config whose state_dict layout `state` has: a named arch where the features match
@@ -72,14 +72,7 @@ pub fn detect_config(state: &Shapes) -> Result<VggConfig> {
             "classifier.0 takes {flat} features, not {last_channels}·P·P for any pool size P"
         )));
     }
-    let named = Arch::ALL
-        .into_iter()
-        .find(|a| a.cfg() == features && a.batch_norm() == batch_norm);
-    let base = match named {
-        Some(arch) => VggConfig::from_arch(arch),
-        None => VggConfig::new("custom", features, batch_norm)?,
-    };
-    base.with_overrides(&ConfigOverrides {
+    VggConfig::from_features(features, batch_norm)?.with_overrides(&ConfigOverrides {
         in_channels: Some(in_channels),
         num_classes: Some(num_classes),
         hidden: Some(hidden),
