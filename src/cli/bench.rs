@@ -11,6 +11,7 @@ use vgg::bench::{Workload, bench};
 use vgg::engine::{ConvChoice, PlanOptions, WinogradVariant};
 use vgg::error::Result;
 use vgg::infer::Engine;
+use vgg::model::footprint::Work;
 
 /// Convolution algorithms of the fast engine, for ablations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -79,7 +80,14 @@ pub fn run(args: &BenchArgs) -> Result<String> {
         [n, c, h, w] => [n, c, h, w],
         _ => unreachable!("parse_shape returns 3 or 4 sizes"),
     };
-    let (model, _) = args.source.source()?.open(&Device::Cpu)?;
+    let source = args.source.source()?;
+    let work = if args.train {
+        Work::Training
+    } else {
+        Work::Inference
+    };
+    source.check_work(shape, work, || format!("--input {}: ", args.input))?;
+    let (model, _) = source.open(&Device::Cpu)?;
     let (name, workload) = if args.train {
         ("train", Workload::TrainingStep)
     } else {

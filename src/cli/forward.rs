@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Device;
 use clap::Args;
 
 use crate::cli::model::{EngineFlag, ModelFlags};
@@ -35,8 +35,9 @@ pub struct ForwardArgs {
 
 pub fn run(args: &ForwardArgs) -> Result<String> {
     let device = Device::Cpu;
-    let input = read_input(&args.input)?;
+    let input = vgg::data::npy::read_f32(&args.input)?;
     let source = args.source.source()?;
+    source.check_input(&input, || format!("--input {}: ", args.input.display()))?;
     let fast = args.engine == EngineFlag::Fast && !args.train && args.layer.is_none();
     let (name, output, report) = if fast {
         let [n, c, h, w]: [usize; 4] = input.dims().try_into().map_err(|_| {
@@ -77,20 +78,4 @@ pub fn run(args: &ForwardArgs) -> Result<String> {
         args.output.display()
     );
     Ok(text)
-}
-
-fn read_input(path: &std::path::Path) -> Result<Tensor> {
-    vgg::io::check_regular(path, "cannot read input")?;
-    let tensor = Tensor::read_npy(path).map_err(|e| Error::BadWeights {
-        path: path.display().to_string(),
-        why: format!("not a readable .npy array: {e}"),
-    })?;
-    if !tensor.dtype().is_float() {
-        return Err(Error::BadArgument(format!(
-            "input {} has dtype {:?}; expected float32 NCHW",
-            path.display(),
-            tensor.dtype()
-        )));
-    }
-    Ok(tensor.to_dtype(DType::F32)?)
 }

@@ -34,6 +34,11 @@ pub struct Cli {
     /// Worker threads (default: RAYON_NUM_THREADS, else one per core)
     #[arg(long, global = true, value_name = "T")]
     pub threads: Option<usize>,
+    /// Memory budget: requests that would need more (a huge input, batch or image) are refused
+    /// before allocating, e.g. 4G or 512M [default: VGG_MEMORY_LIMIT, else 3/4 of the memory
+    /// this process may use]
+    #[arg(long, global = true, value_name = "SIZE")]
+    pub memory_limit: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -82,6 +87,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome> {
     if let Some(threads) = cli.threads {
         set_threads(threads)?;
     }
+    set_memory_limit(cli.memory_limit.as_deref())?;
     let text = match &cli.command {
         Command::Summary(args) => summary::run(args)?,
         Command::Weights(args) => {
@@ -122,6 +128,21 @@ fn set_threads(threads: usize) -> Result<()> {
         Error::BadArgument(why) => Error::BadArgument(format!("--threads: {why}")),
         other => other,
     })
+}
+
+/// Sets the library's memory budget from --memory-limit, else from VGG_MEMORY_LIMIT.
+fn set_memory_limit(flag: Option<&str>) -> Result<()> {
+    let from_env = std::env::var("VGG_MEMORY_LIMIT").ok();
+    let (text, source) = match (flag, from_env.as_deref()) {
+        (Some(text), _) => (text, "--memory-limit"),
+        (None, Some(text)) => (text, "VGG_MEMORY_LIMIT"),
+        (None, None) => return Ok(()),
+    };
+    let bytes = vgg::limits::parse_size(text).map_err(|e| match e {
+        Error::BadArgument(why) => Error::BadArgument(format!("{source}: {why}")),
+        other => other,
+    })?;
+    vgg::limits::set_memory_budget(Some(bytes))
 }
 
 fn outcome(all_ok: bool) -> Outcome {

@@ -10,6 +10,7 @@ use crate::engine::PlanOptions;
 use crate::error::{Error, Result};
 use crate::fast::FastVgg;
 use crate::infer::Engine;
+use crate::model::footprint::{self, Work};
 use crate::model::{Mode, Vgg};
 use crate::summary::Summary;
 use crate::train::loss::cross_entropy;
@@ -68,6 +69,11 @@ pub fn bench(
         return Err(Error::BadArgument("iterations must be at least 1".into()));
     }
     let [n, c, h, w] = shape;
+    let work = match workload {
+        Workload::TrainingStep => Work::Training,
+        Workload::Forward(..) => Work::Inference,
+    };
+    footprint::check(model.config(), shape, work, String::new)?;
     let forward_macs = Summary::new(model.config(), n, [c, h, w], &[])?.total_macs();
     let x = Tensor::randn(0f32, 1.0, shape.as_slice(), &Device::Cpu)?;
     let (seconds, macs) = match workload {

@@ -78,6 +78,15 @@ pub enum Error {
     #[error("{0}")]
     StateDictMismatch(Box<dyn std::error::Error + Send + Sync>),
 
+    /// A request for more memory than the budget allows (`need`: None when its size
+    /// overflows 64 bits); see [`crate::limits`].
+    #[error("{what} {}", over_budget(*need, *budget))]
+    OverBudget {
+        what: String,
+        need: Option<u64>,
+        budget: u64,
+    },
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -105,6 +114,49 @@ impl Error {
     pub fn cannot_encode(path: &std::path::Path, why: impl std::fmt::Display) -> Self {
         Self::write(path, std::io::Error::other(why.to_string()))
     }
+}
+
+fn over_budget(need: Option<u64>, budget: u64) -> String {
+    match need {
+        Some(need) => format!(
+            "would need {}, over the memory budget of {} (set it with --memory-limit or \
+             VGG_MEMORY_LIMIT; the default is 3/4 of this machine's memory)",
+            human_bytes(need),
+            human_bytes(budget)
+        ),
+        None => "is too large: its size overflows 64-bit arithmetic".into(),
+    }
+}
+
+/// `1.5 GiB`-style size for messages (the error messages' own formatting; `limits` re-exports it).
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `a, b, c, … and 7 more`: at most `shown` items of a list in a message, so that a file with
+/// millions of entries never makes a message of megabytes.
+pub fn capped_list(items: &[String], shown: usize) -> String {
+    let mut text = items
+        .iter()
+        .take(shown)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > shown {
+        text += &format!(", … and {} more", items.len() - shown);
+    }
+    text
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

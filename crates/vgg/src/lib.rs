@@ -13,6 +13,7 @@ pub mod error;
 pub mod fast;
 pub mod infer;
 pub mod io;
+pub mod limits;
 pub mod model;
 pub mod open;
 pub mod ops;

@@ -14,6 +14,7 @@ use crate::fast::FastVgg;
 use crate::infer::{Backend, Engine};
 use crate::model::Vgg;
 use crate::model::config::{Arch, ConfigOverrides, VggConfig};
+use crate::model::footprint::{self, Work};
 use crate::model::layers::{LayerKind, build_layers};
 use crate::weights::detect::detect_config;
 use crate::weights::load::{LoadReport, check, load};
@@ -147,6 +148,37 @@ impl ModelSource {
 
     /// The reference model (module by module, any batch size, trainable), and the load
     /// report when weights were given.
+    /// Refuses an input that is not NCHW, holds NaN or infinity, or (without a checkpoint,
+    /// whose layout is known only once it is read) that the network does not accept or
+    /// that would not fit the memory budget: before any weights are initialised, so that a
+    /// refusal costs nothing. The engines check again in any case. `what` prefixes the
+    /// message.
+    pub fn check_input(&self, x: &candle_core::Tensor, what: impl Fn() -> String) -> Result<()> {
+        let &[n, c, h, w] = x.dims() else {
+            return Err(Error::BadArgument(format!(
+                "{}expected an NCHW input with 4 dimensions, got shape {:?}",
+                what(),
+                x.dims()
+            )));
+        };
+        crate::ops::with_f32_values(x, crate::model::check_finite)??;
+        self.check_work([n, c, h, w], Work::Inference, what)
+    }
+
+    /// Refuses `work` on an NCHW `input` that the network does not accept or that would not
+    /// fit the memory budget (see [`ModelSource::check_input`]; only without a checkpoint).
+    pub fn check_work(
+        &self,
+        input: [usize; 4],
+        work: Work,
+        what: impl FnOnce() -> String,
+    ) -> Result<()> {
+        match self.weights {
+            Some(_) => Ok(()),
+            None => footprint::check(&self.config(None)?, input, work, what),
+        }
+    }
+
     pub fn open(&self, device: &Device) -> Result<(Vgg, Option<LoadReport>)> {
         let Some(path) = &self.weights else {
             return Ok((Vgg::new(self.config(None)?, self.seed, device)?, None));
@@ -168,6 +200,9 @@ impl ModelSource {
         options: PlanOptions,
     ) -> Result<(FastVgg, Option<LoadReport>)> {
         let input = |config: &VggConfig| [batch, config.in_channels(), size[0], size[1]];
+        if self.weights.is_none() {
+            self.check_work(input(&self.config(None)?), Work::Inference, String::new)?;
+        }
         if let Some(path) = &self.weights
             && let Some(checkpoint) = LazyPth::open(path)?
         {

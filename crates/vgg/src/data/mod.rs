@@ -7,6 +7,7 @@ pub mod imagefolder;
 pub mod jpeg;
 pub mod labels;
 pub mod loader;
+pub mod npy;
 pub mod preprocess;
 pub mod resize;
 

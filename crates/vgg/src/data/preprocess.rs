@@ -8,6 +8,7 @@ use std::path::Path;
 use crate::data::image::{apply_exif_orientation, load_rgb};
 use crate::data::resize::resize_bilinear;
 use crate::error::{Error, Result};
+use crate::limits::{array_bytes, reserve, too_large};
 
 /// ImageNet statistics used by every torchvision classification checkpoint.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -70,7 +71,10 @@ impl Preprocess {
         if self.std.iter().any(|&s| s.is_nan() || s <= 0.0) {
             return Err(Error::BadArgument("--std values must be positive".into()));
         }
-        Ok(())
+        let crop = self.crop;
+        reserve(array_bytes(&[3, crop, crop], 4), || {
+            format!("--crop {crop}: one {crop}x{crop} image")
+        })
     }
 
     /// The resized and cropped 8-bit image, before scaling (what PIL holds at that point).
@@ -128,18 +132,25 @@ pub fn resize_shorter_side(image: &RgbImage, target: usize) -> Result<RgbImage> 
     if w == 0 || h == 0 {
         return Err(Error::BadArgument("the image has no pixels".into()));
     }
+    let what = || format!("--resize {target}: resizing a {w}x{h} image");
+    let scaled = |long: usize, short: usize| {
+        target
+            .checked_mul(long)
+            .map(|t| t / short)
+            .ok_or_else(|| too_large(what()))
+    };
     let (new_w, new_h) = if w <= h {
-        (target, target * h / w)
+        (target, scaled(h, w)?)
     } else {
-        (target * w / h, target)
+        (scaled(w, h)?, target)
     };
     if (new_w, new_h) == (w, h) {
         return Ok(image.clone());
     }
-    let too_large =
-        || Error::BadArgument(format!("resizing {w}×{h} to {new_w}×{new_h} is too large"));
-    let new_w = u32::try_from(new_w).map_err(|_| too_large())?;
-    let new_h = u32::try_from(new_h).map_err(|_| too_large())?;
+    // The two passes' outputs: the resized image and the horizontal pass before it.
+    reserve(array_bytes(&[2, 3, new_w.max(w), new_h.max(h)], 1), what)?;
+    let new_w = u32::try_from(new_w).map_err(|_| too_large(what()))?;
+    let new_h = u32::try_from(new_h).map_err(|_| too_large(what()))?;
     Ok(resize_bilinear(image, new_w, new_h))
 }
 

@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor};
 use crate::engine::{Plan, PlanOptions};
 use crate::error::{Error, Result};
 use crate::fast::network::network_spec;
-use crate::model::layers::propagate_shapes;
+use crate::model::footprint::{self, Work};
 use crate::model::{Vgg, VggConfig};
 use crate::weights::LazyPth;
 
@@ -53,8 +53,7 @@ impl FastVgg {
         take: impl FnMut(&str) -> Result<Vec<f32>>,
     ) -> Result<Self> {
         let [n, c, h, w] = input;
-        let layers = crate::model::layers::build_layers(&config);
-        propagate_shapes(&config, &layers, [c, h, w])?;
+        footprint::check(&config, input, Work::Inference, String::new)?;
         let spec = network_spec(&config, take)?;
         let plan = Plan::with_options(spec, n, c, h, w, options)?;
         Ok(FastVgg {

@@ -3,6 +3,7 @@
 //! mult-adds are all folds over this list, so they cannot disagree.
 
 use crate::error::{Error, Result};
+use crate::limits::element_count;
 use crate::model::config::{CfgItem, VggConfig};
 
 /// `nn.BatchNorm2d`'s defaults, which torchvision's VGGs use: set here once, read from the
@@ -170,27 +171,29 @@ impl LayerKind {
 
     /// Multiply-accumulates for one image, counted as torchinfo does: a convolution's weights
     /// *and bias* once per output pixel, a linear or batch-norm layer's parameters once.
-    pub fn mult_adds_with_bias(&self, output: &[usize]) -> u64 {
+    /// `None` when the count overflows.
+    pub fn mult_adds_with_bias(&self, output: &[usize]) -> Option<u64> {
+        let params = self.num_params() as u64;
         match self {
-            LayerKind::Conv2d { .. } => (self.num_params() * output[1] * output[2]) as u64,
-            LayerKind::BatchNorm2d { .. } | LayerKind::Linear { .. } => self.num_params() as u64,
-            _ => 0,
+            LayerKind::Conv2d { .. } => per_pixel(params, output),
+            LayerKind::BatchNorm2d { .. } | LayerKind::Linear { .. } => Some(params),
+            _ => Some(0),
         }
     }
 
     /// Multiply-accumulates for one image without biases, as torchvision's GFLOPS metadata
-    /// counts them: only convolutions and linear layers.
-    pub fn macs(&self, output: &[usize]) -> u64 {
+    /// counts them: only convolutions and linear layers. `None` when the count overflows.
+    pub fn macs(&self, output: &[usize]) -> Option<u64> {
         match *self {
             LayerKind::Conv2d {
                 in_channels,
                 out_channels,
-            } => (in_channels * out_channels * 9 * output[1] * output[2]) as u64,
+            } => per_pixel((in_channels * out_channels * 9) as u64, output),
             LayerKind::Linear {
                 in_features,
                 out_features,
-            } => (in_features * out_features) as u64,
-            _ => 0,
+            } => (in_features as u64).checked_mul(out_features as u64),
+            _ => Some(0),
         }
     }
 
@@ -315,7 +318,8 @@ pub struct LayerShapes {
 }
 
 /// Propagates an image shape `[C, H, W]` through the layers, after checking that the network
-/// accepts it (channel count, and at least one pixel left after every max-pool).
+/// accepts it (channel count, and at least one pixel left after every max-pool) and that no
+/// layer's element count overflows.
 pub fn propagate_shapes(
     config: &VggConfig,
     layers: &[LayerSpec],
@@ -339,15 +343,32 @@ pub fn propagate_shapes(
             width,
         });
     }
+    let overflows = || {
+        let what = format!("{} on a {channels}x{height}x{width} input", config.name());
+        crate::limits::too_large(what)
+    };
+    if element_count(&chw).is_none() {
+        return Err(overflows());
+    }
     let mut shape = chw.to_vec();
-    Ok(layers
+    layers
         .iter()
         .map(|layer| {
             let output = layer.kind.output_shape(&shape);
+            if element_count(&output).is_none() {
+                return Err(overflows());
+            }
             let input = std::mem::replace(&mut shape, output.clone());
-            LayerShapes { input, output }
+            Ok(LayerShapes { input, output })
         })
-        .collect())
+        .collect()
+}
+
+/// `count` once per pixel of a `[C, H, W]` output.
+fn per_pixel(count: u64, output: &[usize]) -> Option<u64> {
+    count
+        .checked_mul(output[1] as u64)?
+        .checked_mul(output[2] as u64)
 }
 
 fn count_in_words(n: usize) -> String {

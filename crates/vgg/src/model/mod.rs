@@ -3,6 +3,7 @@
 //! ([`crate::ops`]) and by candle's on other devices.
 
 pub mod config;
+pub mod footprint;
 pub mod init;
 pub mod layers;
 pub mod vgg;
@@ -14,11 +15,16 @@ pub use vgg::{Mode, Vgg};
 /// An input with NaN or infinity is refused: the max-pools would drop NaN silently and
 /// return finite logits for garbage, where PyTorch returns NaN.
 pub fn check_finite(values: &[f32]) -> crate::Result<()> {
-    match values.iter().position(|v| !v.is_finite()) {
+    match first_non_finite(values) {
         None => Ok(()),
-        Some(i) => Err(crate::Error::BadArgument(format!(
-            "the input holds {} at element {i}; inputs must be finite",
-            values[i]
+        Some((i, value)) => Err(crate::Error::BadArgument(format!(
+            "the input holds {value} at element {i}; inputs must be finite"
         ))),
     }
+}
+
+/// The index and value of the first NaN or infinity in `values`.
+pub fn first_non_finite(values: &[f32]) -> Option<(usize, f32)> {
+    let i = values.iter().position(|v| !v.is_finite())?;
+    Some((i, values[i]))
 }

@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
 use crate::model::config::VggConfig;
+use crate::model::footprint::{self, Work};
 use crate::model::init::initial_values;
 use crate::model::layers::{LayerKind, LayerSpec, TensorSpec, build_layers};
 use crate::ops::tensor_pool::adaptive_avg_pool2d;
@@ -279,12 +280,12 @@ impl Vgg {
 
     fn check_input(&self, x: &Tensor) -> Result<()> {
         let dims = x.dims();
-        let &[_, c, h, w] = dims else {
+        let &[n, c, h, w] = dims else {
             return Err(Error::BadArgument(format!(
                 "expected an NCHW input with 4 dimensions, got shape {dims:?}"
             )));
         };
-        crate::model::layers::propagate_shapes(&self.config, &self.layers, [c, h, w])?;
+        footprint::check(&self.config, [n, c, h, w], Work::Inference, String::new)?;
         ops::with_f32_values(x, crate::model::check_finite)?
     }
 

@@ -3,6 +3,7 @@
 //! and the JSON output read these rows; nothing here runs the network.
 
 use crate::error::Result;
+use crate::limits::too_large;
 use crate::model::config::VggConfig;
 use crate::model::layers::{Container, LayerSpec, build_layers, propagate_shapes};
 
@@ -59,14 +60,26 @@ impl Summary {
     ) -> Result<Self> {
         let layers = build_layers(config);
         let shapes = propagate_shapes(config, &layers, chw)?;
-        let leaves: Vec<Row> = layers
+        let too_large = || {
+            let [c, h, w] = chw;
+            too_large(format!(
+                "the summary of {} at {batch}x{c}x{h}x{w}",
+                config.name()
+            ))
+        };
+        let Some(leaves) = layers
             .iter()
             .zip(shapes)
             .filter(|(layer, _)| layer.is_module())
             .map(|(layer, shape)| leaf_row(layer, shape.input, shape.output, batch, frozen))
-            .collect();
-
-        let mut rows = vec![container_row("VGG", String::new(), 0, &leaves)];
+            .collect::<Option<Vec<Row>>>()
+        else {
+            return Err(too_large());
+        };
+        let Some(root) = container_row("VGG", String::new(), 0, &leaves) else {
+            return Err(too_large());
+        };
+        let mut rows = vec![root];
         for container in [
             Container::Features,
             Container::Avgpool,
@@ -81,16 +94,43 @@ impl Summary {
                 rows.extend(children.into_iter().map(|r| Row { depth: 1, ..r }));
             } else {
                 let name = container.name().to_string();
-                rows.push(container_row("Sequential", name, 1, &children));
+                rows.extend(container_row("Sequential", name, 1, &children));
                 rows.extend(children);
             }
         }
-        Ok(Summary {
+        let summary = Summary {
             model: config.name().to_string(),
             batch,
             input: chw,
             rows,
-        })
+        };
+        match summary.largest_size() {
+            Some(_) => Ok(summary),
+            None => Err(too_large()),
+        }
+    }
+
+    /// The largest number a printer derives from the rows: torchinfo's estimated total size
+    /// in bytes (input, outputs twice, parameters), computed with checked arithmetic in
+    /// `i64`, torchsummary's integer type. When it fits, so does every smaller sum that the
+    /// printers compute with plain arithmetic; `None` when it overflows.
+    fn largest_size(&self) -> Option<i64> {
+        let bytes = BYTES_PER_VALUE as i64;
+        let batch = i64::try_from(self.batch).ok()?;
+        let elements = |dims: &[usize]| {
+            dims.iter()
+                .try_fold(batch, |acc, &d| acc.checked_mul(i64::try_from(d).ok()?))
+        };
+        let outputs = self
+            .leaves()
+            .try_fold(0i64, |sum, r| sum.checked_add(elements(&r.output_shape)?))?;
+        let params = i64::try_from(self.rows[0].params).ok()?;
+        i64::try_from(self.rows[0].mult_adds).ok()?;
+        elements(&self.input)?
+            .checked_add(outputs.checked_mul(2)?)?
+            .checked_add(params)?
+            .checked_mul(bytes)?
+            .checked_add(1 << 20)
     }
 
     /// The layers (modules without children), in execution order.
@@ -133,10 +173,11 @@ fn leaf_row(
     output_shape: Vec<usize>,
     batch: usize,
     frozen: &[Container],
-) -> Row {
+) -> Option<Row> {
     let params = layer.kind.num_params();
     let trainable = !frozen.contains(&layer.container);
-    Row {
+    let batch = batch as u64;
+    Some(Row {
         class_name: layer.kind.class_name(),
         path: layer.path(),
         depth: 2,
@@ -144,17 +185,28 @@ fn leaf_row(
         kernel_shape: layer.kind.kernel_shape(),
         params,
         trainable_params: if trainable { params } else { 0 },
-        mult_adds: batch as u64 * layer.kind.mult_adds_with_bias(&output_shape),
-        macs: batch as u64 * layer.kind.macs(&output_shape),
+        mult_adds: batch.checked_mul(layer.kind.mult_adds_with_bias(&output_shape)?)?,
+        macs: batch.checked_mul(layer.kind.macs(&output_shape)?)?,
         input_shape,
         output_shape,
-    }
+    })
 }
 
-fn container_row(class_name: &'static str, path: String, depth: usize, children: &[Row]) -> Row {
+/// A container's row: its children's sums; `None` when a sum overflows.
+fn container_row(
+    class_name: &'static str,
+    path: String,
+    depth: usize,
+    children: &[Row],
+) -> Option<Row> {
     let first = children.first().expect("every container has layers");
     let last = children.last().expect("every container has layers");
-    Row {
+    let sum = |value: fn(&Row) -> u64| {
+        children
+            .iter()
+            .try_fold(0u64, |sum, r| sum.checked_add(value(r)))
+    };
+    Some(Row {
         class_name,
         path,
         depth,
@@ -164,9 +216,9 @@ fn container_row(class_name: &'static str, path: String, depth: usize, children:
         kernel_shape: None,
         params: children.iter().map(|r| r.params).sum(),
         trainable_params: children.iter().map(|r| r.trainable_params).sum(),
-        mult_adds: children.iter().map(|r| r.mult_adds).sum(),
-        macs: children.iter().map(|r| r.macs).sum(),
-    }
+        mult_adds: sum(|r| r.mult_adds)?,
+        macs: sum(|r| r.macs)?,
+    })
 }
 
 #[cfg(test)]

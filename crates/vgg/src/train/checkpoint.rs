@@ -90,7 +90,7 @@ pub fn save(
 pub fn load(path: &Path) -> Result<Checkpoint> {
     let run = run_state(path)?;
     let (mut model, mut optimizer) = (Vec::new(), HashMap::new());
-    for (key, tensor) in candle_core::safetensors::load(path, &Device::Cpu)? {
+    for (key, tensor) in weights::safetensors::read_all(path)? {
         match key.strip_prefix(OPTIMIZER_PREFIX) {
             Some(name) => {
                 optimizer.insert(name.to_string(), tensor);

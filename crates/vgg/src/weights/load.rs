@@ -6,7 +6,7 @@ use std::fmt;
 
 use candle_core::{Device, Var};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, capped_list};
 use crate::model::config::cfg_string;
 use crate::model::init::initial_values;
 use crate::model::layers::{TensorSpec, build_layers};
@@ -56,6 +56,9 @@ impl Error {
     }
 }
 
+/// Keys and mismatches listed in a report's message; the rest are counted.
+const SHOWN: usize = 20;
+
 impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "the checkpoint does not fit {}", self.model)?;
@@ -64,7 +67,7 @@ impl fmt::Display for LoadReport {
                 f,
                 "\n  missing keys ({}): {}",
                 self.missing.len(),
-                self.missing.join(", ")
+                capped_list(&self.missing, SHOWN)
             )?;
         }
         if !self.unexpected.is_empty() {
@@ -72,15 +75,19 @@ impl fmt::Display for LoadReport {
             write!(
                 f,
                 "\n  unexpected keys ({n}): {}",
-                self.unexpected.join(", ")
+                capped_list(&self.unexpected, SHOWN)
             )?;
         }
-        for m in &self.mismatched {
+        for m in self.mismatched.iter().take(SHOWN) {
             write!(
                 f,
                 "\n  size mismatch for {}: checkpoint {:?}, model {:?}",
                 m.key, m.checkpoint, m.model
             )?;
+        }
+        if self.mismatched.len() > SHOWN {
+            let more = self.mismatched.len() - SHOWN;
+            write!(f, "\n  … and {more} more size mismatches")?;
         }
         for hint in &self.hints {
             write!(f, "\n  hint: {hint}")?;

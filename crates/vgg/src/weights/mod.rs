@@ -14,6 +14,7 @@ use candle_core::{Device, Tensor, Var};
 
 use crate::error::{Error, Result};
 use crate::io::open_regular;
+use crate::limits::reserve;
 
 /// The container a checkpoint came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +147,24 @@ pub fn read(path: &Path) -> Result<StateDict> {
         WeightFormat::Safetensors => safetensors::read(path)?,
         _ => read_pth(path)?,
     };
+    for (key, tensor) in &state.tensors {
+        if tensor.dtype().is_float() {
+            crate::ops::with_f32_values(tensor, |values| check_finite(path, key, values))??;
+        }
+    }
     Ok(names::to_torchvision(state))
+}
+
+/// Weights with NaN or infinity are refused: every output would be NaN (or worse, the
+/// max-pools would hide it), and the file is broken, not the input.
+fn check_finite(path: &Path, key: &str, values: &[f32]) -> Result<()> {
+    match crate::model::first_non_finite(values) {
+        None => Ok(()),
+        Some((i, value)) => Err(Error::BadWeights {
+            path: path.display().to_string(),
+            why: format!("`{key}` holds {value} at element {i}; weights must be finite"),
+        }),
+    }
 }
 
 /// Reads a `.pth` state_dict into tensors: floats as f32, integers as i64, each read
@@ -157,6 +175,7 @@ fn read_pth(path: &Path) -> Result<StateDict> {
         why: explain(e),
     };
     let checkpoint = pth::Checkpoint::open(path).map_err(bad)?;
+    reserve_tensors(&checkpoint, path)?;
     let tensors = checkpoint
         .entries()
         .iter()
@@ -220,6 +239,7 @@ impl LazyPth {
             why: explain(e),
         };
         let checkpoint = pth::Checkpoint::open(path).map_err(bad)?;
+        reserve_tensors(&checkpoint, path)?;
         let raw: Vec<&str> = checkpoint
             .entries()
             .iter()
@@ -267,12 +287,21 @@ impl LazyPth {
             why: explain(e),
         };
         if is_float(entry.dtype) {
-            self.checkpoint.read_f32(entry).map_err(bad)
+            let values = self.checkpoint.read_f32(entry).map_err(bad)?;
+            check_finite(Path::new(&self.path), key, &values)?;
+            Ok(values)
         } else {
             let ints = self.checkpoint.read_i64(entry).map_err(bad)?;
             Ok(ints.into_iter().map(|v| v as f32).collect())
         }
     }
+}
+
+/// Refuses a checkpoint whose tensors would not fit the memory budget once read.
+fn reserve_tensors(checkpoint: &pth::Checkpoint, path: &Path) -> Result<()> {
+    reserve(Some(checkpoint.materialized_bytes()), || {
+        format!("reading the tensors of {}", path.display())
+    })
 }
 
 fn is_float(dtype: pth::DType) -> bool {

@@ -112,6 +112,10 @@ pub enum PthError {
         last: u64,
         numel: u64,
     },
+    #[error(
+        "its tensors view {viewed} bytes of {stored} stored bytes: tensors may share storage (tied weights), but each is read into its own buffer, so together they may read at most twice what is stored"
+    )]
+    SharedViews { viewed: u64, stored: u64 },
     #[error("tensor {name} has dtype {dtype}; {accepted}")]
     WrongDType {
         name: String,

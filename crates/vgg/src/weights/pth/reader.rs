@@ -167,7 +167,45 @@ impl Checkpoint {
                 }
             }
         }
+        checkpoint.check_sharing()?;
         Ok(checkpoint)
+    }
+
+    /// Views may share a storage (tied weights), but each is read into a buffer of its own:
+    /// views that read the same bytes many times over would turn megabytes on disk into
+    /// gigabytes in memory. Together they may read at most twice what is stored, plus the
+    /// allowance for expanded views.
+    fn check_sharing(&self) -> Result<(), PthError> {
+        let stored = self
+            .storages
+            .iter()
+            .fold(0u64, |sum, e| sum.saturating_add(e.len));
+        let viewed = self.entries.iter().fold(0u64, |sum, e| {
+            let numel = e
+                .shape
+                .iter()
+                .fold(1u64, |n, &d| n.saturating_mul(d as u64));
+            sum.saturating_add(numel.saturating_mul(e.dtype.size() as u64))
+        });
+        let allowed = stored
+            .saturating_mul(2)
+            .saturating_add(MAX_EXPANDED_ELEMENTS * 8);
+        if viewed > allowed {
+            return Err(PthError::SharedViews { viewed, stored });
+        }
+        Ok(())
+    }
+
+    /// Bytes that reading every tensor takes: floats as f32, integers as i64.
+    pub fn materialized_bytes(&self) -> u64 {
+        self.entries.iter().fold(0u64, |sum, e| {
+            let size: u64 = if f32_decoder(e.dtype).is_some() { 4 } else { 8 };
+            let numel = e
+                .shape
+                .iter()
+                .fold(size, |n, &d| n.saturating_mul(d as u64));
+            sum.saturating_add(numel)
+        })
     }
 
     /// Reads a tensor's elements: straight into the output when it is

@@ -1,0 +1,129 @@
+//! How much memory a forward pass or a training step needs at an input shape, estimated from
+//! the layer list with checked arithmetic and checked against the memory budget
+//! ([`crate::limits`]) before any of it is allocated: a huge batch, image or pool size is an
+//! error that says what it would need, never an abort in the allocator or a wrapped size.
+//!
+//! The estimates are lower bounds of what the engines allocate (the weights, the input, the
+//! largest activations alive at once), so a refusal is never wrong; they are not promises
+//! that a run under the budget fits.
+
+use crate::error::{Error, Result};
+use crate::limits::{array_bytes, reserve};
+use crate::model::config::VggConfig;
+use crate::model::layers::{build_layers, propagate_shapes};
+
+/// What the memory is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// A forward pass: the weights, the input and two activations at a time (the layer's
+    /// input and output), plus as much again for a convolution's scratch buffers.
+    Inference,
+    /// A training step: the weights four times (values, gradients, two optimiser moments)
+    /// and every activation kept for the backward pass, with its gradient.
+    Training,
+}
+
+/// Bytes that `work` on an NCHW `input` needs at least; `None` when a size overflows.
+/// Errors when the network does not accept the input shape at all.
+pub fn estimate(config: &VggConfig, input: [usize; 4], work: Work) -> Result<Option<u64>> {
+    let [batch, channels, height, width] = input;
+    let layers = build_layers(config);
+    let shapes = propagate_shapes(config, &layers, [channels, height, width])?;
+    let weights = layers
+        .iter()
+        .flat_map(|layer| layer.kind.tensors())
+        .try_fold(0u64, |sum, t| sum.checked_add(array_bytes(&t.shape, 4)?));
+    let outputs: Option<Vec<u64>> = shapes
+        .iter()
+        .map(|s| array_bytes(&s.output, 4)?.checked_mul(batch as u64))
+        .collect();
+    Ok((|| {
+        let (weights, outputs) = (weights?, outputs?);
+        let input = array_bytes(&input, 4)?;
+        let largest = outputs.iter().copied().max().unwrap_or(0);
+        let held = match work {
+            Work::Inference => weights.checked_add(largest.checked_mul(4)?)?,
+            Work::Training => {
+                let all = outputs
+                    .iter()
+                    .try_fold(0u64, |sum, &b| sum.checked_add(b))?;
+                weights.checked_mul(4)?.checked_add(all.checked_mul(2)?)?
+            }
+        };
+        held.checked_add(input)
+    })())
+}
+
+/// Refuses `work` on `input` when its [`estimate`] is over the memory budget; `what` names
+/// the request as the user made it (a file, a flag) and is built only on refusal.
+pub fn check(
+    config: &VggConfig,
+    input: [usize; 4],
+    work: Work,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    let need = match estimate(config, input, work) {
+        Err(Error::OverBudget {
+            what: size,
+            need,
+            budget,
+        }) => {
+            return Err(Error::OverBudget {
+                what: format!("{}{size}", what()),
+                need,
+                budget,
+            });
+        }
+        other => other?,
+    };
+    reserve(need, || {
+        let [n, c, h, w] = input;
+        let verb = match work {
+            Work::Inference => "a forward pass",
+            Work::Training => "training",
+        };
+        let pool = config.pool();
+        let pooled = if pool == 7 {
+            String::new()
+        } else {
+            format!(" (--pool {pool})")
+        };
+        format!(
+            "{}{verb} of {}{pooled} on {n}x{c}x{h}x{w}",
+            what(),
+            config.name()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::Arch;
+
+    #[test]
+    fn estimates_grow_with_work_and_overflow_is_none() {
+        let config = VggConfig::from_arch(Arch::Vgg11);
+        let infer = estimate(&config, [1, 3, 224, 224], Work::Inference).unwrap();
+        let train = estimate(&config, [1, 3, 224, 224], Work::Training).unwrap();
+        assert!(infer.unwrap() > 132_863_336 * 4);
+        assert!(train.unwrap() > 4 * infer.unwrap() / 2);
+        let huge = estimate(&config, [1 << 62, 3, 32, 32], Work::Inference).unwrap();
+        assert_eq!(huge, None);
+        let wide = estimate(&config, [1, 3, 1 << 32, 1 << 32], Work::Inference);
+        assert!(wide.unwrap_err().to_string().contains("overflows"));
+    }
+
+    #[test]
+    fn a_huge_request_is_refused_with_its_size() {
+        let config = VggConfig::from_arch(Arch::Vgg11);
+        let err = check(&config, [1, 3, 100_000, 100_000], Work::Inference, || {
+            "--input 1x3x100000x100000: ".into()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--input 1x3x100000x100000"), "{err}");
+        assert!(err.contains("would need"), "{err}");
+        assert!(check(&config, [1, 3, 32, 32], Work::Training, String::new).is_ok());
+    }
+}
