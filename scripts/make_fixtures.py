@@ -345,6 +345,14 @@ def write_images():
     print(f"{len(IMAGES)} images")
 
 
+def write_cmyk():
+    """A CMYK JPEG (as print workflows save them) and Pillow's RGB decoding of it."""
+    from PIL import Image
+    path = os.path.join(ROOT, "images", "cmyk.jpg")
+    synthetic_image((40, 32), "RGB", 7).convert("CMYK").save(path, quality=90)
+    Image.open(path).convert("RGB").save(path + ".rgb.png")
+
+
 def write_classify():
     """torchvision's probabilities for the test images through the tiny_bn network (the
     ImageClassification preset), and an ImageFolder of 300 small images with PyTorch's
@@ -531,7 +539,7 @@ if __name__ == "__main__":
     print(f"torch {torch.__version__} torchvision {torchvision.__version__} "
           f"torchinfo {torchinfo.__version__}", file=sys.stderr)
     parts = {"summaries": write_summaries, "keys": write_state_dict_keys, "forward": write_forward,
-             "images": write_images, "labels": write_labels, "classify": write_classify,
+             "images": write_images, "cmyk": write_cmyk, "labels": write_labels, "classify": write_classify,
              "gradcam": write_gradcam, "train": write_train, "schedules": write_schedules}
     for part in sys.argv[1:] or parts:  # e.g. `make_fixtures.py forward` regenerates just those
         parts[part]()

@@ -21,7 +21,8 @@ Writes
   huge_storage_{zip,legacy}.pth (a storage claiming 10**12 elements),
   view_oob_{zip,legacy}.pth (a view past the end of its storage),
   big_endian_{zip,legacy}.pth, compressed_zip.pth, missing_storage_zip.pth,
-  expanded_bomb_zip.pth (zero-stride views far larger than their storage).
+  expanded_bomb_zip.pth (zero-stride views far larger than their storage),
+  shared_views_bomb_zip.pth (1024 views of one storage).
 """
 
 import collections
@@ -220,6 +221,12 @@ def hand_built_files():
     big = (2**23 + 8,)
     expanded = [(f"e{i}", FakeTensor(plain, 0, big, (0,))) for i in range(2)]
     write_fake_zip(OUT / "expanded_bomb_zip.pth", expanded, [plain])
+    # 1024 views of one 64 Ki-element storage: legal (torch.load shares the storage), but
+    # read into buffers of their own they would take 256 MiB from a 256 KiB file.
+    shared = FakeStorage("0", 1 << 16, floats(*range(1 << 16)))
+    views = [(f"v{i}", FakeTensor(shared, 0, (1 << 16,), (1,))) for i in range(1024)]
+    write_fake_zip(OUT / "shared_views_bomb_zip.pth", views, [shared])
+    assert len(torch.load(OUT / "shared_views_bomb_zip.pth", weights_only=True)) == 1024
     plain.legacy = True
     write_fake_legacy(OUT / "big_endian_legacy.pth", tensors, [plain], little_endian=False)
 

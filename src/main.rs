@@ -8,7 +8,17 @@ mod cli;
 use cli::{Cli, Outcome, run};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if err.use_stderr() => {
+            eprintln!("{}", one_line(&err.render().to_string()));
+            return ExitCode::from(2);
+        }
+        Err(err) => err.exit(),
+    };
+    if let Err(err) = vgg::io::remove_temporaries_on_signals() {
+        eprintln!("warning: {err}");
+    }
     let mut stdout = std::io::stdout().lock();
     match run(&cli, &mut stdout) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
@@ -22,4 +32,24 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// clap's error as one line: the error and its tips, without the usage block (`--help`
+/// has it), e.g. `error: unexpected argument '--outpt' found (tip: a similar argument
+/// exists: '--output'); see --help`.
+fn one_line(rendered: &str) -> String {
+    let mut parts = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with("Usage:"))
+        .filter(|line| !line.is_empty());
+    let mut text = parts.next().unwrap_or("error: bad arguments").to_string();
+    for part in parts {
+        if part.starts_with("tip:") {
+            text += &format!(" ({part})");
+        } else {
+            text += &format!(" {part}");
+        }
+    }
+    text + "; see --help"
 }

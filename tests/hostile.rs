@@ -1,35 +1,82 @@
 //! Hostile and careless input (issue "Hostile and careless input"), one case per class of
-//! fault fixed so far: special files are refused without blocking, folder walks terminate,
-//! thread counts are capped, empty inputs are errors, non-finite inputs are refused, and a
-//! failed check exits non-zero. Each case asserts the exit code, a one-line message naming
-//! the path or flag, and a bounded run time.
+//! fault: special files are refused without blocking, folder walks terminate, thread counts
+//! are capped, empty inputs are errors, non-finite inputs and weights are refused, a failed
+//! check exits non-zero, sizes over the memory budget or past 64 bits are refused before
+//! anything is allocated, outputs go through links and never replace special files,
+//! interrupted writes leave no temporary files, and a run never overwrites files it did not
+//! write. Each case asserts the exit code, a one-line message naming the path or flag, a
+//! bounded run time and, where a request is huge, a bounded peak memory.
 
 mod common;
 
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Scratch, fixture};
 
-/// Runs `vgg args`, killing it after `limit` (a hang is a failure, not a stuck test).
-fn vgg_within(args: &[&str], limit: Duration) -> Output {
+/// Peak memory a refused request may use: the process's own start-up, nothing more.
+const REFUSAL_PEAK_MIB: u64 = 300;
+
+/// What a run of `vgg` did: its output and its peak resident memory.
+struct Run {
+    output: Output,
+    peak_mib: u64,
+}
+
+/// Runs `vgg args` with `envs`, killing it after `limit` (a hang is a failure, not a stuck
+/// test), and measures its peak RSS (wait4's ru_maxrss).
+// The child is reaped by wait4 (which also reports its peak memory), not by std's wait.
+#[allow(clippy::zombie_processes)]
+fn run_within(args: &[&str], envs: &[(&str, &str)], limit: Duration) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vgg"))
         .args(args)
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("the vgg binary runs");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            pipe.read_to_end(&mut bytes).ok();
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let pid = child.id() as libc::pid_t;
     let start = Instant::now();
-    while child.try_wait().expect("waitable").is_none() {
+    let (status, peak_kib) = loop {
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is valid; wait4 fills it and `status`.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for our own child without blocking.
+        let done = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if done == pid {
+            break (ExitStatus::from_raw(status), usage.ru_maxrss as u64);
+        }
         if start.elapsed() > limit {
             child.kill().ok();
             panic!("`vgg {}` ran past {limit:?}", args.join(" "));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Run {
+        output: Output {
+            status,
+            stdout: stdout.join().unwrap(),
+            stderr: stderr.join().unwrap(),
+        },
+        peak_mib: peak_kib / 1024,
     }
-    child.wait_with_output().expect("output")
+}
+
+fn vgg_within(args: &[&str], limit: Duration) -> Output {
+    run_within(args, &[], limit).output
 }
 
 fn quick(args: &[&str]) -> Output {
@@ -255,4 +302,386 @@ fn decompression_bombs_are_refused_before_decoding() {
         &quick(&["preprocess", s(&bomb), "--output", s(&npy)]),
         &["bomb.jpg", "over the limit"],
     );
+}
+
+/// A refused request: exit 2, one line naming each of `needles`, within 5 s, and no more
+/// memory than start-up takes.
+fn refused_cheaply(args: &[&str], needles: &[&str]) {
+    let run = run_within(args, &[], Duration::from_secs(5));
+    refused(&run.output, needles);
+    assert!(
+        run.peak_mib <= REFUSAL_PEAK_MIB,
+        "`vgg {}` peaked at {} MiB",
+        args.join(" "),
+        run.peak_mib
+    );
+}
+
+/// An NCHW float32 `.npy` whose header claims `shape` over `data_bytes` zero bytes.
+fn npy_claiming(path: &Path, shape: &str, descr: &str, data_bytes: usize) {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(vec![0u8; data_bytes]);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn huge_requests_are_refused_before_allocating() {
+    let dir = Scratch::new("huge");
+    let (claims, overflow, ok) = (
+        dir.join("claims.npy"),
+        dir.join("overflow.npy"),
+        dir.join("ok.npy"),
+    );
+    npy_claiming(&claims, "(100000, 3, 224, 224)", "<f4", 12288);
+    npy_claiming(&overflow, "(4611686018427387904, 3, 32, 32)", "<f4", 12288);
+    npy_claiming(&ok, "(1, 3, 32, 32)", "<f4", 12288);
+    let out = dir.join("out.npy");
+    let forward = |input: &Path, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "forward",
+            "--arch",
+            "vgg11",
+            "--input",
+            s(input),
+            "--output",
+            s(&out),
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let image = fixture("images/landscape.jpg");
+    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+        (
+            forward(&claims, &[]),
+            vec!["claims.npy", "but the file holds 12288 bytes"],
+        ),
+        (
+            forward(&claims, &["--engine", "reference"]),
+            vec!["claims.npy", "file holds"],
+        ),
+        (forward(&overflow, &[]), vec!["overflow.npy", "overflows"]),
+        (
+            forward(&ok, &["--pool", "100000"]),
+            vec!["--pool 100000", "would need"],
+        ),
+        (
+            forward(&ok, &["--pool", "100000", "--engine", "reference"]),
+            vec!["--pool 100000", "would need"],
+        ),
+        (
+            args(&[
+                "bench",
+                "--arch",
+                "vgg11",
+                "--input",
+                "1x3x4294967296x4294967296",
+            ]),
+            vec!["--input 1x3x4294967296x4294967296", "overflows"],
+        ),
+        (
+            args(&["bench", "--arch", "vgg11", "--input", "1x3x100000x100000"]),
+            vec!["--input 1x3x100000x100000", "would need"],
+        ),
+        (
+            args(&[
+                "bench",
+                "--arch",
+                "vgg11",
+                "--train",
+                "--input",
+                "100000x3x32x32",
+            ]),
+            vec!["--input 100000x3x32x32", "training", "would need"],
+        ),
+        (
+            args(&[
+                "classify",
+                "--arch",
+                "vgg11",
+                "--resize",
+                "100000",
+                "--crop",
+                "100000",
+                s(&image),
+            ]),
+            vec!["--crop 100000", "would need"],
+        ),
+        (
+            args(&["summary", "vgg16", "--input", "3x4294967296x4294967296"]),
+            vec!["3x4294967296x4294967296", "overflows"],
+        ),
+        (
+            args(&[
+                "summary",
+                "vgg16",
+                "--input",
+                "3x32x32",
+                "--batch-size",
+                "18446744073709551615",
+            ]),
+            vec!["18446744073709551615", "overflows"],
+        ),
+        (
+            args(&[
+                "--memory-limit",
+                "64M",
+                "bench",
+                "--arch",
+                "vgg11",
+                "--input",
+                "1x3x32x32",
+            ]),
+            vec!["64.0 MiB", "--memory-limit"],
+        ),
+        (
+            args(&["--memory-limit", "lots", "summary", "vgg11"]),
+            vec!["--memory-limit", "`lots`"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        refused_cheaply(&args, &needles);
+    }
+    assert!(!out.exists(), "nothing written");
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|a| a.to_string()).collect()
+}
+
+#[test]
+fn checkpoints_that_amplify_are_refused() {
+    let dir = Scratch::new("amplify");
+    refused_cheaply(
+        &["weights", s(&fixture("pth/shared_views_bomb_zip.pth"))],
+        &["shared_views_bomb_zip.pth", "at most twice what is stored"],
+    );
+    // A safetensors header of 5 MiB (the format allows 100 MB: millions of tiny tensors).
+    let header = format!("{{\"__metadata__\":{{}}{}}}", " ".repeat(5 << 20));
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    let big = dir.join("big_header.safetensors");
+    std::fs::write(&big, bytes).unwrap();
+    refused_cheaply(&["weights", s(&big)], &["big_header.safetensors", "header"]);
+}
+
+#[test]
+fn bad_arrays_say_why() {
+    let dir = Scratch::new("arrays");
+    let out = dir.join("out.npy");
+    for (descr, needle) in [
+        (">f4", "big-endian"),
+        ("|b1", "bool"),
+        ("<i8", "unsupported dtype"),
+    ] {
+        let input = dir.join("x.npy");
+        npy_claiming(&input, "(1, 3, 32, 32)", descr, 3072 * 8);
+        refused_cheaply(
+            &[
+                "forward",
+                "--arch",
+                "vgg11",
+                "--input",
+                s(&input),
+                "--output",
+                s(&out),
+            ],
+            &["x.npy", needle],
+        );
+    }
+}
+
+#[test]
+fn non_finite_weights_are_refused() {
+    let dir = Scratch::new("nan-weights");
+    let state = vgg::weights::read(&fixture("forward/tiny_bn.pth")).unwrap();
+    let mut tensors = state.tensors.clone();
+    let (key, weight) = tensors
+        .iter_mut()
+        .find(|(k, _)| k.ends_with(".weight"))
+        .unwrap();
+    let mut values = weight.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    values[3] = f32::INFINITY;
+    *weight =
+        candle_core::Tensor::from_vec(values, weight.dims(), &candle_core::Device::Cpu).unwrap();
+    let key = key.clone();
+    let (st, pth) = (dir.join("w.safetensors"), dir.join("w.pth"));
+    vgg::weights::safetensors::write(&st, &tensors).unwrap();
+    vgg::weights::pth::write::write(&pth, &tensors).unwrap();
+    let input = fixture("forward/tiny_bn_input.npy");
+    let out = dir.join("out.npy");
+    for weights in [&st, &pth] {
+        for engine in ["fast", "reference"] {
+            refused_cheaply(
+                &[
+                    "forward",
+                    "--weights",
+                    s(weights),
+                    "--input",
+                    s(&input),
+                    "--output",
+                    s(&out),
+                    "--engine",
+                    engine,
+                ],
+                &[s(weights), &key, "inf at element 3", "finite"],
+            );
+        }
+    }
+    assert!(!out.exists());
+}
+
+#[test]
+fn outputs_go_through_links_and_never_replace_special_files() {
+    let dir = Scratch::new("outputs");
+    let input = fixture("forward/tiny_bn_input.npy");
+    let weights = fixture("forward/tiny_bn.pth");
+    let forward = |output: &Path| {
+        quick(&[
+            "forward",
+            "--weights",
+            s(&weights),
+            "--input",
+            s(&input),
+            "--output",
+            s(output),
+        ])
+    };
+    let (target, link) = (dir.join("target.npy"), dir.join("link.npy"));
+    std::fs::write(&target, "old").unwrap();
+    std::os::unix::fs::symlink("target.npy", &link).unwrap();
+    assert!(forward(&link).status.success());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link stays"
+    );
+    assert!(
+        std::fs::read(&target).unwrap().starts_with(b"\x93NUMPY"),
+        "its target is replaced"
+    );
+    let fifo = dir.join("fifo.npy");
+    mkfifo(&fifo);
+    refused(
+        &forward(&fifo),
+        &["fifo.npy", "FIFO; only regular files are replaced"],
+    );
+    refused(&forward(Path::new("/dev/null")), &["/dev/null", "device"]);
+    refused(&forward(&dir.join("nodir/x.npy")), &["nodir/x.npy"]);
+    // New files get the umask's mode.
+    let fresh = dir.join("fresh.npy");
+    let command = format!(
+        "umask 027 && exec '{}' forward --weights '{}' --input '{}' --output '{}'",
+        env!("CARGO_BIN_EXE_vgg"),
+        s(&weights),
+        s(&input),
+        s(&fresh)
+    );
+    assert!(
+        Command::new("sh")
+            .args(["-c", &command])
+            .status()
+            .unwrap()
+            .success()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+}
+
+fn temporaries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect()
+}
+
+#[test]
+fn interrupted_writes_leave_no_temporary_files() {
+    let dir = Scratch::new("signals");
+    let input = fixture("forward/tiny_bn_input.npy");
+    let weights = fixture("forward/tiny_bn.pth");
+    let out = dir.join("out.npy");
+    std::fs::write(&out, "the previous output").unwrap();
+    let args = [
+        "forward",
+        "--weights",
+        s(&weights),
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+    ];
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // The write pauses once its temporary file exists; the signal comes then.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vgg"))
+            .args(args)
+            .env("VGG_FAULT_WRITE", "1:pause")
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while temporaries(&dir).is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no temporary file appeared"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(signal), "ends as the signal would");
+        assert!(temporaries(&dir).is_empty(), "removed on {signal}");
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "the previous output"
+        );
+    }
+    // A kill that cannot be caught (here: an abort) leaves it; the next write removes it.
+    let aborted = run_within(&args, &[("VGG_FAULT_WRITE", "1")], Duration::from_secs(20));
+    assert!(!aborted.output.status.success());
+    assert_eq!(temporaries(&dir).len(), 1);
+    assert!(quick(&args).status.success());
+    assert!(temporaries(&dir).is_empty(), "cleaned by the next run");
+    assert!(std::fs::read(&out).unwrap().starts_with(b"\x93NUMPY"));
+}
+
+#[test]
+fn argument_errors_are_one_line() {
+    refused(
+        &quick(&["forward", "--arch", "vgg11", "--outpt", "x.npy"]),
+        &[
+            "--outpt",
+            "tip: a similar argument exists: '--output'",
+            "--help",
+        ],
+    );
+    refused(
+        &quick(&["forward", "--arch", "vgg11"]),
+        &[
+            "required arguments were not provided",
+            "--input <FILE>",
+            "--output <FILE>",
+        ],
+    );
+    refused(&quick(&["summary", "vgg11", "--batch-size", "-3"]), &["-3"]);
+    let help = quick(&["forward", "--help"]);
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Usage:"));
 }

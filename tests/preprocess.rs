@@ -102,3 +102,15 @@ fn exif_orientation_is_opt_in() {
     assert_eq!(upright, image::imageops::rotate90(&stored));
     assert_eq!(Preprocess::imagenet().load(&path).unwrap(), stored);
 }
+
+/// CMYK JPEGs decode as Pillow's `convert("RGB")` does (samples stored inverted, Adobe's
+/// convention), exactly.
+#[test]
+fn cmyk_jpeg_decodes_like_pillow() {
+    let got = load_rgb(&fixture("images/cmyk.jpg")).unwrap();
+    let want = image::open(fixture("images/cmyk.jpg.rgb.png"))
+        .unwrap()
+        .into_rgb8();
+    assert_eq!(got.dimensions(), want.dimensions());
+    assert_eq!(got.as_raw(), want.as_raw());
+}

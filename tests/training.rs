@@ -190,13 +190,79 @@ fn a_crash_while_writing_a_checkpoint_leaves_the_previous_one() {
     assert_eq!(learning_curve(&crashed).len(), 1, "metrics of epoch 1 only");
     let state = vgg::train::checkpoint::load(&crashed.join("last.safetensors")).unwrap();
     assert_eq!(state.run.epoch, 1, "the epoch-1 checkpoint is intact");
-    // Resuming after the crash gives exactly the uninterrupted run.
+    assert_eq!(
+        temporaries(&crashed),
+        1,
+        "the abort left its temporary file"
+    );
+    // Resuming after the crash gives exactly the uninterrupted run, and removes the
+    // temporary file of the dead process.
     ok(&vgg(&["train", "--resume", crashed.to_str().unwrap()], &[]));
+    assert_eq!(temporaries(&crashed), 0);
     ok(&train(&dir, &reference, "3", &[]));
     assert_identical(
         &reference.join("last.safetensors"),
         &crashed.join("last.safetensors"),
     );
+}
+
+fn temporaries(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().ends_with(".tmp")
+        })
+        .count()
+}
+
+#[test]
+fn a_new_run_never_overwrites_files_it_did_not_write() {
+    let dir = Scratch::new("foreign");
+    cifar(&dir, 20, 10);
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("metrics.csv"), "the user's own table\n").unwrap();
+    let refused = train(&dir, &out, "1", &[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("metrics.csv") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    let kept = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert_eq!(kept, "the user's own table\n");
+    // A finished run in the folder: refused too, pointing at --resume.
+    let run = dir.join("run");
+    ok(&train(&dir, &run, "1", &[]));
+    let again = train(&dir, &run, "1", &[]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("--resume"), "{stderr}");
+    // --force replaces them.
+    let (data, out) = (dir.to_str().unwrap(), out.to_str().unwrap());
+    let forced = [
+        "train",
+        "--arch",
+        "custom",
+        "--cfg",
+        "8,M",
+        "--hidden",
+        "8",
+        "--pool",
+        "1",
+        "--num-classes",
+        "10",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--epochs",
+        "1",
+        "--force",
+    ];
+    ok(&vgg(&forced, &[]));
+    let replaced = std::fs::read_to_string(dir.join("out/metrics.csv")).unwrap();
+    assert!(replaced.starts_with("epoch"), "{replaced}");
 }
 
 #[test]

@@ -63,6 +63,10 @@ pub struct TrainArgs {
     /// Continue the run in DIR from its last checkpoint, with its own options (and --epochs)
     #[arg(long, value_name = "DIR", conflicts_with_all = RUN_FLAGS)]
     pub resume: Option<PathBuf>,
+    /// Replace the files a run writes (checkpoints, metrics, curves) when --out already holds
+    /// some: without it, a new run refuses to touch them
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
     /// Epochs in all [default: 30; a resumed run keeps its own unless given]
     #[arg(long, value_name = "E")]
     pub epochs: Option<usize>,
@@ -134,7 +138,7 @@ pub fn run(args: &TrainArgs) -> Result<String> {
                 args.out.as_deref().expect("clap requires --out"),
             );
             let options = request(args, data)?.options()?;
-            Trainer::new(model(&args.source, &device)?, options, out)?
+            Trainer::new(model(&args.source, &device)?, options, out, args.force)?
         }
     };
     let (done, planned) = (

@@ -1,24 +1,201 @@
 //! Files we write are written atomically: to a temporary file beside the target, then
-//! renamed over it, so a crash or a full disk never leaves a half-written file behind.
+//! renamed over it, so a crash or a full disk never leaves a half-written file behind. The
+//! temporary files are registered while they exist: a SIGINT, SIGTERM or SIGHUP removes
+//! them before the process dies ([`remove_temporaries_on_signals`]), and a later write
+//! beside them removes those of processes that no longer exist (a SIGKILL leaves them).
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
 
+/// The temporary files this process is writing now.
+static TEMPORARIES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
 /// Calls `write(tmp)` to produce the file at a temporary path in the same directory, flushes
 /// it to disk, then renames it to `path`. On failure the temporary file is removed and
 /// `path` is untouched; a process killed at any moment leaves either the old or the new file.
+/// A link at `path` is written through (its target is replaced, the link stays); a
+/// directory, device, FIFO or socket there is refused.
 pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let tmp = temporary_path(path);
+    let target = write_target(path)?;
+    remove_stale_temporaries(&target);
+    let tmp = temporary_path(&target);
+    let registered = Registered::new(tmp.clone());
     let result = write(&tmp)
-        .and_then(|()| sync(&tmp))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::write(path, e)))
+        .and_then(|()| {
+            #[cfg(feature = "fault-injection")]
+            fault_injection::at_write("VGG_FAULT_WRITE", &tmp);
+            sync(&tmp)
+        })
+        .and_then(|()| std::fs::rename(&tmp, &target).map_err(|e| Error::write(path, e)))
         .map_err(|e| for_requested_path(e, path, &tmp));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
+    drop(registered);
     result
+}
+
+/// The file a write of `path` replaces: `path` itself, or where a link there points (to any
+/// depth). Refuses anything but a regular file or nothing at all.
+fn write_target(path: &Path) -> Result<PathBuf> {
+    let mut target = path.to_path_buf();
+    for _ in 0..40 {
+        let Ok(meta) = std::fs::symlink_metadata(&target) else {
+            return Ok(target);
+        };
+        if meta.file_type().is_symlink() {
+            let link = std::fs::read_link(&target).map_err(|e| Error::write(path, e))?;
+            target = match target.parent() {
+                Some(dir) => dir.join(link),
+                None => link,
+            };
+            continue;
+        }
+        if meta.is_file() {
+            return Ok(target);
+        }
+        return Err(Error::write(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "it is a {}; only regular files are replaced",
+                    kind_name(meta.file_type())
+                ),
+            ),
+        ));
+    }
+    Err(Error::write(
+        path,
+        std::io::Error::other("too many levels of symbolic links"),
+    ))
+}
+
+/// A temporary file registered for removal on a signal while it is being written.
+struct Registered(PathBuf);
+
+impl Registered {
+    fn new(path: PathBuf) -> Self {
+        lock_temporaries().push(path.clone());
+        Registered(path)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        lock_temporaries().retain(|p| p != &self.0);
+    }
+}
+
+fn lock_temporaries() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    TEMPORARIES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP remove this process's temporary files, then end the
+/// process as the signal would have (exit status 128 + the signal's number). For programs
+/// (the CLI); a library embedded elsewhere leaves signals to its host. A watcher thread does
+/// the work: a signal handler itself may only write to a pipe.
+#[cfg(unix)]
+pub fn remove_temporaries_on_signals() -> Result<()> {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe writes two descriptors into the two-element array.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(Error::BadArgument(format!(
+            "cannot install signal handlers: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    SIGNAL_PIPE.store(fds[1] as usize, Ordering::SeqCst);
+    // SAFETY: fds[0] is a fresh descriptor that nothing else owns.
+    let mut reader = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+    std::thread::Builder::new()
+        .name("vgg-signals".into())
+        .spawn(move || {
+            let mut signal = [0u8; 1];
+            if reader.read_exact(&mut signal).is_ok() {
+                for path in lock_temporaries().iter() {
+                    let _ = std::fs::remove_file(path);
+                }
+                let signal = libc::c_int::from(signal[0]);
+                // SAFETY: restoring the default action and re-raising ends the process as
+                // the signal would have.
+                unsafe {
+                    libc::signal(signal, libc::SIG_DFL);
+                    libc::raise(signal);
+                }
+            }
+        })
+        .map_err(|e| Error::BadArgument(format!("cannot start the signal watcher: {e}")))?;
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: `on_signal` only calls write(2), which is async-signal-safe.
+        unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
+    }
+    Ok(())
+}
+
+/// The write end of the signal pipe (0: none).
+#[cfg(unix)]
+static SIGNAL_PIPE: AtomicUsize = AtomicUsize::new(0);
+
+#[cfg(unix)]
+extern "C" fn on_signal(signal: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(Ordering::SeqCst) as libc::c_int;
+    let byte = signal as u8;
+    // SAFETY: write(2) of one byte from a live stack variable; async-signal-safe.
+    unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+}
+
+/// Removes `.NAME.PID-N.tmp` files beside `target` left by processes that no longer exist
+/// (killed with SIGKILL, or by a power cut): the next write of the same file cleans up.
+fn remove_stale_temporaries(target: &Path) {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file_name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, n)| n.parse::<usize>().ok().and(pid.parse::<u32>().ok()))
+        else {
+            continue;
+        };
+        if !process_exists(pid) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn process_exists(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return false;
+        };
+        // SAFETY: signal 0 only checks that the process exists and may be signalled.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        alive || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    true
 }
 
 /// An error of the write to `tmp` as the user sees it: a failure to write `path`.
@@ -105,6 +282,49 @@ fn temporary_path(path: &Path) -> PathBuf {
         .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
     let n = WRITES.fetch_add(1, Ordering::Relaxed);
     path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()))
+}
+
+/// A test hook: with `VAR=N` set, the N-th write counted under `VAR` aborts right after
+/// writing its temporary file, as a kill at the worst moment would; with `VAR=N:pause` it
+/// waits there a minute instead, for a test to send a signal. Variables: `VGG_FAULT_WRITE`
+/// (every atomic write) and `VGG_FAULT_CHECKPOINT_WRITE` (training checkpoints). Compiled
+/// only with the `fault-injection` feature, which the workspace's tests turn on and the
+/// `vgg` binary does not.
+#[cfg(feature = "fault-injection")]
+pub mod fault_injection {
+    use std::collections::HashMap;
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    static WRITES: Mutex<Option<HashMap<&'static str, usize>>> = Mutex::new(None);
+
+    pub fn at_write(var: &'static str, tmp: &Path) {
+        let write = {
+            let mut counts = WRITES.lock().unwrap_or_else(|e| e.into_inner());
+            let count = counts
+                .get_or_insert_with(HashMap::new)
+                .entry(var)
+                .or_insert(0);
+            *count += 1;
+            *count
+        };
+        let Ok(value) = std::env::var(var) else {
+            return;
+        };
+        let (n, pause) = match value.split_once(':') {
+            Some((n, "pause")) => (n, true),
+            _ => (value.as_str(), false),
+        };
+        if n.parse() != Ok(write) {
+            return;
+        }
+        eprintln!("injected fault: {var} write {write} ({})", tmp.display());
+        if pause {
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        } else {
+            std::process::abort();
+        }
+    }
 }
 
 #[cfg(test)]

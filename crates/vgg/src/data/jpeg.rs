@@ -23,16 +23,35 @@ pub fn decode(data: &[u8]) -> Result<RgbImage, String> {
 }
 
 fn decode_unchecked(data: &[u8]) -> Result<RgbImage, String> {
+    use mozjpeg::ColorSpace::{JCS_CMYK, JCS_YCCK};
     let fail = |e: std::io::Error| e.to_string();
-    let mut decoder = mozjpeg::Decompress::new_mem(data)
-        .map_err(fail)?
-        .rgb()
-        .map_err(fail)?;
-    let (width, height) = (decoder.width() as u32, decoder.height() as u32);
-    let pixels: Vec<[u8; 3]> = decoder.read_scanlines().map_err(fail)?;
-    decoder.finish().map_err(fail)?;
-    let raw = pixels.into_iter().flatten().collect();
+    let decompress = mozjpeg::Decompress::new_mem(data).map_err(fail)?;
+    let (width, height) = (decompress.width() as u32, decompress.height() as u32);
+    let raw: Vec<u8> = if matches!(decompress.color_space(), JCS_CMYK | JCS_YCCK) {
+        let mut decoder = decompress.to_colorspace(JCS_CMYK).map_err(fail)?;
+        let pixels: Vec<[u8; 4]> = decoder.read_scanlines().map_err(fail)?;
+        decoder.finish().map_err(fail)?;
+        pixels.into_iter().flat_map(inverted_cmyk_to_rgb).collect()
+    } else {
+        let mut decoder = decompress.rgb().map_err(fail)?;
+        let pixels: Vec<[u8; 3]> = decoder.read_scanlines().map_err(fail)?;
+        decoder.finish().map_err(fail)?;
+        pixels.into_iter().flatten().collect()
+    };
     RgbImage::from_raw(width, height, raw).ok_or_else(|| "corrupt JPEG: short image data".into())
+}
+
+/// A CMYK JPEG's pixel as Pillow converts it: the samples are stored inverted (Adobe's
+/// convention, which Pillow assumes for every CMYK JPEG: raw mode `CMYK;I`), then
+/// `R = (255 − K) − C·(255 − K)/255` with its rounding, and likewise for G and B.
+fn inverted_cmyk_to_rgb(stored: [u8; 4]) -> [u8; 3] {
+    let [c, m, y, k] = stored.map(|v| 255 - u32::from(v));
+    let white = 255 - k;
+    let mul_div_255 = |a: u32, b: u32| {
+        let t = a * b + 128;
+        ((t >> 8) + t) >> 8
+    };
+    [c, m, y].map(|v| (white - mul_div_255(v, white)) as u8)
 }
 
 /// A complete JPEG has an end-of-image marker (FF D9) after its last start-of-scan (FF DA);

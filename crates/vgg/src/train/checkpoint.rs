@@ -81,7 +81,7 @@ pub fn save(
         )
         .map_err(|e| Error::cannot_encode(tmp, e))?;
         #[cfg(feature = "fault-injection")]
-        fault_injection::maybe_abort(tmp);
+        crate::io::fault_injection::at_write("VGG_FAULT_CHECKPOINT_WRITE", tmp);
         Ok(())
     })
 }
@@ -133,30 +133,4 @@ fn run_state(path: &Path) -> Result<RunState> {
     };
     serde_json::from_str(run)
         .map_err(|e| bad(format!("the run state in its metadata is unreadable: {e}")))
-}
-
-/// A test hook: with `VGG_FAULT_CHECKPOINT_WRITE=N` set, the N-th checkpoint write of the
-/// process aborts right after writing its temporary file — as a kill at the worst moment
-/// would — so tests can check that the previous checkpoint survives. Compiled only with the
-/// `fault-injection` feature, which the workspace's tests turn on and the `vgg` binary does not.
-#[cfg(feature = "fault-injection")]
-mod fault_injection {
-    use std::path::Path;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    static WRITES: AtomicUsize = AtomicUsize::new(0);
-
-    pub(super) fn maybe_abort(tmp: &Path) {
-        let write = WRITES.fetch_add(1, Ordering::SeqCst) + 1;
-        let fault = std::env::var("VGG_FAULT_CHECKPOINT_WRITE")
-            .ok()
-            .and_then(|v| v.parse().ok());
-        if fault == Some(write) {
-            eprintln!(
-                "injected fault: aborting during checkpoint write {write} ({})",
-                tmp.display()
-            );
-            std::process::abort();
-        }
-    }
 }

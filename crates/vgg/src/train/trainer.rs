@@ -15,6 +15,7 @@ use crate::data::augment::{Augment, image_rng};
 use crate::data::preprocess::Preprocess;
 use crate::error::{Error, Result};
 use crate::io::write_atomically;
+use crate::model::footprint::{self, Work};
 use crate::model::layers::Container;
 use crate::model::{Mode, Vgg};
 use crate::progress::Progress;
@@ -114,13 +115,32 @@ struct Validation {
 }
 
 impl Trainer {
-    /// A new run of `model` into `out` (which must not already hold one).
-    pub fn new(model: Vgg, options: TrainOptions, out: &Path) -> Result<Self> {
+    /// A new run of `model` into `out`, which must not already hold any file a run writes
+    /// ([`RUN_FILES`]) unless `overwrite` says they may be replaced: they may be another
+    /// run's, or files of the user's that merely share a name.
+    pub fn new(model: Vgg, options: TrainOptions, out: &Path, overwrite: bool) -> Result<Self> {
         options.validate()?;
-        if out.join(LAST).exists() {
+        let (batch, crop) = (options.batch_size, options.preprocess.crop);
+        let input = [batch, model.config().in_channels(), crop, crop];
+        footprint::check(model.config(), input, Work::Training, || {
+            format!("--batch-size {batch} with --crop {crop}: ")
+        })?;
+        let present: Vec<String> = RUN_FILES
+            .iter()
+            .filter(|name| std::fs::symlink_metadata(out.join(name)).is_ok())
+            .map(|name| name.to_string())
+            .collect();
+        if !present.is_empty() && !overwrite {
+            let resume = if present.iter().any(|name| name == LAST) {
+                format!("continue that run with --resume {}, ", out.display())
+            } else {
+                String::new()
+            };
             return Err(Error::BadArgument(format!(
-                "{} already holds a run: continue it with --resume {0}, or choose another --out",
-                out.display()
+                "--out {} already holds {}: {resume}choose another --out, or pass --force to \
+                 replace them",
+                out.display(),
+                present.join(", ")
             )));
         }
         let data = data::open(&options.data, options.val_split, options.seed)?;
@@ -421,6 +441,15 @@ impl Trainer {
 /// File names inside a run directory.
 pub const LAST: &str = "last.safetensors";
 pub const BEST: &str = "best.safetensors";
+/// Every file a run writes into its folder.
+pub const RUN_FILES: [&str; 6] = [
+    LAST,
+    BEST,
+    "metrics.jsonl",
+    "metrics.csv",
+    "curves.svg",
+    "curves.png",
+];
 
 fn build_optimizer(options: &TrainOptions, params: Vec<Var>) -> Optimizer {
     let lr = options.schedule.base;
