@@ -681,6 +681,22 @@ fn argument_errors_are_one_line() {
         ],
     );
     refused(&quick(&["summary", "vgg11", "--batch-size", "-3"]), &["-3"]);
+    // The default the help states is one the parser accepts.
+    let default = quick(&["summary", "vgg11", "--input", "3x32x32"]);
+    let explicit = quick(&[
+        "summary",
+        "vgg11",
+        "--input",
+        "3x32x32",
+        "--batch-size",
+        "-1",
+    ]);
+    assert!(explicit.status.success());
+    assert_eq!(default.stdout, explicit.stdout);
+    refused(
+        &quick(&["summary", "vgg11", "--batch-size", "0"]),
+        &["--batch-size", "`0`"],
+    );
     let help = quick(&["forward", "--help"]);
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("Usage:"));

@@ -40,14 +40,16 @@ pub fn run(args: &ClassifyArgs, out: &mut dyn Write) -> Result<bool> {
         ));
     }
     let paths = collect_images(&args.paths)?;
-    let (mut classifier, preprocess) = args.classifier.build(&args.source, args.batch_size)?;
+    // A batch never needs to be larger than the images.
+    let batch_size = args.batch_size.min(paths.len().max(1));
+    let (mut classifier, preprocess) = args.classifier.build(&args.source, batch_size)?;
     let labels = (args.source.source()?).class_names(classifier.backend.config().num_classes());
     let bar = Bar::default();
     classify(
         &mut classifier,
         paths,
         preprocess,
-        args.batch_size,
+        batch_size,
         args.top,
         &bar,
         |Classified { path, result }| {

@@ -35,9 +35,9 @@ pub struct SummaryArgs {
     /// Input shape CxHxW (or NxCxHxW); C other than 3 changes the first convolution
     #[arg(long, default_value = "3x224x224", allow_hyphen_values = true)]
     pub input: String,
-    /// Batch size [torchsummary default: -1, printed as such; torchinfo default: 1]
-    #[arg(long, value_name = "N")]
-    pub batch_size: Option<usize>,
+    /// Batch size: -1 (torchsummary's default, printed as such; torchinfo's is 1) or at least 1
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = batch_size)]
+    pub batch_size: Option<BatchSize>,
     #[arg(long, value_enum, default_value_t = Format::Torchsummary)]
     pub format: Format,
     /// torchinfo columns, in order: input_size,output_size,num_params,params_percent,
@@ -52,9 +52,32 @@ pub struct SummaryArgs {
     pub freeze: Vec<Part>,
 }
 
+/// `--batch-size`: torchsummary's -1 ("any"), or a number of images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSize {
+    Unspecified,
+    Images(usize),
+}
+
+fn batch_size(text: &str) -> std::result::Result<BatchSize, String> {
+    match text.trim() {
+        "-1" => Ok(BatchSize::Unspecified),
+        n => match n.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(BatchSize::Images(n)),
+            _ => Err(format!(
+                "expected -1 or a whole number of at least 1, got `{n}`"
+            )),
+        },
+    }
+}
+
 pub fn run(args: &SummaryArgs) -> Result<String> {
     let shape = parse_shape(&args.input)?;
-    let (batch, chw) = match (shape.as_slice(), args.batch_size) {
+    let given = match args.batch_size {
+        Some(BatchSize::Unspecified) | None => None,
+        Some(BatchSize::Images(n)) => Some(n),
+    };
+    let (batch, chw) = match (shape.as_slice(), given) {
         (&[c, h, w], batch) => (batch, [c, h, w]),
         (&[n, c, h, w], None) => (Some(n), [c, h, w]),
         (&[n, ..], Some(b)) if n != b => {

@@ -1,7 +1,10 @@
 //! The library's errors as Python exceptions: bad checkpoints are `vgg.WeightsError`, missing
-//! files `FileNotFoundError`, other I/O `OSError`, bad arguments and shapes `ValueError`.
+//! files `FileNotFoundError`, other I/O `OSError`, requests over the memory budget
+//! `MemoryError`, bad arguments and shapes `ValueError`.
 
-use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{
+    PyFileNotFoundError, PyMemoryError, PyOSError, PyRuntimeError, PyValueError,
+};
 use pyo3::{PyErr, create_exception};
 use vgg::Error;
 
@@ -26,6 +29,7 @@ pub fn to_py(error: Error) -> PyErr {
             PyFileNotFoundError::new_err(message)
         }
         Error::Io { .. } | Error::Write { .. } => PyOSError::new_err(message),
+        Error::OverBudget { .. } => PyMemoryError::new_err(message),
         Error::Candle(_) => PyRuntimeError::new_err(message),
         _ => PyValueError::new_err(message),
     }

@@ -264,6 +264,27 @@ fn get_num_threads() -> usize {
     vgg::threads::num_threads()
 }
 
+/// Sets the memory budget that every large request is checked against before allocating
+/// (MemoryError beyond it): bytes, a size such as "4G" or "512M", or None for the default
+/// (3/4 of the memory this process may use).
+#[pyfunction]
+fn set_memory_limit(limit: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    let bytes = match limit {
+        None => None,
+        Some(value) => match value.extract::<u64>() {
+            Ok(bytes) => Some(bytes),
+            Err(_) => Some(check(vgg::limits::parse_size(&value.extract::<String>()?))?),
+        },
+    };
+    check(vgg::limits::set_memory_budget(bytes))
+}
+
+/// The memory budget in bytes.
+#[pyfunction]
+fn get_memory_limit() -> u64 {
+    vgg::limits::memory_budget()
+}
+
 /// A JSON value as the equivalent Python object.
 pub fn json_to_py<'py>(py: Python<'py>, value: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
     let json = py.import("json")?;
@@ -282,6 +303,8 @@ fn _vgg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dissect, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(set_memory_limit, m)?)?;
+    m.add_function(wrap_pyfunction!(get_memory_limit, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

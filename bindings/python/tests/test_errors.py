@@ -71,3 +71,20 @@ def test_non_finite_inputs_are_value_errors(tiny_bn):
 def test_help_explains_the_arguments():
     assert "input_size" in vgg.summary.__doc__ and "torchsummary" in vgg.summary.__doc__
     assert "weights" in vgg.models.vgg16.__doc__
+
+
+
+def test_requests_over_the_memory_budget_are_memory_errors():
+    model = vgg.models.custom([8, "M"], hidden=8, pool=1)
+    x = np.zeros((1, 3, 64, 64), np.float32)
+    try:
+        vgg.set_memory_limit("1K")
+        assert vgg.get_memory_limit() == 1024
+        with pytest.raises(MemoryError, match="would need .* over the memory budget of 1.0 KiB"):
+            model(x)
+    finally:
+        vgg.set_memory_limit(None)
+    assert vgg.get_memory_limit() > 1 << 20
+    assert model(x).shape == (1, 1000)
+    with pytest.raises(ValueError, match="bad memory size `lots`"):
+        vgg.set_memory_limit("lots")

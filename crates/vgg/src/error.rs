@@ -102,6 +102,19 @@ impl Error {
 }
 
 impl Error {
+    /// An over-budget error with `request` (the flags or file behind it) put in front of
+    /// its description; any other error unchanged.
+    pub fn for_request(self, request: impl FnOnce() -> String) -> Self {
+        match self {
+            Error::OverBudget { what, need, budget } => Error::OverBudget {
+                what: format!("{}{what}", request()),
+                need,
+                budget,
+            },
+            other => other,
+        }
+    }
+
     /// A failed write of `path`.
     pub fn write(path: &std::path::Path, source: std::io::Error) -> Self {
         Error::Write {
@@ -119,8 +132,9 @@ impl Error {
 fn over_budget(need: Option<u64>, budget: u64) -> String {
     match need {
         Some(need) => format!(
-            "would need {}, over the memory budget of {} (set it with --memory-limit or \
-             VGG_MEMORY_LIMIT; the default is 3/4 of this machine's memory)",
+            "would need {}, over the memory budget of {} (raise it with --memory-limit, \
+             VGG_MEMORY_LIMIT or vgg.set_memory_limit(); the default is 3/4 of this machine's \
+             memory)",
             human_bytes(need),
             human_bytes(budget)
         ),

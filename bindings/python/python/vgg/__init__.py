@@ -13,7 +13,15 @@ command line); this package converts arguments and displays results in notebooks
 
 from . import models
 from ._display import SVG, Report, Summary
-from ._vgg import Model, WeightsError, __version__, get_num_threads, set_num_threads
+from ._vgg import (
+    Model,
+    WeightsError,
+    __version__,
+    get_memory_limit,
+    get_num_threads,
+    set_memory_limit,
+    set_num_threads,
+)
 from .api import compare, diagram, dissect, load, preprocess, summary
 
 __all__ = [
@@ -26,10 +34,12 @@ __all__ = [
     "compare",
     "diagram",
     "dissect",
+    "get_memory_limit",
     "get_num_threads",
     "load",
     "models",
     "preprocess",
+    "set_memory_limit",
     "set_num_threads",
     "summary",
 ]

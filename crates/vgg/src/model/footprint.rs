@@ -7,7 +7,7 @@
 //! largest activations alive at once), so a refusal is never wrong; they are not promises
 //! that a run under the budget fits.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::limits::{array_bytes, reserve};
 use crate::model::config::VggConfig;
 use crate::model::layers::{build_layers, propagate_shapes};
@@ -63,18 +63,8 @@ pub fn check(
     what: impl FnOnce() -> String,
 ) -> Result<()> {
     let need = match estimate(config, input, work) {
-        Err(Error::OverBudget {
-            what: size,
-            need,
-            budget,
-        }) => {
-            return Err(Error::OverBudget {
-                what: format!("{}{size}", what()),
-                need,
-                budget,
-            });
-        }
-        other => other?,
+        Ok(need) => need,
+        Err(e) => return Err(e.for_request(what)),
     };
     reserve(need, || {
         let [n, c, h, w] = input;
