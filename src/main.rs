@@ -16,9 +16,6 @@ fn main() -> ExitCode {
         }
         Err(err) => err.exit(),
     };
-    if let Err(err) = vgg::io::remove_temporaries_on_signals() {
-        eprintln!("warning: {err}");
-    }
     let mut stdout = std::io::stdout().lock();
     match run(&cli, &mut stdout) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -10,7 +10,7 @@
 mod common;
 
 use std::io::Read;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -26,12 +26,33 @@ struct Run {
     peak_mib: u64,
 }
 
-/// Runs `vgg args` with `envs`, killing it after `limit` (a hang is a failure, not a stuck
-/// test), and measures its peak RSS (wait4's ru_maxrss).
+/// Address space every run here gets (RLIMIT_AS): an allocation of the size a hostile
+/// request asks for then fails (and aborts the process) instead of being reserved lazily
+/// and never touched, which a peak-RSS check alone would not see. It also fixes the default
+/// memory budget (3/4 of it) whatever the machine.
+const ADDRESS_SPACE: u64 = 4 << 30;
+
+/// Runs `vgg args` with `envs` under [`ADDRESS_SPACE`], killing it after `limit` (a hang is
+/// a failure, not a stuck test), and measures its peak RSS (wait4's ru_maxrss).
 // The child is reaped by wait4 (which also reports its peak memory), not by std's wait.
 #[allow(clippy::zombie_processes)]
 fn run_within(args: &[&str], envs: &[(&str, &str)], limit: Duration) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vgg"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vgg"));
+    // SAFETY: the closure only calls setrlimit, which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: ADDRESS_SPACE,
+                rlim_max: ADDRESS_SPACE,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = command
         .args(args)
         .envs(envs.iter().copied())
         .stdin(Stdio::null())
@@ -454,6 +475,86 @@ fn huge_requests_are_refused_before_allocating() {
     assert!(!out.exists(), "nothing written");
 }
 
+/// Head sizes that ask for petabytes of weights are refused before any are initialised, on
+/// every command that builds a model (the check is in the model's constructor).
+#[test]
+fn huge_models_are_refused_before_initialising() {
+    let dir = Scratch::new("huge-models");
+    let image = fixture("images/landscape.jpg");
+    let data = fixture("imagefolder");
+    let (out, report) = (dir.join("f.npy"), dir.join("report"));
+    let run = dir.join("run");
+    let big = ["--arch", "vgg11", "--pool", "100000"];
+    let with = |command: &str, rest: &[&str]| -> Vec<String> {
+        let mut all = vec![command.to_string()];
+        all.extend(big.iter().chain(rest).map(|a| a.to_string()));
+        all
+    };
+    let cases = [
+        with("classify", &["--engine", "reference", s(&image)]),
+        with(
+            "features",
+            &["--layer", "features.3", s(&image), "--output", s(&out)],
+        ),
+        with("dissect", &[s(&image), "--out", s(&report)]),
+        with(
+            "train",
+            &["--data", s(&data), "--out", s(&run), "--epochs", "1"],
+        ),
+    ];
+    for args in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        refused_cheaply(&args, &["the weights of vgg11 --pool 100000", "would need"]);
+    }
+    assert!(!out.exists() && !report.exists() && !run.exists());
+    refused_cheaply(
+        &[
+            "summary", "vgg11", "--pool", "1048576", "--hidden", "1048576",
+        ],
+        &["more parameters than 64-bit sizes can count"],
+    );
+    // An image resized past the budget fails alone; the run goes on and says so.
+    let resized = run_within(
+        &[
+            "classify",
+            "--arch",
+            "vgg11",
+            "--resize",
+            "100000",
+            s(&image),
+        ],
+        &[],
+        Duration::from_secs(20),
+    );
+    assert_eq!(resized.output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&resized.output.stdout);
+    assert!(
+        stdout.contains("--resize 100000") && stdout.contains("would need"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn class_maps_with_huge_indices_are_refused() {
+    let dir = Scratch::new("class-map");
+    let map = dir.join("map.txt");
+    std::fs::write(&map, "cat 18446744073709551615\ndog 1000000000000\n").unwrap();
+    let weights = fixture("forward/tiny_bn.pth");
+    let data = fixture("imagefolder");
+    refused_cheaply(
+        &[
+            "evaluate",
+            "--weights",
+            s(&weights),
+            "--data",
+            s(&data),
+            "--class-map",
+            s(&map),
+        ],
+        &["map.txt", "class index 18446744073709551615", "too large"],
+    );
+}
+
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|a| a.to_string()).collect()
 }
@@ -471,7 +572,10 @@ fn checkpoints_that_amplify_are_refused() {
     bytes.extend(header.as_bytes());
     let big = dir.join("big_header.safetensors");
     std::fs::write(&big, bytes).unwrap();
-    refused_cheaply(&["weights", s(&big)], &["big_header.safetensors", "header"]);
+    refused_cheaply(
+        &["weights", s(&big)],
+        &["big_header.safetensors", "at most 4194304"],
+    );
 }
 
 #[test]

@@ -22,6 +22,9 @@ pub struct DissectArgs {
     /// Folder for index.html and the PNGs (created if missing)
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Replace the report's files (index.html and its PNGs) when --out already holds some
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub preprocess: PreprocessArgs,
 }
@@ -34,7 +37,7 @@ pub fn run(args: &DissectArgs) -> Result<String> {
     let labels = source.class_names(model.config().num_classes());
     let dissection = dissect(&model, &image, &preprocess, &labels)?;
     let name = args.image.file_name().unwrap_or(args.image.as_os_str());
-    report::write(&args.out, &dissection, &name.to_string_lossy())?;
+    report::write(&args.out, &dissection, &name.to_string_lossy(), args.force)?;
     let (class, prob) = &dissection.top[0];
     Ok(format!(
         "top class: {class} ({:.2}%); wrote {} and {} PNGs\n",

@@ -66,11 +66,7 @@ impl ClassifierArgs {
     pub fn build(&self, flags: &ModelFlags, batch_size: usize) -> Result<(Classifier, Preprocess)> {
         let preprocess = self.preprocess.preprocess()?;
         let size = [preprocess.crop, preprocess.crop];
-        let backend = (flags.source()?)
-            .backend(self.engine.into(), batch_size, size)
-            .map_err(|e| {
-                e.for_request(|| format!("--batch-size {batch_size} with --crop {}: ", size[0]))
-            })?;
+        let backend = (flags.source()?).backend(self.engine.into(), batch_size, size)?;
         let classifier = Classifier {
             backend,
             tta_flip: self.tta.is_some(),

@@ -88,6 +88,10 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome> {
         set_threads(threads)?;
     }
     set_memory_limit(cli.memory_limit.as_deref())?;
+    // After the environment is set: the watcher is the process's first other thread.
+    if let Err(err) = vgg::io::remove_temporaries_on_signals() {
+        eprintln!("warning: {err}");
+    }
     let text = match &cli.command {
         Command::Summary(args) => summary::run(args)?,
         Command::Weights(args) => {

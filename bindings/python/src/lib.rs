@@ -211,7 +211,13 @@ impl Dissection {
 
     /// Writes `index.html` and the PNGs into `dir` (created if missing).
     fn save(&self, dir: PathBuf) -> PyResult<()> {
-        check(vgg::viz::report::write(&dir, &self.inner, &self.title))
+        // An explicit save into `dir`: the report's own files there are replaced.
+        check(vgg::viz::report::write(
+            &dir,
+            &self.inner,
+            &self.title,
+            true,
+        ))
     }
 
     /// The most probable classes: `(name, probability)`, most probable first.

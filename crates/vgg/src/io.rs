@@ -27,6 +27,7 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) ->
         .and_then(|()| {
             #[cfg(feature = "fault-injection")]
             fault_injection::at_write("VGG_FAULT_WRITE", &tmp);
+            keep_permissions(&target, &tmp, path)?;
             sync(&tmp)
         })
         .and_then(|()| std::fs::rename(&tmp, &target).map_err(|e| Error::write(path, e)))
@@ -36,6 +37,36 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) ->
     }
     drop(registered);
     result
+}
+
+/// Refuses a run that would replace files named `names` in the folder given as `--out dir`
+/// (files the user may not know a command writes, unlike an `--output` they name):
+/// unless `overwrite` (`--force`), any of them already there is an error listing them.
+/// `hint` is put before the alternatives (e.g. how to continue a run instead).
+pub fn refuse_to_replace(dir: &Path, names: &[&str], overwrite: bool, hint: &str) -> Result<()> {
+    let present: Vec<String> = names
+        .iter()
+        .filter(|name| std::fs::symlink_metadata(dir.join(name)).is_ok())
+        .map(|name| name.to_string())
+        .collect();
+    if present.is_empty() || overwrite {
+        return Ok(());
+    }
+    Err(Error::BadArgument(format!(
+        "--out {} already holds {}: {hint}choose another --out, or pass --force to replace them",
+        dir.display(),
+        crate::error::capped_list(&present, 8)
+    )))
+}
+
+/// A replaced file keeps its permissions (a new one gets the umask's).
+fn keep_permissions(target: &Path, tmp: &Path, path: &Path) -> Result<()> {
+    match std::fs::metadata(target) {
+        Ok(old) => {
+            std::fs::set_permissions(tmp, old.permissions()).map_err(|e| Error::write(path, e))
+        }
+        Err(_) => Ok(()),
+    }
 }
 
 /// The file a write of `path` replaces: `path` itself, or where a link there points (to any
@@ -96,8 +127,11 @@ fn lock_temporaries() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
 
 /// Makes SIGINT, SIGTERM and SIGHUP remove this process's temporary files, then end the
 /// process as the signal would have (exit status 128 + the signal's number). For programs
-/// (the CLI); a library embedded elsewhere leaves signals to its host. A watcher thread does
-/// the work: a signal handler itself may only write to a pipe.
+/// (the CLI), called once before any work; a library embedded elsewhere leaves signals to
+/// its host. Signals ignored when the process started (`nohup`) stay ignored. A watcher
+/// thread does the work: a signal handler itself may only write to a pipe. A signal that
+/// lands between a write's registration and its file's creation can still leave the file;
+/// the next write beside it removes it.
 #[cfg(unix)]
 pub fn remove_temporaries_on_signals() -> Result<()> {
     use std::io::Read;
@@ -118,7 +152,9 @@ pub fn remove_temporaries_on_signals() -> Result<()> {
         .spawn(move || {
             let mut signal = [0u8; 1];
             if reader.read_exact(&mut signal).is_ok() {
-                for path in lock_temporaries().iter() {
+                // Held until the process ends: no write registers a new file meanwhile.
+                let temporaries = lock_temporaries();
+                for path in temporaries.iter() {
                     let _ = std::fs::remove_file(path);
                 }
                 let signal = libc::c_int::from(signal[0]);
@@ -128,12 +164,19 @@ pub fn remove_temporaries_on_signals() -> Result<()> {
                     libc::signal(signal, libc::SIG_DFL);
                     libc::raise(signal);
                 }
+                drop(temporaries);
             }
         })
         .map_err(|e| Error::BadArgument(format!("cannot start the signal watcher: {e}")))?;
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: `on_signal` only calls write(2), which is async-signal-safe.
-        unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
+        let previous =
+            unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
+        if previous == libc::SIG_IGN {
+            // Ignored by whoever started us (`nohup`, a background job): keep it so.
+            // SAFETY: restores the inherited disposition.
+            unsafe { libc::signal(signal, libc::SIG_IGN) };
+        }
     }
     Ok(())
 }
@@ -150,7 +193,7 @@ extern "C" fn on_signal(signal: libc::c_int) {
     unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
 }
 
-/// Removes `.NAME.PID-N.tmp` files beside `target` left by processes that no longer exist
+/// Removes `.NAME.vgg-PID-N.tmp` files beside `target` left by processes that no longer exist
 /// (killed with SIGKILL, or by a power cut): the next write of the same file cleans up.
 fn remove_stale_temporaries(target: &Path) {
     let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
@@ -169,6 +212,7 @@ fn remove_stale_temporaries(target: &Path) {
         let file_name = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = file_name
             .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_prefix("vgg-"))
             .and_then(|rest| rest.strip_suffix(".tmp"))
             .and_then(|rest| rest.split_once('-'))
             .and_then(|(pid, n)| n.parse::<usize>().ok().and(pid.parse::<u32>().ok()))
@@ -237,6 +281,37 @@ pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
     ))
 }
 
+/// The whole of the regular file at `path`, after checking its length against the memory
+/// budget: `times` buffers of its size will be held while it is used. Reads at most the
+/// length checked, however the file grows meanwhile.
+pub fn read_regular(path: &Path, times: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = open_regular(path).map_err(|e| Error::io(path, "cannot read", e))?;
+    let length = file
+        .metadata()
+        .map_err(|e| Error::io(path, "cannot read", e))?
+        .len();
+    crate::limits::reserve(length.checked_mul(times), || {
+        format!("reading {}", path.display())
+    })?;
+    let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+    file.take(length)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, "cannot read", e))?;
+    Ok(bytes)
+}
+
+/// [`read_regular`] for text files.
+pub fn read_text(path: &Path) -> Result<String> {
+    String::from_utf8(read_regular(path, 1)?).map_err(|_| {
+        Error::io(
+            path,
+            "cannot read",
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+        )
+    })
+}
+
 /// [`open_regular`]'s check alone, for readers that open the path themselves.
 pub fn check_regular(path: &Path, what: &'static str) -> Result<()> {
     open_regular(path)
@@ -273,15 +348,15 @@ fn sync(path: &Path) -> Result<()> {
         .map_err(|e| Error::io(path, "cannot flush", e))
 }
 
-/// `.NAME.PID-N.tmp` beside `path`: unique per process and per write, so threads writing the
-/// same file at once never share a temporary file.
+/// `.NAME.vgg-PID-N.tmp` beside `path`: unique per process and per write, so threads writing
+/// the same file at once never share a temporary file, and marked as ours.
 fn temporary_path(path: &Path) -> PathBuf {
     static WRITES: AtomicUsize = AtomicUsize::new(0);
     let name = path
         .file_name()
         .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
     let n = WRITES.fetch_add(1, Ordering::Relaxed);
-    path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()))
+    path.with_file_name(format!(".{name}.vgg-{}-{n}.tmp", std::process::id()))
 }
 
 /// A test hook: with `VAR=N` set, the N-th write counted under `VAR` aborts right after

@@ -5,11 +5,12 @@
 //! never a wrapped number.
 //!
 //! The budget defaults to three quarters of the memory this process may use: the least of
-//! the machine's physical memory, the cgroup's `memory.max` and the `RLIMIT_AS` /
-//! `RLIMIT_DATA` limits. The rest is left for what the estimates below do not count (the
+//! the machine's physical memory, the memory limits of its cgroup and the cgroup's
+//! ancestors (v1 and v2) and the `RLIMIT_AS` / `RLIMIT_DATA` limits. The rest is left for what the estimates below do not count (the
 //! allocator's slack, the page cache, other processes). The CLI sets it with
 //! `--memory-limit` or `VGG_MEMORY_LIMIT`; the library never reads the environment.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use crate::error::human_bytes;
@@ -69,9 +70,36 @@ fn physical_memory() -> Option<u64> {
     pages.checked_mul(u64::try_from(page_size).ok()?)
 }
 
+/// The least memory limit of this process's cgroup and its ancestors (cgroup v2's
+/// `memory.max`, v1's `memory.limit_in_bytes`): a container or a systemd/Slurm job limit.
 fn cgroup_limit() -> Option<u64> {
-    let text = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok()?;
-    text.trim().parse().ok()
+    let membership = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mut candidates = vec![
+        PathBuf::from("/sys/fs/cgroup/memory.max"),
+        PathBuf::from("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+    ];
+    for line in membership.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next(), fields.next(), fields.next());
+        let (root, file) = match controllers {
+            Some("") => ("/sys/fs/cgroup", "memory.max"),
+            Some(c) if c.split(',').any(|c| c == "memory") => {
+                ("/sys/fs/cgroup/memory", "memory.limit_in_bytes")
+            }
+            _ => continue,
+        };
+        let mut dir = Path::new(root).join(path.unwrap_or("/").trim_start_matches('/'));
+        while dir.starts_with(root) {
+            candidates.push(dir.join(file));
+            if !dir.pop() {
+                break;
+            }
+        }
+    }
+    candidates
+        .iter()
+        .filter_map(|file| std::fs::read_to_string(file).ok()?.trim().parse().ok())
+        .min()
 }
 
 #[cfg(target_os = "linux")]

@@ -78,8 +78,8 @@ pub fn read(dir: &Path, variant: Variant, train: bool) -> Result<CifarSplit> {
     let (mut images, mut labels) = (Vec::new(), Vec::new());
     for name in variant.files(train) {
         let path = dir.join(name);
-        crate::io::check_regular(&path, "cannot read")?;
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, "cannot read", e))?;
+        // The bytes, and the decoded images beside them.
+        let bytes = crate::io::read_regular(&path, 2)?;
         parse_records(
             &path,
             &bytes,
@@ -142,7 +142,7 @@ fn corrupt(path: &Path, why: String) -> Error {
 /// Class names from the folder's label file, or `class 0…` when it is missing.
 fn class_names(dir: &Path, variant: Variant) -> Vec<String> {
     let (file, count) = variant.class_file();
-    let names: Vec<String> = std::fs::read_to_string(dir.join(file))
+    let names: Vec<String> = crate::io::read_text(&dir.join(file))
         .unwrap_or_default()
         .lines()
         .map(str::trim)

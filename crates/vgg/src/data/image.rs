@@ -42,13 +42,13 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
              MAX_IMAGE_PIXELS); refused before decoding"
         )));
     }
+    // The decoded image and its RGB conversion.
+    crate::limits::reserve(Some(pixels * 4 * 2), || {
+        format!("decoding {} ({width}×{height} pixels)", path.display())
+    })?;
     let image = match format {
         ImageFormat::Jpeg => {
-            let mut data = Vec::new();
-            let mut file =
-                crate::io::open_regular(path).map_err(|e| Error::io(path, "cannot open", e))?;
-            std::io::Read::read_to_end(&mut file, &mut data)
-                .map_err(|e| Error::io(path, "cannot read", e))?;
+            let data = crate::io::read_regular(path, 1)?;
             DynamicImage::ImageRgb8(jpeg::decode(&data).map_err(bad)?)
         }
         _ => reader

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::data::loader::collect_images;
 use crate::error::{Error, Result};
+use crate::model::config::MAX_WIDTH;
 
 /// Labelled images: `(path, class index)`, and each class's name by index.
 #[derive(Debug, Clone)]
@@ -72,8 +73,7 @@ impl ImageFolder {
 /// Reads a class map: one class per line, `NAME` (index = line number, as in ImageNet's
 /// `LOC_synset_mapping.txt`, where the rest of the line is a description) or `NAME INDEX`.
 pub fn read_class_map(path: &Path) -> Result<BTreeMap<String, usize>> {
-    crate::io::check_regular(path, "cannot read")?;
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read", e))?;
+    let text = crate::io::read_text(path)?;
     let mut map = BTreeMap::new();
     for (line_number, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
         let mut words = line.split_whitespace();
@@ -82,6 +82,13 @@ pub fn read_class_map(path: &Path) -> Result<BTreeMap<String, usize>> {
             Some(Ok(index)) => index,
             _ => line_number,
         };
+        if index >= MAX_WIDTH {
+            return Err(Error::BadArgument(format!(
+                "{}: class index {index} of `{name}` is too large (at most {})",
+                path.display(),
+                MAX_WIDTH - 1
+            )));
+        }
         if map.insert(name.clone(), index).is_some() {
             return Err(Error::BadArgument(format!(
                 "{}: `{name}` appears twice",

@@ -155,7 +155,8 @@ fn decode(
         None => return Err(Decode::Invalid(format!("{} overflows", described()))),
     }
     let count = count.ok_or_else(|| Decode::Invalid(format!("{} overflows", described())))?;
-    reserve(array_bytes(&shape, 4), || {
+    // The file's bytes and the f32 values decoded from them.
+    reserve(array_bytes(&shape, 4 + element.size()), || {
         format!("the array {} ({})", name(), described())
     })
     .map_err(Decode::Refused)?;

@@ -100,7 +100,7 @@ impl Preprocess {
 
     /// Scale to [0, 1], normalise, and lay out as CHW.
     pub fn normalise(&self, image: &RgbImage) -> Vec<f32> {
-        let plane = (image.width() * image.height()) as usize;
+        let plane = image.width() as usize * image.height() as usize;
         let mut out = vec![0.0f32; 3 * plane];
         for (i, pixel) in image.pixels().enumerate() {
             for c in 0..3 {
@@ -114,9 +114,9 @@ impl Preprocess {
     /// The inverse of [`Preprocess::normalise`]: a CHW tensor of `size × size` back to the
     /// 8-bit RGB image it came from (exactly, for a tensor that `normalise` produced).
     pub fn denormalise(&self, chw: &[f32], size: u32) -> RgbImage {
-        let plane = (size * size) as usize;
+        let plane = size as usize * size as usize;
         RgbImage::from_fn(size, size, |x, y| {
-            let i = (y * size + x) as usize;
+            let i = y as usize * size as usize + x as usize;
             image::Rgb([0, 1, 2].map(|c| {
                 let value = chw[c * plane + i] * self.std[c] + self.mean[c];
                 (value * 255.0).round().clamp(0.0, 255.0) as u8

@@ -10,6 +10,8 @@ use crate::data::preprocess::Preprocess;
 use crate::error::{Error, Result};
 use crate::infer::stack;
 use crate::io::write_atomically;
+use crate::limits::{array_bytes, reserve};
+use crate::model::layers::propagate_shapes;
 use crate::model::{Mode, Vgg};
 use crate::weights;
 
@@ -45,11 +47,20 @@ pub fn extract_features(
     layer: &str,
     batch_size: usize,
 ) -> Result<Vec<(String, Tensor)>> {
-    model.layer_index(layer)?;
     if paths.is_empty() {
         return Err(crate::infer::classify::no_images());
     }
     let size = preprocess.crop;
+    // Every image's activation is kept, then stacked into one more copy to be written.
+    let index = model.layer_index(layer)?;
+    let chw = [model.config().in_channels(), size, size];
+    let shapes = propagate_shapes(model.config(), model.layers(), chw)?;
+    let per_image = array_bytes(&shapes[index].output, 4);
+    let images = paths.len() as u64;
+    reserve(
+        per_image.and_then(|b| b.checked_mul(images)?.checked_mul(2)),
+        || format!("the {layer} activations of {images} images at {size}x{size}"),
+    )?;
     let mut rows = Vec::new();
     for batch in batches(paths, preprocess, batch_size.max(1)) {
         let mut names = Vec::new();

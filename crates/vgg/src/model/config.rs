@@ -263,7 +263,8 @@ pub struct ConfigOverrides {
 }
 
 /// Largest channel count, class count, hidden width or pool size accepted: far beyond any
-/// real VGG, small enough that no shape or parameter count overflows.
+/// real VGG, small enough that no single shape overflows (the parameter count as a whole is
+/// checked too).
 pub const MAX_WIDTH: usize = 1 << 20;
 /// Most entries in a feature config.
 pub const MAX_FEATURES: usize = 1 << 10;
@@ -405,7 +406,16 @@ impl VggConfig {
                 self.0.dropout
             )));
         }
-        check_features(&self.0.features)
+        check_features(&self.0.features)?;
+        if crate::model::footprint::weight_bytes(self).is_none() {
+            return Err(Error::BadConfig(format!(
+                "{} with hidden {} and pool {} has more parameters than 64-bit sizes can count",
+                self.name(),
+                self.0.hidden,
+                self.0.pool
+            )));
+        }
+        Ok(())
     }
 
     pub fn num_pools(&self) -> usize {

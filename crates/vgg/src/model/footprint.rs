@@ -29,17 +29,19 @@ pub fn estimate(config: &VggConfig, input: [usize; 4], work: Work) -> Result<Opt
     let [batch, channels, height, width] = input;
     let layers = build_layers(config);
     let shapes = propagate_shapes(config, &layers, [channels, height, width])?;
-    let weights = layers
-        .iter()
-        .flat_map(|layer| layer.kind.tensors())
-        .try_fold(0u64, |sum, t| sum.checked_add(array_bytes(&t.shape, 4)?));
-    let outputs: Option<Vec<u64>> = shapes
-        .iter()
-        .map(|s| array_bytes(&s.output, 4)?.checked_mul(batch as u64))
-        .collect();
+    let weights = weight_bytes(config);
+    // The fast engine pads channels to a multiple of 16.
+    let padded = |shape: &[usize]| {
+        let mut shape = shape.to_vec();
+        if shape.len() == 3 {
+            shape[0] = shape[0].checked_next_multiple_of(16)?;
+        }
+        array_bytes(&shape, 4)?.checked_mul(batch as u64)
+    };
+    let outputs: Option<Vec<u64>> = shapes.iter().map(|s| padded(&s.output)).collect();
     Ok((|| {
         let (weights, outputs) = (weights?, outputs?);
-        let input = array_bytes(&input, 4)?;
+        let input = padded(&[channels, height, width])?;
         let largest = outputs.iter().copied().max().unwrap_or(0);
         let held = match work {
             Work::Inference => weights.checked_add(largest.checked_mul(4)?)?,
@@ -52,6 +54,34 @@ pub fn estimate(config: &VggConfig, input: [usize; 4], work: Work) -> Result<Opt
         };
         held.checked_add(input)
     })())
+}
+
+/// Bytes of the network's weights and buffers as f32; `None` when they overflow.
+pub fn weight_bytes(config: &VggConfig) -> Option<u64> {
+    build_layers(config)
+        .iter()
+        .flat_map(|layer| layer.kind.tensors())
+        .try_fold(0u64, |sum, t| sum.checked_add(array_bytes(&t.shape, 4)?))
+}
+
+/// Refuses the weights of `config` when they would not fit the memory budget: before a
+/// model is built or initialised (`--pool 100000` asks for petabytes of classifier).
+pub fn check_weights(config: &VggConfig) -> Result<()> {
+    reserve(weight_bytes(config), || {
+        format!("the weights of {}", describe(config))
+    })
+}
+
+/// The model's name with the head sizes that make it large, when they differ from VGG's.
+fn describe(config: &VggConfig) -> String {
+    let mut text = config.name().to_string();
+    if config.pool() != 7 {
+        text += &format!(" --pool {}", config.pool());
+    }
+    if config.hidden() != 4096 {
+        text += &format!(" --hidden {}", config.hidden());
+    }
+    text
 }
 
 /// Refuses `work` on `input` when its [`estimate`] is over the memory budget; `what` names
@@ -72,16 +102,10 @@ pub fn check(
             Work::Inference => "a forward pass",
             Work::Training => "training",
         };
-        let pool = config.pool();
-        let pooled = if pool == 7 {
-            String::new()
-        } else {
-            format!(" (--pool {pool})")
-        };
         format!(
-            "{}{verb} of {}{pooled} on {n}x{c}x{h}x{w}",
+            "{}{verb} of {} on {n}x{c}x{h}x{w}",
             what(),
-            config.name()
+            describe(config)
         )
     })
 }

@@ -77,6 +77,7 @@ impl Vgg {
         device: &Device,
         mut tensor_for: impl FnMut(&LayerSpec, &str, &TensorSpec) -> Result<Tensor>,
     ) -> Result<Self> {
+        footprint::check_weights(&config)?;
         let layers = build_layers(&config);
         let modules = layers
             .iter()

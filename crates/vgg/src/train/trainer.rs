@@ -15,6 +15,7 @@ use crate::data::augment::{Augment, image_rng};
 use crate::data::preprocess::Preprocess;
 use crate::error::{Error, Result};
 use crate::io::write_atomically;
+use crate::model::VggConfig;
 use crate::model::footprint::{self, Work};
 use crate::model::layers::Container;
 use crate::model::{Mode, Vgg};
@@ -100,6 +101,16 @@ pub struct Trainer {
     out: PathBuf,
 }
 
+/// Refuses options that make no sense and runs whose steps would not fit the memory budget.
+fn check_run(options: &TrainOptions, config: &VggConfig) -> Result<()> {
+    options.validate()?;
+    let (batch, crop) = (options.batch_size, options.preprocess.crop);
+    let input = [batch, config.in_channels(), crop, crop];
+    footprint::check(config, input, Work::Training, || {
+        format!("--batch-size {batch} with --crop {crop}: ")
+    })
+}
+
 /// One epoch's training totals.
 struct EpochTrain {
     loss: f64,
@@ -119,30 +130,13 @@ impl Trainer {
     /// ([`RUN_FILES`]) unless `overwrite` says they may be replaced: they may be another
     /// run's, or files of the user's that merely share a name.
     pub fn new(model: Vgg, options: TrainOptions, out: &Path, overwrite: bool) -> Result<Self> {
-        options.validate()?;
-        let (batch, crop) = (options.batch_size, options.preprocess.crop);
-        let input = [batch, model.config().in_channels(), crop, crop];
-        footprint::check(model.config(), input, Work::Training, || {
-            format!("--batch-size {batch} with --crop {crop}: ")
-        })?;
-        let present: Vec<String> = RUN_FILES
-            .iter()
-            .filter(|name| std::fs::symlink_metadata(out.join(name)).is_ok())
-            .map(|name| name.to_string())
-            .collect();
-        if !present.is_empty() && !overwrite {
-            let resume = if present.iter().any(|name| name == LAST) {
-                format!("continue that run with --resume {}, ", out.display())
-            } else {
-                String::new()
-            };
-            return Err(Error::BadArgument(format!(
-                "--out {} already holds {}: {resume}choose another --out, or pass --force to \
-                 replace them",
-                out.display(),
-                present.join(", ")
-            )));
-        }
+        check_run(&options, model.config())?;
+        let resume = if out.join(LAST).exists() {
+            format!("continue that run with --resume {}, ", out.display())
+        } else {
+            String::new()
+        };
+        crate::io::refuse_to_replace(out, &RUN_FILES, overwrite, &resume)?;
         let data = data::open(&options.data, options.val_split, options.seed)?;
         let num_classes = model.config().num_classes();
         if data.classes.len() != num_classes {
@@ -187,6 +181,8 @@ impl Trainer {
             }
             run.options.epochs = epochs;
         }
+        // The options come from a file: checked as a new run's are.
+        check_run(&run.options, &run.config)?;
         let config = run.config.clone();
         let (model, _) =
             crate::weights::load::load(config, checkpoint.model, true, run.options.seed, device)?;

@@ -21,8 +21,12 @@ td.prob{text-align:right;font-variant-numeric:tabular-nums}\
 pre{background:#f4f4f4;padding:1em;overflow-x:auto}";
 
 /// Writes every figure as its own PNG and the page as `index.html` in `dir` (created if
-/// missing); `title` names what was dissected (the image).
-pub fn write(dir: &Path, dissection: &Dissection, title: &str) -> Result<()> {
+/// missing); `title` names what was dissected (the image). Files of those names already in
+/// `dir` are replaced only when `overwrite` says so.
+pub fn write(dir: &Path, dissection: &Dissection, title: &str, overwrite: bool) -> Result<()> {
+    let mut names: Vec<&str> = dissection.figures().map(|f| f.file.as_str()).collect();
+    names.push("index.html");
+    crate::io::refuse_to_replace(dir, &names, overwrite, "")?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "cannot create", e))?;
     for figure in dissection.figures() {
         let path = dir.join(&figure.file);

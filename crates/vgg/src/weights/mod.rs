@@ -147,12 +147,18 @@ pub fn read(path: &Path) -> Result<StateDict> {
         WeightFormat::Safetensors => safetensors::read(path)?,
         _ => read_pth(path)?,
     };
-    for (key, tensor) in &state.tensors {
+    check_all_finite(path, &state.tensors)?;
+    Ok(names::to_torchvision(state))
+}
+
+/// Refuses tensors (read from `path`) holding NaN or infinity; see [`check_finite`].
+pub fn check_all_finite(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    for (key, tensor) in tensors {
         if tensor.dtype().is_float() {
             crate::ops::with_f32_values(tensor, |values| check_finite(path, key, values))??;
         }
     }
-    Ok(names::to_torchvision(state))
+    Ok(())
 }
 
 /// Weights with NaN or infinity are refused: every output would be NaN (or worse, the

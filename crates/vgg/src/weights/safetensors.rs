@@ -27,6 +27,7 @@ pub fn read(path: &Path) -> Result<StateDict> {
     };
     // The header is checked (and bounded) before the safetensors crate parses it.
     let training = is_training_checkpoint(&metadata(path)?);
+    reserve_file(path, 1)?;
     // SAFETY: the map is read-only and dropped before this function returns; every tensor
     // is copied out of it. Another process truncating the file meanwhile is outside what
     // any reader can defend against (the same holds for PyTorch's and candle's readers).
@@ -57,16 +58,31 @@ fn is_training_checkpoint(metadata: &HashMap<String, String>) -> bool {
     metadata.get("format").map(String::as_str) == Some(TRAINING_FORMAT)
 }
 
-/// Every tensor of the file with its original name, the header checked first; errors name
-/// the path.
+/// Every tensor of the file with its original name, the header checked first and the values
+/// checked finite; errors name the path.
 pub fn read_all(path: &Path) -> Result<Vec<(String, Tensor)>> {
     metadata(path)?;
-    candle_core::safetensors::load(path, &Device::Cpu)
-        .map(|tensors| tensors.into_iter().collect())
+    // candle reads the file, then copies each tensor out of it.
+    reserve_file(path, 2)?;
+    let tensors: Vec<(String, Tensor)> = candle_core::safetensors::load(path, &Device::Cpu)
         .map_err(|e| Error::BadWeights {
             path: path.display().to_string(),
             why: format!("not a valid safetensors file: {e}"),
-        })
+        })?
+        .into_iter()
+        .collect();
+    crate::weights::check_all_finite(path, &tensors)?;
+    Ok(tensors)
+}
+
+/// Refuses a file whose tensors, held `times` over, would not fit the memory budget.
+fn reserve_file(path: &Path, times: u64) -> Result<()> {
+    let length = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, "cannot read", e))?
+        .len();
+    crate::limits::reserve(length.checked_mul(times), || {
+        format!("reading the tensors of {}", path.display())
+    })
 }
 
 /// The class names a training checkpoint recorded; `None` for any other file.

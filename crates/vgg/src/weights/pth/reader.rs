@@ -176,10 +176,21 @@ impl Checkpoint {
     /// gigabytes in memory. Together they may read at most twice what is stored, plus the
     /// allowance for expanded views.
     fn check_sharing(&self) -> Result<(), PthError> {
-        let stored = self
+        // Bytes the storages really cover: zip entries may be made to overlap.
+        let mut extents: Vec<(u64, u64)> = self
             .storages
             .iter()
-            .fold(0u64, |sum, e| sum.saturating_add(e.len));
+            .map(|e| (e.offset, e.offset.saturating_add(e.len)))
+            .collect();
+        extents.sort_unstable();
+        let (mut stored, mut covered_to) = (0u64, 0u64);
+        for (start, end) in extents {
+            let start = start.max(covered_to);
+            if end > start {
+                stored = stored.saturating_add(end - start);
+                covered_to = end;
+            }
+        }
         let viewed = self.entries.iter().fold(0u64, |sum, e| {
             let numel = e
                 .shape
@@ -239,6 +250,17 @@ impl Checkpoint {
         // Cannot overflow: `last < extent.len / size` was just checked.
         let start = extent.offset + offset * size;
         if !layout.contiguous {
+            let span_bytes = (layout.last - offset + 1).saturating_mul(size);
+            crate::limits::reserve(Some(span_bytes), || {
+                format!(
+                    "the {span_bytes}-byte span of strided tensor {}",
+                    entry.name
+                )
+            })
+            .map_err(|e| PthError::BadTensor {
+                name: entry.name.clone(),
+                msg: e.to_string(),
+            })?;
             let span =
                 self.source
                     .read_vec(start, (layout.last - offset + 1) * size, "tensor data")?;

@@ -44,6 +44,12 @@ pub(super) fn parse_zip(source: &Source) -> Result<Parsed, PthError> {
         .get(&pickle_name)
         .ok_or_else(|| PthError::Zip(format!("{pickle_name} vanished")))?;
     let (offset, len) = dir.data_range(source, entry)?;
+    if len > MAX_PICKLE_BYTES {
+        return Err(PthError::LimitExceeded {
+            what: "data.pkl size",
+            limit: MAX_PICKLE_BYTES,
+        });
+    }
     let bytes = source.read_vec(offset, len, "data.pkl")?;
     let top = pickle::load(bytes.as_slice(), offset, offset + len)?.value;
     let mut extents = HashMap::new();
@@ -92,6 +98,10 @@ pub(super) struct ZipDirectory {
     entries: Vec<ZipEntry>,
     by_name: HashMap<String, usize>,
 }
+
+/// Largest `data.pkl` read: a state_dict's pickle holds names and shapes only (torchvision's
+/// vgg16 has 13 KB; a training checkpoint with optimiser state a few hundred KB).
+const MAX_PICKLE_BYTES: u64 = 64 << 20;
 
 impl ZipDirectory {
     /// Reads the central directory, checking every claimed size and offset
