@@ -250,17 +250,12 @@ fn non_finite_inputs_are_refused() {
     for engine in ["fast", "reference"] {
         let out = dir.join(format!("{engine}.npy"));
         refused(
-            &quick(&[
-                "forward",
-                "--weights",
-                s(&weights),
-                "--input",
-                s(&input),
-                "--output",
-                s(&out),
-                "--engine",
-                engine,
-            ]),
+            &quick(&forward_args(
+                &["--weights", s(&weights)],
+                &input,
+                &out,
+                &["--engine", engine],
+            )),
             &["NaN at element 100"],
         );
         assert!(!out.exists());
@@ -555,6 +550,20 @@ fn class_maps_with_huge_indices_are_refused() {
     );
 }
 
+/// `vgg forward MODEL --input INPUT --output OUTPUT EXTRA…`.
+fn forward_args<'a>(
+    model: &[&'a str],
+    input: &'a Path,
+    output: &'a Path,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec!["forward"];
+    args.extend(model);
+    args.extend(["--input", s(input), "--output", s(output)]);
+    args.extend(extra);
+    args
+}
+
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|a| a.to_string()).collect()
 }
@@ -590,15 +599,7 @@ fn bad_arrays_say_why() {
         let input = dir.join("x.npy");
         npy_claiming(&input, "(1, 3, 32, 32)", descr, 3072 * 8);
         refused_cheaply(
-            &[
-                "forward",
-                "--arch",
-                "vgg11",
-                "--input",
-                s(&input),
-                "--output",
-                s(&out),
-            ],
+            &forward_args(&["--arch", "vgg11"], &input, &out, &[]),
             &["x.npy", needle],
         );
     }
@@ -626,17 +627,12 @@ fn non_finite_weights_are_refused() {
     for weights in [&st, &pth] {
         for engine in ["fast", "reference"] {
             refused_cheaply(
-                &[
-                    "forward",
-                    "--weights",
-                    s(weights),
-                    "--input",
-                    s(&input),
-                    "--output",
-                    s(&out),
-                    "--engine",
-                    engine,
-                ],
+                &forward_args(
+                    &["--weights", s(weights)],
+                    &input,
+                    &out,
+                    &["--engine", engine],
+                ),
                 &[s(weights), &key, "inf at element 3", "finite"],
             );
         }
@@ -650,15 +646,12 @@ fn outputs_go_through_links_and_never_replace_special_files() {
     let input = fixture("forward/tiny_bn_input.npy");
     let weights = fixture("forward/tiny_bn.pth");
     let forward = |output: &Path| {
-        quick(&[
-            "forward",
-            "--weights",
-            s(&weights),
-            "--input",
-            s(&input),
-            "--output",
-            s(output),
-        ])
+        quick(&forward_args(
+            &["--weights", s(&weights)],
+            &input,
+            output,
+            &[],
+        ))
     };
     let (target, link) = (dir.join("target.npy"), dir.join("link.npy"));
     std::fs::write(&target, "old").unwrap();
@@ -721,19 +714,11 @@ fn interrupted_writes_leave_no_temporary_files() {
     let weights = fixture("forward/tiny_bn.pth");
     let out = dir.join("out.npy");
     std::fs::write(&out, "the previous output").unwrap();
-    let args = [
-        "forward",
-        "--weights",
-        s(&weights),
-        "--input",
-        s(&input),
-        "--output",
-        s(&out),
-    ];
+    let args = forward_args(&["--weights", s(&weights)], &input, &out, &[]);
     for signal in [libc::SIGINT, libc::SIGTERM] {
         // The write pauses once its temporary file exists; the signal comes then.
         let mut child = Command::new(env!("CARGO_BIN_EXE_vgg"))
-            .args(args)
+            .args(&args)
             .env("VGG_FAULT_WRITE", "1:pause")
             .stderr(Stdio::null())
             .stdout(Stdio::null())
