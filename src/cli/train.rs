@@ -138,6 +138,10 @@ pub fn run(args: &TrainArgs) -> Result<String> {
                 args.out.as_deref().expect("clap requires --out"),
             );
             let options = request(args, data)?.options()?;
+            // Known without reading weights: refused before the model is initialised.
+            if let Ok(config) = args.source.source()?.config(None) {
+                vgg::train::trainer::check_run(&options, &config)?;
+            }
             Trainer::new(model(&args.source, &device)?, options, out, args.force)?
         }
     };

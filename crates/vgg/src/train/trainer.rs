@@ -101,8 +101,9 @@ pub struct Trainer {
     out: PathBuf,
 }
 
-/// Refuses options that make no sense and runs whose steps would not fit the memory budget.
-fn check_run(options: &TrainOptions, config: &VggConfig) -> Result<()> {
+/// Refuses options that make no sense and runs whose steps would not fit the memory budget
+/// (before a model is built, where its config is known without one).
+pub fn check_run(options: &TrainOptions, config: &VggConfig) -> Result<()> {
     options.validate()?;
     let (batch, crop) = (options.batch_size, options.preprocess.crop);
     let input = [batch, config.in_channels(), crop, crop];
