@@ -692,8 +692,19 @@ fn outputs_go_through_links_and_never_replace_special_files() {
         &forward(&fifo),
         &["fifo.npy", "FIFO; only regular files are replaced"],
     );
-    refused(&forward(Path::new("/dev/null")), &["/dev/null", "device"]);
-    refused(&forward(&dir.join("nodir/x.npy")), &["nodir/x.npy"]);
+    // Refused before any work: a full-size model is not even built.
+    let ok = dir.join("ok.npy");
+    npy_claiming(&ok, "(1, 3, 32, 32)", "<f4", 12288);
+    let vgg11 = ["--arch", "vgg11"];
+    let dev_null = Path::new("/dev/null");
+    refused_cheaply(
+        &forward_args(&vgg11, &ok, dev_null, &[]),
+        &["/dev/null", "device"],
+    );
+    refused_cheaply(
+        &forward_args(&vgg11, &ok, &dir.join("nodir/x.npy"), &[]),
+        &["nodir/x.npy", "does not exist"],
+    );
     // New files get the umask's mode.
     let fresh = dir.join("fresh.npy");
     let command = format!(

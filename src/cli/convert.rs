@@ -28,6 +28,7 @@ pub struct ConvertArgs {
 }
 
 pub fn run(args: &ConvertArgs) -> Result<String> {
+    vgg::io::check_output(&args.output)?;
     let state = weights::read(&args.input)?;
     let tensors = match args.names {
         Naming::Torchvision => state.tensors.clone(),

@@ -32,6 +32,7 @@ pub struct FeaturesArgs {
 }
 
 pub fn run(args: &FeaturesArgs) -> Result<String> {
+    vgg::io::check_output(&args.output)?;
     FeatureFile::for_path(&args.output)?;
     let preprocess = args.preprocess.preprocess()?;
     let paths = collect_images(&args.paths)?;

@@ -35,6 +35,7 @@ pub struct ForwardArgs {
 
 pub fn run(args: &ForwardArgs) -> Result<String> {
     let device = Device::Cpu;
+    vgg::io::check_output(&args.output)?;
     let input = vgg::data::npy::read_f32(&args.input)?;
     let source = args.source.source()?;
     source.check_input(&input, || format!("--input {}: ", args.input.display()))?;

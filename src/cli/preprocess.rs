@@ -22,6 +22,7 @@ pub struct PreprocessCmd {
 }
 
 pub fn run(args: &PreprocessCmd) -> Result<String> {
+    vgg::io::check_output(&args.output)?;
     let preprocess = args.preprocess.preprocess()?;
     let mut data = Vec::new();
     for path in &args.images {

@@ -88,3 +88,11 @@ def test_requests_over_the_memory_budget_are_memory_errors():
     assert model(x).shape == (1, 1000)
     with pytest.raises(ValueError, match="bad memory size `lots`"):
         vgg.set_memory_limit("lots")
+
+
+def test_non_finite_weights_are_weights_errors(tiny_bn):
+    state = {k: np.array(v) for k, v in tiny_bn.state_dict().items()}
+    key = next(k for k in state if k.endswith(".weight"))
+    state[key].flat[2] = np.nan
+    with pytest.raises(vgg.WeightsError, match=f"`{key}` holds NaN at element 2"):
+        tiny_bn.load_state_dict(state)

@@ -69,6 +69,27 @@ fn keep_permissions(target: &Path, tmp: &Path, path: &Path) -> Result<()> {
     }
 }
 
+/// Refuses an output path that a later [`write_atomically`] would refuse (a device, FIFO or
+/// folder there, or a folder that does not exist), so that a command fails before its work,
+/// not after it.
+pub fn check_output(path: &Path) -> Result<()> {
+    let target = write_target(path)?;
+    let dir = match target.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    Err(Error::write(
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("its folder {} does not exist", dir.display()),
+        ),
+    ))
+}
+
 /// The file a write of `path` replaces: `path` itself, or where a link there points (to any
 /// depth). Refuses anything but a regular file or nothing at all.
 fn write_target(path: &Path) -> Result<PathBuf> {

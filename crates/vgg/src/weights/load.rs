@@ -165,6 +165,7 @@ pub fn load(
 /// values, unexpected keys are ignored, and a size mismatch is still an error. Returns the
 /// new model (the old one is left as it was) and the report.
 pub fn load_into(model: &Vgg, state: StateDict, strict: bool) -> Result<(Vgg, LoadReport)> {
+    crate::weights::check_all_finite(std::path::Path::new("the state_dict"), &state.tensors)?;
     let report = check(model.config(), &state.shapes());
     if !report.is_exact() && (strict || !report.mismatched.is_empty()) {
         return Err(Error::mismatch(report));
