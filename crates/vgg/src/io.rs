@@ -312,14 +312,20 @@ pub fn read_regular(path: &Path, times: u64) -> Result<Vec<u8>> {
         .metadata()
         .map_err(|e| Error::io(path, "cannot read", e))?
         .len();
-    crate::limits::reserve(length.checked_mul(times), || {
-        format!("reading {}", path.display())
-    })?;
+    reserve_read(path, length, times)?;
     let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
     file.take(length)
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io(path, "cannot read", e))?;
     Ok(bytes)
+}
+
+/// Refuses reading `path` (`length` bytes) when `times` buffers of its size would not fit
+/// the memory budget.
+pub fn reserve_read(path: &Path, length: u64, times: u64) -> Result<()> {
+    crate::limits::reserve(length.checked_mul(times), || {
+        format!("reading {}", path.display())
+    })
 }
 
 /// [`read_regular`] for text files.

@@ -80,9 +80,7 @@ fn reserve_file(path: &Path, times: u64) -> Result<()> {
     let length = std::fs::metadata(path)
         .map_err(|e| Error::io(path, "cannot read", e))?
         .len();
-    crate::limits::reserve(length.checked_mul(times), || {
-        format!("reading the tensors of {}", path.display())
-    })
+    crate::io::reserve_read(path, length, times)
 }
 
 /// The class names a training checkpoint recorded; `None` for any other file.
