@@ -67,6 +67,28 @@ def build(arch, num_classes=1000, in_channels=3, cfg=None, batch_norm=False, hid
     return model
 
 
+def dense_form(model):
+    """The fully-convolutional net of the paper's §3.2: features, then fc6 as a pool x pool conv
+    and fc7/fc8 as 1x1 convs (no avgpool). Same state-dict keys as the original, 4-D weights:
+    fc6 is exact as view(hidden, C, pool, pool) because torch.flatten of the pooled CHW map is
+    C-major. The load is strict=True, which documents the key layout."""
+    from collections import OrderedDict
+    channels = [m for m in model.features if isinstance(m, nn.Conv2d)][-1].out_channels
+    pool = model.avgpool.output_size[0] if isinstance(model.avgpool.output_size, tuple) \
+        else model.avgpool.output_size
+    fc6, fc7, fc8 = model.classifier[0], model.classifier[3], model.classifier[6]
+    dense = nn.Sequential(OrderedDict(features=model.features, classifier=nn.Sequential(
+        nn.Conv2d(channels, fc6.out_features, pool), nn.ReLU(True), nn.Dropout(),
+        nn.Conv2d(fc7.in_features, fc7.out_features, 1), nn.ReLU(True), nn.Dropout(),
+        nn.Conv2d(fc8.in_features, fc8.out_features, 1))))
+    converted = model.state_dict()
+    for i, fc in ((0, fc6), (3, fc7), (6, fc8)):
+        k = pool if i == 0 else 1
+        converted[f"classifier.{i}.weight"] = fc.weight.view(fc.out_features, -1, k, k)
+    dense.load_state_dict(converted, strict=True)
+    return dense.eval()
+
+
 def freeze(model, part):
     if part:
         for p in getattr(model, part).parameters():
@@ -94,6 +116,8 @@ def model_args(case):
         args += ["--num-classes", str(case["num_classes"])]
     if "freeze" in case:
         args += ["--freeze", case["freeze"]]
+    if case.get("dense"):
+        args.append("--dense")
     return args
 
 
@@ -102,7 +126,7 @@ def model_for(case, in_channels):
                   cfg=case.get("cfg"), batch_norm=case.get("batch_norm", False),
                   hidden=case.get("hidden", 4096), pool=case.get("pool", 7))
     freeze(model, case.get("freeze"))
-    return model
+    return dense_form(model) if case.get("dense") else model
 
 
 def torchsummary_case(case):
@@ -159,6 +183,12 @@ def summary_cases():
         {"tool": "torchinfo", "arch": "vgg13", "input": [1, 3, 32, 32], "depth": 0,
          "columns": ["output_size", "num_params", "mult_adds", "trainable"]},
         {"tool": "torchinfo", "arch": "vgg16_bn", "input": [4, 3, 224, 224], "num_classes": 100},
+        {"tool": "torchsummary", "arch": "vgg16", "input": [3, 384, 384], "dense": True},
+        {"tool": "torchsummary", "arch": "vgg11_bn", "input": [3, 224, 288], "dense": True},
+        {"tool": "torchinfo", "arch": "vgg16", "input": [1, 3, 384, 384], "dense": True},
+        {"tool": "torchinfo", "arch": "custom", "cfg": "16,M,32,M,64,M", "hidden": 32, "pool": 2,
+         "num_classes": 5, "dense": True, "input": [2, 3, 40, 56],
+         "columns": ["input_size", "output_size", "num_params", "kernel_size", "mult_adds"]},
         {"tool": "torchinfo", "arch": "custom", "cfg": "16,M,32,M,64,M,64,M,64,M", "hidden": 128,
          "pool": 2, "num_classes": 5, "input": [1, 3, 40, 40],
          "columns": ["input_size", "output_size", "num_params", "mult_adds"]},

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Full-size parity with PyTorch: every torchvision VGG, saved by PyTorch in both .pth
 formats, run through `vgg forward` on both engines (with each run's peak RSS); `vgg convert` to safetensors and to
-.pth (torch.load with weights_only=True) loaded back into torchvision with strict=True; and `vgg classify` with a random vgg16 on the test images. Needs torch (see make_fixtures.py for the pinned versions) and a
+.pth (torch.load with weights_only=True) loaded back into torchvision with strict=True; `vgg classify` with a random vgg16 on the test images; and the dense form (paper §3.2): `vgg convert --dense` loaded
+into PyTorch's equivalent nn.Sequential of convolutions with strict=True, `vgg forward --dense` on
+both engines against it, and `vgg summary --dense` against torchsummary's table of it. Needs torch (see make_fixtures.py for the pinned versions) and a
 release build (`cargo build --release`).
 
     ../torchenv/bin/python scripts/parity.py [--archs vgg16 vgg16_bn] [--vgg target/release/vgg]
@@ -126,20 +128,72 @@ def check_classify(vgg, work, images):
     return ok
 
 
+def check_dense(vgg, work):
+    """vgg16 and vgg16_bn in dense form at 3x384x384: state_dict, score maps, summary."""
+    import contextlib
+    import io
+    import torchsummary
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from make_fixtures import dense_form
+    ok = True
+    x = torch.randn(1, 3, 384, 416, generator=torch.Generator().manual_seed(4))
+    x_path = os.path.join(work, "dense_x.npy")
+    np.save(x_path, x.numpy())
+    for arch in ("vgg16", "vgg16_bn"):
+        model = random_model(arch, 2)
+        src, dst = os.path.join(work, f"{arch}.pth"), os.path.join(work, f"{arch}_dense.pth")
+        torch.save(model.state_dict(), src)
+        subprocess.run([vgg, "convert", "--dense", src, dst], check=True, capture_output=True)
+        dense = dense_form(model)
+        loaded = dense.load_state_dict(torch.load(dst, weights_only=True), strict=True)
+        print(f"dense {arch}: vgg convert --dense -> load_state_dict(strict=True): {loaded}; "
+              f"classifier.0.weight {list(dense.classifier[0].weight.shape)}")
+        with torch.no_grad():
+            want = dense(x)
+        scale = want.abs().max().item()
+        for engine, tol in ENGINES.items():
+            y_path = os.path.join(work, f"{arch}_dense_{engine}.npy")
+            subprocess.run([vgg, "forward", "--dense", "--engine", engine, "--weights", src,
+                            "--input", x_path, "--output", y_path], check=True, capture_output=True)
+            got = np.load(y_path)
+            diff = np.abs(got - want.numpy()).max() if got.shape == want.shape else float("inf")
+            ok &= diff <= tol(scale)
+            print(f"dense {arch} {engine:9} score map {list(got.shape)} max|diff| {diff:.2e} "
+                  f"(tolerance {tol(scale):.2e})")
+        os.remove(src)
+        os.remove(dst)
+    with contextlib.redirect_stdout(io.StringIO()) as table:
+        torchsummary.summary(dense_form(random_model("vgg16", 2)), (3, 384, 384), device="cpu")
+    ours = subprocess.run([vgg, "summary", "vgg16", "--dense", "--input", "3x384x384"],
+                          check=True, capture_output=True, text=True).stdout
+    same = ours == table.getvalue()
+    ok &= same
+    print(f"vgg summary vgg16 --dense --input 3x384x384: {'byte-identical to' if same else 'DIFFERS from'} "
+          f"torchsummary of the nn.Sequential; its head:")
+    print("\n".join(ours.splitlines()[33:46]))
+    return ok
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--archs", nargs="*", default=ARCHS)
     parser.add_argument("--vgg", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "vgg"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only-dense", action="store_true", help="just the dense-form checks")
     args = parser.parse_args()
     torch.set_num_threads(2)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}")
     ok = True
     with tempfile.TemporaryDirectory() as work:
+        if args.only_dense:
+            ok = check_dense(args.vgg, work)
+            print("all within tolerance" if ok else "FAILURES above")
+            sys.exit(0 if ok else 1)
         for arch in args.archs:
             ok &= check_arch(arch, args.vgg, work, args.seed)
         images = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "images")
         ok &= check_classify(args.vgg, work, images)
+        ok &= check_dense(args.vgg, work)
     print("all within tolerance" if ok else "FAILURES above")
     sys.exit(0 if ok else 1)
 

@@ -184,6 +184,7 @@ fn small_networks_match_reference() {
                         conv,
                         fuse_pool: fuse,
                         fold_pool: fold,
+                        dense: false,
                     };
                     let mut plan = Plan::with_options(spec, n, 3, hw, hw, o).unwrap();
                     let mut got = vec![0.0; n * 10];

@@ -37,6 +37,7 @@ impl BenchArgs {
             },
             fuse_pool: !self.no_fuse,
             fold_pool: !self.no_fold,
+            dense: false,
         }
     }
 }

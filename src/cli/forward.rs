@@ -31,6 +31,10 @@ pub struct ForwardArgs {
     /// (always used for --layer and --train)
     #[arg(long, value_enum, default_value_t = EngineFlag::Fast)]
     pub engine: EngineFlag,
+    /// Run the dense (fully convolutional) form, paper §3.2: the output is the class score
+    /// map [N, classes, h, w] of an input at least the native size (224 for torchvision's)
+    #[arg(long, conflicts_with_all = ["layer", "train"])]
+    pub dense: bool,
 }
 
 pub fn run(args: &ForwardArgs) -> Result<String> {
@@ -47,7 +51,11 @@ pub fn run(args: &ForwardArgs) -> Result<String> {
                 input.dims()
             ))
         })?;
-        let (mut model, report) = source.open_fast(n, [h, w], PlanOptions::default())?;
+        let options = PlanOptions {
+            dense: args.dense,
+            ..PlanOptions::default()
+        };
+        let (mut model, report) = source.open_fast(n, [h, w], options)?;
         let expected = model.config().in_channels();
         if c != expected {
             return Err(Error::ChannelMismatch {
@@ -63,6 +71,7 @@ pub fn run(args: &ForwardArgs) -> Result<String> {
         )
     } else {
         let (model, report) = source.open(&device)?;
+        let model = if args.dense { model.dense()? } else { model };
         let mode = if args.train { Mode::Train } else { Mode::Eval };
         let output = model.forward_to(&input, mode, args.layer.as_deref())?;
         (model.config().name().to_string(), output, report)

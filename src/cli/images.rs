@@ -6,6 +6,7 @@ use crate::cli::model::{EngineFlag, ModelFlags};
 use vgg::data::preprocess::Preprocess;
 use vgg::error::{Error, Result};
 use vgg::infer::Classifier;
+use vgg::infer::protocol::{PAPER_SCALES, Protocol};
 
 #[derive(Debug, Clone, Args)]
 pub struct PreprocessArgs {
@@ -58,6 +59,18 @@ pub struct ClassifierArgs {
     /// fast: the CPU engine; reference: the module-by-module model (our CPU ops on candle tensors, as training runs them)
     #[arg(long, value_enum, default_value_t = EngineFlag::Fast)]
     pub engine: EngineFlag,
+    /// How each image is evaluated: center (one crop), or the paper's dense, multi-crop
+    /// (5×5 crops × 2 flips per scale) or dense+multi-crop, over --scales
+    #[arg(long, default_value = "center", value_parser = parse_protocol)]
+    pub protocol: Protocol,
+    /// Test scales Q of the dense and multi-crop protocols: the shorter side is resized to
+    /// each, posteriors are averaged over them [default: 256,384,512, the paper's]
+    #[arg(long, value_name = "Q,Q,…")]
+    pub scales: Option<String>,
+}
+
+fn parse_protocol(text: &str) -> std::result::Result<Protocol, String> {
+    text.parse().map_err(|e: Error| e.to_string())
 }
 
 impl ClassifierArgs {
@@ -65,13 +78,38 @@ impl ClassifierArgs {
     /// preprocessing that makes them.
     pub fn build(&self, flags: &ModelFlags, batch_size: usize) -> Result<(Classifier, Preprocess)> {
         let preprocess = self.preprocess.preprocess()?;
-        let size = [preprocess.crop, preprocess.crop];
-        let backend = (flags.source()?).backend(self.engine.into(), batch_size, size)?;
-        let classifier = Classifier {
-            backend,
-            tta_flip: self.tta.is_some(),
-        };
+        let scales = self.scales()?;
+        let classifier = (flags.source()?).classifier(
+            self.engine.into(),
+            batch_size,
+            &preprocess,
+            self.protocol,
+            &scales,
+            self.tta.is_some(),
+        )?;
         Ok((classifier, preprocess))
+    }
+
+    /// `--scales`, which only the paper's protocols take.
+    fn scales(&self) -> Result<Vec<usize>> {
+        let centre = self.protocol == Protocol::Center;
+        match &self.scales {
+            None => Ok(PAPER_SCALES.to_vec()),
+            Some(_) if centre => Err(Error::BadArgument(
+                "--scales goes with --protocol dense, multi-crop or dense+multi-crop; \
+                 center uses --resize and --crop"
+                    .into(),
+            )),
+            Some(text) => text
+                .split(',')
+                .map(|q| q.trim().parse::<usize>().ok().filter(|&q| q > 0))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    Error::BadArgument(format!(
+                        "--scales `{text}`: expected sizes like 256,384,512"
+                    ))
+                }),
+        }
     }
 }
 

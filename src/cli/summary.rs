@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use crate::cli::args::{ModelArgs, Part, parse_shape};
 use vgg::error::{Error, Result};
 use vgg::model::VggConfig;
-use vgg::model::layers::Container;
+use vgg::model::layers::{Container, Form};
 use vgg::summary::{Style, Summary, render};
 use vgg::weights::{self, detect::detect_config};
 
@@ -50,6 +50,11 @@ pub struct SummaryArgs {
     /// Mark these parameters frozen (non-trainable); repeatable
     #[arg(long, value_enum)]
     pub freeze: Vec<Part>,
+    /// Summarise the dense (fully convolutional) form of the paper's §3.2: fc6 as a
+    /// pool×pool convolution, fc7 and fc8 as 1×1 ones; the input must be at least the
+    /// native size (224 for torchvision's VGGs)
+    #[arg(long)]
+    pub dense: bool,
 }
 
 /// `--batch-size`: torchsummary's -1 ("any"), or a number of images.
@@ -102,7 +107,12 @@ pub fn run(args: &SummaryArgs) -> Result<String> {
     let batch_label = batch.map_or(-1, |b| b as i64);
     let style = Style::parse(format, batch_label, columns.as_deref(), args.depth)?;
     let frozen: Vec<Container> = args.freeze.iter().map(|&p| p.into()).collect();
-    let summary = Summary::new(&config, batch.unwrap_or(1), chw, &frozen)?;
+    let form = if args.dense {
+        Form::Dense
+    } else {
+        Form::Standard
+    };
+    let summary = Summary::of_form(&config, form, batch.unwrap_or(1), chw, &frozen)?;
     Ok(render(&summary, &style))
 }
 

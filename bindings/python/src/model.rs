@@ -334,10 +334,7 @@ impl Model {
             Some(engine) if engine.input_shape() == shape => engine,
             _ => FastVgg::from_model(&self.model(), shape, PlanOptions::default())?,
         };
-        let mut classifier = Classifier {
-            backend: Backend::Fast(engine),
-            tta_flip: false,
-        };
+        let mut classifier = Classifier::new(Backend::Fast(engine), false);
         let result = classify_images(&mut classifier, images, preprocess, shape[0], topk);
         if let Backend::Fast(engine) = classifier.backend {
             *slot = Some(engine);

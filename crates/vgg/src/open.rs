@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 
 use crate::data::labels::imagenet_classes;
+use crate::data::preprocess::Preprocess;
 use crate::engine::PlanOptions;
 use crate::error::{Error, Result};
 use crate::fast::FastVgg;
-use crate::infer::{Backend, Engine};
+use crate::infer::protocol::{DenseBackend, GRID_CROPS, Protocol, ScaleProtocol};
+use crate::infer::{Backend, Classifier, Engine};
 use crate::model::Vgg;
 use crate::model::config::{Arch, ConfigOverrides, VggConfig};
 use crate::model::footprint::{self, Work};
@@ -229,6 +231,83 @@ impl ModelSource {
         Ok(match engine {
             Engine::Fast => Backend::Fast(self.open_fast(batch, size, PlanOptions::default())?.0),
             Engine::Reference => Backend::Reference(self.open(&Device::Cpu)?.0),
+        })
+    }
+
+    /// A classifier that evaluates each image with `protocol` on `engine`, in batches of up
+    /// to `batch` images: `center` takes `preprocess`'s centre crop (and its mirror image if
+    /// `tta_flip`); the paper's protocols take the image at each of `scales` (its shorter
+    /// side), and crops of the network's native size.
+    pub fn classifier(
+        &self,
+        engine: Engine,
+        batch: usize,
+        preprocess: &Preprocess,
+        protocol: Protocol,
+        scales: &[usize],
+        tta_flip: bool,
+    ) -> Result<Classifier> {
+        if protocol == Protocol::Center {
+            let size = [preprocess.crop, preprocess.crop];
+            return Ok(Classifier::new(
+                self.backend(engine, batch, size)?,
+                tta_flip,
+            ));
+        }
+        if tta_flip {
+            return Err(Error::BadArgument(format!(
+                "--tta flip: the {} protocol already averages every view with its mirror image",
+                protocol.name()
+            )));
+        }
+        let (model, _) = self.open(&Device::Cpu)?;
+        let native = model.config().native_input_size();
+        let mut scales = ScaleProtocol {
+            protocol,
+            scales: scales.to_vec(),
+            crop: native,
+            dense: None,
+        };
+        if protocol.dense() {
+            scales.dense = Some(self.dense_backend(&model, engine)?);
+        }
+        scales.validate()?;
+        let size = [native, native];
+        let backend = match (engine, protocol.multi_crop()) {
+            (Engine::Fast, true) => Backend::Fast(FastVgg::from_model(
+                &model,
+                [
+                    batch.clamp(1, GRID_CROPS),
+                    model.config().in_channels(),
+                    size[0],
+                    size[1],
+                ],
+                PlanOptions::default(),
+            )?),
+            _ => Backend::Reference(model),
+        };
+        Ok(Classifier {
+            backend,
+            tta_flip: false,
+            scales: Some(scales),
+        })
+    }
+
+    /// The dense network (paper §3.2) of `model`: the engine's dense plan, compiled for an
+    /// image and its mirror image at the native size (it follows each image's size), or the
+    /// reference model's dense form.
+    fn dense_backend(&self, model: &Vgg, engine: Engine) -> Result<DenseBackend> {
+        Ok(match engine {
+            Engine::Fast => {
+                let native = model.config().native_input_size();
+                let input = [2, model.config().in_channels(), native, native];
+                let options = PlanOptions {
+                    dense: true,
+                    ..PlanOptions::default()
+                };
+                DenseBackend::Fast(FastVgg::from_model(model, input, options)?)
+            }
+            Engine::Reference => DenseBackend::Reference(model.dense()?),
         })
     }
 

@@ -16,6 +16,9 @@ pub const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "webp", "bmp", "g
 /// One image's outcome: its CHW tensor, or why it could not be read.
 pub type Decoded = (PathBuf, Result<Vec<f32>>);
 
+/// One image's outcome: what `prepare` made of it, or why it could not be read.
+pub type Loaded<T> = (PathBuf, Result<T>);
+
 /// Expands files and folders (recursively, sorted) into image paths. Folders are walked
 /// once each, however links loop (`a -> .`), and only regular files are picked up from them
 /// (a FIFO named `x.jpg` is passed over); a file named directly must be a regular file.
@@ -70,17 +73,26 @@ pub fn batches(
     preprocess: Preprocess,
     batch_size: usize,
 ) -> Receiver<Vec<Decoded>> {
+    batches_with(paths, batch_size, move |path| {
+        preprocess
+            .load(path)
+            .and_then(|image| preprocess.apply(&image))
+    })
+}
+
+/// Runs `prepare` on `paths` in batches of `batch_size`, in order and in parallel, on a
+/// background thread that stays one batch ahead of the consumer.
+pub fn batches_with<T: Send + 'static>(
+    paths: Vec<PathBuf>,
+    batch_size: usize,
+    prepare: impl Fn(&Path) -> Result<T> + Send + Sync + 'static,
+) -> Receiver<Vec<Loaded<T>>> {
     let (sender, receiver) = sync_channel(1);
     std::thread::spawn(move || {
         for chunk in paths.chunks(batch_size.max(1)) {
-            let batch: Vec<Decoded> = chunk
+            let batch: Vec<Loaded<T>> = chunk
                 .par_iter()
-                .map(|path| {
-                    let tensor = preprocess
-                        .load(path)
-                        .and_then(|image| preprocess.apply(&image));
-                    (path.clone(), tensor)
-                })
+                .map(|path| (path.clone(), prepare(path)))
                 .collect();
             if sender.send(batch).is_err() {
                 break; // the consumer stopped

@@ -5,6 +5,7 @@
 
 use rayon::prelude::*;
 
+use super::gemm::{Mat, matmul_on};
 use super::simd::{self, DotRows, Isa};
 
 /// Weight rows per parallel task.
@@ -39,6 +40,28 @@ impl Fc {
             self.out,
             if self.relu { ", fused relu" } else { "" }
         )
+    }
+
+    /// `y = x Wᵀ + b` (+ ReLU) as one GEMM: for many rows (the dense head's windows), where
+    /// arithmetic, not streaming the weights, bounds the time. `x`: `[rows][inp]`, `y`: `[rows][out]`.
+    pub(crate) fn run_gemm(&self, x: &[f32], rows: usize, y: &mut [f32]) {
+        let weights = Mat::row_major(&self.w, self.out, self.inp).t();
+        let threads = rayon::current_num_threads();
+        matmul_on(
+            Mat::row_major(x, rows, self.inp),
+            weights,
+            y,
+            false,
+            threads,
+        );
+        for row in y[..rows * self.out].chunks_exact_mut(self.out) {
+            for (v, b) in row.iter_mut().zip(&self.b) {
+                *v += b;
+                if self.relu {
+                    *v = v.max(0.0);
+                }
+            }
+        }
     }
 
     /// `x`: `[batch][inp]`, `y`: `[batch][out]`, `tmp` ≥ `batch·out` (transposed result).

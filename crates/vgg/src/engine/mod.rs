@@ -10,6 +10,7 @@
 //! linear map. Activations live in padded NHWC buffers reused across runs.
 
 mod classifier;
+mod dense;
 mod disjoint;
 pub mod gemm;
 mod im2col;

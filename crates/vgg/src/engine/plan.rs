@@ -1,6 +1,7 @@
 //! Plan compilation (algorithm choice, weight packing, buffer sizing) and execution.
 
 use super::classifier::Fc;
+use super::dense::DenseHead;
 use super::im2col::Im2colConv;
 use super::pool;
 use super::simd::Isa;
@@ -28,6 +29,9 @@ pub struct PlanOptions {
     /// Fold the adaptive average pool into the first linear layer when it is
     /// a fixed linear map that shrinks the input (feature map ≤ pool×pool).
     pub fold_pool: bool,
+    /// Compile the dense form: no adaptive pool, the linear layers as convolutions over the
+    /// feature map (fc6 `pool×pool`), a class score map as output (paper §3.2).
+    pub dense: bool,
 }
 
 impl Default for PlanOptions {
@@ -36,6 +40,7 @@ impl Default for PlanOptions {
             conv: ConvChoice::Auto,
             fuse_pool: true,
             fold_pool: true,
+            dense: false,
         }
     }
 }
@@ -70,16 +75,25 @@ struct Stage {
     output: Shape,
 }
 
+/// What follows the features.
+enum Head {
+    /// Adaptive pool to `pool×pool` (folded into `fcs[0]` when `folded`), then linear layers.
+    Classifier {
+        pool: usize,
+        folded: bool,
+        fcs: Vec<Fc>,
+    },
+    /// The linear layers as convolutions: a class score map (see [`DenseHead`]).
+    Dense(DenseHead),
+}
+
 /// A compiled network for one input shape: transformed filters, chosen
 /// algorithm per layer and all buffers, reused by every `run`.
 pub struct Plan {
     isa: Isa,
     input: Shape,
     stages: Vec<Stage>,
-    /// Adaptive pool size and whether it is folded into `fcs[0]`.
-    pool: usize,
-    folded: bool,
-    fcs: Vec<Fc>,
+    head: Head,
     act: [Vec<f32>; 2],
     scratch: Vec<f32>,
     pooled: Vec<f32>,
@@ -125,14 +139,25 @@ impl Plan {
         let input = Shape::new(batch, height, width, in_channels);
         let stages = build_stages(spec.features, input, opts)?;
         let feat = stages.last().map_or(input, |s| s.output);
-        let (fcs, folded) = build_classifier(spec.classifier, feat, spec.pool, opts.fold_pool)?;
+        let head = if opts.dense {
+            let head = DenseHead::new(spec.classifier, feat, spec.pool)?;
+            if head.map_size(feat).is_none() {
+                return Err(too_small_for_dense(feat, spec.pool));
+            }
+            Head::Dense(head)
+        } else {
+            let (fcs, folded) = build_classifier(spec.classifier, feat, spec.pool, opts.fold_pool)?;
+            Head::Classifier {
+                pool: spec.pool,
+                folded,
+                fcs,
+            }
+        };
         let mut plan = Plan {
             isa: Isa::detect(),
             input,
             stages,
-            pool: spec.pool,
-            folded,
-            fcs,
+            head,
             act: [Vec::new(), Vec::new()],
             scratch: Vec::new(),
             pooled: Vec::new(),
@@ -160,16 +185,81 @@ impl Plan {
         }
         let feat = self.features_shape();
         let n = self.input.n;
-        let widest = self.fcs.iter().map(|f| f.out.max(f.inp)).max().unwrap_or(0);
         self.act = [vec![0.0; act], vec![0.0; act]];
         self.scratch = vec![0.0; scratch];
-        self.pooled = if self.folded {
-            Vec::new()
-        } else {
-            vec![0.0; n * self.pool * self.pool * feat.cp]
+        match &mut self.head {
+            Head::Classifier { pool, folded, fcs } => {
+                let widest = fcs.iter().map(|f| f.out.max(f.inp)).max().unwrap_or(0);
+                self.pooled = if *folded {
+                    Vec::new()
+                } else {
+                    vec![0.0; n * *pool * *pool * feat.cp]
+                };
+                self.fc_io = [vec![0.0; n * widest], vec![0.0; n * widest]];
+                self.fc_tmp = vec![0.0; n * widest];
+            }
+            Head::Dense(head) => head.allocate(feat),
+        }
+    }
+
+    /// Recompiles a dense plan for `height × width` inputs, keeping its weights: the paper's
+    /// dense evaluation sees every image at its own size. Standard plans fold the feature
+    /// map's size into fc6 and cannot change it.
+    pub fn set_input_size(&mut self, height: usize, width: usize) -> Result<(), EngineError> {
+        let Head::Dense(head) = &self.head else {
+            return Err(invalid(
+                "only a dense plan can change its input size".into(),
+            ));
         };
-        self.fc_io = [vec![0.0; n * widest], vec![0.0; n * widest]];
-        self.fc_tmp = vec![0.0; n * widest];
+        let input = Shape::new(self.input.n, height, width, self.input.c);
+        let mut shape = input;
+        let mut shapes = Vec::with_capacity(self.stages.len());
+        for st in &self.stages {
+            let (pooled, convolved) = match &st.op {
+                StageOp::MaxPool => (true, shape),
+                StageOp::Conv { pool, .. } => (*pool, shape.with_channels(st.output.c)),
+            };
+            if pooled && (shape.h < 2 || shape.w < 2) {
+                return Err(too_small_for_dense(shape, 2));
+            }
+            let output = if pooled {
+                convolved.pooled()
+            } else {
+                convolved
+            };
+            shapes.push((shape, output));
+            shape = output;
+        }
+        if head.map_size(shape).is_none() {
+            return Err(too_small_for_dense(shape, head.kernel()));
+        }
+        for (st, (stage_input, output)) in self.stages.iter_mut().zip(shapes) {
+            st.input = stage_input;
+            st.output = output;
+        }
+        self.input = input;
+        self.allocate();
+        Ok(())
+    }
+
+    /// Elements `run` writes: `[N, classes]` logits, or a dense plan's `[N, classes, h, w]` map.
+    pub fn output_len(&self) -> usize {
+        let feat = self.features_shape();
+        match &self.head {
+            Head::Dense(head) => {
+                let (h, w) = head.map_size(feat).unwrap_or((0, 0));
+                feat.n * head.classes() * h * w
+            }
+            Head::Classifier { .. } => self.input.n * self.classes(),
+        }
+    }
+
+    /// The dense plan's score-map height and width; `None` for a standard plan.
+    pub fn score_map_size(&self) -> Option<(usize, usize)> {
+        match &self.head {
+            Head::Dense(head) => head.map_size(self.features_shape()),
+            Head::Classifier { .. } => None,
+        }
     }
 
     fn features_shape(&self) -> Shape {
@@ -178,12 +268,16 @@ impl Plan {
 
     /// Number of classifier outputs per image.
     pub fn classes(&self) -> usize {
-        self.fcs.last().map_or(0, |f| f.out)
+        match &self.head {
+            Head::Classifier { fcs, .. } => fcs.last().map_or(0, |f| f.out),
+            Head::Dense(head) => head.classes(),
+        }
     }
 
-    /// Runs the network on NCHW `input`, writing `[batch, classes]` logits.
+    /// Runs the network on NCHW `input`, writing `[batch, classes]` logits (a dense plan:
+    /// the `[batch, classes, h, w]` score map; see [`Plan::output_len`]).
     pub fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError> {
-        let want = self.input.n * self.classes();
+        let want = self.output_len();
         if output.len() != want {
             return Err(EngineError::BadLength {
                 what: "output",
@@ -204,7 +298,7 @@ impl Plan {
         stop_after_feature_op: Option<usize>,
     ) -> Result<Vec<f32>, EngineError> {
         let Some(stop) = stop_after_feature_op else {
-            let mut out = vec![0.0; self.input.n * self.classes()];
+            let mut out = vec![0.0; self.output_len()];
             self.run(input, &mut out)?;
             return Ok(out);
         };
@@ -282,13 +376,17 @@ impl Plan {
         let n = self.input.n;
         let feat = self.features_shape();
         let mut x: &[f32] = &self.act[cur][..feat.len()];
-        if !self.folded {
-            pool::adaptive_avg_pool(x, feat, self.pool, &mut self.pooled);
+        let (pool, folded, fcs) = match &mut self.head {
+            Head::Dense(head) => return head.run(self.isa, x, feat, output),
+            Head::Classifier { pool, folded, fcs } => (*pool, *folded, fcs),
+        };
+        if !folded {
+            pool::adaptive_avg_pool(x, feat, pool, &mut self.pooled);
             x = &self.pooled;
         }
-        let count = self.fcs.len();
+        let count = fcs.len();
         let [io0, io1] = &mut self.fc_io;
-        for (i, fc) in self.fcs.iter().enumerate() {
+        for (i, fc) in fcs.iter().enumerate() {
             let (src, dst): (&[f32], &mut [f32]) = match i % 2 {
                 _ if i == 0 => (x, io0),
                 1 => (io0, io1),
@@ -329,27 +427,29 @@ impl Plan {
             );
         }
         let f = self.features_shape();
-        out += &if self.folded {
-            format!(
-                "adaptive avgpool {}x{} -> {p}x{p}: folded into first linear layer\n",
-                f.h,
-                f.w,
-                p = self.pool
-            )
-        } else {
-            format!(
-                "adaptive avgpool {}x{} -> {p}x{p}: computed\n",
-                f.h,
-                f.w,
-                p = self.pool
-            )
+        let (pool, folded, fcs) = match &self.head {
+            Head::Dense(head) => return out + &head.describe(),
+            Head::Classifier { pool, folded, fcs } => (*pool, *folded, fcs),
         };
-        for fc in &self.fcs {
+        let how = if folded {
+            "folded into first linear layer"
+        } else {
+            "computed"
+        };
+        out += &format!("adaptive avgpool {}x{} -> {pool}x{pool}: {how}\n", f.h, f.w);
+        for fc in fcs {
             out += &fc.describe();
             out.push('\n');
         }
         out
     }
+}
+
+fn too_small_for_dense(feat: Shape, window: usize) -> EngineError {
+    invalid(format!(
+        "a {}x{} feature map is smaller than the dense head's {window}x{window} window",
+        feat.h, feat.w
+    ))
 }
 
 /// Chooses an algorithm per conv, fuses pools, and checks shapes.

@@ -12,6 +12,7 @@ use crate::engine::{Plan, PlanOptions};
 use crate::error::{Error, Result};
 use crate::fast::network::network_spec;
 use crate::model::footprint::{self, Work};
+use crate::model::layers::{Form, build_layers_in, propagate_shapes};
 use crate::model::{Vgg, VggConfig};
 use crate::weights::LazyPth;
 
@@ -54,6 +55,9 @@ impl FastVgg {
     ) -> Result<Self> {
         let [n, c, h, w] = input;
         footprint::check(&config, input, Work::Inference, String::new)?;
+        if options.dense {
+            check_dense_input(&config, [c, h, w])?;
+        }
         let spec = network_spec(&config, take)?;
         let plan = Plan::with_options(spec, n, c, h, w, options)?;
         Ok(FastVgg {
@@ -72,7 +76,8 @@ impl FastVgg {
         self.input
     }
 
-    /// Logits `[N, num_classes]` for an NCHW batch of exactly the compiled shape.
+    /// Logits `[N, num_classes]` for an NCHW batch of exactly the compiled shape (a dense
+    /// plan: the score map `[N, num_classes, h, w]`).
     pub fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
         if x.dims() != self.input {
             return Err(Error::BadArgument(format!(
@@ -83,17 +88,42 @@ impl FastVgg {
         }
         let input = to_vec(x)?;
         let logits = self.forward_slice(&input)?;
-        Ok(Tensor::from_vec(
-            logits,
-            (self.input[0], self.config.num_classes()),
-            &Device::Cpu,
-        )?)
+        let (n, classes) = (self.input[0], self.config.num_classes());
+        Ok(match self.plan.score_map_size() {
+            Some((h, w)) => Tensor::from_vec(logits, (n, classes, h, w), &Device::Cpu)?,
+            None => Tensor::from_vec(logits, (n, classes), &Device::Cpu)?,
+        })
+    }
+
+    /// The class score map `[N, classes, h, w]` (flat, and its `h`, `w`) of a dense plan
+    /// for an NCHW batch of `height × width` images: the plan follows each new size,
+    /// keeping its weights (the paper's dense evaluation sees each image at its own size).
+    pub fn score_map(
+        &mut self,
+        input: &[f32],
+        height: usize,
+        width: usize,
+    ) -> Result<(Vec<f32>, usize, usize)> {
+        let [n, c, h, w] = self.input;
+        if [h, w] != [height, width] {
+            let shape = [n, c, height, width];
+            footprint::check(&self.config, shape, Work::Inference, String::new)?;
+            check_dense_input(&self.config, [c, height, width])?;
+            self.plan.set_input_size(height, width)?;
+            self.input = shape;
+        }
+        let Some((map_h, map_w)) = self.plan.score_map_size() else {
+            return Err(Error::BadArgument(
+                "score maps come from the dense form; compile with PlanOptions::dense".into(),
+            ));
+        };
+        Ok((self.forward_slice(input)?, map_h, map_w))
     }
 
     /// Logits for a flat NCHW input, row-major `[N, num_classes]`.
     pub fn forward_slice(&mut self, input: &[f32]) -> Result<Vec<f32>> {
         crate::model::check_finite(input)?;
-        let mut out = vec![0.0; self.input[0] * self.config.num_classes()];
+        let mut out = vec![0.0; self.plan.output_len()];
         self.plan.run(input, &mut out)?;
         Ok(out)
     }
@@ -102,6 +132,11 @@ impl FastVgg {
     pub fn describe(&self) -> String {
         self.plan.describe()
     }
+}
+
+/// Refuses, with the layer list's message, an input the dense form cannot slide fc6 over.
+fn check_dense_input(config: &VggConfig, chw: [usize; 3]) -> Result<()> {
+    propagate_shapes(config, &build_layers_in(config, Form::Dense), chw).map(|_| ())
 }
 
 fn to_vec(tensor: &Tensor) -> Result<Vec<f32>> {

@@ -68,6 +68,17 @@ pub fn network_spec(
                 bias: take(&format!("{path}.bias"))?,
                 relu: false,
             }),
+            LayerKind::FcConv {
+                in_channels,
+                out_channels,
+                kernel,
+            } => spec.classifier.push(Linear {
+                in_features: in_channels * kernel * kernel,
+                out_features: out_channels,
+                weight: take(&format!("{path}.weight"))?,
+                bias: take(&format!("{path}.bias"))?,
+                relu: false,
+            }),
             LayerKind::AdaptiveAvgPool2d { .. }
             | LayerKind::Flatten
             | LayerKind::Dropout { .. } => {}

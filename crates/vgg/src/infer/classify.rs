@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use image::RgbImage;
 
-use crate::data::loader::batches;
+use crate::data::loader::batches_with;
 use crate::data::preprocess::Preprocess;
 use crate::error::{Error, Result};
-use crate::infer::{Classifier, Prediction, top_k};
+use crate::infer::{Classifier, Prediction, Prepared, top_k};
 use crate::progress::Progress;
 
 /// One image's outcome.
@@ -38,19 +38,15 @@ pub fn classify(
         return Err(no_images());
     }
     progress.begin(paths.len(), "images");
-    let size = [preprocess.crop, preprocess.crop];
+    let crop = preprocess.crop;
+    let preparation = classifier.preparation(&preprocess);
     let mut all_ok = true;
-    for batch in batches(paths, preprocess, batch_size) {
-        let good: Vec<&[f32]> = batch
-            .iter()
-            .filter_map(|(_, r)| r.as_deref().ok())
-            .collect();
-        let mut probs = if good.is_empty() {
-            Vec::new()
-        } else {
-            classifier.probabilities(&good, size[0], size[1])?
-        }
-        .into_iter();
+    let loaded = batches_with(paths, batch_size, move |path| {
+        preparation.prepare(&preparation.preprocess.load(path)?)
+    });
+    for batch in loaded {
+        let good: Vec<&Prepared> = batch.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
+        let mut probs = classifier.posteriors(&good, crop)?.into_iter();
         let done = batch.len();
         for (path, decoded) in batch {
             let result = match decoded {
@@ -80,13 +76,14 @@ pub fn classify_images(
         ));
     }
     let mut results = Vec::with_capacity(images.len());
+    let preparation = classifier.preparation(preprocess);
     for chunk in images.chunks(batch_size) {
         let inputs = chunk
             .iter()
-            .map(|image| preprocess.apply(image))
+            .map(|image| preparation.prepare(image))
             .collect::<Result<Vec<_>>>()?;
-        let slices: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
-        let probs = classifier.probabilities(&slices, preprocess.crop, preprocess.crop)?;
+        let prepared: Vec<&Prepared> = inputs.iter().collect();
+        let probs = classifier.posteriors(&prepared, preprocess.crop)?;
         results.extend(probs.iter().map(|p| top_k(p, top)));
     }
     Ok(results)

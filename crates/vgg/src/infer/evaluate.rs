@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::data::imagefolder::ImageFolder;
-use crate::data::loader::batches;
+use crate::data::loader::batches_with;
 use crate::data::preprocess::Preprocess;
 use crate::error::{Error, Result};
-use crate::infer::{Classifier, top_k};
+use crate::infer::protocol::Protocol;
+use crate::infer::{Classifier, Prepared, top_k};
 use crate::progress::Progress;
 
 /// One class's count of images and top-1 hits.
@@ -32,6 +33,9 @@ pub struct Evaluation {
     pub failed: Vec<(PathBuf, String)>,
     /// Indexed by class.
     pub per_class: Vec<ClassScore>,
+    /// How each image was evaluated, and at which test scales (none for `center`).
+    pub protocol: Protocol,
+    pub scales: Vec<usize>,
 }
 
 /// `hits` out of `total` in percent (0 for no images).
@@ -50,6 +54,24 @@ impl Evaluation {
 
     pub fn top5_percent(&self) -> f64 {
         percent(self.top5, self.images)
+    }
+
+    /// Top-1 error in percent, as the paper reports it.
+    pub fn top1_error(&self) -> f64 {
+        100.0 - self.top1_percent()
+    }
+
+    pub fn top5_error(&self) -> f64 {
+        100.0 - self.top5_percent()
+    }
+
+    /// The protocol and its scales, e.g. `dense at 256,384,512`.
+    pub fn protocol_label(&self) -> String {
+        if self.scales.is_empty() {
+            return self.protocol.name().to_string();
+        }
+        let scales: Vec<String> = self.scales.iter().map(usize::to_string).collect();
+        format!("{} at {}", self.protocol.name(), scales.join(","))
     }
 
     pub fn images_per_s(&self) -> f64 {
@@ -74,6 +96,10 @@ impl Evaluation {
             "images": self.images,
             "top1": self.top1_percent(),
             "top5": self.top5_percent(),
+            "top1_error": self.top1_error(),
+            "top5_error": self.top5_error(),
+            "protocol": self.protocol,
+            "scales": self.scales,
             "images_per_s": self.images_per_s(),
             "seconds": self.seconds,
             "per_class": classes,
@@ -84,11 +110,15 @@ impl Evaluation {
     /// The report as text: totals, then top-1 per class, then the skipped images.
     pub fn table(&self) -> String {
         let mut text = format!(
-            "images: {}  top-1: {:.2}%  top-5: {:.2}%  ({:.1} images/s)\n",
+            "images: {}  top-1: {:.2}%  top-5: {:.2}%  ({:.1} images/s, {})\n\
+             top-1 error: {:.2}%  top-5 error: {:.2}%\n",
             self.images,
             self.top1_percent(),
             self.top5_percent(),
-            self.images_per_s()
+            self.images_per_s(),
+            self.protocol_label(),
+            self.top1_error(),
+            self.top5_error(),
         );
         text += "per class (top-1):\n";
         for s in self.per_class.iter().filter(|s| s.images > 0) {
@@ -134,25 +164,27 @@ pub fn evaluate(
                 ..ClassScore::default()
             })
             .collect(),
+        protocol: classifier.protocol(),
+        scales: (classifier.scales.as_ref()).map_or_else(Vec::new, |s| s.scales.clone()),
     };
     let paths: Vec<PathBuf> = folder.samples.iter().map(|(p, _)| p.clone()).collect();
     progress.begin(paths.len(), "images");
     let started = Instant::now();
-    let size = preprocess.crop;
-    for batch in batches(paths, preprocess, batch_size.max(1)) {
+    let crop = preprocess.crop;
+    let preparation = classifier.preparation(&preprocess);
+    let loaded = batches_with(paths, batch_size.max(1), move |path| {
+        preparation.prepare(&preparation.preprocess.load(path)?)
+    });
+    for batch in loaded {
         let mut good = Vec::new();
-        for (path, decoded) in &batch {
-            match decoded {
-                Ok(image) => good.push((path, image.as_slice())),
+        for (path, prepared) in &batch {
+            match prepared {
+                Ok(image) => good.push((path, image)),
                 Err(e) => evaluation.failed.push((path.clone(), e.to_string())),
             }
         }
-        let images: Vec<&[f32]> = good.iter().map(|(_, t)| *t).collect();
-        let probs = if images.is_empty() {
-            Vec::new()
-        } else {
-            classifier.probabilities(&images, size, size)?
-        };
+        let images: Vec<&Prepared> = good.iter().map(|(_, t)| *t).collect();
+        let probs = classifier.posteriors(&images, crop)?;
         for ((path, _), p) in good.iter().zip(&probs) {
             evaluation.count(labels[path], &top_k(p, 5));
         }

@@ -5,11 +5,16 @@
 pub mod classify;
 pub mod evaluate;
 pub mod features;
+pub mod protocol;
 
 use candle_core::{D, Device, Tensor};
 
+use image::RgbImage;
+
+use crate::data::preprocess::Preprocess;
 use crate::error::{Error, Result};
 use crate::fast::FastVgg;
+use crate::infer::protocol::{Protocol, ScaleProtocol, View, grid_crops};
 use crate::model::{Mode, Vgg, VggConfig};
 
 /// A class and its probability.
@@ -54,6 +59,14 @@ impl Backend {
         }
     }
 
+    /// The most images one call takes (the engine's compiled batch).
+    fn capacity(&self) -> usize {
+        match self {
+            Backend::Reference(_) => usize::MAX,
+            Backend::Fast(engine) => engine.input_shape()[0],
+        }
+    }
+
     fn logits(&mut self, x: Tensor) -> Result<Tensor> {
         match self {
             Backend::Reference(model) => model.forward(&x, Mode::Eval),
@@ -81,9 +94,136 @@ pub struct Classifier {
     pub backend: Backend,
     /// Average the probabilities of each image and its mirror image.
     pub tta_flip: bool,
+    /// The paper's dense / multi-crop evaluation over test scales; `None`: one centre crop.
+    pub scales: Option<ScaleProtocol>,
+}
+
+/// An image made ready for a [`Classifier`]: its centre crop, or its views at every test scale.
+pub enum Prepared {
+    Crop(Vec<f32>),
+    Scales(Vec<View>),
+}
+
+/// How images become [`Prepared`] inputs: cheap to clone, so loader threads can prepare
+/// images while the network runs.
+#[derive(Debug, Clone)]
+pub struct Preparation {
+    pub preprocess: Preprocess,
+    /// The test scales of a scale protocol.
+    pub scales: Option<Vec<usize>>,
+}
+
+impl Preparation {
+    pub fn prepare(&self, image: &RgbImage) -> Result<Prepared> {
+        let Some(scales) = &self.scales else {
+            return Ok(Prepared::Crop(self.preprocess.apply(image)?));
+        };
+        let views = scales
+            .iter()
+            .map(|&q| View::of(image, q, &self.preprocess))
+            .collect::<Result<_>>()?;
+        Ok(Prepared::Scales(views))
+    }
 }
 
 impl Classifier {
+    /// A classifier with one centre crop (and optional flip).
+    pub fn new(backend: Backend, tta_flip: bool) -> Self {
+        Classifier {
+            backend,
+            tta_flip,
+            scales: None,
+        }
+    }
+
+    /// The protocol each image is evaluated with.
+    pub fn protocol(&self) -> Protocol {
+        self.scales
+            .as_ref()
+            .map_or(Protocol::Center, |s| s.protocol)
+    }
+
+    /// What [`Classifier::posteriors`] expects, made by `preprocess`.
+    pub fn preparation(&self, preprocess: &Preprocess) -> Preparation {
+        Preparation {
+            preprocess: preprocess.clone(),
+            scales: self.scales.as_ref().map(|s| s.scales.clone()),
+        }
+    }
+
+    /// Class probabilities, one row per prepared image, under the classifier's protocol.
+    pub fn posteriors(&mut self, images: &[&Prepared], crop: usize) -> Result<Vec<Vec<f32>>> {
+        let crops: Vec<&[f32]> = images
+            .iter()
+            .filter_map(|p| match p {
+                Prepared::Crop(data) => Some(data.as_slice()),
+                Prepared::Scales(_) => None,
+            })
+            .collect();
+        if crops.len() == images.len() {
+            return if crops.is_empty() {
+                Ok(Vec::new())
+            } else {
+                self.probabilities(&crops, crop, crop)
+            };
+        }
+        images
+            .iter()
+            .map(|p| match p {
+                Prepared::Scales(views) => self.scale_posterior(views),
+                Prepared::Crop(_) => Err(Error::BadArgument(
+                    "a batch mixes centre crops and test scales".into(),
+                )),
+            })
+            .collect()
+    }
+
+    /// One image's posterior under the scale protocol: dense, multi-crop, or their mean.
+    fn scale_posterior(&mut self, views: &[View]) -> Result<Vec<f32>> {
+        let Some(scales) = self.scales.as_mut() else {
+            return Err(Error::BadArgument(
+                "test scales given to a centre-crop classifier".into(),
+            ));
+        };
+        let (protocol, crop) = (scales.protocol, scales.crop);
+        let dense = if protocol.dense() {
+            Some(scales.dense_posterior(views)?)
+        } else {
+            None
+        };
+        let crops = if protocol.multi_crop() {
+            Some(self.multi_crop_posterior(views, crop)?)
+        } else {
+            None
+        };
+        let posterior = match (dense, crops) {
+            (Some(d), Some(c)) => ((d + c)? * 0.5)?,
+            (Some(p), None) | (None, Some(p)) => p,
+            (None, None) => unreachable!("scale protocols are dense or multi-crop"),
+        };
+        Ok(posterior.to_vec1()?)
+    }
+
+    /// Mean over scales of the mean softmax of the grid's crops and their mirror images.
+    fn multi_crop_posterior(&mut self, views: &[View], crop: usize) -> Result<Tensor> {
+        let mut sum: Option<Tensor> = None;
+        for view in views {
+            let crops = grid_crops(view, crop);
+            let slices: Vec<&[f32]> = crops.iter().map(Vec::as_slice).collect();
+            for chunk in slices.chunks(self.backend.capacity().min(slices.len())) {
+                for flip in [false, true] {
+                    let probs = self.softmax(chunk, crop, crop, flip)?.sum(0)?;
+                    sum = Some(match sum {
+                        Some(s) => (s + probs)?,
+                        None => probs,
+                    });
+                }
+            }
+        }
+        let views_seen = (views.len() * 2 * crate::infer::protocol::GRID_CROPS) as f64;
+        Ok((sum.expect("at least one scale") / views_seen)?)
+    }
+
     /// Class probabilities, one row per image; `images` are CHW tensors of `[3, size, size]`.
     pub fn probabilities(
         &mut self,

@@ -443,6 +443,13 @@ impl VggConfig {
     pub fn min_input_size(&self) -> usize {
         1usize << self.num_pools().min(63)
     }
+
+    /// The input size whose feature map is exactly `pool×pool`: the crop the network is
+    /// designed for (224 for torchvision's VGGs), the size of the paper's multi-crop crops,
+    /// and the smallest input of the dense form.
+    pub fn native_input_size(&self) -> usize {
+        self.pool().saturating_mul(self.min_input_size())
+    }
 }
 
 #[cfg(test)]

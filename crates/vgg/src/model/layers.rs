@@ -74,6 +74,25 @@ pub enum LayerKind {
     Dropout {
         p: f64,
     },
+    /// A classifier `Linear` applied as a `k×k` convolution (stride 1, no padding) in the
+    /// network's dense form (paper §3.2): fc6 becomes a `pool×pool` convolution over the
+    /// feature map, fc7 and fc8 `1×1` ones. Same weights, reshaped to `[out, in, k, k]`.
+    FcConv {
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+    },
+}
+
+/// Which form of the network a layer list describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Form {
+    /// torchvision's `VGG`: features, adaptive average pool, flatten, linear classifier.
+    #[default]
+    Standard,
+    /// Fully convolutional (paper §3.2): the classifier's linear layers as convolutions over
+    /// the feature map, giving a class score map for any input at least the native size.
+    Dense,
 }
 
 /// Whether a named tensor is learned or a running statistic.
@@ -104,6 +123,7 @@ impl LayerKind {
             LayerKind::Flatten => "flatten",
             LayerKind::Linear { .. } => "Linear",
             LayerKind::Dropout { .. } => "Dropout",
+            LayerKind::FcConv { .. } => "Conv2d",
         }
     }
 
@@ -141,6 +161,14 @@ impl LayerKind {
                 param("weight", vec![out_features, in_features]),
                 param("bias", vec![out_features]),
             ],
+            LayerKind::FcConv {
+                in_channels,
+                out_channels,
+                kernel,
+            } => vec![
+                param("weight", vec![out_channels, in_channels, kernel, kernel]),
+                param("bias", vec![out_channels]),
+            ],
             _ => vec![],
         }
     }
@@ -163,6 +191,11 @@ impl LayerKind {
             LayerKind::AdaptiveAvgPool2d { output } => vec![input[0], output, output],
             LayerKind::Flatten => vec![input.iter().product()],
             LayerKind::Linear { out_features, .. } => vec![out_features],
+            LayerKind::FcConv {
+                out_channels,
+                kernel,
+                ..
+            } => vec![out_channels, input[1] + 1 - kernel, input[2] + 1 - kernel],
             LayerKind::BatchNorm2d { .. } | LayerKind::ReLU | LayerKind::Dropout { .. } => {
                 input.to_vec()
             }
@@ -175,7 +208,7 @@ impl LayerKind {
     pub fn mult_adds_with_bias(&self, output: &[usize]) -> Option<u64> {
         let params = self.num_params() as u64;
         match self {
-            LayerKind::Conv2d { .. } => per_pixel(params, output),
+            LayerKind::Conv2d { .. } | LayerKind::FcConv { .. } => per_pixel(params, output),
             LayerKind::BatchNorm2d { .. } | LayerKind::Linear { .. } => Some(params),
             _ => Some(0),
         }
@@ -193,15 +226,24 @@ impl LayerKind {
                 in_features,
                 out_features,
             } => (in_features as u64).checked_mul(out_features as u64),
+            LayerKind::FcConv {
+                in_channels,
+                out_channels,
+                kernel,
+            } => per_pixel(
+                (in_channels * out_channels * kernel * kernel) as u64,
+                output,
+            ),
             _ => Some(0),
         }
     }
 
     /// torchinfo's "Kernel Shape" cell.
-    pub fn kernel_shape(&self) -> Option<&'static str> {
+    pub fn kernel_shape(&self) -> Option<String> {
         match self {
-            LayerKind::Conv2d { .. } => Some("[3, 3]"),
-            LayerKind::MaxPool2d => Some("2"),
+            LayerKind::Conv2d { .. } => Some("[3, 3]".into()),
+            LayerKind::FcConv { kernel, .. } => Some(format!("[{kernel}, {kernel}]")),
+            LayerKind::MaxPool2d => Some("2".into()),
             _ => None,
         }
     }
@@ -243,6 +285,40 @@ impl LayerSpec {
 
 /// Builds the layer list exactly as torchvision's `make_layers` and `VGG.__init__` do.
 pub fn build_layers(config: &VggConfig) -> Vec<LayerSpec> {
+    build_layers_in(config, Form::Standard)
+}
+
+/// The layer list of the network in `form`. Both forms share the features and the
+/// classifier's module paths (so their state_dict keys are the same); the dense form has no
+/// adaptive pool or flatten, and its classifier layers are convolutions.
+pub fn build_layers_in(config: &VggConfig, form: Form) -> Vec<LayerSpec> {
+    let mut layers = feature_layers(config);
+    if form == Form::Standard {
+        layers.push(LayerSpec {
+            container: Container::Avgpool,
+            index: None,
+            kind: LayerKind::AdaptiveAvgPool2d {
+                output: config.pool(),
+            },
+        });
+        layers.push(LayerSpec {
+            container: Container::Classifier,
+            index: None,
+            kind: LayerKind::Flatten,
+        });
+    }
+    for (i, kind) in classifier_layers(config, form).into_iter().enumerate() {
+        layers.push(LayerSpec {
+            container: Container::Classifier,
+            index: Some(i),
+            kind,
+        });
+    }
+    layers
+}
+
+/// `features`: per config item a convolution (with batch norm) and ReLU, or a max-pool.
+fn feature_layers(config: &VggConfig) -> Vec<LayerSpec> {
     let mut layers = Vec::new();
     let mut in_channels = config.in_channels();
     for item in config.features() {
@@ -275,39 +351,38 @@ pub fn build_layers(config: &VggConfig) -> Vec<LayerSpec> {
             });
         }
     }
-    let output = config.pool();
-    layers.push(LayerSpec {
-        container: Container::Avgpool,
-        index: None,
-        kind: LayerKind::AdaptiveAvgPool2d { output },
-    });
-    layers.push(LayerSpec {
-        container: Container::Classifier,
-        index: None,
-        kind: LayerKind::Flatten,
-    });
-    let linear = |in_features, out_features| LayerKind::Linear {
-        in_features,
-        out_features,
+    layers
+}
+
+/// `classifier`: Linear-ReLU-Dropout twice and the last Linear; in the dense form each
+/// Linear is the equivalent convolution (fc6 spans the `pool×pool` map, fc7 and fc8 are 1×1).
+fn classifier_layers(config: &VggConfig, form: Form) -> Vec<LayerKind> {
+    let (pool, channels) = (config.pool(), config.out_channels());
+    let fc = |index: usize, in_features: usize, out_features: usize| match form {
+        Form::Standard => LayerKind::Linear {
+            in_features: if index == 0 {
+                channels * pool * pool
+            } else {
+                in_features
+            },
+            out_features,
+        },
+        Form::Dense => LayerKind::FcConv {
+            in_channels: in_features,
+            out_channels: out_features,
+            kernel: if index == 0 { pool } else { 1 },
+        },
     };
     let (hidden, p) = (config.hidden(), config.dropout());
-    let classifier = [
-        linear(config.out_channels() * output * output, hidden),
+    vec![
+        fc(0, channels, hidden),
         LayerKind::ReLU,
         LayerKind::Dropout { p },
-        linear(hidden, hidden),
+        fc(1, hidden, hidden),
         LayerKind::ReLU,
         LayerKind::Dropout { p },
-        linear(hidden, config.num_classes()),
-    ];
-    for (i, kind) in classifier.into_iter().enumerate() {
-        layers.push(LayerSpec {
-            container: Container::Classifier,
-            index: Some(i),
-            kind,
-        });
-    }
-    layers
+        fc(2, hidden, config.num_classes()),
+    ]
 }
 
 /// A layer's input and output shapes, without the batch dimension.
@@ -354,6 +429,11 @@ pub fn propagate_shapes(
     layers
         .iter()
         .map(|layer| {
+            if let LayerKind::FcConv { kernel, .. } = layer.kind
+                && (shape[1] < kernel || shape[2] < kernel)
+            {
+                return Err(dense_too_small(config, height, width));
+            }
             let output = layer.kind.output_shape(&shape);
             if element_count(&output).is_none() {
                 return Err(overflows());
@@ -362,6 +442,18 @@ pub fn propagate_shapes(
             Ok(LayerShapes { input, output })
         })
         .collect()
+}
+
+/// The dense form slides fc6 over the feature map, which must hold at least one window.
+fn dense_too_small(config: &VggConfig, height: usize, width: usize) -> Error {
+    let min = config.native_input_size();
+    Error::BadArgument(format!(
+        "the dense form of {} needs at least {min}×{min} input (fc6 becomes a {p}×{p} \
+         convolution over the feature map after {pools} 2×2 max-pools); got {height}×{width}",
+        config.name(),
+        p = config.pool(),
+        pools = count_in_words(config.num_pools()),
+    ))
 }
 
 /// `count` once per pixel of a `[C, H, W]` output.

@@ -13,7 +13,9 @@ use crate::error::{Error, Result};
 use crate::model::config::VggConfig;
 use crate::model::footprint::{self, Work};
 use crate::model::init::initial_values;
-use crate::model::layers::{LayerKind, LayerSpec, TensorSpec, build_layers};
+use crate::model::layers::{
+    Form, LayerKind, LayerSpec, TensorSpec, build_layers, build_layers_in, propagate_shapes,
+};
 use crate::ops::tensor_pool::adaptive_avg_pool2d;
 use crate::ops::{self, conv3x3, linear, max_pool2x2, relu};
 
@@ -48,9 +50,32 @@ enum Module {
     Stateless,
 }
 
+impl Module {
+    /// The same tensors, for a second view of the network (its dense form).
+    fn share(&self) -> Module {
+        let affine = |a: &Affine| Affine {
+            weight: a.weight.clone(),
+            bias: a.bias.clone(),
+        };
+        match self {
+            Module::Conv2d(a) => Module::Conv2d(affine(a)),
+            Module::Linear(a) => Module::Linear(affine(a)),
+            Module::BatchNorm2d(bn) => Module::BatchNorm2d(BatchNorm {
+                weight: bn.weight.clone(),
+                bias: bn.bias.clone(),
+                running_mean: bn.running_mean.clone(),
+                running_var: bn.running_var.clone(),
+                num_batches_tracked: AtomicI64::new(bn.num_batches_tracked.load(Ordering::Relaxed)),
+            }),
+            Module::Stateless => Module::Stateless,
+        }
+    }
+}
+
 /// A VGG network: its config, its layer list, and one candle module per layer.
 pub struct Vgg {
     config: VggConfig,
+    form: Form,
     layers: Vec<LayerSpec>,
     modules: Vec<Module>,
     device: Device,
@@ -101,7 +126,7 @@ impl Vgg {
                     .into_iter();
                 let mut next = || vars.next().expect("named_tensors gives every tensor");
                 Ok(match layer.kind {
-                    LayerKind::Conv2d { .. } => Module::Conv2d(Affine {
+                    LayerKind::Conv2d { .. } | LayerKind::FcConv { .. } => Module::Conv2d(Affine {
                         weight: next(),
                         bias: next(),
                     }),
@@ -127,11 +152,56 @@ impl Vgg {
             .collect::<Result<Vec<_>>>()?;
         Ok(Vgg {
             config,
+            form: Form::Standard,
             layers,
             modules,
             device: device.clone(),
             dropout_rng: Mutex::new(StdRng::seed_from_u64(seed)),
         })
+    }
+
+    /// The network's dense (fully convolutional) form, paper §3.2: the same weights with the
+    /// classifier's linear layers reshaped into convolutions, so that any input at least the
+    /// native size gives a class score map `[N, classes, h, w]`. At the native size the map is
+    /// 1×1 and equals the standard forward's logits.
+    pub fn dense(&self) -> Result<Vgg> {
+        let layers = build_layers_in(&self.config, Form::Dense);
+        let mut sources = self.layers.iter().zip(&self.modules).filter(|(layer, _)| {
+            !matches!(
+                layer.kind,
+                LayerKind::AdaptiveAvgPool2d { .. } | LayerKind::Flatten
+            )
+        });
+        let modules = layers
+            .iter()
+            .map(|layer| {
+                let (_, module) = sources.next().expect("both forms list the same modules");
+                Ok(match (layer.kind, module) {
+                    (LayerKind::FcConv { .. }, Module::Linear(a)) => {
+                        let shape = &layer.kind.tensors()[0].shape;
+                        Module::Conv2d(Affine {
+                            weight: Var::from_tensor(
+                                &a.weight.as_tensor().reshape(shape.as_slice())?,
+                            )?,
+                            bias: a.bias.clone(),
+                        })
+                    }
+                    (_, module) => module.share(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Vgg {
+            config: self.config.clone(),
+            form: Form::Dense,
+            layers,
+            modules,
+            device: self.device.clone(),
+            dropout_rng: Mutex::new(StdRng::seed_from_u64(0)),
+        })
+    }
+
+    pub fn form(&self) -> Form {
+        self.form
     }
 
     /// Restarts the dropout masks from `seed`: a trainer reseeds per epoch, so a run resumed
@@ -287,6 +357,9 @@ impl Vgg {
             )));
         };
         footprint::check(&self.config, [n, c, h, w], Work::Inference, String::new)?;
+        if self.form == Form::Dense {
+            propagate_shapes(&self.config, &self.layers, [c, h, w])?;
+        }
         ops::with_f32_values(x, crate::model::check_finite)?
     }
 
@@ -309,6 +382,11 @@ impl Vgg {
             }
             (LayerKind::Flatten, _) => x.flatten_from(1)?,
             (LayerKind::Linear { .. }, Module::Linear(a)) => linear(x, &a.weight, &a.bias)?,
+            (LayerKind::FcConv { .. }, Module::Conv2d(a)) => {
+                let bias = a.bias.as_tensor().reshape((1, (), 1, 1))?;
+                x.conv2d(a.weight.as_tensor(), 0, 1, 1, 1)?
+                    .broadcast_add(&bias)?
+            }
             (&LayerKind::Dropout { p }, _) if train && p > 0.0 => self.dropout(x, p)?,
             (LayerKind::Dropout { .. }, _) => x.clone(),
             _ => unreachable!("modules are built from the same layer list"),

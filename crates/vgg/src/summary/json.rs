@@ -62,7 +62,7 @@ pub fn render(summary: &Summary) -> String {
             is_leaf: r.is_leaf,
             input_shape: with_batch(&r.input_shape),
             output_shape: with_batch(&r.output_shape),
-            kernel_shape: r.kernel_shape,
+            kernel_shape: r.kernel_shape.as_deref(),
             params: r.params,
             trainable_params: r.trainable_params,
             trainable: r.params > 0 && r.trainable_params == r.params,

@@ -217,7 +217,7 @@ fn cell(summary: &Summary, row: &Row, column: Column, at_max_depth: bool, total:
     match column {
         Column::InputSize => with_batch(&row.input_shape),
         Column::OutputSize => with_batch(&row.output_shape),
-        Column::KernelSize => row.kernel_shape.unwrap_or("--").to_string(),
+        Column::KernelSize => row.kernel_shape.clone().unwrap_or_else(|| "--".into()),
         Column::NumParams if shown_params == 0 => "--".to_string(),
         Column::NumParams if row.trainable_params == 0 => {
             format!("({})", with_commas(shown_params as i128))

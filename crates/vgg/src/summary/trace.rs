@@ -5,7 +5,7 @@
 use crate::error::Result;
 use crate::limits::too_large;
 use crate::model::config::VggConfig;
-use crate::model::layers::{Container, LayerSpec, build_layers, propagate_shapes};
+use crate::model::layers::{Container, Form, LayerSpec, build_layers_in, propagate_shapes};
 
 /// Bytes per number in every size the tools report (they assume f32).
 pub const BYTES_PER_VALUE: u64 = 4;
@@ -23,7 +23,7 @@ pub struct Row {
     /// Shapes without the batch dimension.
     pub input_shape: Vec<usize>,
     pub output_shape: Vec<usize>,
-    pub kernel_shape: Option<&'static str>,
+    pub kernel_shape: Option<String>,
     /// Weights and biases (containers: of everything inside them).
     pub params: usize,
     pub trainable_params: usize,
@@ -58,7 +58,20 @@ impl Summary {
         chw: [usize; 3],
         frozen: &[Container],
     ) -> Result<Self> {
-        let layers = build_layers(config);
+        Self::of_form(config, Form::Standard, batch, chw, frozen)
+    }
+
+    /// Like [`Summary::new`] for the network in `form`. The dense form is summarised as
+    /// PyTorch would summarise the equivalent `nn.Sequential(OrderedDict(features=…,
+    /// classifier=nn.Sequential(<convolutions>)))`: same module paths, no `avgpool`.
+    pub fn of_form(
+        config: &VggConfig,
+        form: Form,
+        batch: usize,
+        chw: [usize; 3],
+        frozen: &[Container],
+    ) -> Result<Self> {
+        let layers = build_layers_in(config, form);
         let shapes = propagate_shapes(config, &layers, chw)?;
         let too_large = || {
             let [c, h, w] = chw;
@@ -76,7 +89,11 @@ impl Summary {
         else {
             return Err(too_large());
         };
-        let Some(root) = container_row("VGG", String::new(), 0, &leaves) else {
+        let root_class = match form {
+            Form::Standard => "VGG",
+            Form::Dense => "Sequential",
+        };
+        let Some(root) = container_row(root_class, String::new(), 0, &leaves) else {
             return Err(too_large());
         };
         let mut rows = vec![root];

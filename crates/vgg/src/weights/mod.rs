@@ -270,10 +270,18 @@ impl LazyPth {
         }))
     }
 
+    /// The tensors' shapes, a dense-form classifier's convolution weights as the linear
+    /// layers they are (their values are the same in the same order; see [`names`]).
     pub fn shapes(&self) -> Shapes {
         let entries = self.names.iter().zip(self.checkpoint.entries());
+        let linear = |name: &str, shape: &[usize]| match shape {
+            &[out, c, kh, kw] if name.starts_with("classifier.") => vec![out, c * kh * kw],
+            _ => shape.to_vec(),
+        };
         Shapes {
-            entries: entries.map(|(n, e)| (n.clone(), e.shape.clone())).collect(),
+            entries: entries
+                .map(|(n, e)| (n.clone(), linear(n, &e.shape)))
+                .collect(),
         }
     }
 

@@ -47,6 +47,29 @@ pub fn to_torchvision(mut state: StateDict) -> StateDict {
             "mapped timm names (pre_logits.fc1/fc2, head.fc) to torchvision's classifier".into(),
         );
     }
+    flatten_dense_classifier(state)
+}
+
+/// A dense-form state_dict (`vgg convert --dense`, paper §3.2) holds the classifier's
+/// linear layers as convolution weights `[O, C, k, k]`: read them as the `[O, C·k·k]`
+/// linear weights they are, so either form loads into either.
+fn flatten_dense_classifier(mut state: StateDict) -> StateDict {
+    let mut flattened = false;
+    for (key, tensor) in &mut state.tensors {
+        if key.starts_with("classifier.")
+            && key.ends_with(".weight")
+            && tensor.rank() == 4
+            && let Ok(flat) = tensor.flatten_from(1)
+        {
+            *tensor = flat;
+            flattened = true;
+        }
+    }
+    if flattened {
+        state
+            .notes
+            .push("read the dense form's convolution weights (classifier) as linear layers".into());
+    }
     state
 }
 

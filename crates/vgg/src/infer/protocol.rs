@@ -1,0 +1,214 @@
+//! The paper's evaluation protocols (Simonyan & Zisserman, §3.2 and Table 5): besides the
+//! single centre crop, *dense* evaluation (the fully convolutional network on the whole
+//! image, its class score map averaged over space, the mirrored image's posteriors averaged
+//! in) and *multi-crop* evaluation (a 5×5 grid of native-size crops and their mirrors), each
+//! over several test scales (the image's shorter side rescaled to each Q), posteriors
+//! averaged over scales; and both combined. `scripts/make_protocol_fixtures.py` is the
+//! PyTorch reference these are tested against.
+
+use candle_core::{D, Device, Tensor};
+use image::RgbImage;
+
+use crate::data::preprocess::{Preprocess, resize_shorter_side};
+use crate::error::{Error, Result};
+use crate::fast::FastVgg;
+use crate::model::{Mode, Vgg};
+
+/// How each image is evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// torchvision's: resize, one centre crop.
+    #[default]
+    Center,
+    /// The whole image at each scale through the dense network, plus its mirror image.
+    Dense,
+    /// Per scale a 5×5 grid of crops and their mirror images (50 views).
+    MultiCrop,
+    /// The mean of the dense and multi-crop posteriors (the paper's best, Table 5).
+    #[serde(rename = "dense+multi-crop")]
+    DenseMultiCrop,
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        match name {
+            "center" => Ok(Protocol::Center),
+            "dense" => Ok(Protocol::Dense),
+            "multi-crop" => Ok(Protocol::MultiCrop),
+            "dense+multi-crop" => Ok(Protocol::DenseMultiCrop),
+            other => Err(Error::BadArgument(format!(
+                "unknown protocol `{other}`; valid: center, dense, multi-crop, dense+multi-crop"
+            ))),
+        }
+    }
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Center => "center",
+            Protocol::Dense => "dense",
+            Protocol::MultiCrop => "multi-crop",
+            Protocol::DenseMultiCrop => "dense+multi-crop",
+        }
+    }
+
+    /// Whether it runs the dense network.
+    pub fn dense(self) -> bool {
+        matches!(self, Protocol::Dense | Protocol::DenseMultiCrop)
+    }
+
+    /// Whether it runs the grid of crops.
+    pub fn multi_crop(self) -> bool {
+        matches!(self, Protocol::MultiCrop | Protocol::DenseMultiCrop)
+    }
+}
+
+/// The paper's test scales (Table 5: Q ∈ {256, 384, 512}).
+pub const PAPER_SCALES: [usize; 3] = [256, 384, 512];
+
+/// Crops per side of the multi-crop grid.
+const GRID: usize = 5;
+
+/// Crops per scale (before mirroring).
+pub const GRID_CROPS: usize = GRID * GRID;
+
+/// A normalised CHW image of one size.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub height: usize,
+    pub width: usize,
+    pub data: Vec<f32>,
+}
+
+impl View {
+    /// The image with its shorter side resized to `q`, normalised.
+    pub fn of(image: &RgbImage, q: usize, preprocess: &Preprocess) -> Result<View> {
+        let resized = resize_shorter_side(image, q)?;
+        Ok(View {
+            height: resized.height() as usize,
+            width: resized.width() as usize,
+            data: preprocess.normalise(&resized),
+        })
+    }
+}
+
+/// The dense network: the reference model's dense form or a dense engine plan.
+pub enum DenseBackend {
+    Reference(Vgg),
+    Fast(FastVgg),
+}
+
+impl DenseBackend {
+    /// The class score map of `view` and of its mirror image, each averaged over space:
+    /// two rows of logits.
+    fn mean_scores(&mut self, view: &View) -> Result<Tensor> {
+        let x = super::stack(&[&view.data], view.height, view.width, false, &Device::Cpu)?;
+        let x = Tensor::cat(&[&x, &x.flip_last()?], 0)?;
+        let map = match self {
+            DenseBackend::Reference(model) => model.forward(&x, Mode::Eval)?,
+            DenseBackend::Fast(engine) => {
+                let (n, h, w) = (2, view.height, view.width);
+                let (scores, mh, mw) = engine.score_map(&x.flatten_all()?.to_vec1()?, h, w)?;
+                let classes = scores.len() / (n * mh * mw);
+                Tensor::from_vec(scores, (n, classes, mh, mw), &Device::Cpu)?
+            }
+        };
+        Ok(map.mean((2, 3))?)
+    }
+}
+
+/// Left-right mirroring of the last dimension.
+trait FlipLast {
+    fn flip_last(&self) -> Result<Tensor>;
+}
+
+impl FlipLast for Tensor {
+    fn flip_last(&self) -> Result<Tensor> {
+        let width = self.dim(D::Minus1)?;
+        let reversed: Vec<u32> = (0..width as u32).rev().collect();
+        let index = Tensor::from_vec(reversed, width, self.device())?;
+        Ok(self.index_select(&index, D::Minus1)?)
+    }
+}
+
+/// A protocol over test scales, with what it needs to run.
+pub struct ScaleProtocol {
+    pub protocol: Protocol,
+    /// Shorter-side sizes Q.
+    pub scales: Vec<usize>,
+    /// Side of the multi-crop crops: the network's native input size.
+    pub crop: usize,
+    /// The dense network, for the dense protocols.
+    pub dense: Option<DenseBackend>,
+}
+
+impl ScaleProtocol {
+    /// Checks the scales against the crop size (every view must hold a crop or a dense window).
+    pub fn validate(&self) -> Result<()> {
+        if self.scales.is_empty() {
+            return Err(Error::BadArgument(
+                "--scales needs at least one size, e.g. 256,384,512".into(),
+            ));
+        }
+        if let Some(&q) = self.scales.iter().find(|&&q| q < self.crop) {
+            return Err(Error::BadArgument(format!(
+                "--scales {q}: every scale must be at least the network's native size {} \
+                 (the {} protocol evaluates {0}×{0} windows)",
+                self.crop,
+                self.protocol.name()
+            )));
+        }
+        if self.protocol.dense() && self.dense.is_none() {
+            return Err(Error::BadArgument(
+                "the dense protocols need the dense network".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Mean dense posterior over the scales: per view, softmax of the spatially averaged
+    /// score map, averaged with the mirror image's.
+    pub fn dense_posterior(&mut self, views: &[View]) -> Result<Tensor> {
+        let dense = self
+            .dense
+            .as_mut()
+            .expect("validated: dense protocols have one");
+        let mut sum: Option<Tensor> = None;
+        for view in views {
+            let probs = candle_nn::ops::softmax(&dense.mean_scores(view)?, D::Minus1)?;
+            let probs = probs.mean(0)?;
+            sum = Some(match sum {
+                Some(s) => (s + probs)?,
+                None => probs,
+            });
+        }
+        Ok((sum.expect("validated: at least one scale") / views.len() as f64)?)
+    }
+}
+
+/// The crops of the multi-crop grid of a `height × width` view: offsets
+/// `⌊i·(H − S)/4⌋`, `⌊j·(W − S)/4⌋` for `i, j` in `0..5`, row by row.
+pub fn grid_crops(view: &View, crop: usize) -> Vec<Vec<f32>> {
+    let offsets =
+        |size: usize| -> Vec<usize> { (0..GRID).map(|i| i * (size - crop) / (GRID - 1)).collect() };
+    let (tops, lefts) = (offsets(view.height), offsets(view.width));
+    let plane = view.height * view.width;
+    let mut crops = Vec::with_capacity(GRID * GRID);
+    for &top in &tops {
+        for &left in &lefts {
+            let mut data = Vec::with_capacity(3 * crop * crop);
+            for channel in view.data.chunks_exact(plane) {
+                for y in top..top + crop {
+                    let row = y * view.width + left;
+                    data.extend_from_slice(&channel[row..row + crop]);
+                }
+            }
+            crops.push(data);
+        }
+    }
+    crops
+}
