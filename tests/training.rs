@@ -472,3 +472,93 @@ fn fine_tuning_reinitialises_the_last_layer_and_freezes_the_features() {
     let classes = vgg::weights::safetensors::class_names(&tuned.join("best.safetensors")).unwrap();
     assert_eq!(classes, ["colour0", "colour1", "colour2"]);
 }
+
+/// The paper's training options end to end: scale jittering and the colour shift train a
+/// shallow net; `--init-from` starts a deeper one from it with the matched layers equal to
+/// the source's and the others fresh.
+#[test]
+fn scale_jitter_colour_shift_and_init_from_a_shallower_net() {
+    let dir = Scratch::new("paper-training");
+    let folder = dir.join("colours");
+    image_folder(&folder);
+    let net = |cfg: &'static str| -> Vec<&'static str> {
+        let head = [
+            "--hidden",
+            "16",
+            "--pool",
+            "1",
+            "--num-classes",
+            "3",
+            "--batch-size",
+            "6",
+        ];
+        [
+            &[
+                "train", "--arch", "custom", "--cfg", cfg, "--crop", "16", "--epochs", "1",
+            ][..],
+            &head[..],
+        ]
+        .concat()
+    };
+    let (data, shallow) = (folder.to_str().unwrap(), dir.join("a"));
+    let mut args = net("8,M,16,M");
+    args.extend(["--data", data, "--out", shallow.to_str().unwrap()]);
+    args.extend(["--scale-jitter", "16,24", "--color-shift"]);
+    ok(&vgg(&args, &[]));
+    let source = shallow.join("best.safetensors");
+
+    let config = vgg::VggConfig::custom("8,8,M,16,16,M", false)
+        .unwrap()
+        .with_overrides(&vgg::ConfigOverrides {
+            num_classes: Some(3),
+            hidden: Some(16),
+            pool: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    let fresh = vgg::Vgg::new(config, 5, &Device::Cpu).unwrap();
+    let (deeper, copied) =
+        vgg::train::init_from::init_from(&fresh, &source, 4, 5, &Device::Cpu).unwrap();
+    let pairs: Vec<(&str, &str)> = copied
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("features.0", "features.0"),
+            ("features.3", "features.5"),
+            ("classifier.0", "classifier.0"),
+            ("classifier.3", "classifier.3"),
+            ("classifier.6", "classifier.6")
+        ]
+    );
+    let (from, before) = (tensors(&source), fresh.state_dict().unwrap());
+    let before: HashMap<String, Tensor> = before.into_iter().collect();
+    let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for (key, tensor) in deeper.state_dict().unwrap() {
+        let copied_from = copied.iter().find_map(|(a, b)| {
+            key.strip_prefix(&format!("{b}."))
+                .map(|name| format!("{a}.{name}"))
+        });
+        match copied_from {
+            Some(source_key) => assert_eq!(values(&tensor), values(&from[&source_key]), "{key}"),
+            None => assert_eq!(values(&tensor), values(&before[&key]), "{key} stays fresh"),
+        }
+    }
+
+    let deep = dir.join("d");
+    let mut args = net("8,8,M,16,16,M");
+    args.extend(["--data", data, "--out", deep.to_str().unwrap()]);
+    args.extend(["--init-from", source.to_str().unwrap(), "--scale", "20"]);
+    let output = vgg(&args, &[]);
+    ok(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("features.3→features.5"), "{stderr}");
+    let (mut args, refused) = (net("8,M,16,M"), dir.join("e"));
+    args.extend(["--data", data, "--out", refused.to_str().unwrap()]);
+    args.extend(["--scale-jitter", "8,24"]);
+    let output = vgg(&args, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("both at least the crop (16)"), "{stderr}");
+}

@@ -70,7 +70,7 @@ pub enum Command {
     /// Architecture diagram of one model or all eight (.svg or .png)
     Diagram(diagram::DiagramArgs),
     /// Train from scratch, fine-tune a checkpoint, or resume a run (CIFAR or ImageFolder)
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
 }
 
 /// How a command ended when it did not fail outright.

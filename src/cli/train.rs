@@ -11,6 +11,7 @@ use crate::cli::model::ModelFlags;
 use crate::cli::progress::Bar;
 use vgg::error::{Error, Result};
 use vgg::model::Vgg;
+use vgg::train::init_from::{PAPER_CONV_LAYERS, init_from};
 use vgg::train::request::{
     OptimizerKind as Optimizer, ScheduleKind as Schedule, TrainRequest, defaults,
 };
@@ -123,6 +124,22 @@ pub struct TrainArgs {
     /// No random horizontal flips (for digits, text, anything mirroring changes)
     #[arg(long)]
     pub no_flip: bool,
+    /// The paper's scale jittering: each image's shorter side resized to a random S in
+    /// [MIN, MAX], then a random --crop crop (e.g. 256,512 with 224 crops)
+    #[arg(long, value_name = "MIN,MAX", value_parser = scale_range, conflicts_with_all = ["resume", "scale"])]
+    pub scale_jitter: Option<(usize, usize)>,
+    /// The paper's fixed-scale training: shorter side resized to S, then a random crop
+    #[arg(long, value_name = "S", conflicts_with = "resume")]
+    pub scale: Option<usize>,
+    /// AlexNet's RGB colour shift along the training set's principal components, with σ
+    /// of the per-image coefficients (the paper's: 0.1)
+    #[arg(long, value_name = "SIGMA", num_args = 0..=1, default_missing_value = "0.1", conflicts_with = "resume")]
+    pub color_shift: Option<f64>,
+    /// Initialise from a trained shallower net, as the paper trains its deeper ones: its
+    /// first four convolutions (matched by stage) and its linear layers are copied, the
+    /// rest initialised fresh
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["resume", "weights"])]
+    pub init_from: Option<PathBuf>,
     #[command(flatten)]
     pub preprocess: PreprocessArgs,
 }
@@ -142,7 +159,11 @@ pub fn run(args: &TrainArgs) -> Result<String> {
             if let Ok(config) = args.source.source()?.config(None) {
                 vgg::train::trainer::check_run(&options, &config)?;
             }
-            Trainer::new(model(&args.source, &device)?, options, out, args.force)?
+            let mut model = model(&args.source, &device)?;
+            if let Some(path) = &args.init_from {
+                model = init_from_shallower(&model, path, args.source.seed, &device)?;
+            }
+            Trainer::new(model, options, out, args.force)?
         }
     };
     let (done, planned) = (
@@ -211,6 +232,8 @@ fn request(args: &TrainArgs, data: &Path) -> Result<TrainRequest> {
         preprocess: args.preprocess.preprocess()?,
         resize: args.preprocess.resize,
         crop: args.preprocess.crop,
+        scale: args.scale_jitter.or(args.scale.map(|s| (s, s))),
+        color_shift: args.color_shift,
         seed: args.source.seed,
         ..TrainRequest::new(data)
     })
@@ -228,4 +251,30 @@ fn model(flags: &ModelFlags, device: &Device) -> Result<Vgg> {
         );
     }
     Ok(start.model)
+}
+
+/// `--init-from`: the paper's initialisation of a deeper net from net A; says what it copied.
+fn init_from_shallower(model: &Vgg, path: &Path, seed: u64, device: &Device) -> Result<Vgg> {
+    let (model, copied) = init_from(model, path, PAPER_CONV_LAYERS, seed, device)?;
+    let pairs: Vec<String> = copied.iter().map(|(a, b)| format!("{a}→{b}")).collect();
+    eprintln!(
+        "initialised from {}: {} (the rest fresh)",
+        path.display(),
+        pairs.join(", ")
+    );
+    Ok(model)
+}
+
+/// `--scale-jitter MIN,MAX`.
+fn scale_range(text: &str) -> std::result::Result<(usize, usize), String> {
+    let sizes: Vec<usize> = text
+        .split(',')
+        .map(|s| s.trim().parse().ok().filter(|&s: &usize| s > 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("expected two sizes like 256,512, got `{text}`"))?;
+    match sizes[..] {
+        [min, max] if min <= max => Ok((min, max)),
+        [min, max] => Err(format!("the smaller size comes first: {max},{min}")),
+        _ => Err(format!("expected two sizes like 256,512, got `{text}`")),
+    }
 }

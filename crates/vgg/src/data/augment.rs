@@ -1,6 +1,6 @@
 //! Training-time augmentation, as torchvision's transforms: `RandomResizedCrop` +
 //! `RandomHorizontalFlip` for ImageNet-style photos, `RandomCrop(padding=4)` + flip for
-//! 32×32 data (the CIFAR recipe). Each image draws from its own generator, seeded from the
+//! 32×32 data (the CIFAR recipe), and the VGG paper's scale jittering (§3.1). Each image draws from its own generator, seeded from the
 //! run's seed, the epoch and its position, so results do not depend on thread scheduling
 //! and a resumed run sees the same crops as an uninterrupted one.
 
@@ -21,6 +21,10 @@ pub enum Augment {
     /// Fit to `size × size` (resize the shorter side, center crop), zero-pad by `padding`,
     /// take a random `size × size` window, then a random horizontal flip when `flip`.
     PadCrop { padding: u32, flip: bool },
+    /// The VGG paper's training scales (§3.1): the shorter side resized to a random `S` in
+    /// `min..=max` (fixed-scale training when they are equal), a random `size × size` crop,
+    /// then a random horizontal flip when `flip`.
+    ScaleCrop { min: usize, max: usize, flip: bool },
     /// The evaluation transform: resize and center crop, no randomness.
     None,
 }
@@ -66,6 +70,16 @@ impl Augment {
             Augment::PadCrop { padding, flip } => {
                 let fitted = center_crop(&resize_shorter_side(image, size)?, size);
                 (pad_crop(&fitted, padding, rng), flip)
+            }
+            Augment::ScaleCrop { min, max, flip } => {
+                let scale = rng.random_range(min..=max);
+                let resized = resize_shorter_side(image, scale)?;
+                let (left, top) = random_window(resized.width(), resized.height(), size, rng);
+                let side = size as u32;
+                (
+                    imageops::crop_imm(&resized, left, top, side, side).to_image(),
+                    flip,
+                )
             }
             Augment::None => return preprocess.apply(image),
         };
@@ -119,6 +133,15 @@ fn resized_crop_box(
         (width, height)
     };
     ((width - w) / 2, (height - h) / 2, w, h)
+}
+
+/// The top-left corner of a uniformly random `size × size` window of a `width × height`
+/// image that holds one (the scales are at least the crop, so the resized image does).
+fn random_window(width: u32, height: u32, size: usize, rng: &mut StdRng) -> (u32, u32) {
+    let size = size as u32;
+    let left = rng.random_range(0..=width.saturating_sub(size));
+    let top = rng.random_range(0..=height.saturating_sub(size));
+    (left, top)
 }
 
 /// A random `W × H` window of the image zero-padded by `padding` on every side.
@@ -179,6 +202,46 @@ mod tests {
             shifts.insert((dx, dy));
         }
         assert_eq!(shifts.len(), 81, "every shift in [-4, 4]² occurs");
+    }
+
+    /// Each jittered scale lies in the range, every scale occurs, and the crop is a window
+    /// of the image resized to it (a vertical gradient shows which rows it came from).
+    #[test]
+    fn scale_jitter_draws_every_scale_in_range() {
+        let image = RgbImage::from_fn(40, 30, |_, y| image::Rgb([(y * 8) as u8, 0, 0]));
+        let preprocess = Preprocess {
+            crop: 16,
+            resize: 16,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            ..Preprocess::imagenet()
+        };
+        let augment = Augment::ScaleCrop {
+            min: 16,
+            max: 24,
+            flip: false,
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..400 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let scale = StdRng::seed_from_u64(seed).random_range(16..=24usize);
+            seen.insert(scale);
+            let tensor = augment.apply(&image, &preprocess, &mut rng).unwrap();
+            assert_eq!(tensor.len(), 3 * 16 * 16);
+            let resized = resize_shorter_side(&image, scale).unwrap();
+            let red = |t: &[f32], y: usize| t[y * 16];
+            let top = (0..=resized.height() - 16).find(|&top| {
+                (0..16).all(|y| {
+                    let want = f32::from(resized.get_pixel(0, top + y as u32)[0]) / 255.0;
+                    (red(&tensor, y) - want).abs() < 1e-6
+                })
+            });
+            assert!(
+                top.is_some(),
+                "seed {seed}: the crop is a window of the {scale}-scaled image"
+            );
+        }
+        assert_eq!(seen, (16..=24).collect(), "every scale in the range occurs");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod augment;
 pub mod cifar;
+pub mod color;
 pub mod image;
 pub mod imagefolder;
 pub mod jpeg;

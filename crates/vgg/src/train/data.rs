@@ -14,6 +14,7 @@ use rayon::prelude::*;
 
 use crate::data::augment::{Augment, image_rng};
 use crate::data::cifar;
+use crate::data::color::{ColorPca, PixelMoments, add_shift};
 use crate::data::imagefolder::ImageFolder;
 use crate::data::preprocess::Preprocess;
 use crate::error::{Error, Result};
@@ -194,9 +195,39 @@ impl Batch {
     }
 }
 
+/// The colour shift of a run: the training set's components and the σ of the coefficients.
+#[derive(Debug, Clone)]
+pub struct ColorShift {
+    pub pca: ColorPca,
+    pub sigma: f64,
+}
+
+/// Images the colour statistics are computed from: evenly spaced through the split, so a
+/// large dataset costs one bounded pass (AlexNet used all of ImageNet; a sample estimates
+/// a 3×3 covariance just as well).
+pub const COLOR_SAMPLE: usize = 2000;
+
+/// The principal components of the RGB pixel values of (a sample of) `split`'s images,
+/// as decoded (before resizing).
+pub fn color_pca(split: &Split, preprocess: &Preprocess) -> Result<ColorPca> {
+    let step = split.len().div_ceil(COLOR_SAMPLE).max(1);
+    let indices: Vec<usize> = (0..split.len()).step_by(step).collect();
+    let moments = indices
+        .par_iter()
+        .filter_map(|&i| split.image(i, preprocess).ok())
+        .fold(PixelMoments::default, |mut m, image| {
+            m.add(&image);
+            m
+        })
+        .reduce(PixelMoments::default, PixelMoments::merge);
+    Ok(ColorPca::from_covariance(moments.covariance()?))
+}
+
 /// How one epoch reads a split.
 pub struct EpochPlan {
     pub augment: Augment,
+    /// The colour shift, drawn per image after the augmentation.
+    pub color: Option<Arc<ColorShift>>,
     pub preprocess: Preprocess,
     pub batch_size: usize,
     pub seed: u64,
@@ -248,7 +279,14 @@ fn prepare(split: &Split, chunk: &[usize], start: usize, plan: &EpochPlan) -> Ba
             let mut rng = image_rng(plan.seed, plan.epoch, start + offset);
             let tensor = split
                 .image(index, &plan.preprocess)
-                .and_then(|image| plan.augment.apply(&image, &plan.preprocess, &mut rng));
+                .and_then(|image| plan.augment.apply(&image, &plan.preprocess, &mut rng))
+                .map(|mut tensor| {
+                    if let Some(color) = &plan.color {
+                        let shift = color.pca.draw_shift(color.sigma, &mut rng);
+                        add_shift(&mut tensor, shift, plan.preprocess.std);
+                    }
+                    tensor
+                });
             (index, tensor)
         })
         .collect();

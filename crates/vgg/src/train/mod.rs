@@ -6,6 +6,7 @@ pub mod checkpoint;
 mod curves;
 pub mod data;
 mod fused;
+pub mod init_from;
 pub mod loss;
 pub mod memory;
 pub mod metrics;

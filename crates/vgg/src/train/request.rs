@@ -81,6 +81,10 @@ pub struct TrainRequest {
     pub preprocess: Preprocess,
     pub resize: Option<usize>,
     pub crop: Option<usize>,
+    /// The paper's scale jittering `(S_min, S_max)`; equal for fixed-scale training.
+    pub scale: Option<(usize, usize)>,
+    /// σ of AlexNet's RGB colour shift (0.1 in the paper), or none.
+    pub color_shift: Option<f64>,
     pub seed: u64,
 }
 
@@ -113,6 +117,8 @@ impl TrainRequest {
             preprocess: Preprocess::imagenet(),
             resize: None,
             crop: None,
+            scale: None,
+            color_shift: None,
             seed: 0,
         }
     }
@@ -140,6 +146,8 @@ impl TrainRequest {
             augment: self.augment.clone(),
             flip: self.flip,
             preprocess: self.training_preprocess()?,
+            scale: self.scale,
+            color_shift: self.color_shift,
         })
     }
 

@@ -21,7 +21,7 @@ use crate::model::layers::Container;
 use crate::model::{Mode, Vgg};
 use crate::progress::Progress;
 use crate::train::checkpoint::{self, RunState};
-use crate::train::data::{self, Batch, EpochPlan, Split};
+use crate::train::data::{self, Batch, ColorShift, EpochPlan, Split};
 use crate::train::loss::{clip_grad_norm, cross_entropy, top_k_hits};
 use crate::train::metrics::{self, EpochMetrics};
 use crate::train::optim::{AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig};
@@ -65,6 +65,15 @@ pub struct TrainOptions {
     /// Random horizontal flips (off for digits, text…).
     pub flip: bool,
     pub preprocess: Preprocess,
+    /// The paper's scale jittering `(S_min, S_max)` (§3.1): each training image's shorter
+    /// side resized to a random S in the range (fixed-scale training when equal), then a
+    /// random crop. Replaces `augment`.
+    #[serde(default)]
+    pub scale: Option<(usize, usize)>,
+    /// AlexNet's RGB colour shift along the training set's principal components, with
+    /// this σ for the per-image coefficients (the paper's and AlexNet's: 0.1).
+    #[serde(default)]
+    pub color_shift: Option<f64>,
 }
 
 impl TrainOptions {
@@ -85,7 +94,34 @@ impl TrainOptions {
         if self.freeze == Some(Container::Avgpool) {
             return bad("--freeze takes features or classifier");
         }
-        Augment::parse(&self.augment, self.preprocess.crop, self.flip).map(|_| ())
+        if self
+            .color_shift
+            .is_some_and(|s| !(s.is_finite() && s >= 0.0))
+        {
+            return bad("--color-shift must be a non-negative number, e.g. 0.1");
+        }
+        self.augmentation().map(|_| ())
+    }
+
+    /// How training images are augmented: scale jittering when `scale` is set, else `augment`.
+    fn augmentation(&self) -> Result<Augment> {
+        let crop = self.preprocess.crop;
+        match self.scale {
+            Some((min, max)) if min > max || min < crop => Err(Error::BadArgument(format!(
+                "--scale-jitter {min},{max}: expected S_min ≤ S_max, both at least the crop \
+                 ({crop}), e.g. 256,512 for 224 crops"
+            ))),
+            Some(_) if self.augment != "auto" => Err(Error::BadArgument(format!(
+                "--scale / --scale-jitter choose the augmentation; drop --augment {}",
+                self.augment
+            ))),
+            Some((min, max)) => Ok(Augment::ScaleCrop {
+                min,
+                max,
+                flip: self.flip,
+            }),
+            None => Augment::parse(&self.augment, crop, self.flip),
+        }
     }
 }
 
@@ -98,6 +134,8 @@ pub struct Trainer {
     train: Arc<Split>,
     val: Arc<Split>,
     augment: Augment,
+    /// The training set's colour components and σ, for the colour shift.
+    color: Option<Arc<ColorShift>>,
     out: PathBuf,
 }
 
@@ -219,8 +257,16 @@ impl Trainer {
         let optimizer =
             build_optimizer(options, trainable.iter().map(|(_, v)| v.clone()).collect());
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, "cannot create", e))?;
+        let color = match options.color_shift {
+            Some(sigma) => Some(Arc::new(ColorShift {
+                pca: data::color_pca(&train, &options.preprocess)?,
+                sigma,
+            })),
+            None => None,
+        };
         Ok(Trainer {
-            augment: Augment::parse(&options.augment, options.preprocess.crop, options.flip)?,
+            augment: options.augmentation()?,
+            color,
             model,
             optimizer,
             trainable,
@@ -313,6 +359,7 @@ impl Trainer {
             .reseed_dropout(image_rng(options.seed, epoch, data::DROPOUT_STREAM).random());
         let plan = EpochPlan {
             augment: self.augment,
+            color: self.color.clone(),
             preprocess: options.preprocess.clone(),
             batch_size: options.batch_size,
             seed: options.seed,
@@ -391,6 +438,7 @@ impl Trainer {
         let options = &self.run.options;
         let plan = EpochPlan {
             augment: Augment::None,
+            color: None,
             preprocess: options.preprocess.clone(),
             batch_size: options.batch_size,
             seed: options.seed,
