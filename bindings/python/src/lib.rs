@@ -15,7 +15,7 @@ use pyo3::types::{PyList, PyString};
 use vgg::data::RgbImage;
 use vgg::data::preprocess::Preprocess;
 use vgg::model::config::parse_cfg;
-use vgg::model::layers::Container;
+use vgg::model::layers::{Container, Form};
 use vgg::summary::{Style, Summary, compare, render};
 use vgg::{Arch, VggConfig};
 
@@ -59,7 +59,8 @@ fn config_from(source: &Bound<'_, PyAny>) -> PyResult<VggConfig> {
 
 /// torchsummary's (or torchinfo's) table and the summary as JSON.
 #[pyfunction]
-#[pyo3(signature = (source, input_size, batch_size=-1, format="torchsummary", columns=None, depth=3, frozen=Vec::new()))]
+#[pyo3(signature = (source, input_size, batch_size=-1, format="torchsummary", columns=None, depth=3, frozen=Vec::new(), dense=false))]
+#[allow(clippy::too_many_arguments)]
 fn summary_tables(
     source: &Bound<'_, PyAny>,
     input_size: [usize; 3],
@@ -68,6 +69,7 @@ fn summary_tables(
     columns: Option<Vec<String>>,
     depth: usize,
     frozen: Vec<String>,
+    dense: bool,
 ) -> PyResult<(String, String)> {
     let config = config_from(source)?;
     // An arch name or a config without channels takes the input's (as the CLI does); a
@@ -90,7 +92,8 @@ fn summary_tables(
     };
     let frozen: Vec<Container> = check(frozen.iter().map(|part| part.parse()).collect())?;
     let style = check(Style::parse(format, batch_size, columns.as_deref(), depth))?;
-    let summary = check(Summary::new(&config, batch, input_size, &frozen))?;
+    let form = if dense { Form::Dense } else { Form::Standard };
+    let summary = check(Summary::of_form(&config, form, batch, input_size, &frozen))?;
     Ok((render(&summary, &style), render(&summary, &Style::Json)))
 }
 

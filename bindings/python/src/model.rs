@@ -13,7 +13,8 @@ use vgg::data::preprocess::Preprocess;
 use vgg::engine::PlanOptions;
 use vgg::fast::FastVgg;
 use vgg::infer::classify::classify_images;
-use vgg::infer::{Backend, Classifier};
+use vgg::infer::protocol::{PAPER_SCALES, Protocol, scale_classifier};
+use vgg::infer::{Backend, Classifier, Engine};
 use vgg::weights::StateDict;
 use vgg::weights::load::{LoadReport, load_into};
 use vgg::{ArchChoice, ConfigOverrides, Mode, ModelSource, Vgg, VggConfig};
@@ -217,7 +218,10 @@ impl Model {
 
     /// The `topk` most probable classes of each image (a path, or HxWx3 uint8 RGB array),
     /// preprocessed as torchvision does: `[(index, name, probability), …]` per image.
-    #[pyo3(signature = (images, topk=5, resize=256, crop=224, mean=None, std=None, batch_size=8))]
+    /// `protocol`: "center" (resize, crop), or the paper's "dense", "multi-crop" or
+    /// "dense+multi-crop" over `scales` (default 256, 384, 512).
+    #[pyo3(signature = (images, topk=5, resize=256, crop=224, mean=None, std=None, batch_size=8,
+                        protocol="center", scales=None))]
     #[allow(clippy::too_many_arguments)]
     fn classify(
         &self,
@@ -229,7 +233,16 @@ impl Model {
         mean: Option<[f32; 3]>,
         std: Option<[f32; 3]>,
         batch_size: usize,
+        protocol: &str,
+        scales: Option<Vec<usize>>,
     ) -> PyResult<Vec<Vec<(usize, String, f32)>>> {
+        let protocol: Protocol = protocol.parse().map_err(crate::errors::to_py)?;
+        if protocol == Protocol::Center && scales.is_some() {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "scales go with protocol 'dense', 'multi-crop' or 'dense+multi-crop'",
+            ));
+        }
+        let scales = scales.unwrap_or_else(|| PAPER_SCALES.to_vec());
         if batch_size == 0 || topk == 0 {
             return Err(pyo3::exceptions::PyValueError::new_err(
                 "batch_size and topk must be at least 1",
@@ -241,7 +254,15 @@ impl Model {
         let batch = batch_size.min(decoded.len()).max(1);
         let shape = [batch, self.config().in_channels(), crop, crop];
         let predictions = py
-            .detach(|| self.classify_decoded(&decoded, &preprocess, shape, topk))
+            .detach(|| match protocol {
+                Protocol::Center => self.classify_decoded(&decoded, &preprocess, shape, topk),
+                _ => {
+                    let model = self.model();
+                    let mut classifier =
+                        scale_classifier(&model, Engine::Fast, batch, protocol, &scales)?;
+                    classify_images(&mut classifier, &decoded, &preprocess, batch, topk)
+                }
+            })
             .map_err(crate::errors::to_py)?;
         Ok(predictions
             .into_iter()

@@ -1,11 +1,13 @@
 """Images and pictures: preprocessing equal to torchvision's, classification with class
 names, the variants side by side, diagrams and dissections."""
 
+import io
+
 import numpy as np
 import pytest
 
 import vgg
-from conftest import fixture
+from conftest import assert_close, fixture, read_safetensors
 
 
 def test_preprocess_equals_torchvision():
@@ -56,3 +58,43 @@ def test_dissect_report_renders_and_saves(tiny_bn, tmp_path):
     assert report.top[0][0].startswith("class ")
     report.save(tmp_path / "out")
     assert (tmp_path / "out" / "index.html").exists()
+
+
+@pytest.mark.parametrize("protocol", ["center", "dense", "multi-crop", "dense+multi-crop"])
+def test_protocols_match_pytorch(protocol):
+    """The paper's evaluation protocols, against scripts/make_protocol_fixtures.py's PyTorch
+    reference (the fixture network with its last layer sharpened, as the reference does)."""
+    import json
+
+    reference = json.loads(fixture("protocols/reference.json").read_text())
+    state = read_safetensors(fixture("forward/tiny_bn.safetensors"))
+    for key in ("classifier.6.weight", "classifier.6.bias"):
+        state[key] = state[key] * np.float32(reference["sharpen"])
+    model = vgg.models.custom(
+        [8, "M", 16, "M", 16, 16, "M", 32, "M", 32, "M"], batch_norm=True, hidden=32, num_classes=10
+    )
+    model.load_state_dict(state)
+    images = [str(fixture(f"images/{name}")) for name in reference["images"]]
+    scales = None if protocol == "center" else reference["scales"]
+    results = model.classify(images, topk=10, protocol=protocol, scales=scales)
+    for got, want in zip(results, reference["models"]["tiny_bn"][protocol]):
+        probs = np.zeros(10)
+        for index, _, prob in got:
+            probs[index] = prob
+        assert_close(probs, want, 1e-5, 0.0, protocol)
+
+
+def test_protocol_arguments_are_checked(tiny_bn):
+    image = [str(fixture("images/landscape.jpg"))]
+    with pytest.raises(ValueError, match="valid: center, dense"):
+        tiny_bn.classify(image, protocol="ten-crop")
+    with pytest.raises(ValueError, match="scales go with"):
+        tiny_bn.classify(image, scales=[256])
+    with pytest.raises(ValueError, match="at least the network's native size 224"):
+        tiny_bn.classify(image, protocol="dense", scales=[200])
+
+
+def test_dense_summary_matches_the_cli():
+    table = vgg.summary("vgg16", (3, 384, 384), dense=True, file=io.StringIO())
+    want = fixture("summary/torchsummary_vgg16_dense_input_3x384x384.txt").read_text()
+    assert table.text == want

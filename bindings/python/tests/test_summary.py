@@ -24,7 +24,7 @@ def call_for(args):
     flags = {}
     i = 0
     while i < len(rest):
-        if rest[i] in ("--batch-norm",):
+        if rest[i] in ("--batch-norm", "--dense"):
             flags[rest[i]] = True
             i += 1
         else:
@@ -52,6 +52,8 @@ def call_for(args):
         kwargs["depth"] = int(flags["--depth"][0])
     if "--freeze" in flags:
         kwargs["frozen"] = flags["--freeze"]
+    if "--dense" in flags:
+        kwargs["dense"] = True
     source = arch if set(config) == {"cfg", "batch_norm"} and arch != "custom" else config
     return source, tuple(shape), kwargs
 

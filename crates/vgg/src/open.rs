@@ -12,7 +12,7 @@ use crate::data::preprocess::Preprocess;
 use crate::engine::PlanOptions;
 use crate::error::{Error, Result};
 use crate::fast::FastVgg;
-use crate::infer::protocol::{DenseBackend, GRID_CROPS, Protocol, ScaleProtocol};
+use crate::infer::protocol::{Protocol, scale_classifier};
 use crate::infer::{Backend, Classifier, Engine};
 use crate::model::Vgg;
 use crate::model::config::{Arch, ConfigOverrides, VggConfig};
@@ -261,54 +261,7 @@ impl ModelSource {
             )));
         }
         let (model, _) = self.open(&Device::Cpu)?;
-        let native = model.config().native_input_size();
-        let mut scales = ScaleProtocol {
-            protocol,
-            scales: scales.to_vec(),
-            crop: native,
-            dense: None,
-        };
-        if protocol.dense() {
-            scales.dense = Some(self.dense_backend(&model, engine)?);
-        }
-        scales.validate()?;
-        let size = [native, native];
-        let backend = match (engine, protocol.multi_crop()) {
-            (Engine::Fast, true) => Backend::Fast(FastVgg::from_model(
-                &model,
-                [
-                    batch.clamp(1, GRID_CROPS),
-                    model.config().in_channels(),
-                    size[0],
-                    size[1],
-                ],
-                PlanOptions::default(),
-            )?),
-            _ => Backend::Reference(model),
-        };
-        Ok(Classifier {
-            backend,
-            tta_flip: false,
-            scales: Some(scales),
-        })
-    }
-
-    /// The dense network (paper §3.2) of `model`: the engine's dense plan, compiled for an
-    /// image and its mirror image at the native size (it follows each image's size), or the
-    /// reference model's dense form.
-    fn dense_backend(&self, model: &Vgg, engine: Engine) -> Result<DenseBackend> {
-        Ok(match engine {
-            Engine::Fast => {
-                let native = model.config().native_input_size();
-                let input = [2, model.config().in_channels(), native, native];
-                let options = PlanOptions {
-                    dense: true,
-                    ..PlanOptions::default()
-                };
-                DenseBackend::Fast(FastVgg::from_model(model, input, options)?)
-            }
-            Engine::Reference => DenseBackend::Reference(model.dense()?),
-        })
+        scale_classifier(&model, engine, batch, protocol, scales)
     }
 
     /// A model to fine-tune: the checkpoint's weights where they fit; when the class count

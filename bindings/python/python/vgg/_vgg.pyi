@@ -55,8 +55,12 @@ class Model:
         mean: Optional[Tuple[float, float, float]] = None,
         std: Optional[Tuple[float, float, float]] = None,
         batch_size: int = 8,
+        protocol: str = "center",
+        scales: Optional[List[int]] = None,
     ) -> List[List[Tuple[int, str, float]]]:
-        """The ``topk`` classes of each image (paths, PIL images, HxWx3 uint8 arrays)."""
+        """The ``topk`` classes of each image (paths, PIL images, HxWx3 uint8 arrays);
+        ``protocol`` "center", or the paper's "dense", "multi-crop", "dense+multi-crop"
+        over ``scales`` (default [256, 384, 512])."""
 
 class Dissection:
     def html(self) -> str: ...
@@ -72,6 +76,7 @@ def summary_tables(
     columns: Optional[List[str]] = None,
     depth: int = 3,
     frozen: List[str] = ...,
+    dense: bool = False,
 ) -> Tuple[str, str]: ...
 def compare_json(input_size: Tuple[int, int, int]) -> str: ...
 def diagram_svg(sources: List[Any], input_size: Tuple[int, int, int]) -> str: ...

@@ -22,6 +22,7 @@ def summary(
     columns: Optional[Sequence[str]] = None,
     depth: int = 3,
     frozen: Sequence[str] = (),
+    dense: bool = False,
     file=None,
 ) -> Summary:
     """Prints the model's layer table exactly as ``torchsummary.summary`` does (or, with
@@ -40,6 +41,8 @@ def summary(
             ``params_percent``, ``kernel_size``, ``mult_adds``, ``trainable``).
         depth: torchinfo's ``depth``.
         frozen: parts whose parameters count as non-trainable (``features``, ``classifier``).
+        dense: summarise the paper's dense (fully convolutional) form: fc6 as a pool×pool
+            convolution, fc7 and fc8 as 1×1 ones; the input must be at least the native size.
         file: where to print (default ``sys.stdout``).
     """
     del device
@@ -50,7 +53,7 @@ def summary(
         raise ValueError(f"input_size must be (C, H, W), got {input_size!r}")
     source = _source(model)
     text, data = _vgg.summary_tables(
-        source, size, batch_size, format, None if columns is None else list(columns), depth, list(frozen)
+        source, size, batch_size, format, None if columns is None else list(columns), depth, list(frozen), dense
     )
     (file or sys.stdout).write(text)
     return Summary(text, json.loads(data))

@@ -10,8 +10,10 @@ use candle_core::{D, Device, Tensor};
 use image::RgbImage;
 
 use crate::data::preprocess::{Preprocess, resize_shorter_side};
+use crate::engine::PlanOptions;
 use crate::error::{Error, Result};
 use crate::fast::FastVgg;
+use crate::infer::{Backend, Classifier, Engine};
 use crate::model::{Mode, Vgg};
 
 /// How each image is evaluated.
@@ -211,4 +213,62 @@ pub fn grid_crops(view: &View, crop: usize) -> Vec<Vec<f32>> {
         }
     }
     crops
+}
+
+/// A classifier that evaluates each image of `model` with a scale `protocol` (not
+/// `center`) at the test `scales`, on `engine`; multi-crop runs up to `batch` crops at once.
+pub fn scale_classifier(
+    model: &Vgg,
+    engine: Engine,
+    batch: usize,
+    protocol: Protocol,
+    scales: &[usize],
+) -> Result<Classifier> {
+    let config = model.config();
+    let native = config.native_input_size();
+    let mut scales = ScaleProtocol {
+        protocol,
+        scales: scales.to_vec(),
+        crop: native,
+        dense: None,
+    };
+    if protocol.dense() {
+        scales.dense = Some(dense_backend(model, engine)?);
+    }
+    scales.validate()?;
+    let crops = [
+        batch.clamp(1, GRID_CROPS),
+        config.in_channels(),
+        native,
+        native,
+    ];
+    let backend = match (engine, protocol.multi_crop()) {
+        (Engine::Fast, true) => {
+            Backend::Fast(FastVgg::from_model(model, crops, PlanOptions::default())?)
+        }
+        _ => Backend::Reference(model.share()),
+    };
+    Ok(Classifier {
+        backend,
+        tta_flip: false,
+        scales: Some(scales),
+    })
+}
+
+/// The dense network (paper §3.2) of `model`: the engine's dense plan, compiled for an
+/// image and its mirror image at the native size (it follows each image's size), or the
+/// reference model's dense form.
+fn dense_backend(model: &Vgg, engine: Engine) -> Result<DenseBackend> {
+    Ok(match engine {
+        Engine::Fast => {
+            let native = model.config().native_input_size();
+            let input = [2, model.config().in_channels(), native, native];
+            let options = PlanOptions {
+                dense: true,
+                ..PlanOptions::default()
+            };
+            DenseBackend::Fast(FastVgg::from_model(model, input, options)?)
+        }
+        Engine::Reference => DenseBackend::Reference(model.dense()?),
+    })
 }

@@ -200,6 +200,19 @@ impl Vgg {
         })
     }
 
+    /// A second handle to the same network: its tensors are shared, not copied (a change
+    /// through one is seen by the other); the dropout generator is its own.
+    pub fn share(&self) -> Vgg {
+        Vgg {
+            config: self.config.clone(),
+            form: self.form,
+            layers: self.layers.clone(),
+            modules: self.modules.iter().map(Module::share).collect(),
+            device: self.device.clone(),
+            dropout_rng: Mutex::new(StdRng::seed_from_u64(0)),
+        }
+    }
+
     pub fn form(&self) -> Form {
         self.form
     }
