@@ -6,7 +6,10 @@
 use rayon::prelude::*;
 
 use super::gemm::{Mat, matmul_on};
+use super::pool::fold_into_linear;
 use super::simd::{self, DotRows, Isa};
+use super::tensor::Shape;
+use super::{EngineError, Linear};
 
 /// Weight rows per parallel task.
 const ROWS_PER_TASK: usize = 32;
@@ -91,4 +94,46 @@ impl Fc {
             }
         }
     }
+}
+
+/// Builds the FC layers; the first one is rewritten to read the NHWC feature
+/// map (and absorb the adaptive pool when `fold` applies). Returns whether it did.
+pub(crate) fn compile(
+    classifier: Vec<Linear>,
+    feat: Shape,
+    o: usize,
+    fold: bool,
+) -> Result<(Vec<Fc>, bool), EngineError> {
+    if classifier.is_empty() {
+        return Err(EngineError::InvalidSpec("empty classifier".into()));
+    }
+    let folded = fold && feat.h * feat.w <= o * o;
+    let mut fcs = Vec::new();
+    let mut inp = feat.c * o * o;
+    for (i, l) in classifier.into_iter().enumerate() {
+        if l.in_features != inp
+            || l.weight.len() != l.in_features * l.out_features
+            || l.bias.len() != l.out_features
+        {
+            return Err(EngineError::InvalidSpec(format!(
+                "linear {i}: expected {inp} inputs and matching weight/bias sizes"
+            )));
+        }
+        let (w, fin) = if i == 0 {
+            let src = if folded {
+                feat
+            } else {
+                Shape { h: o, w: o, ..feat }
+            };
+            (
+                fold_into_linear(l.weight, l.out_features, feat.c, o, src),
+                src.h * src.w * src.cp,
+            )
+        } else {
+            (l.weight, l.in_features)
+        };
+        fcs.push(Fc::new(fin, l.out_features, w, l.bias, l.relu));
+        inp = l.out_features;
+    }
+    Ok((fcs, folded))
 }

@@ -3,8 +3,7 @@
 //! NHWC, so the `k` pixels of one window row are contiguous: gathering a window is `k`
 //! slice copies, and all windows of the batch then go through each layer as one GEMM.
 
-use super::classifier::Fc;
-use super::pool::fold_into_linear;
+use super::classifier::{Fc, compile};
 use super::simd::Isa;
 use super::tensor::Shape;
 use super::{EngineError, Linear};
@@ -29,30 +28,8 @@ impl DenseHead {
         feat: Shape,
         kernel: usize,
     ) -> Result<DenseHead, EngineError> {
-        let mut fcs = Vec::new();
-        let mut inp = feat.c * kernel * kernel;
-        for (i, l) in classifier.into_iter().enumerate() {
-            if l.in_features != inp
-                || l.weight.len() != l.in_features * l.out_features
-                || l.bias.len() != l.out_features
-            {
-                return Err(EngineError::InvalidSpec(format!(
-                    "dense layer {i}: expected {inp} inputs and matching weight/bias sizes"
-                )));
-            }
-            let (w, fin) = if i == 0 {
-                let window = Shape::new(1, kernel, kernel, feat.c);
-                let w = fold_into_linear(l.weight, l.out_features, feat.c, kernel, window);
-                (w, window.len())
-            } else {
-                (l.weight, l.in_features)
-            };
-            fcs.push(Fc::new(fin, l.out_features, w, l.bias, l.relu));
-            inp = l.out_features;
-        }
-        if fcs.is_empty() {
-            return Err(EngineError::InvalidSpec("empty classifier".into()));
-        }
+        // fc6 reads a window as the standard head reads an unfolded `kernel×kernel` map.
+        let (fcs, _) = compile(classifier, feat, kernel, false)?;
         Ok(DenseHead {
             kernel,
             fcs,

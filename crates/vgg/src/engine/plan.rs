@@ -1,6 +1,6 @@
 //! Plan compilation (algorithm choice, weight packing, buffer sizing) and execution.
 
-use super::classifier::Fc;
+use super::classifier::{self, Fc};
 use super::dense::DenseHead;
 use super::im2col::Im2colConv;
 use super::pool;
@@ -146,7 +146,8 @@ impl Plan {
             }
             Head::Dense(head)
         } else {
-            let (fcs, folded) = build_classifier(spec.classifier, feat, spec.pool, opts.fold_pool)?;
+            let (fcs, folded) =
+                classifier::compile(spec.classifier, feat, spec.pool, opts.fold_pool)?;
             Head::Classifier {
                 pool: spec.pool,
                 folded,
@@ -549,46 +550,4 @@ fn build_stages(
         }
     }
     Ok(stages)
-}
-
-/// Builds the FC layers; the first one is rewritten to read the NHWC feature
-/// map (and absorb the adaptive pool when `fold` applies). Returns whether it did.
-fn build_classifier(
-    classifier: Vec<super::Linear>,
-    feat: Shape,
-    o: usize,
-    fold: bool,
-) -> Result<(Vec<Fc>, bool), EngineError> {
-    if classifier.is_empty() {
-        return Err(invalid("empty classifier".into()));
-    }
-    let folded = fold && feat.h * feat.w <= o * o;
-    let mut fcs = Vec::new();
-    let mut inp = feat.c * o * o;
-    for (i, l) in classifier.into_iter().enumerate() {
-        if l.in_features != inp
-            || l.weight.len() != l.in_features * l.out_features
-            || l.bias.len() != l.out_features
-        {
-            return Err(invalid(format!(
-                "linear {i}: expected {inp} inputs and matching weight/bias sizes"
-            )));
-        }
-        let (w, fin) = if i == 0 {
-            let src = if folded {
-                feat
-            } else {
-                Shape { h: o, w: o, ..feat }
-            };
-            (
-                pool::fold_into_linear(l.weight, l.out_features, feat.c, o, src),
-                src.h * src.w * src.cp,
-            )
-        } else {
-            (l.weight, l.in_features)
-        };
-        fcs.push(Fc::new(fin, l.out_features, w, l.bias, l.relu));
-        inp = l.out_features;
-    }
-    Ok((fcs, folded))
 }
