@@ -482,7 +482,7 @@ fn huge_requests_are_refused_before_allocating() {
     }
     refused_cheaply(
         &train,
-        &["--batch-size 1000000000 with --crop 224", "would need"],
+        &["--batch-size 1000000000 with --crop 36", "would need"],
     );
     assert!(!out.exists() && !run.exists(), "nothing written");
 }

@@ -562,3 +562,156 @@ fn scale_jitter_colour_shift_and_init_from_a_shallower_net() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("both at least the crop (16)"), "{stderr}");
 }
+
+/// A checkpoint carries its preprocessing: `evaluate` with no preprocessing flags sees what
+/// validation saw during training, and reports the run's own best top-1; `vgg weights` shows
+/// it; `--preset` or `--crop` still override.
+#[test]
+fn a_checkpoint_carries_its_preprocessing() {
+    let dir = Scratch::new("carried-preprocessing");
+    let folder = dir.join("colours");
+    image_folder(&folder);
+    let run = dir.join("run");
+    let output = vgg(
+        &[
+            "train",
+            "--arch",
+            "custom",
+            "--cfg",
+            "8,M,16,M",
+            "--hidden",
+            "16",
+            "--pool",
+            "1",
+            "--num-classes",
+            "3",
+            "--batch-size",
+            "6",
+            "--epochs",
+            "3",
+            "--crop",
+            "20",
+            "--resize",
+            "24",
+            "--mean",
+            "0.5,0.5,0.5",
+            "--std",
+            "0.25,0.25,0.25",
+            "--data",
+            folder.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+        ],
+        &[],
+    );
+    ok(&output);
+    let best = run.join("best.safetensors");
+    let curve = learning_curve(&run);
+    let best_top1 = (curve.iter())
+        .map(|row| row["val_top1"].as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    let val = folder.join("val");
+    let evaluate = |extra: &[&str]| -> f64 {
+        let mut args = vec!["evaluate", "--weights", best.to_str().unwrap()];
+        args.extend(["--data", val.to_str().unwrap(), "--json"]);
+        args.extend_from_slice(extra);
+        let report: serde_json::Value = serde_json::from_str(&ok(&vgg(&args, &[]))).unwrap();
+        report["top1"].as_f64().unwrap()
+    };
+    assert!(
+        (evaluate(&[]) - best_top1).abs() < 1e-9,
+        "the run's own best top-1 {best_top1}"
+    );
+    let shown = ok(&vgg(&["weights", best.to_str().unwrap()], &[]));
+    assert!(
+        shown.contains("--resize 24 --crop 20 --mean 0.5,0.5,0.5 --std 0.25,0.25,0.25"),
+        "{shown}"
+    );
+    // Flags still win: an ImageNet-normalised 224 crop is another input altogether.
+    let overridden = vgg(
+        &[
+            "features",
+            "--weights",
+            best.to_str().unwrap(),
+            "--layer",
+            "features.0",
+            "--crop",
+            "8",
+        ]
+        .iter()
+        .copied()
+        .chain([
+            folder.join("val/colour0/0.png").to_str().unwrap(),
+            "--output",
+            dir.join("f.npy").to_str().unwrap(),
+        ])
+        .collect::<Vec<_>>(),
+        &[],
+    );
+    ok(&overridden);
+    let features = Tensor::read_npy(dir.join("f.npy")).unwrap();
+    assert_eq!(
+        features.dims(),
+        [1, 8, 8, 8],
+        "--crop overrides the checkpoint's 20"
+    );
+}
+
+/// Small images train at their own size, and the run's first line says so; `--init`
+/// chooses how a network trained from scratch starts.
+#[test]
+fn small_images_train_at_their_size_and_say_so() {
+    let dir = Scratch::new("own-size");
+    let folder = dir.join("colours");
+    image_folder(&folder);
+    let args = |out: &str, init: &str| -> Vec<String> {
+        let data = folder.to_str().unwrap().to_string();
+        let out = dir.join(out).to_str().unwrap().to_string();
+        [
+            "train",
+            "--arch",
+            "custom",
+            "--cfg",
+            "8,M,16,M",
+            "--hidden",
+            "16",
+            "--pool",
+            "1",
+            "--num-classes",
+            "3",
+            "--batch-size",
+            "6",
+            "--epochs",
+            "1",
+            "--init",
+            init,
+            "--data",
+            &data,
+            "--out",
+            &out,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let run = |out: &str, init: &str| {
+        let args = args(out, init);
+        vgg(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+    };
+    for init in ["torchvision", "pytorch", "glorot"] {
+        let output = run(init, init);
+        ok(&output);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.lines().next(),
+            Some("training at 32×32 crops (images are 32×32)"),
+            "{stderr}"
+        );
+    }
+    let output = run("bad", "he");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("valid: torchvision, pytorch, glorot"),
+        "{stderr}"
+    );
+}

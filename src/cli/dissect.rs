@@ -30,9 +30,9 @@ pub struct DissectArgs {
 }
 
 pub fn run(args: &DissectArgs) -> Result<String> {
-    let preprocess = args.preprocess.preprocess()?;
-    let image = preprocess.apply(&preprocess.load(&args.image)?)?;
     let source = args.source.source()?;
+    let preprocess = args.preprocess.preprocess_for(&source)?;
+    let image = preprocess.apply(&preprocess.load(&args.image)?)?;
     let (model, _) = source.open(&Device::Cpu)?;
     let labels = source.class_names(model.config().num_classes());
     let dissection = dissect(&model, &image, &preprocess, &labels)?;

@@ -34,9 +34,10 @@ pub struct FeaturesArgs {
 pub fn run(args: &FeaturesArgs) -> Result<String> {
     vgg::io::check_output(&args.output)?;
     FeatureFile::for_path(&args.output)?;
-    let preprocess = args.preprocess.preprocess()?;
+    let source = args.source.source()?;
+    let preprocess = args.preprocess.preprocess_for(&source)?;
     let paths = collect_images(&args.paths)?;
-    let (model, _) = args.source.source()?.open(&Device::Cpu)?;
+    let (model, _) = source.open(&Device::Cpu)?;
     let rows = extract_features(&model, paths, preprocess, &args.layer, args.batch_size)?;
     write_features(&args.output, &rows)?;
     let shape = rows

@@ -7,16 +7,18 @@ use vgg::data::preprocess::Preprocess;
 use vgg::error::{Error, Result};
 use vgg::infer::Classifier;
 use vgg::infer::protocol::{PAPER_SCALES, Protocol};
+use vgg::open::ModelSource;
 
 #[derive(Debug, Clone, Args)]
 pub struct PreprocessArgs {
-    /// imagenet (torchvision's weights) or caffe (vgg16_features weights)
-    #[arg(long, default_value = "imagenet")]
-    pub preset: String,
-    /// Shorter side after resizing [preset: 256]
+    /// imagenet (torchvision's weights) or caffe (vgg16_features weights) [default: what a
+    /// `vgg train` checkpoint was trained with, else imagenet]
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Shorter side after resizing [default: the checkpoint's or the preset's: 256]
     #[arg(long, value_name = "N")]
     pub resize: Option<usize>,
-    /// Center crop size [preset: 224]
+    /// Center crop size [default: the checkpoint's or the preset's: 224]
     #[arg(long, value_name = "N")]
     pub crop: Option<usize>,
     /// Per-channel mean in [0, 1] units, e.g. 0.485,0.456,0.406
@@ -31,8 +33,22 @@ pub struct PreprocessArgs {
 }
 
 impl PreprocessArgs {
+    /// The preset (imagenet unless named) with the flags' changes: for images without a model.
     pub fn preprocess(&self) -> Result<Preprocess> {
-        let mut p = Preprocess::preset(&self.preset)?;
+        let preset = self.preset.as_deref().unwrap_or("imagenet");
+        self.over(Preprocess::preset(preset)?)
+    }
+
+    /// The model's own preprocessing (what a `vgg train` checkpoint recorded; ImageNet's
+    /// otherwise) unless `--preset` names another, with the flags' changes.
+    pub fn preprocess_for(&self, source: &ModelSource) -> Result<Preprocess> {
+        match &self.preset {
+            Some(name) => self.over(Preprocess::preset(name)?),
+            None => self.over(source.preprocess()),
+        }
+    }
+
+    fn over(&self, mut p: Preprocess) -> Result<Preprocess> {
         p.resize = self.resize.unwrap_or(p.resize);
         p.crop = self.crop.unwrap_or(p.crop);
         if let Some(mean) = &self.mean {
@@ -77,9 +93,10 @@ impl ClassifierArgs {
     /// The model `flags` name, ready for batches of up to `batch_size` images, and the
     /// preprocessing that makes them.
     pub fn build(&self, flags: &ModelFlags, batch_size: usize) -> Result<(Classifier, Preprocess)> {
-        let preprocess = self.preprocess.preprocess()?;
+        let source = flags.source()?;
+        let preprocess = self.preprocess.preprocess_for(&source)?;
         let scales = self.scales()?;
-        let classifier = (flags.source()?).classifier(
+        let classifier = source.classifier(
             self.engine.into(),
             batch_size,
             &preprocess,

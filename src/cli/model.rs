@@ -38,6 +38,7 @@ impl ModelFlags {
             weights: self.weights.clone(),
             strict: !self.non_strict,
             seed: self.seed,
+            init: Default::default(),
         })
     }
 }

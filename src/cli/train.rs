@@ -11,6 +11,8 @@ use crate::cli::model::ModelFlags;
 use crate::cli::progress::Bar;
 use vgg::error::{Error, Result};
 use vgg::model::Vgg;
+use vgg::model::init::Init;
+use vgg::open::ModelSource;
 use vgg::train::init_from::{PAPER_CONV_LAYERS, init_from};
 use vgg::train::request::{
     OptimizerKind as Optimizer, ScheduleKind as Schedule, TrainRequest, defaults,
@@ -140,6 +142,11 @@ pub struct TrainArgs {
     /// rest initialised fresh
     #[arg(long, value_name = "FILE", conflicts_with_all = ["resume", "weights"])]
     pub init_from: Option<PathBuf>,
+    /// How a network trained from scratch starts: torchvision (Kaiming-normal convolutions,
+    /// N(0, 0.01²) linear layers), pytorch (the modules' defaults, U(±1/√fan_in)) or glorot
+    /// [default: pytorch, chosen by measurement; see the README]
+    #[arg(long, value_name = "INIT", value_parser = parse_init, conflicts_with_all = ["resume", "weights"])]
+    pub init: Option<Init>,
     #[command(flatten)]
     pub preprocess: PreprocessArgs,
 }
@@ -159,7 +166,9 @@ pub fn run(args: &TrainArgs) -> Result<String> {
             if let Ok(config) = args.source.source()?.config(None) {
                 vgg::train::trainer::check_run(&options, &config)?;
             }
-            let mut model = model(&args.source, &device)?;
+            let mut source = args.source.source()?;
+            source.init = args.init.unwrap_or(defaults::FROM_SCRATCH_INIT);
+            let mut model = model(&source, &device)?;
             if let Some(path) = &args.init_from {
                 model = init_from_shallower(&model, path, args.source.seed, &device)?;
             }
@@ -241,8 +250,8 @@ fn request(args: &TrainArgs, data: &Path) -> Result<TrainRequest> {
 
 /// A fresh model, or one initialised from `--weights` for fine-tuning (the library says
 /// which head tensors it re-initialised).
-fn model(flags: &ModelFlags, device: &Device) -> Result<Vgg> {
-    let start = flags.source()?.open_for_fine_tuning(device)?;
+fn model(source: &ModelSource, device: &Device) -> Result<Vgg> {
+    let start = source.open_for_fine_tuning(device)?;
     if !start.reinitialised.is_empty() {
         eprintln!(
             "fine-tuning: {} re-initialised for {} classes",
@@ -263,6 +272,10 @@ fn init_from_shallower(model: &Vgg, path: &Path, seed: u64, device: &Device) -> 
         pairs.join(", ")
     );
     Ok(model)
+}
+
+fn parse_init(text: &str) -> std::result::Result<Init, String> {
+    text.parse().map_err(|e: Error| e.to_string())
 }
 
 /// `--scale-jitter MIN,MAX`.

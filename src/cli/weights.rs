@@ -61,6 +61,17 @@ pub fn run(args: &WeightsArgs) -> Result<(String, bool)> {
         }
         Err(e) => out += &format!("detected: nothing ({e})\n"),
     }
+    if let Some(p) = vgg::weights::safetensors::trained_preprocess(&args.file) {
+        let three = |v: [f32; 3]| v.map(|x| x.to_string()).join(",");
+        out += &format!(
+            "preprocessing (trained with; the default of classify, evaluate, features and \
+             dissect): --resize {} --crop {} --mean {} --std {}\n",
+            p.resize,
+            p.crop,
+            three(p.mean),
+            three(p.std)
+        );
+    }
     let config = match &args.arch {
         Some(arch) => args.model.config(arch)?,
         None => match detected {

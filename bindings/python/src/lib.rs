@@ -117,18 +117,18 @@ fn diagram_svg(sources: &Bound<'_, PyList>, input_size: [usize; 3]) -> PyResult<
 
 /// Validated preprocessing settings (torchvision's ImageNet mean and std by default).
 pub fn preprocess_settings(
-    resize: usize,
-    crop: usize,
+    base: Preprocess,
+    resize: Option<usize>,
+    crop: Option<usize>,
     mean: Option<[f32; 3]>,
     std: Option<[f32; 3]>,
 ) -> PyResult<Preprocess> {
-    let defaults = Preprocess::imagenet();
     let preprocess = Preprocess {
-        resize,
-        crop,
-        mean: mean.unwrap_or(defaults.mean),
-        std: std.unwrap_or(defaults.std),
-        ..defaults
+        resize: resize.unwrap_or(base.resize),
+        crop: crop.unwrap_or(base.crop),
+        mean: mean.unwrap_or(base.mean),
+        std: std.unwrap_or(base.std),
+        ..base
     };
     check(preprocess.validate())?;
     Ok(preprocess)
@@ -184,7 +184,8 @@ fn preprocess<'py>(
     mean: Option<[f32; 3]>,
     std: Option<[f32; 3]>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let settings = preprocess_settings(resize, crop, mean, std)?;
+    let settings =
+        preprocess_settings(Preprocess::imagenet(), Some(resize), Some(crop), mean, std)?;
     let decoded = decode_images(py, images, &settings)?;
     let data = py
         .detach(|| -> vgg::Result<Vec<f32>> {
@@ -232,16 +233,17 @@ impl Dissection {
 
 /// Dissects `model` on one image (a path or an HxWx3 uint8 array).
 #[pyfunction]
-#[pyo3(signature = (model, image, resize=256, crop=224, title=None))]
+#[pyo3(signature = (model, image, resize=None, crop=None, title=None))]
 fn dissect(
     py: Python<'_>,
     model: &Bound<'_, Model>,
     image: &Bound<'_, PyAny>,
-    resize: usize,
-    crop: usize,
+    resize: Option<usize>,
+    crop: Option<usize>,
     title: Option<String>,
 ) -> PyResult<Dissection> {
-    let settings = preprocess_settings(resize, crop, None, None)?;
+    let base = model.borrow().trained_preprocess();
+    let settings = preprocess_settings(base, resize, crop, None, None)?;
     let list = PyList::new(py, [image])?;
     let decoded = decode_images(py, &list, &settings)?;
     let title = title.unwrap_or_else(|| {

@@ -37,6 +37,8 @@ pub struct Model {
     report: Option<LoadReport>,
     /// The checkpoint's class names, ImageNet's, or `class N`; read once.
     names: Vec<String>,
+    /// The preprocessing a `vgg train` checkpoint was trained with, else ImageNet's.
+    preprocess: Preprocess,
 }
 
 #[pymethods]
@@ -73,6 +75,7 @@ impl Model {
             weights,
             strict,
             seed,
+            init: Default::default(),
         };
         let (model, report) = py
             .detach(|| source.open(&Device::Cpu))
@@ -84,6 +87,7 @@ impl Model {
             training: AtomicBool::new(false),
             report,
             names,
+            preprocess: source.preprocess(),
         })
     }
 
@@ -217,10 +221,12 @@ impl Model {
     }
 
     /// The `topk` most probable classes of each image (a path, or HxWx3 uint8 RGB array),
-    /// preprocessed as torchvision does: `[(index, name, probability), …]` per image.
+    /// preprocessed as torchvision does (by default as the model was trained, when its
+    /// checkpoint says; else resize 256, crop 224, ImageNet's statistics):
+    /// `[(index, name, probability), …]` per image.
     /// `protocol`: "center" (resize, crop), or the paper's "dense", "multi-crop" or
     /// "dense+multi-crop" over `scales` (default 256, 384, 512).
-    #[pyo3(signature = (images, topk=5, resize=256, crop=224, mean=None, std=None, batch_size=8,
+    #[pyo3(signature = (images, topk=5, resize=None, crop=None, mean=None, std=None, batch_size=8,
                         protocol="center", scales=None))]
     #[allow(clippy::too_many_arguments)]
     fn classify(
@@ -228,8 +234,8 @@ impl Model {
         py: Python<'_>,
         images: &Bound<'_, PyList>,
         topk: usize,
-        resize: usize,
-        crop: usize,
+        resize: Option<usize>,
+        crop: Option<usize>,
         mean: Option<[f32; 3]>,
         std: Option<[f32; 3]>,
         batch_size: usize,
@@ -248,7 +254,9 @@ impl Model {
                 "batch_size and topk must be at least 1",
             ));
         }
-        let preprocess = crate::preprocess_settings(resize, crop, mean, std)?;
+        let base = self.preprocess.clone();
+        let preprocess = crate::preprocess_settings(base, resize, crop, mean, std)?;
+        let crop = preprocess.crop;
         let decoded = crate::decode_images(py, images, &preprocess)?;
         let names = &self.names;
         let batch = batch_size.min(decoded.len()).max(1);
@@ -292,6 +300,11 @@ impl Model {
 }
 
 impl Model {
+    /// See [`Model::classify`]: the checkpoint's preprocessing, else ImageNet's.
+    pub fn trained_preprocess(&self) -> Preprocess {
+        self.preprocess.clone()
+    }
+
     pub fn class_names_for_report(&self) -> Vec<String> {
         self.names.clone()
     }

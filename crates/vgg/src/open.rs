@@ -17,6 +17,7 @@ use crate::infer::{Backend, Classifier, Engine};
 use crate::model::Vgg;
 use crate::model::config::{Arch, ConfigOverrides, VggConfig};
 use crate::model::footprint::{self, Work};
+use crate::model::init::Init;
 use crate::model::layers::{LayerKind, build_layers};
 use crate::weights::detect::detect_config;
 use crate::weights::load::{LoadReport, check, load};
@@ -91,6 +92,8 @@ pub struct ModelSource {
     pub strict: bool,
     /// Seed of the initialisation of whatever is not loaded, and of dropout.
     pub seed: u64,
+    /// How a network without weights is initialised.
+    pub init: Init,
 }
 
 impl Default for ModelSource {
@@ -101,6 +104,7 @@ impl Default for ModelSource {
             weights: None,
             strict: true,
             seed: 0,
+            init: Init::default(),
         }
     }
 }
@@ -183,7 +187,8 @@ impl ModelSource {
 
     pub fn open(&self, device: &Device) -> Result<(Vgg, Option<LoadReport>)> {
         let Some(path) = &self.weights else {
-            return Ok((Vgg::new(self.config(None)?, self.seed, device)?, None));
+            let config = self.config(None)?;
+            return Ok((Vgg::with_init(config, self.init, self.seed, device)?, None));
         };
         let state = weights::read(path)?;
         let config = self.config(Some(&state.shapes()))?;
@@ -314,6 +319,15 @@ impl ModelSource {
     /// ImageNet's for 1000 classes, else `class N`.
     pub fn class_names(&self, num_classes: usize) -> Vec<String> {
         class_names(num_classes, self.weights.as_deref())
+    }
+
+    /// How the model's inputs were made in training (a `vgg train` checkpoint records it),
+    /// else torchvision's ImageNet preprocessing: what evaluating the model should use
+    /// unless told otherwise.
+    pub fn preprocess(&self) -> Preprocess {
+        (self.weights.as_deref())
+            .and_then(weights::safetensors::trained_preprocess)
+            .unwrap_or_else(Preprocess::imagenet)
     }
 }
 

@@ -50,8 +50,8 @@ class Model:
         self,
         images: List[Any],
         topk: int = 5,
-        resize: int = 256,
-        crop: int = 224,
+        resize: Optional[int] = None,
+        crop: Optional[int] = None,
         mean: Optional[Tuple[float, float, float]] = None,
         std: Optional[Tuple[float, float, float]] = None,
         batch_size: int = 8,
@@ -87,7 +87,7 @@ def preprocess(
     mean: Optional[Tuple[float, float, float]] = None,
     std: Optional[Tuple[float, float, float]] = None,
 ) -> npt.NDArray[np.float32]: ...
-def dissect(model: Model, image: Any, resize: int = 256, crop: int = 224, title: Optional[str] = None) -> Dissection: ...
+def dissect(model: Model, image: Any, resize: Optional[int] = None, crop: Optional[int] = None, title: Optional[str] = None) -> Dissection: ...
 def set_num_threads(threads: int) -> None: ...
 def get_num_threads() -> int: ...
 def set_memory_limit(limit: Union[int, str, None]) -> None: ...

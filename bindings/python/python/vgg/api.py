@@ -134,8 +134,10 @@ def diagram(models: Any = None, input_size: Tuple[int, int, int] = (3, 224, 224)
     return SVG(_vgg.diagram_svg([_source(m) for m in items], tuple(int(s) for s in input_size)))
 
 
-def dissect(model: Model, image: Any, *, resize: int = 256, crop: int = 224) -> Report:
+def dissect(model: Model, image: Any, *, resize: Optional[int] = None, crop: Optional[int] = None) -> Report:
     """One image's trip through ``model``: the input it sees, each conv block's feature maps,
-    the first layer's filters, the top-5 classes and a Grad-CAM heatmap."""
+    the first layer's filters, the top-5 classes and a Grad-CAM heatmap. The image is
+    preprocessed as the model was trained (a ``vgg train`` checkpoint records it), else as
+    torchvision does (256, 224); ``resize`` and ``crop`` override."""
     (item,) = _images(image)
     return Report(_vgg.dissect(model, item, resize, crop))

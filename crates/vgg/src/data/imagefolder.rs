@@ -15,7 +15,21 @@ pub struct ImageFolder {
     pub classes: Vec<String>,
 }
 
+/// Images whose headers [`ImageFolder::common_size`] reads: enough to tell a dataset of one
+/// size from a mixed one, cheap on any dataset.
+const SIZE_SAMPLE: usize = 64;
+
 impl ImageFolder {
+    /// The images' size `(width, height)` when every sampled image (up to 64, spread
+    /// evenly over the folder) has the same one, read from the file headers; else `None`.
+    pub fn common_size(&self) -> Option<(u32, u32)> {
+        let step = self.samples.len().div_ceil(SIZE_SAMPLE).max(1);
+        let mut sizes =
+            (self.samples.iter().step_by(step)).map(|(path, _)| image::image_dimensions(path).ok());
+        let first = sizes.next()??;
+        sizes.all(|size| size == Some(first)).then_some(first)
+    }
+
     /// Scans `root`; with `class_map`, folder names are looked up there instead of sorted.
     pub fn open(root: &Path, class_map: Option<&BTreeMap<String, usize>>) -> Result<Self> {
         let entries = std::fs::read_dir(root).map_err(|e| Error::io(root, "cannot list", e))?;

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use crate::error::{Error, Result};
 use crate::model::config::VggConfig;
 use crate::model::footprint::{self, Work};
-use crate::model::init::initial_values;
+use crate::model::init::{Init, init_values};
 use crate::model::layers::{
     Form, LayerKind, LayerSpec, TensorSpec, build_layers, build_layers_in, propagate_shapes,
 };
@@ -86,8 +86,13 @@ impl Vgg {
     /// A new network with torchvision's initialisation; the same seed gives the same weights
     /// (and the same dropout masks in training).
     pub fn new(config: VggConfig, seed: u64, device: &Device) -> Result<Self> {
+        Self::with_init(config, Init::Torchvision, seed, device)
+    }
+
+    /// A new network initialised by `init` (see [`Init`]), from `seed`.
+    pub fn with_init(config: VggConfig, init: Init, seed: u64, device: &Device) -> Result<Self> {
         Self::build(config, seed, device, |layer, key, spec| {
-            let values = initial_values(&layer.kind, spec, seed, key);
+            let values = init_values(init, &layer.kind, spec, seed, key);
             Ok(Var::from_vec(values, spec.shape.as_slice(), device)?.into_inner())
         })
     }

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use crate::data::cifar;
+use crate::data::imagefolder::ImageFolder;
 use crate::data::preprocess::Preprocess;
 use crate::error::Result;
 use crate::model::layers::Container;
@@ -29,6 +30,8 @@ pub mod defaults {
     /// Crops of at most this many pixels count as small images: no resize margin, and
     /// pad-crop augmentation.
     pub const SMALL_CROP: usize = 64;
+    /// How a network trained from scratch starts (by measurement: see the README).
+    pub const FROM_SCRATCH_INIT: crate::model::init::Init = crate::model::init::Init::Pytorch;
     /// The crop of CIFAR's 32×32 images.
     pub const CIFAR_CROP: usize = 32;
 }
@@ -125,6 +128,7 @@ impl TrainRequest {
 
     /// The run's options; the trainer validates them.
     pub fn options(&self) -> Result<TrainOptions> {
+        let (preprocess, input) = self.training_preprocess()?;
         Ok(TrainOptions {
             data: self.data.clone(),
             val_split: self.val_split,
@@ -145,7 +149,8 @@ impl TrainRequest {
             freeze: self.freeze,
             augment: self.augment.clone(),
             flip: self.flip,
-            preprocess: self.training_preprocess()?,
+            preprocess,
+            input,
             scale: self.scale,
             color_shift: self.color_shift,
         })
@@ -188,21 +193,50 @@ impl TrainRequest {
         }
     }
 
-    /// CIFAR trains at its own 32×32 unless a crop is given; small crops get no resize
-    /// margin (as for CIFAR).
-    fn training_preprocess(&self) -> Result<Preprocess> {
+    /// The crop: the one given, CIFAR's 32×32, small images' own size (an ImageFolder whose
+    /// images all share one size of at most [`defaults::SMALL_CROP`]), else the preset's.
+    /// Small crops get no resize margin (as for CIFAR). Also says, for the run's first
+    /// line, what the network will see and why.
+    fn training_preprocess(&self) -> Result<(Preprocess, String)> {
         let mut preprocess = self.preprocess.clone();
-        preprocess.crop = match self.crop {
-            Some(crop) => crop,
-            None if cifar::locate(&self.data).is_some() => defaults::CIFAR_CROP,
-            None => preprocess.crop,
+        let (crop, why) = match self.crop {
+            Some(crop) => (crop, "--crop".to_string()),
+            None if cifar::locate(&self.data).is_some() => {
+                (defaults::CIFAR_CROP, "CIFAR's images are 32×32".into())
+            }
+            None => match small_images(&self.data) {
+                Some((w, h)) => (w.min(h) as usize, format!("images are {w}×{h}")),
+                None => (
+                    preprocess.crop,
+                    "the preset's; give --crop for another size".into(),
+                ),
+            },
         };
+        preprocess.crop = crop;
         preprocess.resize = match self.resize {
             Some(resize) => resize,
-            None if preprocess.crop <= defaults::SMALL_CROP => preprocess.crop,
+            None if crop <= defaults::SMALL_CROP => crop,
             None => preprocess.resize,
         };
         preprocess.validate()?;
-        Ok(preprocess)
+        let resized = match self.scale {
+            Some((min, max)) if min == max => format!(" of images resized to {min} (--scale)"),
+            Some((min, max)) => format!(" of images resized to {min}–{max} (--scale-jitter)"),
+            None if preprocess.resize == crop => String::new(),
+            None => format!(" of images resized to {}", preprocess.resize),
+        };
+        Ok((preprocess, format!("{crop}×{crop} crops{resized} ({why})")))
     }
+}
+
+/// The common size of an ImageFolder's training images when they are all one small size.
+fn small_images(data: &std::path::Path) -> Option<(u32, u32)> {
+    let train = data.join("train");
+    let root = if train.is_dir() {
+        train
+    } else {
+        data.to_path_buf()
+    };
+    let (w, h) = ImageFolder::open(&root, None).ok()?.common_size()?;
+    (w.max(h) as usize <= defaults::SMALL_CROP).then_some((w, h))
 }

@@ -65,6 +65,10 @@ pub struct TrainOptions {
     /// Random horizontal flips (off for digits, text…).
     pub flip: bool,
     pub preprocess: Preprocess,
+    /// What the network sees and why, for the run's first line: `32×32 crops (images are
+    /// 32×32)`.
+    #[serde(default)]
+    pub input: String,
     /// The paper's scale jittering `(S_min, S_max)` (§3.1): each training image's shorter
     /// side resized to a random S in the range (fixed-scale training when equal), then a
     /// random crop. Replaces `augment`.
@@ -288,6 +292,9 @@ impl Trainer {
     /// Trains the remaining epochs; `progress` follows each epoch's batches and receives one
     /// line per epoch (and a warning per unreadable image).
     pub fn run(&mut self, progress: &dyn Progress) -> Result<()> {
+        if !self.run.options.input.is_empty() {
+            progress.message(&format!("training at {}", self.run.options.input));
+        }
         progress.message(&format!(
             "{}: {} training / {} validation images, {} classes, {} trainable tensors",
             self.run.config.name(),

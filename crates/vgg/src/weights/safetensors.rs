@@ -7,6 +7,7 @@ use std::path::Path;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{Device, Tensor};
 
+use crate::data::preprocess::Preprocess;
 use crate::error::{Error, Result};
 use crate::io::write_atomically;
 use crate::weights::{StateDict, WeightFormat};
@@ -91,6 +92,20 @@ pub fn class_names(path: &Path) -> Option<Vec<String>> {
     }
     let run: serde_json::Value = serde_json::from_str(metadata.get("run")?).ok()?;
     serde_json::from_value(run.get("classes")?.clone()).ok()
+}
+
+/// The preprocessing a training checkpoint's model was trained and validated with (resize,
+/// crop, mean and std); `None` for any other file.
+pub fn trained_preprocess(path: &Path) -> Option<Preprocess> {
+    let metadata = metadata(path).ok()?;
+    if !is_training_checkpoint(&metadata) {
+        return None;
+    }
+    let run: serde_json::Value = serde_json::from_str(metadata.get("run")?).ok()?;
+    let preprocess = run.get("options")?.get("preprocess")?.clone();
+    serde_json::from_value::<Preprocess>(preprocess)
+        .ok()
+        .filter(|p| p.validate().is_ok())
 }
 
 /// The header's `__metadata__` map (empty when the file has none).
