@@ -406,6 +406,28 @@ fn image_folder(dir: &Path) {
     }
 }
 
+/// `vgg train` of a small network on the 3-class colour folder: the arguments before the
+/// data, run directory and the options a test is about.
+fn small_net(cfg: &'static str, epochs: &'static str) -> Vec<&'static str> {
+    vec![
+        "train",
+        "--arch",
+        "custom",
+        "--cfg",
+        cfg,
+        "--hidden",
+        "16",
+        "--pool",
+        "1",
+        "--num-classes",
+        "3",
+        "--batch-size",
+        "6",
+        "--epochs",
+        epochs,
+    ]
+}
+
 #[test]
 fn fine_tuning_reinitialises_the_last_layer_and_freezes_the_features() {
     let dir = Scratch::new("finetune");
@@ -481,25 +503,7 @@ fn scale_jitter_colour_shift_and_init_from_a_shallower_net() {
     let dir = Scratch::new("paper-training");
     let folder = dir.join("colours");
     image_folder(&folder);
-    let net = |cfg: &'static str| -> Vec<&'static str> {
-        let head = [
-            "--hidden",
-            "16",
-            "--pool",
-            "1",
-            "--num-classes",
-            "3",
-            "--batch-size",
-            "6",
-        ];
-        [
-            &[
-                "train", "--arch", "custom", "--cfg", cfg, "--crop", "16", "--epochs", "1",
-            ][..],
-            &head[..],
-        ]
-        .concat()
-    };
+    let net = |cfg| [small_net(cfg, "1"), vec!["--crop", "16"]].concat();
     let (data, shallow) = (folder.to_str().unwrap(), dir.join("a"));
     let mut args = net("8,M,16,M");
     args.extend(["--data", data, "--out", shallow.to_str().unwrap()]);
@@ -572,38 +576,22 @@ fn a_checkpoint_carries_its_preprocessing() {
     let folder = dir.join("colours");
     image_folder(&folder);
     let run = dir.join("run");
-    let output = vgg(
-        &[
-            "train",
-            "--arch",
-            "custom",
-            "--cfg",
-            "8,M,16,M",
-            "--hidden",
-            "16",
-            "--pool",
-            "1",
-            "--num-classes",
-            "3",
-            "--batch-size",
-            "6",
-            "--epochs",
-            "3",
-            "--crop",
-            "20",
-            "--resize",
-            "24",
-            "--mean",
-            "0.5,0.5,0.5",
-            "--std",
-            "0.25,0.25,0.25",
-            "--data",
-            folder.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let mut args = small_net("8,M,16,M", "3");
+    args.extend([
+        "--crop",
+        "20",
+        "--resize",
+        "24",
+        "--mean",
+        "0.5,0.5,0.5",
+        "--std",
+        "0.25,0.25,0.25",
+        "--data",
+        folder.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    let output = vgg(&args, &[]);
     ok(&output);
     let best = run.join("best.safetensors");
     let curve = learning_curve(&run);
@@ -664,38 +652,18 @@ fn small_images_train_at_their_size_and_say_so() {
     let dir = Scratch::new("own-size");
     let folder = dir.join("colours");
     image_folder(&folder);
-    let args = |out: &str, init: &str| -> Vec<String> {
-        let data = folder.to_str().unwrap().to_string();
-        let out = dir.join(out).to_str().unwrap().to_string();
-        [
-            "train",
-            "--arch",
-            "custom",
-            "--cfg",
-            "8,M,16,M",
-            "--hidden",
-            "16",
-            "--pool",
-            "1",
-            "--num-classes",
-            "3",
-            "--batch-size",
-            "6",
-            "--epochs",
-            "1",
+    let run = |out: &str, init: &str| {
+        let (data, out) = (folder.to_str().unwrap(), dir.join(out));
+        let mut args = small_net("8,M,16,M", "1");
+        args.extend([
             "--init",
             init,
             "--data",
-            &data,
+            data,
             "--out",
-            &out,
-        ]
-        .map(String::from)
-        .to_vec()
-    };
-    let run = |out: &str, init: &str| {
-        let args = args(out, init);
-        vgg(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+            out.to_str().unwrap(),
+        ]);
+        vgg(&args, &[])
     };
     for init in ["torchvision", "pytorch", "glorot"] {
         let output = run(init, init);
