@@ -98,3 +98,29 @@ def test_dense_summary_matches_the_cli():
     table = vgg.summary("vgg16", (3, 384, 384), dense=True, file=io.StringIO())
     want = fixture("summary/torchsummary_vgg16_dense_input_3x384x384.txt").read_text()
     assert table.text == want
+
+
+def test_a_training_checkpoint_brings_its_preprocessing(tmp_path):
+    """A `vgg train` checkpoint records how its inputs were made; classify and dissect use
+    that unless told otherwise (the fixture network, given such a record)."""
+    import json
+    import struct
+
+    data = fixture("forward/tiny_bn.safetensors").read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    preprocess = {"resize": 72, "crop": 64, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
+                  "exif_orientation": False}
+    run = {"classes": [f"c{i}" for i in range(10)], "options": {"preprocess": preprocess}}
+    header["__metadata__"] = {"format": "vgg-train-checkpoint/1", "run": json.dumps(run)}
+    encoded = json.dumps(header).encode()
+    path = tmp_path / "trained.safetensors"
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + data[8 + length :])
+
+    model = vgg.load(path)
+    image = [str(fixture("images/landscape.jpg"))]
+    own = model.classify(image, topk=10)
+    assert own == model.classify(image, topk=10, resize=72, crop=64, mean=(0.5,) * 3, std=(0.25,) * 3)
+    assert own != model.classify(image, topk=10, resize=256, crop=224, mean=(0.485, 0.456, 0.406),
+                                 std=(0.229, 0.224, 0.225))
+    assert own[0][0][1].startswith("c")
