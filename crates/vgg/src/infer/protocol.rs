@@ -108,8 +108,8 @@ impl DenseBackend {
     /// The class score map of `view` and of its mirror image, each averaged over space:
     /// two rows of logits.
     fn mean_scores(&mut self, view: &View) -> Result<Tensor> {
-        let x = super::stack(&[&view.data], view.height, view.width, false, &Device::Cpu)?;
-        let x = Tensor::cat(&[&x, &x.flip_last()?], 0)?;
+        let image = |flip| super::stack(&[&view.data], view.height, view.width, flip, &Device::Cpu);
+        let x = Tensor::cat(&[image(false)?, image(true)?], 0)?;
         let map = match self {
             DenseBackend::Reference(model) => model.forward(&x, Mode::Eval)?,
             DenseBackend::Fast(engine) => {
@@ -120,20 +120,6 @@ impl DenseBackend {
             }
         };
         Ok(map.mean((2, 3))?)
-    }
-}
-
-/// Left-right mirroring of the last dimension.
-trait FlipLast {
-    fn flip_last(&self) -> Result<Tensor>;
-}
-
-impl FlipLast for Tensor {
-    fn flip_last(&self) -> Result<Tensor> {
-        let width = self.dim(D::Minus1)?;
-        let reversed: Vec<u32> = (0..width as u32).rev().collect();
-        let index = Tensor::from_vec(reversed, width, self.device())?;
-        Ok(self.index_select(&index, D::Minus1)?)
     }
 }
 
