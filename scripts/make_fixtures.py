@@ -47,9 +47,29 @@ def parse_cfg(text):
     return [v if v == "M" else int(v) for v in text.split(",")]
 
 
+def head_modules(head, width):
+    """The classifier of a `--head` item list (N, relu, dropout[=P], bn, softmax) on `width`
+    input features."""
+    modules = []
+    for item in head.split(","):
+        if item == "relu":
+            modules.append(nn.ReLU(True))
+        elif item.startswith("dropout"):
+            modules.append(nn.Dropout(float(item.partition("=")[2] or 0.5)))
+        elif item == "bn":
+            modules.append(nn.BatchNorm1d(width))
+        elif item == "softmax":
+            modules.append(nn.Softmax(dim=1))
+        else:
+            modules.append(nn.Linear(width, int(item)))
+            width = int(item)
+    return nn.Sequential(*modules)
+
+
 def build(arch, num_classes=1000, in_channels=3, cfg=None, batch_norm=False, hidden=4096, pool=7,
-          dropout=0.5):
-    """A torchvision VGG, or a custom one built by torchvision's own make_layers."""
+          dropout=0.5, head=None):
+    """A torchvision VGG, or a custom one built by torchvision's own make_layers (with
+    torchvision's head, or the `--head` item list `head`)."""
     if cfg is None:
         model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
     else:
@@ -61,6 +81,8 @@ def build(arch, num_classes=1000, in_channels=3, cfg=None, batch_norm=False, hid
             nn.Linear(last * pool * pool, hidden), nn.ReLU(True), nn.Dropout(dropout),
             nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(dropout),
             nn.Linear(hidden, num_classes))
+        if head:
+            model.classifier = head_modules(head, last * pool * pool)
     if in_channels != 3:
         first = model.features[0]
         model.features[0] = nn.Conv2d(in_channels, first.out_channels, 3, padding=1)
@@ -76,15 +98,20 @@ def dense_form(model):
     channels = [m for m in model.features if isinstance(m, nn.Conv2d)][-1].out_channels
     pool = model.avgpool.output_size[0] if isinstance(model.avgpool.output_size, tuple) \
         else model.avgpool.output_size
-    fc6, fc7, fc8 = model.classifier[0], model.classifier[3], model.classifier[6]
-    dense = nn.Sequential(OrderedDict(features=model.features, classifier=nn.Sequential(
-        nn.Conv2d(channels, fc6.out_features, pool), nn.ReLU(True), nn.Dropout(),
-        nn.Conv2d(fc7.in_features, fc7.out_features, 1), nn.ReLU(True), nn.Dropout(),
-        nn.Conv2d(fc8.in_features, fc8.out_features, 1))))
-    converted = model.state_dict()
-    for i, fc in ((0, fc6), (3, fc7), (6, fc8)):
-        k = pool if i == 0 else 1
-        converted[f"classifier.{i}.weight"] = fc.weight.view(fc.out_features, -1, k, k)
+    layers, converted, first = [], model.state_dict(), True
+    for i, m in enumerate(model.classifier):
+        if isinstance(m, nn.Linear):
+            k = pool if first else 1
+            in_channels = channels if first else m.in_features
+            layers.append(nn.Conv2d(in_channels, m.out_features, k))
+            converted[f"classifier.{i}.weight"] = m.weight.view(m.out_features, -1, k, k)
+            first = False
+        elif isinstance(m, nn.BatchNorm1d):
+            layers.append(nn.BatchNorm2d(m.num_features))
+        else:
+            layers.append(m)
+    dense = nn.Sequential(OrderedDict(features=model.features,
+                                      classifier=nn.Sequential(*layers)))
     dense.load_state_dict(converted, strict=True)
     return dense.eval()
 
@@ -109,7 +136,9 @@ def dims(shape):
 def model_args(case):
     args = [case["arch"]]
     if "cfg" in case:
-        args += ["--cfg", case["cfg"], "--hidden", str(case["hidden"]), "--pool", str(case["pool"])]
+        args += ["--cfg", case["cfg"]]
+        args += ["--head", case["head"]] if "head" in case else ["--hidden", str(case["hidden"])]
+        args += ["--pool", str(case["pool"])]
         if case.get("batch_norm"):
             args.append("--batch-norm")
     if "num_classes" in case:
@@ -124,7 +153,7 @@ def model_args(case):
 def model_for(case, in_channels):
     model = build(case["arch"], num_classes=case.get("num_classes", 1000), in_channels=in_channels,
                   cfg=case.get("cfg"), batch_norm=case.get("batch_norm", False),
-                  hidden=case.get("hidden", 4096), pool=case.get("pool", 7))
+                  hidden=case.get("hidden", 4096), pool=case.get("pool", 7), head=case.get("head"))
     freeze(model, case.get("freeze"))
     return dense_form(model) if case.get("dense") else model
 
@@ -192,6 +221,15 @@ def summary_cases():
         {"tool": "torchinfo", "arch": "custom", "cfg": "16,M,32,M,64,M,64,M,64,M", "hidden": 128,
          "pool": 2, "num_classes": 5, "input": [1, 3, 40, 40],
          "columns": ["input_size", "output_size", "num_params", "mult_adds"]},
+        # Configured heads (Keras-style transfer learning): BatchNorm1d and Softmax modules.
+        {"tool": "torchsummary", "arch": "custom", "cfg": "8,M,16,M", "pool": 2,
+         "head": "64,relu,bn,32,relu,bn,4,softmax", "input": [3, 32, 32]},
+        {"tool": "torchinfo", "arch": "custom", "cfg": "8,M,16,M", "batch_norm": True, "pool": 2,
+         "head": "64,bn,relu,dropout=0.2,4,softmax", "input": [2, 3, 32, 48],
+         "columns": ["input_size", "output_size", "num_params", "kernel_size", "mult_adds"]},
+        {"tool": "torchinfo", "arch": "custom", "cfg": "16,M,32,M", "pool": 2,
+         "head": "64,relu,bn,5,softmax", "dense": True, "input": [2, 3, 40, 56],
+         "columns": ["input_size", "output_size", "num_params", "kernel_size", "mult_adds"]},
     ]
     return cases
 

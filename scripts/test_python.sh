@@ -8,7 +8,7 @@ venv=target/python-venv
 python3 -m venv "$venv"
 export PATH="$PWD/$venv/bin:$PATH"  # the build backend runs the venv's maturin
 "$venv/bin/pip" install --quiet --upgrade pip
-"$venv/bin/pip" install --quiet maturin numpy pytest nbclient nbformat ipykernel pillow
+"$venv/bin/pip" install --quiet maturin numpy pytest nbclient nbformat ipykernel pillow onnxruntime
 # The README's command, with the venv's maturin rather than a fresh isolated one.
 "$venv/bin/pip" install --quiet --no-build-isolation ./bindings/python
 "$venv/bin/python" -m pytest bindings/python/tests -q

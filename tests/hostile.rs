@@ -638,7 +638,7 @@ fn non_finite_weights_are_refused() {
         candle_core::Tensor::from_vec(values, weight.dims(), &candle_core::Device::Cpu).unwrap();
     let key = key.clone();
     let (st, pth) = (dir.join("w.safetensors"), dir.join("w.pth"));
-    vgg::weights::safetensors::write(&st, &tensors).unwrap();
+    vgg::weights::safetensors::write(&st, &tensors, &Default::default()).unwrap();
     vgg::weights::pth::write::write(&pth, &tensors).unwrap();
     let input = fixture("forward/tiny_bn_input.npy");
     let out = dir.join("out.npy");

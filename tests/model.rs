@@ -104,7 +104,7 @@ fn load_case(name: &'static str) -> Case {
         pool: size("pool"),
         num_classes: size("num_classes"),
         dropout: Some(0.0),
-        in_channels: None,
+        ..ConfigOverrides::default()
     })
     .unwrap();
     let tensors = candle_core::safetensors::load(

@@ -18,7 +18,7 @@ fn model() -> Vgg {
             pool: Some(3),
             num_classes: Some(4),
             dropout: Some(0.0),
-            in_channels: None,
+            ..ConfigOverrides::default()
         })
         .unwrap();
     let state = weights::read(&fixture("forward/tiny_pool3.safetensors")).unwrap();

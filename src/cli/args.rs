@@ -3,6 +3,7 @@
 use clap::{Args, ValueEnum};
 
 use vgg::error::{Error, Result};
+use vgg::model::head::parse_head;
 use vgg::model::layers::Container;
 use vgg::{ArchChoice, ConfigOverrides, ModelSource, VggConfig};
 
@@ -27,18 +28,24 @@ pub struct ModelArgs {
     /// Dropout probability in the classifier [default: 0.5]
     #[arg(long, value_name = "P")]
     pub dropout: Option<f64>,
+    /// The whole classifier head, item by item: N (a Linear to N features), relu, dropout,
+    /// dropout=P, bn (BatchNorm1d), softmax. torchvision's is
+    /// 4096,relu,dropout,4096,relu,dropout,1000
+    #[arg(long, value_name = "ITEMS")]
+    pub head: Option<String>,
 }
 
 impl ModelArgs {
     /// The changes to a config's head these flags ask for.
-    pub fn overrides(&self) -> ConfigOverrides {
-        ConfigOverrides {
+    pub fn overrides(&self) -> Result<ConfigOverrides> {
+        Ok(ConfigOverrides {
             hidden: self.hidden,
             pool: self.pool,
             num_classes: self.num_classes,
             dropout: self.dropout,
+            head: self.head.as_deref().map(parse_head).transpose()?,
             in_channels: None,
-        }
+        })
     }
 
     /// The network `arch` (`auto`, a torchvision name or `custom`) names with these flags.
@@ -50,7 +57,7 @@ impl ModelArgs {
     pub fn config(&self, arch: &str) -> Result<VggConfig> {
         let source = ModelSource {
             arch: self.arch(arch)?,
-            overrides: self.overrides(),
+            overrides: self.overrides()?,
             ..ModelSource::default()
         };
         source.config(None)

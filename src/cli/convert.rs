@@ -1,14 +1,18 @@
 //! `vgg convert IN OUT`: between the checkpoint formats we read and write (.pth in both
-//! torch formats and safetensors in; safetensors and zip .pth out).
+//! torch formats, safetensors and ONNX in; safetensors, zip .pth and ONNX out).
 
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
 use candle_core::{Device, Tensor};
-use vgg::error::Result;
+use vgg::ModelSource;
+use vgg::error::{Error, Result};
 use vgg::weights::load::load;
-use vgg::weights::{self, StateDict, detect::detect_config, names::to_timm};
+use vgg::weights::recorded::Recorded;
+use vgg::weights::{self, StateDict, detect::detect_config, names::to_timm, onnx};
+
+use crate::cli::args::parse_shape;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Naming {
@@ -20,9 +24,10 @@ pub enum Naming {
 
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    /// Input checkpoint: .pth (zip or legacy) or .safetensors
+    /// Input checkpoint: .pth (zip or legacy), .safetensors or .onnx
     pub input: PathBuf,
-    /// Output file; the format follows the extension (.safetensors, or .pth / .pt as torch.save writes)
+    /// Output file; the format follows the extension (.safetensors, .pth / .pt as torch.save
+    /// writes, or .onnx)
     pub output: PathBuf,
     /// Key names to write
     #[arg(long, value_enum, default_value_t = Naming::Torchvision)]
@@ -32,18 +37,46 @@ pub struct ConvertArgs {
     /// for an `nn.Sequential(OrderedDict(features=…, classifier=…))` of convolutions
     #[arg(long, conflicts_with = "names")]
     pub dense: bool,
+    /// ONNX: the input shape NxCxHxW (or CxHxW for batch 1) the graph is made for
+    /// [default: 1×C×S×S, S the checkpoint's trained crop, else 224]
+    #[arg(long, value_name = "SHAPE")]
+    pub input_shape: Option<String>,
+    /// ONNX: leave the batch dimension free (`batch`) instead of fixing it
+    #[arg(long)]
+    pub dynamic_batch: bool,
+    /// ONNX: the opset to write (7 to 21)
+    #[arg(long, value_name = "N", default_value_t = weights::onnx::DEFAULT_OPSET)]
+    pub opset: i64,
 }
 
 pub fn run(args: &ConvertArgs) -> Result<String> {
     vgg::io::check_output(&args.output)?;
+    let onnx = args.output.extension().is_some_and(|e| e == "onnx");
+    if !onnx && (args.input_shape.is_some() || args.dynamic_batch) {
+        return Err(Error::BadArgument(
+            "--input-shape and --dynamic-batch describe an ONNX graph: give an .onnx output".into(),
+        ));
+    }
     let state = weights::read(&args.input)?;
     let format = state.format;
+    if onnx {
+        return export(args, state);
+    }
+    let recorded = Recorded {
+        config: detect_config(&state.shapes()).ok(),
+        preprocess: weights::recorded_preprocess(&args.input),
+        classes: weights::recorded_class_names(&args.input),
+    };
     let tensors = match args.names {
         _ if args.dense => dense_state_dict(state)?,
         Naming::Torchvision => state.tensors,
         Naming::Timm => to_timm(&state.tensors, detect_config(&state.shapes())?.pool())?,
     };
-    weights::write(&args.output, &tensors)?;
+    let recorded = match args.names == Naming::Torchvision && !args.dense {
+        true => recorded,
+        false => Recorded::default(),
+    };
+    weights::write_recording(&args.output, &tensors, &recorded)?;
     Ok(format!(
         "{} ({}) -> {}: {} tensors\n",
         args.input.display(),
@@ -58,4 +91,51 @@ fn dense_state_dict(state: StateDict) -> Result<Vec<(String, Tensor)>> {
     let config = detect_config(&state.shapes())?;
     let (model, _) = load(config, state, true, 0, &Device::Cpu)?;
     model.dense()?.state_dict()
+}
+
+/// The checkpoint as an ONNX graph at the requested input size, with the preprocessing and
+/// class names the other commands would use for it.
+fn export(args: &ConvertArgs, state: StateDict) -> Result<String> {
+    if args.dense || args.names != Naming::Torchvision {
+        return Err(Error::BadArgument(
+            "--dense and --names timm write state_dicts; an ONNX graph has the standard form"
+                .into(),
+        ));
+    }
+    let source = ModelSource::checkpoint(&args.input);
+    let preprocess = source.preprocess();
+    let config = detect_config(&state.shapes())?;
+    let (model, _) = load(config, state, true, 0, &Device::Cpu)?;
+    let channels = model.config().in_channels();
+    let input = match args.input_shape.as_deref().map(parse_shape).transpose()? {
+        None => [1, channels, preprocess.crop, preprocess.crop],
+        Some(s) if s.len() == 3 => [1, s[0], s[1], s[2]],
+        Some(s) => [s[0], s[1], s[2], s[3]],
+    };
+    let classes = source.class_names(model.config().num_classes());
+    let recorded = Recorded {
+        config: None,
+        preprocess: Some(preprocess),
+        classes: Some(classes),
+    };
+    let options = onnx::ExportOptions {
+        input,
+        dynamic_batch: args.dynamic_batch,
+        opset: args.opset,
+        recorded,
+    };
+    onnx::write(&args.output, &model, &options)?;
+    let [n, c, h, w] = input;
+    let batch = if args.dynamic_batch {
+        "N".to_string()
+    } else {
+        n.to_string()
+    };
+    Ok(format!(
+        "{} -> {}: {} as ONNX (opset {}), input {batch}×{c}×{h}×{w}\n",
+        args.input.display(),
+        args.output.display(),
+        model.config().name(),
+        args.opset
+    ))
 }

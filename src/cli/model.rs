@@ -18,7 +18,7 @@ pub struct ModelFlags {
     pub arch: String,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Checkpoint: torchvision .pth (zip or legacy) or safetensors; random weights if absent
+    /// Checkpoint: torchvision .pth (zip or legacy), safetensors or ONNX; random weights if absent
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
     /// Load what fits and initialise the rest, instead of failing on any difference
@@ -34,7 +34,7 @@ impl ModelFlags {
     pub fn source(&self) -> Result<ModelSource> {
         Ok(ModelSource {
             arch: self.model.arch(&self.arch)?,
-            overrides: self.model.overrides(),
+            overrides: self.model.overrides()?,
             weights: self.weights.clone(),
             strict: !self.non_strict,
             seed: self.seed,

@@ -42,7 +42,7 @@ pub fn run(args: &WeightsArgs) -> Result<(String, bool)> {
     match &detected {
         Ok(c) => {
             out += &format!(
-                "detected: {}{} (num_classes {}, in_channels {}, hidden {}, pool {})\n",
+                "detected: {}{} (num_classes {}, in_channels {}, pool {}, head {})\n",
                 c.name(),
                 if c.name() == "custom" {
                     format!(
@@ -55,13 +55,13 @@ pub fn run(args: &WeightsArgs) -> Result<(String, bool)> {
                 },
                 c.num_classes(),
                 c.in_channels(),
-                c.hidden(),
-                c.pool()
+                c.pool(),
+                vgg::model::head::head_string(c.head()),
             )
         }
         Err(e) => out += &format!("detected: nothing ({e})\n"),
     }
-    if let Some(p) = vgg::weights::safetensors::trained_preprocess(&args.file) {
+    if let Some(p) = vgg::weights::recorded_preprocess(&args.file) {
         let three = |v: [f32; 3]| v.map(|x| x.to_string()).join(",");
         out += &format!(
             "preprocessing (trained with; the default of classify, evaluate, features and \

@@ -44,7 +44,12 @@ fn config_from(source: &Bound<'_, PyAny>) -> PyResult<VggConfig> {
     let batch_norm = get("batch_norm")?.map_or(Ok(false), |v| v.extract())?;
     let size =
         |key: &str| -> PyResult<Option<usize>> { get(key)?.map(|v| v.extract()).transpose() };
+    let head = match get("head")? {
+        None => None,
+        Some(head) => Some(check(vgg::model::head::parse_head(&head_text(&head)?))?),
+    };
     let overrides = vgg::ConfigOverrides {
+        head,
         in_channels: size("in_channels")?,
         num_classes: size("num_classes")?,
         dropout: get("dropout")?.map(|v| v.extract()).transpose()?,
@@ -55,6 +60,18 @@ fn config_from(source: &Bound<'_, PyAny>) -> PyResult<VggConfig> {
     let features = check(parse_cfg(&items.join(",")))?;
     let base = check(VggConfig::from_features(features, batch_norm))?;
     check(base.with_overrides(&overrides))
+}
+
+/// A head given as `--head` text or as a list of items (`[64, "relu", "bn", 4]`).
+pub(crate) fn head_text(head: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Ok(text) = head.extract::<String>() {
+        return Ok(text);
+    }
+    let items: Vec<String> = head
+        .try_iter()?
+        .map(|item| item.and_then(|i| Ok(i.str()?.to_string())))
+        .collect::<PyResult<_>>()?;
+    Ok(items.join(","))
 }
 
 /// torchsummary's (or torchinfo's) table and the summary as JSON.

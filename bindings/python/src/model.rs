@@ -47,7 +47,8 @@ impl Model {
     /// `weights`). Use `vgg.models` and `vgg.load` rather than calling this directly.
     #[staticmethod]
     #[pyo3(signature = (arch, *, cfg=None, batch_norm=false, hidden=None, pool=None,
-        num_classes=None, dropout=None, in_channels=None, weights=None, strict=true, seed=0))]
+        num_classes=None, dropout=None, in_channels=None, weights=None, strict=true, seed=0,
+        head=None))]
     #[allow(clippy::too_many_arguments)]
     fn open(
         py: Python<'_>,
@@ -62,10 +63,18 @@ impl Model {
         weights: Option<PathBuf>,
         strict: bool,
         seed: u64,
+        head: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Model> {
+        let head = match head {
+            None => None,
+            Some(head) => Some(crate::errors::check(vgg::model::head::parse_head(
+                &crate::head_text(&head)?,
+            ))?),
+        };
         let source = ModelSource {
             arch: crate::errors::check(ArchChoice::parse(arch, cfg.as_deref(), batch_norm))?,
             overrides: ConfigOverrides {
+                head,
                 in_channels,
                 num_classes,
                 dropout,
@@ -150,6 +159,36 @@ impl Model {
             dict.set_item(key, tensor_to_array(py, tensor)?)?;
         }
         Ok(dict)
+    }
+
+    /// Writes the network as an ONNX graph for inputs of `input_shape` (N, C, H, W; by
+    /// default one image of the size it was trained at, else 224), the batch left free if
+    /// `dynamic_batch`. Initializers are named by the state_dict's keys; the preprocessing
+    /// and class names are recorded in the model's metadata.
+    #[pyo3(signature = (path, input_shape=None, dynamic_batch=false, opset=vgg::weights::onnx::DEFAULT_OPSET))]
+    fn to_onnx(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        input_shape: Option<[usize; 4]>,
+        dynamic_batch: bool,
+        opset: i64,
+    ) -> PyResult<()> {
+        let crop = self.preprocess.crop;
+        let channels = self.config().in_channels();
+        let options = vgg::weights::onnx::ExportOptions {
+            input: input_shape.unwrap_or([1, channels, crop, crop]),
+            dynamic_batch,
+            opset,
+            recorded: vgg::weights::recorded::Recorded {
+                config: None,
+                preprocess: Some(self.preprocess.clone()),
+                classes: Some(self.names.clone()),
+            },
+        };
+        let model = self.model();
+        py.detach(|| vgg::weights::onnx::write(&path, &model, &options))
+            .map_err(crate::errors::to_py)
     }
 
     /// Loads `state_dict` (torchvision keys; float32 and int64 arrays) as PyTorch's
@@ -411,5 +450,7 @@ pub fn config_json(config: &VggConfig) -> serde_json::Value {
         "dropout": config.dropout(),
         "hidden": config.hidden(),
         "pool": config.pool(),
+        "head": vgg::model::head::head_string(config.head()),
+        "outputs_probabilities": config.outputs_probabilities(),
     })
 }

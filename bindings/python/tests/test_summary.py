@@ -38,7 +38,8 @@ def call_for(args):
         config["cfg"] = CFGS[LETTER[arch.removesuffix("_bn")]]
         config["batch_norm"] = arch.endswith("_bn")
     for flag, key, kind in [("--hidden", "hidden", int), ("--pool", "pool", int),
-                            ("--num-classes", "num_classes", int), ("--dropout", "dropout", float)]:
+                            ("--num-classes", "num_classes", int), ("--dropout", "dropout", float),
+                            ("--head", "head", str)]:
         if flag in flags:
             config[key] = kind(flags[flag][0])
     shape = [int(s) for s in flags.get("--input", ["3x224x224"])[0].split("x")]

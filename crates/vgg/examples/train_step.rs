@@ -25,7 +25,7 @@ fn config(arch: &str) -> vgg::Result<VggConfig> {
         pool,
         num_classes: Some(10),
         dropout: Some(0.5),
-        in_channels: None,
+        ..ConfigOverrides::default()
     })
 }
 

@@ -326,7 +326,7 @@ impl ModelSource {
     /// unless told otherwise.
     pub fn preprocess(&self) -> Preprocess {
         (self.weights.as_deref())
-            .and_then(weights::safetensors::trained_preprocess)
+            .and_then(weights::recorded_preprocess)
             .unwrap_or_else(Preprocess::imagenet)
     }
 }
@@ -334,7 +334,7 @@ impl ModelSource {
 /// Names for `num_classes` classes: the ones a `vgg train` checkpoint at `weights` recorded,
 /// else ImageNet's for 1000 classes, else `class N`.
 pub fn class_names(num_classes: usize, weights: Option<&Path>) -> Vec<String> {
-    let trained = weights.and_then(weights::safetensors::class_names);
+    let trained = weights.and_then(weights::recorded_class_names);
     if let Some(names) = trained.filter(|names| names.len() == num_classes) {
         names
     } else if num_classes == 1000 {

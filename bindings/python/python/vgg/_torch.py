@@ -22,16 +22,27 @@ def config_of(module: Any) -> Dict[str, Any]:
             cfg.append("M")
         elif isinstance(layer, nn.BatchNorm2d):
             batch_norm = True
-    linears = [m for m in module.classifier if isinstance(m, nn.Linear)]
-    dropouts = [m for m in module.classifier if isinstance(m, nn.Dropout)]
+    head = []
+    for layer in module.classifier:
+        if isinstance(layer, nn.Linear):
+            head.append(layer.out_features)
+        elif isinstance(layer, nn.ReLU):
+            head.append("relu")
+        elif isinstance(layer, nn.Dropout):
+            head.append(f"dropout={layer.p}")
+        elif isinstance(layer, nn.BatchNorm1d):
+            head.append("bn")
+        elif isinstance(layer, nn.Softmax):
+            head.append("softmax")
+        else:
+            raise ValueError(f"the classifier holds a {type(layer).__name__}; a VGG head has "
+                             "Linear, ReLU, Dropout, BatchNorm1d and Softmax layers")
     pool = module.avgpool.output_size
     pool = pool[0] if isinstance(pool, (tuple, list)) else pool
     return {
         "cfg": cfg,
         "batch_norm": batch_norm,
         "in_channels": in_channels or 3,
-        "hidden": linears[0].out_features,
-        "num_classes": linears[-1].out_features,
-        "dropout": dropouts[0].p if dropouts else 0.5,
+        "head": head,
         "pool": pool,
     }

@@ -27,11 +27,20 @@ class Model:
         weights: Optional[str] = None,
         strict: bool = True,
         seed: int = 0,
+        head: Union[str, Sequence[Union[int, str]], None] = None,
     ) -> "Model": ...
     def __call__(self, x: Any) -> npt.NDArray[np.float32]:
         """Logits ``[N, num_classes]`` for an NCHW batch (numpy, CPU torch tensor, …)."""
     def features(self, x: Any, layers: Sequence[str]) -> Dict[str, npt.NDArray[np.float32]]:
         """The outputs of the named modules (``features.3``, ``avgpool``, …) from one pass."""
+    def to_onnx(
+        self,
+        path: str,
+        input_shape: Optional[Tuple[int, int, int, int]] = None,
+        dynamic_batch: bool = False,
+        opset: int = 17,
+    ) -> None:
+        """Writes the network as an ONNX graph (initializers named by state_dict keys)."""
     def state_dict(self) -> Dict[str, npt.NDArray[Any]]:
         """Weights and buffers under torchvision's keys, in order."""
     def load_state_dict(self, state_dict: Dict[str, Any], strict: bool = True) -> Dict[str, Any]:

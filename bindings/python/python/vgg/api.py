@@ -75,7 +75,8 @@ def _source(model: Any) -> Any:
 
 def load(path: PathLike, *, strict: bool = True, seed: int = 0, num_classes: Optional[int] = None) -> Model:
     """The model a checkpoint holds, its arch detected from its tensors: torchvision
-    ``.pth`` (zip or legacy), safetensors, or a ``vgg train`` checkpoint.
+    ``.pth`` (zip or legacy), safetensors, a ``vgg train`` checkpoint, or an ONNX model whose
+    graph is a VGG (torchvision's export, the ONNX Model Zoo's, Keras' through tf2onnx).
 
     Raises:
         FileNotFoundError: no such file.

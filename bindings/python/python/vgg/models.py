@@ -66,11 +66,12 @@ def custom(
     cfg: Sequence[Union[int, str]],
     *,
     batch_norm: bool = False,
-    hidden: int = 4096,
+    hidden: Optional[int] = None,
     pool: int = 7,
-    num_classes: int = 1000,
-    dropout: float = 0.5,
+    num_classes: Optional[int] = None,
+    dropout: Optional[float] = None,
     in_channels: int = 3,
+    head: Union[str, Sequence[Union[int, str]], None] = None,
     weights: Optional[PathLike] = None,
     strict: bool = True,
     seed: int = 0,
@@ -81,9 +82,16 @@ def custom(
 
     Args:
         batch_norm: a BatchNorm2d after every convolution.
-        hidden: width of the two hidden classifier layers.
+        hidden: width of every Linear but the last (torchvision's two hidden layers;
+            4096 by default).
         pool: output size of the adaptive average pool before the classifier.
-        num_classes, dropout, in_channels: the head and the input.
+        num_classes: width of the last Linear (1000 by default).
+        dropout: probability of every dropout in the head (0.5 by default).
+        in_channels: channels of the input images.
+        head: the whole classifier, item by item, as ``--head`` text or a list:
+            ``N`` (a Linear to N features), ``"relu"``, ``"dropout"``, ``"dropout=P"``,
+            ``"bn"`` (BatchNorm1d), ``"softmax"``; torchvision's is
+            ``[4096, "relu", "dropout", 4096, "relu", "dropout", 1000]``.
         weights, strict, seed: as for :func:`vgg16`.
     """
     text = ",".join(str(item) for item in cfg)
@@ -99,4 +107,5 @@ def custom(
         num_classes=num_classes,
         dropout=dropout,
         in_channels=in_channels,
+        head=head,
     )

@@ -120,11 +120,16 @@ impl FastVgg {
         Ok((self.forward_slice(input)?, map_h, map_w))
     }
 
-    /// Logits for a flat NCHW input, row-major `[N, num_classes]`.
+    /// Outputs for a flat NCHW input, row-major `[N, num_classes]` (a dense plan: the
+    /// score map): logits, or probabilities when the head ends with a softmax.
     pub fn forward_slice(&mut self, input: &[f32]) -> Result<Vec<f32>> {
         crate::model::check_finite(input)?;
         let mut out = vec![0.0; self.plan.output_len()];
         self.plan.run(input, &mut out)?;
+        if self.config.outputs_probabilities() {
+            let spatial = self.plan.score_map_size().map_or(1, |(h, w)| h * w);
+            softmax_over_classes(&mut out, self.config.num_classes(), spatial);
+        }
         Ok(out)
     }
 
@@ -137,6 +142,23 @@ impl FastVgg {
 /// Refuses, with the layer list's message, an input the dense form cannot slide fc6 over.
 fn check_dense_input(config: &VggConfig, chw: [usize; 3]) -> Result<()> {
     propagate_shapes(config, &build_layers_in(config, Form::Dense), chw).map(|_| ())
+}
+
+/// Softmax over the classes of `[N, classes, spatial]` scores, in place, as
+/// `nn.Softmax(dim=1)`: per image and position, `exp(x − max) / Σ exp(x − max)`.
+fn softmax_over_classes(scores: &mut [f32], classes: usize, spatial: usize) {
+    for image in scores.chunks_mut(classes * spatial) {
+        for position in 0..spatial {
+            let at = |class: usize| class * spatial + position;
+            let max = (0..classes).map(|c| image[at(c)]).fold(f32::MIN, f32::max);
+            let mut sum = 0.0;
+            for c in 0..classes {
+                image[at(c)] = (image[at(c)] - max).exp();
+                sum += image[at(c)];
+            }
+            (0..classes).for_each(|c| image[at(c)] /= sum);
+        }
+    }
 }
 
 fn to_vec(tensor: &Tensor) -> Result<Vec<f32>> {

@@ -18,6 +18,9 @@ pub fn network_spec(
         pool: config.pool(),
         classifier: Vec::new(),
     };
+    // A batch norm after a ReLU cannot fold into the Linear before it; it folds into the
+    // input side of the next one instead.
+    let mut pending: Option<(String, Affine)> = None;
     for layer in build_layers(config) {
         let path = layer.path();
         match layer.kind {
@@ -61,13 +64,33 @@ pub fn network_spec(
             LayerKind::Linear {
                 in_features,
                 out_features,
-            } => spec.classifier.push(Linear {
-                in_features,
-                out_features,
-                weight: take(&format!("{path}.weight"))?,
-                bias: take(&format!("{path}.bias"))?,
-                relu: false,
-            }),
+            } => {
+                let mut linear = Linear {
+                    in_features,
+                    out_features,
+                    weight: take(&format!("{path}.weight"))?,
+                    bias: take(&format!("{path}.bias"))?,
+                    relu: false,
+                };
+                if let Some((_, affine)) = pending.take() {
+                    affine.fold_into_input(&mut linear)?;
+                }
+                spec.classifier.push(linear);
+            }
+            LayerKind::BatchNorm1d { eps, .. } => {
+                let mut bn = |name: &str| take(&format!("{path}.{name}"));
+                let affine = Affine::of_batch_norm(
+                    &bn("weight")?,
+                    &bn("bias")?,
+                    &bn("running_mean")?,
+                    &bn("running_var")?,
+                    eps as f32,
+                );
+                match spec.classifier.last_mut() {
+                    Some(linear) if !linear.relu => affine.fold_into_output(linear)?,
+                    _ => pending = Some((path, affine)),
+                }
+            }
             LayerKind::FcConv {
                 in_channels,
                 out_channels,
@@ -81,10 +104,80 @@ pub fn network_spec(
             }),
             LayerKind::AdaptiveAvgPool2d { .. }
             | LayerKind::Flatten
-            | LayerKind::Dropout { .. } => {}
+            | LayerKind::Dropout { .. }
+            | LayerKind::Softmax => {}
         }
     }
+    if let Some((path, _)) = pending {
+        return Err(Error::BadArgument(format!(
+            "{path}: the fast engine folds a batch norm into a Linear and none follows this \
+             one; use the reference engine (--engine reference)"
+        )));
+    }
     Ok(spec)
+}
+
+/// Eval-mode batch norm over features, `x·scale + shift` per feature.
+struct Affine {
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+}
+
+impl Affine {
+    fn of_batch_norm(gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], eps: f32) -> Self {
+        let scale: Vec<f32> = gamma
+            .iter()
+            .zip(var)
+            .map(|(g, v)| g / (v + eps).sqrt())
+            .collect();
+        let shift = (beta.iter().zip(mean).zip(&scale))
+            .map(|((b, m), s)| b - m * s)
+            .collect();
+        Affine { scale, shift }
+    }
+
+    fn check(&self, features: usize) -> Result<()> {
+        if self.scale.len() != features || self.shift.len() != features {
+            return Err(Error::BadConfig(format!(
+                "a batch norm over {} features does not fit a linear layer of {features}",
+                self.scale.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Applied to a Linear's outputs: scale its rows and shift its bias.
+    fn fold_into_output(&self, linear: &mut Linear) -> Result<()> {
+        self.check(linear.out_features)?;
+        let rows = linear.weight.chunks_mut(linear.in_features);
+        for ((row, bias), (s, t)) in rows
+            .zip(&mut linear.bias)
+            .zip(self.scale.iter().zip(&self.shift))
+        {
+            row.iter_mut().for_each(|w| *w *= s);
+            *bias = *bias * s + t;
+        }
+        Ok(())
+    }
+
+    /// Applied to a Linear's inputs: `W(x·s + t) + b = (W·diag s)x + (W t + b)`.
+    fn fold_into_input(&self, linear: &mut Linear) -> Result<()> {
+        self.check(linear.in_features)?;
+        for (row, bias) in linear
+            .weight
+            .chunks_mut(linear.in_features)
+            .zip(&mut linear.bias)
+        {
+            let shift: f64 = row
+                .iter()
+                .zip(&self.shift)
+                .map(|(w, t)| f64::from(w * t))
+                .sum();
+            *bias += shift as f32;
+            row.iter_mut().zip(&self.scale).for_each(|(w, s)| *w *= s);
+        }
+        Ok(())
+    }
 }
 
 /// Eval-mode batch norm after a convolution is an affine map per output channel:

@@ -67,7 +67,9 @@ impl Backend {
         }
     }
 
-    fn logits(&mut self, x: Tensor) -> Result<Tensor> {
+    /// The network's outputs for `x`: logits, or probabilities when its head ends with a
+    /// softmax.
+    fn outputs(&mut self, x: Tensor) -> Result<Tensor> {
         match self {
             Backend::Reference(model) => model.forward(&x, Mode::Eval),
             Backend::Fast(engine) => {
@@ -247,9 +249,18 @@ impl Classifier {
         flip: bool,
     ) -> Result<Tensor> {
         let x = stack(images, height, width, flip, &Device::Cpu)?;
-        let logits = self.backend.logits(x)?;
-        Ok(candle_nn::ops::softmax(&logits, D::Minus1)?)
+        let outputs = self.backend.outputs(x)?;
+        probabilities(&outputs, self.backend.config())
     }
+}
+
+/// Class probabilities over the last dimension of a network's `outputs`: the outputs
+/// themselves when its head ends with a softmax, else their softmax.
+pub fn probabilities(outputs: &Tensor, config: &VggConfig) -> Result<Tensor> {
+    if config.outputs_probabilities() {
+        return Ok(outputs.clone());
+    }
+    Ok(candle_nn::ops::softmax(outputs, D::Minus1)?)
 }
 
 /// Stacks CHW images into an NCHW tensor, mirrored left-right if `flip`.

@@ -6,7 +6,7 @@
 //! averaged over scales; and both combined. `scripts/make_protocol_fixtures.py` is the
 //! PyTorch reference these are tested against.
 
-use candle_core::{D, Device, Tensor};
+use candle_core::{Device, Tensor};
 use image::RgbImage;
 
 use crate::data::preprocess::{Preprocess, resize_shorter_side};
@@ -14,7 +14,7 @@ use crate::engine::PlanOptions;
 use crate::error::{Error, Result};
 use crate::fast::FastVgg;
 use crate::infer::{Backend, Classifier, Engine};
-use crate::model::{Mode, Vgg};
+use crate::model::{Mode, Vgg, VggConfig};
 
 /// How each image is evaluated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -105,6 +105,13 @@ pub enum DenseBackend {
 }
 
 impl DenseBackend {
+    fn config(&self) -> &VggConfig {
+        match self {
+            DenseBackend::Reference(model) => model.config(),
+            DenseBackend::Fast(engine) => engine.config(),
+        }
+    }
+
     /// The class score map of `view` and of its mirror image, each averaged over space:
     /// two rows of logits.
     fn mean_scores(&mut self, view: &View) -> Result<Tensor> {
@@ -167,7 +174,7 @@ impl ScaleProtocol {
             .expect("validated: dense protocols have one");
         let mut sum: Option<Tensor> = None;
         for view in views {
-            let probs = candle_nn::ops::softmax(&dense.mean_scores(view)?, D::Minus1)?;
+            let probs = super::probabilities(&dense.mean_scores(view)?, dense.config())?;
             let probs = probs.mean(0)?;
             sum = Some(match sum {
                 Some(s) => (s + probs)?,

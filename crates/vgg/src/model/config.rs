@@ -5,6 +5,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
+use crate::model::head::{
+    HeadItem, as_torchvision, check_head, head_string, parse_head, torchvision_head,
+};
 
 /// One entry of a VGG feature configuration: a 3×3 convolution with that many output
 /// channels, or a 2×2 max-pool (`M` in torchvision's tables).
@@ -217,28 +220,65 @@ mod cfg_text {
 /// [`VggConfig::new`], [`VggConfig::with_overrides`], deserialisation), so every config a
 /// library call sees describes a network that can be built.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(try_from = "Fields", into = "Fields")]
+#[serde(try_from = "StoredFields", into = "Fields")]
 pub struct VggConfig(Fields);
 
-/// [`VggConfig`]'s contents; stored and read as they are, checked on the way in.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// [`VggConfig`]'s contents, as they are stored (the head in `--head` syntax).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 struct Fields {
     name: String,
     #[serde(with = "cfg_text")]
     features: Vec<CfgItem>,
     batch_norm: bool,
     in_channels: usize,
-    num_classes: usize,
-    dropout: f64,
-    hidden: usize,
     pool: usize,
+    #[serde(serialize_with = "head_text")]
+    head: Vec<HeadItem>,
 }
 
-impl TryFrom<Fields> for VggConfig {
+fn head_text<S: serde::Serializer>(
+    head: &[HeadItem],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&head_string(head))
+}
+
+/// What a stored config may hold: the head as text, or (checkpoints written before heads
+/// were configurable) torchvision's head by its width, dropout and class count.
+#[derive(serde::Deserialize)]
+struct StoredFields {
+    name: String,
+    #[serde(with = "cfg_text")]
+    features: Vec<CfgItem>,
+    batch_norm: bool,
+    in_channels: usize,
+    pool: usize,
+    head: Option<String>,
+    num_classes: Option<usize>,
+    dropout: Option<f64>,
+    hidden: Option<usize>,
+}
+
+impl TryFrom<StoredFields> for VggConfig {
     type Error = Error;
 
-    fn try_from(fields: Fields) -> Result<Self> {
-        let config = VggConfig(fields);
+    fn try_from(stored: StoredFields) -> Result<Self> {
+        let head = match stored.head {
+            Some(text) => parse_head(&text)?,
+            None => torchvision_head(
+                stored.hidden.unwrap_or(4096),
+                stored.dropout.unwrap_or(0.5),
+                stored.num_classes.unwrap_or(1000),
+            ),
+        };
+        let config = VggConfig(Fields {
+            name: stored.name,
+            features: stored.features,
+            batch_norm: stored.batch_norm,
+            in_channels: stored.in_channels,
+            pool: stored.pool,
+            head,
+        });
         config.validate()?;
         Ok(config)
     }
@@ -250,13 +290,18 @@ impl From<VggConfig> for Fields {
     }
 }
 
-/// Changes to a config's input and head; `None` keeps the config's own value.
+/// Changes to a config's input and head; `None` keeps the config's own value. A new `head`
+/// applies first; `hidden`, `dropout` and `num_classes` then change its items.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConfigOverrides {
     pub in_channels: Option<usize>,
+    /// A whole new classifier head.
+    pub head: Option<Vec<HeadItem>>,
+    /// Width of the last Linear.
     pub num_classes: Option<usize>,
+    /// Probability of every dropout in the head.
     pub dropout: Option<f64>,
-    /// Width of the two hidden classifier layers.
+    /// Width of every Linear but the last (torchvision's two hidden layers).
     pub hidden: Option<usize>,
     /// Output size of the adaptive average pool.
     pub pool: Option<usize>,
@@ -277,10 +322,8 @@ impl VggConfig {
             features: arch.cfg(),
             batch_norm: arch.batch_norm(),
             in_channels: 3,
-            num_classes: 1000,
-            dropout: 0.5,
-            hidden: 4096,
             pool: 7,
+            head: torchvision_head(4096, 0.5, 1000),
         })
     }
 
@@ -292,12 +335,14 @@ impl VggConfig {
     /// A network of these features with torchvision's head and input; named `name`
     /// (an arch's name only when the features are that arch's).
     pub fn new(name: &str, features: Vec<CfgItem>, batch_norm: bool) -> Result<Self> {
-        VggConfig::try_from(Fields {
+        let config = VggConfig(Fields {
             name: name.to_string(),
             features,
             batch_norm,
             ..VggConfig::from_arch(Arch::Vgg11).0
-        })
+        });
+        config.validate()?;
+        Ok(config)
     }
 
     /// The config of a network with these features: a torchvision arch's, keeping its name,
@@ -314,15 +359,47 @@ impl VggConfig {
 
     /// This config with `overrides` applied, checked.
     pub fn with_overrides(&self, overrides: &ConfigOverrides) -> Result<Self> {
+        for (what, value) in [
+            ("num_classes", overrides.num_classes),
+            ("hidden", overrides.hidden),
+        ] {
+            match value {
+                Some(0) => return Err(Error::BadConfig(format!("{what} must be at least 1"))),
+                Some(v) if v > MAX_WIDTH => {
+                    return Err(Error::BadConfig(format!(
+                        "{what} must be at most {MAX_WIDTH}, got {v}"
+                    )));
+                }
+                _ => {}
+            }
+        }
         let f = &self.0;
-        VggConfig::try_from(Fields {
+        let mut head = overrides.head.clone().unwrap_or_else(|| f.head.clone());
+        let last_linear = head.iter().rposition(|i| matches!(i, HeadItem::Linear(_)));
+        for (index, item) in head.iter_mut().enumerate() {
+            match item {
+                HeadItem::Linear(n) if Some(index) == last_linear => {
+                    *n = overrides.num_classes.unwrap_or(*n);
+                }
+                HeadItem::Linear(n) => *n = overrides.hidden.unwrap_or(*n),
+                HeadItem::Dropout(p) => *p = overrides.dropout.unwrap_or(*p),
+                _ => {}
+            }
+        }
+        // torchvision's arch functions build torchvision's head; any other makes a custom net.
+        let name = match as_torchvision(&head) {
+            None if self.arch().is_some() => "custom".to_string(),
+            _ => f.name.clone(),
+        };
+        let config = VggConfig(Fields {
+            name,
             in_channels: overrides.in_channels.unwrap_or(f.in_channels),
-            num_classes: overrides.num_classes.unwrap_or(f.num_classes),
-            dropout: overrides.dropout.unwrap_or(f.dropout),
-            hidden: overrides.hidden.unwrap_or(f.hidden),
             pool: overrides.pool.unwrap_or(f.pool),
+            head,
             ..f.clone()
-        })
+        });
+        config.validate()?;
+        Ok(config)
     }
 
     /// This config for `num_classes` outputs.
@@ -358,18 +435,57 @@ impl VggConfig {
         self.0.in_channels
     }
 
+    /// The width of the head's last Linear.
     pub fn num_classes(&self) -> usize {
-        self.0.num_classes
+        self.0
+            .head
+            .iter()
+            .rev()
+            .find_map(|i| match i {
+                HeadItem::Linear(n) => Some(*n),
+                _ => None,
+            })
+            .expect("a validated head has a Linear")
     }
 
-    /// Dropout probability of the classifier's two dropout layers.
-    pub fn dropout(&self) -> f64 {
-        self.0.dropout
+    /// The classifier head, item by item.
+    pub fn head(&self) -> &[HeadItem] {
+        &self.0.head
     }
 
-    /// Width of the two hidden classifier layers (4096 in torchvision).
-    pub fn hidden(&self) -> usize {
-        self.0.hidden
+    /// Whether the network outputs class probabilities (its head ends with a softmax)
+    /// rather than logits.
+    pub fn outputs_probabilities(&self) -> bool {
+        self.0.head.last() == Some(&HeadItem::Softmax)
+    }
+
+    /// Width of the two hidden classifier layers (4096 in torchvision); `None` when the
+    /// head is not torchvision's shape.
+    pub fn hidden(&self) -> Option<usize> {
+        as_torchvision(&self.0.head).map(|(hidden, _)| hidden)
+    }
+
+    /// Dropout probability of torchvision's two dropout layers; `None` when the head is
+    /// not torchvision's shape.
+    pub fn dropout(&self) -> Option<f64> {
+        as_torchvision(&self.0.head).map(|(_, p)| p)
+    }
+
+    /// The command-line flags that give this head: `--hidden H --num-classes K` (and
+    /// `--dropout P` unless 0.5) for torchvision's shape, `--head ITEMS` for any other.
+    pub fn head_flags(&self) -> String {
+        match as_torchvision(&self.0.head) {
+            Some((hidden, p)) => {
+                let dropout = if p == 0.5 {
+                    String::new()
+                } else {
+                    format!(" --dropout {p}")
+                };
+                let classes = self.num_classes();
+                format!("--hidden {hidden}{dropout} --num-classes {classes}")
+            }
+            None => format!("--head {}", head_string(&self.0.head)),
+        }
     }
 
     /// Output size of the adaptive average pool (7 in torchvision).
@@ -384,12 +500,7 @@ impl VggConfig {
 
     /// Checks everything a user or a file can set; every constructor ends here.
     fn validate(&self) -> Result<()> {
-        let sizes = [
-            ("num_classes", self.0.num_classes),
-            ("in_channels", self.0.in_channels),
-            ("hidden", self.0.hidden),
-            ("pool", self.0.pool),
-        ];
+        let sizes = [("in_channels", self.0.in_channels), ("pool", self.0.pool)];
         for (what, value) in sizes {
             if value == 0 {
                 return Err(Error::BadConfig(format!("{what} must be at least 1")));
@@ -400,18 +511,13 @@ impl VggConfig {
                 )));
             }
         }
-        if !(0.0..1.0).contains(&self.0.dropout) {
-            return Err(Error::BadConfig(format!(
-                "dropout must be in [0, 1), got {}",
-                self.0.dropout
-            )));
-        }
+        check_head(&self.0.head, MAX_WIDTH, MAX_FEATURES)?;
         check_features(&self.0.features)?;
         if crate::model::footprint::weight_bytes(self).is_none() {
             return Err(Error::BadConfig(format!(
-                "{} with hidden {} and pool {} has more parameters than 64-bit sizes can count",
+                "{} with head {} and pool {} has more parameters than 64-bit sizes can count",
                 self.name(),
-                self.0.hidden,
+                head_string(&self.0.head),
                 self.0.pool
             )));
         }
@@ -534,12 +640,23 @@ mod tests {
         assert_eq!(json["features"], "64,M,128,M,256,256,M,512,512,M,512,512,M");
         let back: VggConfig = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(back, vgg11);
-        let mut bad = json;
-        bad["hidden"] = 0.into();
+        assert_eq!(
+            json["head"],
+            "4096,relu,dropout=0.5,4096,relu,dropout=0.5,1000"
+        );
+        let mut bad = json.clone();
+        bad["head"] = "0".into();
         let err = serde_json::from_value::<VggConfig>(bad)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("hidden must be at least 1"), "{err}");
+        assert!(err.contains("a Linear needs 1..="), "{err}");
+        // Checkpoints from before configurable heads stored torchvision's head by size.
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("head");
+        old["hidden"] = 256.into();
+        old["num_classes"] = 10.into();
+        let back: VggConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(back.head(), torchvision_head(256, 0.5, 10));
     }
 
     #[test]

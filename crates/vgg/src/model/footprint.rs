@@ -78,8 +78,8 @@ fn describe(config: &VggConfig) -> String {
     if config.pool() != 7 {
         text += &format!(" --pool {}", config.pool());
     }
-    if config.hidden() != 4096 {
-        text += &format!(" --hidden {}", config.hidden());
+    if config.hidden() != Some(4096) {
+        text += &format!(" {}", config.head_flags());
     }
     text
 }

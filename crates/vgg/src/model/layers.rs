@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::limits::element_count;
 use crate::model::config::{CfgItem, VggConfig};
+use crate::model::head::HeadItem;
 
 /// `nn.BatchNorm2d`'s defaults, which torchvision's VGGs use: set here once, read from the
 /// layer list by every path that normalises (reference model, training, engine folding).
@@ -74,6 +75,15 @@ pub enum LayerKind {
     Dropout {
         p: f64,
     },
+    /// Batch norm over the features of a `[N, F]` classifier activation (a configured head;
+    /// torchvision's has none). Same tensors and statistics as [`LayerKind::BatchNorm2d`].
+    BatchNorm1d {
+        features: usize,
+        eps: f64,
+        momentum: f64,
+    },
+    /// `nn.Softmax(dim=1)` over the classes, ending a configured head.
+    Softmax,
     /// A classifier `Linear` applied as a `k×k` convolution (stride 1, no padding) in the
     /// network's dense form (paper §3.2): fc6 becomes a `pool×pool` convolution over the
     /// feature map, fc7 and fc8 `1×1` ones. Same weights, reshaped to `[out, in, k, k]`.
@@ -123,6 +133,8 @@ impl LayerKind {
             LayerKind::Flatten => "flatten",
             LayerKind::Linear { .. } => "Linear",
             LayerKind::Dropout { .. } => "Dropout",
+            LayerKind::BatchNorm1d { .. } => "BatchNorm1d",
+            LayerKind::Softmax => "Softmax",
             LayerKind::FcConv { .. } => "Conv2d",
         }
     }
@@ -147,7 +159,10 @@ impl LayerKind {
                 param("weight", vec![out_channels, in_channels, 3, 3]),
                 param("bias", vec![out_channels]),
             ],
-            LayerKind::BatchNorm2d { channels, .. } => vec![
+            LayerKind::BatchNorm2d { channels, .. }
+            | LayerKind::BatchNorm1d {
+                features: channels, ..
+            } => vec![
                 param("weight", vec![channels]),
                 param("bias", vec![channels]),
                 buffer("running_mean", vec![channels]),
@@ -196,9 +211,11 @@ impl LayerKind {
                 kernel,
                 ..
             } => vec![out_channels, input[1] + 1 - kernel, input[2] + 1 - kernel],
-            LayerKind::BatchNorm2d { .. } | LayerKind::ReLU | LayerKind::Dropout { .. } => {
-                input.to_vec()
-            }
+            LayerKind::BatchNorm2d { .. }
+            | LayerKind::BatchNorm1d { .. }
+            | LayerKind::ReLU
+            | LayerKind::Dropout { .. }
+            | LayerKind::Softmax => input.to_vec(),
         }
     }
 
@@ -209,7 +226,9 @@ impl LayerKind {
         let params = self.num_params() as u64;
         match self {
             LayerKind::Conv2d { .. } | LayerKind::FcConv { .. } => per_pixel(params, output),
-            LayerKind::BatchNorm2d { .. } | LayerKind::Linear { .. } => Some(params),
+            LayerKind::BatchNorm2d { .. }
+            | LayerKind::BatchNorm1d { .. }
+            | LayerKind::Linear { .. } => Some(params),
             _ => Some(0),
         }
     }
@@ -354,35 +373,62 @@ fn feature_layers(config: &VggConfig) -> Vec<LayerSpec> {
     layers
 }
 
-/// `classifier`: Linear-ReLU-Dropout twice and the last Linear; in the dense form each
-/// Linear is the equivalent convolution (fc6 spans the `pool×pool` map, fc7 and fc8 are 1×1).
+/// `classifier`: the config's head, item by item. In the dense form each Linear is the
+/// equivalent convolution (the first spans the `pool×pool` map, later ones are 1×1) and a
+/// batch norm normalises the score map's channels.
 fn classifier_layers(config: &VggConfig, form: Form) -> Vec<LayerKind> {
     let (pool, channels) = (config.pool(), config.out_channels());
-    let fc = |index: usize, in_features: usize, out_features: usize| match form {
-        Form::Standard => LayerKind::Linear {
-            in_features: if index == 0 {
-                channels * pool * pool
-            } else {
-                in_features
+    let mut width = channels * pool * pool;
+    let mut first = true;
+    config
+        .head()
+        .iter()
+        .map(|item| match (*item, form) {
+            (HeadItem::Linear(out_features), Form::Standard) => {
+                let in_features = std::mem::replace(&mut width, out_features);
+                LayerKind::Linear {
+                    in_features,
+                    out_features,
+                }
+            }
+            (HeadItem::Linear(out_channels), Form::Dense) => {
+                let in_channels = if first { channels } else { width };
+                let kernel = if std::mem::replace(&mut first, false) {
+                    pool
+                } else {
+                    1
+                };
+                width = out_channels;
+                LayerKind::FcConv {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                }
+            }
+            (HeadItem::BatchNorm1d, Form::Standard) => LayerKind::BatchNorm1d {
+                features: width,
+                eps: BN_EPS,
+                momentum: BN_MOMENTUM,
             },
-            out_features,
-        },
-        Form::Dense => LayerKind::FcConv {
-            in_channels: in_features,
-            out_channels: out_features,
-            kernel: if index == 0 { pool } else { 1 },
-        },
-    };
-    let (hidden, p) = (config.hidden(), config.dropout());
-    vec![
-        fc(0, channels, hidden),
-        LayerKind::ReLU,
-        LayerKind::Dropout { p },
-        fc(1, hidden, hidden),
-        LayerKind::ReLU,
-        LayerKind::Dropout { p },
-        fc(2, hidden, config.num_classes()),
-    ]
+            (HeadItem::BatchNorm1d, Form::Dense) => LayerKind::BatchNorm2d {
+                channels: width,
+                eps: BN_EPS,
+                momentum: BN_MOMENTUM,
+            },
+            (HeadItem::ReLU, _) => LayerKind::ReLU,
+            (HeadItem::Dropout(p), _) => LayerKind::Dropout { p },
+            (HeadItem::Softmax, _) => LayerKind::Softmax,
+        })
+        .collect()
+}
+
+/// How many layers produce the logits: all but a final softmax. Training and losses stop
+/// there; inference runs the whole list.
+pub fn logits_len(layers: &[LayerSpec]) -> usize {
+    match layers.last() {
+        Some(last) if last.kind == LayerKind::Softmax => layers.len() - 1,
+        _ => layers.len(),
+    }
 }
 
 /// A layer's input and output shapes, without the batch dimension.

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod footprint;
+pub mod head;
 pub mod init;
 pub mod layers;
 pub mod vgg;

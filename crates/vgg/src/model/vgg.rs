@@ -14,7 +14,8 @@ use crate::model::config::VggConfig;
 use crate::model::footprint::{self, Work};
 use crate::model::init::{Init, init_values};
 use crate::model::layers::{
-    Form, LayerKind, LayerSpec, TensorSpec, build_layers, build_layers_in, propagate_shapes,
+    Form, LayerKind, LayerSpec, TensorSpec, build_layers, build_layers_in, logits_len,
+    propagate_shapes,
 };
 use crate::ops::tensor_pool::adaptive_avg_pool2d;
 use crate::ops::{self, conv3x3, linear, max_pool2x2, relu};
@@ -139,7 +140,7 @@ impl Vgg {
                         weight: next(),
                         bias: next(),
                     }),
-                    LayerKind::BatchNorm2d { .. } => {
+                    LayerKind::BatchNorm2d { .. } | LayerKind::BatchNorm1d { .. } => {
                         let (weight, bias, running_mean, running_var) =
                             (next(), next(), next(), next());
                         let tracked = next().as_tensor().to_dtype(DType::F64)?;
@@ -285,9 +286,17 @@ impl Vgg {
         params
     }
 
-    /// Runs the whole network on an NCHW batch: logits `[N, num_classes]`.
+    /// Runs the whole network on an NCHW batch: its outputs `[N, num_classes]` (logits, or
+    /// probabilities when the head ends with a softmax).
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         self.forward_to(x, mode, None)
+    }
+
+    /// The logits `[N, num_classes]`: the whole network but a final softmax. What losses
+    /// and gradients are taken of.
+    pub fn logits(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.check_input(x)?;
+        self.forward_range(x, mode, 0..logits_len(&self.layers))
     }
 
     /// Runs the network up to and including the module at `last` (`features.10`, `avgpool`,
@@ -393,6 +402,18 @@ impl Vgg {
                 let var = bn.running_var.as_tensor();
                 normalise(x, mean, var, bn, eps)?
             }
+            (&LayerKind::BatchNorm1d { eps, momentum, .. }, Module::BatchNorm2d(bn)) => {
+                // `[N, F]` as `[N, F, 1, 1]`: BatchNorm1d's statistics are BatchNorm2d's.
+                let x4 = x.unsqueeze(2)?.unsqueeze(3)?;
+                let y = if train {
+                    batch_norm_train(bn, &x4, eps, momentum)?
+                } else {
+                    let mean = bn.running_mean.as_tensor();
+                    normalise(&x4, mean, bn.running_var.as_tensor(), bn, eps)?
+                };
+                y.flatten_from(1)?
+            }
+            (LayerKind::Softmax, _) => candle_nn::ops::softmax(x, 1)?,
             (LayerKind::ReLU, _) => relu(x)?,
             (LayerKind::MaxPool2d, _) => max_pool2x2(x)?,
             (&LayerKind::AdaptiveAvgPool2d { output }, _) => {

@@ -102,6 +102,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     let model = StateDict {
         tensors: model,
         format: WeightFormat::Safetensors,
+        config: Some(run.config.clone()),
         notes: Vec::new(),
     };
     Ok(Checkpoint {

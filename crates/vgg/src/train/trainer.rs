@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::io::write_atomically;
 use crate::model::VggConfig;
 use crate::model::footprint::{self, Work};
-use crate::model::layers::Container;
+use crate::model::layers::{Container, logits_len};
 use crate::model::{Mode, Vgg};
 use crate::progress::Progress;
 use crate::train::checkpoint::{self, RunState};
@@ -427,7 +427,7 @@ impl Trainer {
     /// batch-norm statistics, as PyTorch does for frozen parameters in training mode)
     /// outside the autograd graph, so the backward pass stops at the classifier.
     fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
-        let end = self.model.layers().len();
+        let end = logits_len(self.model.layers());
         if self.run.options.freeze != Some(Container::Features) {
             return self.model.forward_range(x, Mode::Train, 0..end);
         }
@@ -460,7 +460,7 @@ impl Trainer {
                 continue;
             }
             let (x, y) = tensors(&batch, options.preprocess.crop, self.model.device())?;
-            let logits = self.model.forward(&x, Mode::Eval)?;
+            let logits = self.model.logits(&x, Mode::Eval)?;
             let loss = cross_entropy(&logits, &y, options.label_smoothing)?;
             totals.add(f64::from(loss.to_scalar::<f32>()?), &logits, &batch)?;
             progress.advance(batch.len(), "");

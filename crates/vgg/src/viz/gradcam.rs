@@ -6,6 +6,7 @@
 use candle_core::{D, Tensor, Var};
 
 use crate::error::{Error, Result};
+use crate::model::layers::logits_len;
 use crate::model::{Container, LayerKind, Mode, Vgg};
 
 /// A class-activation map for one image.
@@ -43,7 +44,9 @@ pub fn grad_cam(model: &Vgg, activation: &Tensor, class: Option<usize>) -> Resul
         )));
     }
     let a = Var::from_tensor(&activation.detach())?;
-    let logits = model.forward_from(a.as_tensor(), Mode::Eval, target_layer(model)? + 1)?;
+    let logits_end = logits_len(model.layers());
+    let first = target_layer(model)? + 1;
+    let logits = model.forward_range(a.as_tensor(), Mode::Eval, first..logits_end)?;
     let logits = logits.squeeze(0)?;
     let class = match class {
         Some(c) if c >= logits.dim(0)? => {

@@ -6,11 +6,15 @@
 
 use crate::error::{Error, Result};
 use crate::model::config::{CfgItem, ConfigOverrides, VggConfig};
+use crate::model::head::{DEFAULT_DROPOUT, HeadItem, torchvision_head};
 use crate::weights::Shapes;
 
 /// The config whose state_dict layout `state` has: a named arch where the features match
 /// one, otherwise `custom` with the detected cfg.
 pub fn detect_config(state: &Shapes) -> Result<VggConfig> {
+    if let Some(config) = &state.config {
+        return Ok(config.clone());
+    }
     let fail = |why: &str| {
         Error::BadArgument(format!("cannot detect the arch from the checkpoint: {why}"))
     };
@@ -51,18 +55,8 @@ pub fn detect_config(state: &Shapes) -> Result<VggConfig> {
     }
     features.push(CfgItem::Pool);
 
-    let linear = |i: usize| {
-        state
-            .get(&format!("classifier.{i}.weight"))
-            .map(<[usize]>::to_vec)
-    };
-    let (Some(fc6), Some(fc8)) = (linear(0), linear(6)) else {
-        return Err(fail("no classifier.0.weight / classifier.6.weight"));
-    };
-    let (&[hidden, flat], &[num_classes, _]) = (fc6.as_slice(), fc8.as_slice()) else {
-        return Err(fail("classifier weights are not matrices"));
-    };
     let last_channels = convs.last().map_or(in_channels, |c| c.1);
+    let (head, flat) = detect_head(state).map_err(|why| fail(&why))?;
     let pool = (1..=flat)
         .take_while(|p| p * p * last_channels <= flat)
         .last()
@@ -74,9 +68,62 @@ pub fn detect_config(state: &Shapes) -> Result<VggConfig> {
     }
     VggConfig::from_features(features, batch_norm)?.with_overrides(&ConfigOverrides {
         in_channels: Some(in_channels),
-        num_classes: Some(num_classes),
-        hidden: Some(hidden),
         pool: Some(pool),
-        dropout: None,
+        head: Some(head),
+        ..ConfigOverrides::default()
     })
+}
+
+/// The head the `classifier.N` tensors describe, and the first Linear's input width.
+/// Linear and batch-norm layers leave keys; ReLU, dropout and softmax do not, so
+/// torchvision's layout (Linear at 0, 3 and 6) reads as torchvision's head, and in any
+/// other layout the gaps after a Linear or batch norm read as `relu` then `dropout`
+/// (PyTorch's usual order). A file that records its config (ONNX, our safetensors) is
+/// read exactly instead.
+fn detect_head(state: &Shapes) -> std::result::Result<(Vec<HeadItem>, usize), String> {
+    let mut layers: Vec<(usize, HeadItem, usize)> = state
+        .entries
+        .iter()
+        .filter_map(|(key, shape)| {
+            let index: usize = key
+                .strip_prefix("classifier.")?
+                .strip_suffix(".weight")?
+                .parse()
+                .ok()?;
+            let bn = state
+                .get(&format!("classifier.{index}.running_mean"))
+                .is_some();
+            match *shape.as_slice() {
+                [out, inp] if !bn => Some((index, HeadItem::Linear(out), inp)),
+                [features] if bn => Some((index, HeadItem::BatchNorm1d, features)),
+                _ => None,
+            }
+        })
+        .collect();
+    layers.sort_by_key(|l| l.0);
+    let Some(&(0, HeadItem::Linear(_), flat)) = layers.first() else {
+        return Err("no classifier.0.weight linear layer".into());
+    };
+    let linear_at: Vec<usize> = layers.iter().map(|l| l.0).collect();
+    if linear_at == [0, 3, 6] && layers.iter().all(|l| matches!(l.1, HeadItem::Linear(_))) {
+        let (HeadItem::Linear(hidden), HeadItem::Linear(classes)) = (layers[0].1, layers[2].1)
+        else {
+            unreachable!("checked above");
+        };
+        return Ok((torchvision_head(hidden, DEFAULT_DROPOUT, classes), flat));
+    }
+    let mut head = Vec::new();
+    for (index, item, _) in layers {
+        let gap = index - head.len();
+        if gap > 2 {
+            return Err(format!("an unexplained gap before classifier.{index}"));
+        }
+        head.extend(
+            [HeadItem::ReLU, HeadItem::Dropout(DEFAULT_DROPOUT)]
+                .into_iter()
+                .take(gap),
+        );
+        head.push(item);
+    }
+    Ok((head, flat))
 }

@@ -198,13 +198,16 @@ fn hints(config: &VggConfig, state: &Shapes, report: &LoadReport) -> Vec<String>
     if let Ok(detected) = detect_config(state) {
         if detected.name() == "custom" {
             hints.push(format!(
-                "the checkpoint looks like a custom network: custom --cfg {}{} --hidden {} --pool {} \
-                 --num-classes {} (or --arch auto)",
+                "the checkpoint looks like a custom network: custom --cfg {}{} {} --pool {} \
+                 (or --arch auto)",
                 cfg_string(detected.features()),
-                if detected.batch_norm() { " --batch-norm" } else { "" },
-                detected.hidden(),
+                if detected.batch_norm() {
+                    " --batch-norm"
+                } else {
+                    ""
+                },
+                detected.head_flags(),
                 detected.pool(),
-                detected.num_classes()
             ));
         } else if detected.name() != config.name() {
             let why = match (detected.batch_norm(), config.batch_norm()) {

@@ -4,7 +4,9 @@
 pub mod detect;
 pub mod load;
 pub mod names;
+pub mod onnx;
 pub mod pth;
+pub mod recorded;
 pub mod safetensors;
 
 use std::io::Read;
@@ -12,9 +14,12 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
 
+use crate::data::preprocess::Preprocess;
 use crate::error::{Error, Result};
 use crate::io::open_regular;
 use crate::limits::reserve;
+use crate::model::VggConfig;
+use crate::weights::recorded::Recorded;
 
 /// The container a checkpoint came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +29,9 @@ pub enum WeightFormat {
     /// `torch.save` before 1.6 (torchvision's published VGG files): pickles + raw storages.
     PthLegacy,
     Safetensors,
+    /// An ONNX model whose graph is a VGG (ours, torchvision's export, the Model Zoo's,
+    /// Keras' through tf2onnx).
+    Onnx,
     /// Tensors handed over in memory (a Python dict of arrays, say).
     InMemory,
 }
@@ -34,11 +42,13 @@ impl WeightFormat {
             WeightFormat::PthZip => "PyTorch .pth (zip format)",
             WeightFormat::PthLegacy => "PyTorch .pth (legacy format, before 1.6)",
             WeightFormat::Safetensors => "safetensors",
+            WeightFormat::Onnx => "ONNX",
             WeightFormat::InMemory => "tensors in memory",
         }
     }
 
-    /// Recognises a file by its first bytes, whatever its extension says.
+    /// Recognises a file by its first bytes, whatever its extension says (ONNX, a protobuf
+    /// without a signature, by its first field, the IR version, or its `.onnx` extension).
     pub fn sniff(path: &Path) -> Result<Self> {
         let mut head = [0u8; 9];
         let mut file = open_regular(path).map_err(|e| Error::io(path, "cannot open", e))?;
@@ -48,10 +58,12 @@ impl WeightFormat {
             [b'P', b'K', 3, 4, ..] => Ok(WeightFormat::PthZip),
             [0x80, 2..=5, ..] => Ok(WeightFormat::PthLegacy),
             [_, _, _, _, _, _, _, _, b'{'] => Ok(WeightFormat::Safetensors),
+            [0x08, ..] => Ok(WeightFormat::Onnx),
+            _ if path.extension().is_some_and(|e| e == "onnx") => Ok(WeightFormat::Onnx),
             _ => Err(Error::BadWeights {
                 path: path.display().to_string(),
-                why: "not a checkpoint: expected a PyTorch .pth (zip or legacy pickle) or a \
-                      safetensors file"
+                why: "not a checkpoint: expected a PyTorch .pth (zip or legacy pickle), a \
+                      safetensors file or an ONNX model"
                     .into(),
             }),
         }
@@ -75,6 +87,8 @@ fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize
 pub struct StateDict {
     pub tensors: Vec<(String, Tensor)>,
     pub format: WeightFormat,
+    /// The network the file describes, when it records one (see [`Shapes::config`]).
+    pub config: Option<VggConfig>,
     /// What was changed on the way in (name mapping, nesting), for the user to see.
     pub notes: Vec<String>,
 }
@@ -86,6 +100,7 @@ impl StateDict {
         names::to_torchvision(StateDict {
             tensors,
             format: WeightFormat::InMemory,
+            config: None,
             notes: Vec::new(),
         })
     }
@@ -111,9 +126,12 @@ impl StateDict {
 
 /// Names and shapes of a checkpoint's tensors: all that arch detection and load checks need,
 /// so they can run before (or without) reading any tensor data.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Shapes {
     pub entries: Vec<(String, Vec<usize>)>,
+    /// The network the file describes, when it records one (an ONNX graph, a safetensors
+    /// file we wrote): detection takes it instead of reading the layout off the keys.
+    pub config: Option<VggConfig>,
 }
 
 impl Shapes {
@@ -136,7 +154,10 @@ impl StateDict {
             .iter()
             .map(|(k, t)| (k.clone(), t.dims().to_vec()))
             .collect();
-        Shapes { entries }
+        Shapes {
+            entries,
+            config: self.config.clone(),
+        }
     }
 }
 
@@ -145,6 +166,15 @@ impl StateDict {
 pub fn read(path: &Path) -> Result<StateDict> {
     let state = match WeightFormat::sniff(path)? {
         WeightFormat::Safetensors => safetensors::read(path)?,
+        WeightFormat::Onnx => {
+            let model = onnx::read(path)?;
+            StateDict {
+                notes: vec![model.describe()],
+                tensors: model.tensors,
+                format: WeightFormat::Onnx,
+                config: Some(model.config),
+            }
+        }
         _ => read_pth(path)?,
     };
     check_all_finite(path, &state.tensors)?;
@@ -219,6 +249,7 @@ fn read_pth(path: &Path) -> Result<StateDict> {
     Ok(StateDict {
         tensors,
         format,
+        config: None,
         notes,
     })
 }
@@ -237,7 +268,10 @@ impl LazyPth {
     /// `None` when the file is not a `.pth` or needs name mapping beyond a `module.` prefix
     /// (timm's reshaped names): such files take the [`read`] path.
     pub fn open(path: &Path) -> Result<Option<Self>> {
-        if WeightFormat::sniff(path)? == WeightFormat::Safetensors {
+        if !matches!(
+            WeightFormat::sniff(path)?,
+            WeightFormat::PthZip | WeightFormat::PthLegacy
+        ) {
             return Ok(None);
         }
         let bad = |e: pth::PthError| Error::BadWeights {
@@ -282,6 +316,7 @@ impl LazyPth {
             entries: entries
                 .map(|(n, e)| (n.clone(), linear(n, &e.shape)))
                 .collect(),
+            config: None,
         }
     }
 
@@ -339,15 +374,43 @@ fn explain(error: pth::PthError) -> String {
     }
 }
 
+/// The preprocessing a checkpoint records: a `vgg train` checkpoint's, or an ONNX file's
+/// (ours, or ImageNet's at the input size its graph fixes); `None` for any other file.
+pub fn recorded_preprocess(path: &Path) -> Option<Preprocess> {
+    match WeightFormat::sniff(path).ok()? {
+        WeightFormat::Onnx => onnx::recorded(path).ok()?.0,
+        _ => safetensors::trained_preprocess(path),
+    }
+}
+
+/// The class names a checkpoint records (a `vgg train` checkpoint, an ONNX file we wrote).
+pub fn recorded_class_names(path: &Path) -> Option<Vec<String>> {
+    match WeightFormat::sniff(path).ok()? {
+        WeightFormat::Onnx => onnx::recorded(path).ok()?.1,
+        _ => safetensors::class_names(path),
+    }
+}
+
 /// Writes `tensors` to `path`, choosing the format by extension (`.safetensors`, or `.pth`
 /// / `.pt` for torch's zip format).
 pub fn write(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    write_recording(path, tensors, &Recorded::default())
+}
+
+/// [`write`], a safetensors file recording what `recorded` holds, so that a head with no
+/// torchvision counterpart reads back exactly (a `.pth` holds only the state_dict, as
+/// PyTorch's do).
+pub fn write_recording(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    recorded: &Recorded,
+) -> Result<()> {
     match path.extension().and_then(|e| e.to_str()) {
-        Some("safetensors") => safetensors::write(path, tensors),
+        Some("safetensors") => safetensors::write(path, tensors, recorded),
         Some("pth" | "pt") => pth::write::write(path, tensors),
         _ => Err(Error::BadArgument(format!(
             "cannot write {}: the output format follows the extension; supported: .safetensors, \
-             .pth, .pt",
+             .pth, .pt (and .onnx with `vgg convert`)",
             path.display()
         ))),
     }

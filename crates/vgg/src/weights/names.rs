@@ -121,6 +121,7 @@ mod tests {
                 ),
             ],
             format: WeightFormat::Safetensors,
+            config: None,
             notes: vec![],
         };
         let state = to_torchvision(state);

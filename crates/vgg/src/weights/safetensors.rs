@@ -10,6 +10,8 @@ use candle_core::{Device, Tensor};
 use crate::data::preprocess::Preprocess;
 use crate::error::{Error, Result};
 use crate::io::write_atomically;
+use crate::model::VggConfig;
+use crate::weights::recorded::Recorded;
 use crate::weights::{StateDict, WeightFormat};
 
 /// The `format` metadata value that marks a training checkpoint of `vgg train`: the model's
@@ -27,7 +29,8 @@ pub fn read(path: &Path) -> Result<StateDict> {
         why: format!("not a valid safetensors file: {e}"),
     };
     // The header is checked (and bounded) before the safetensors crate parses it.
-    let training = is_training_checkpoint(&metadata(path)?);
+    let metadata = metadata(path)?;
+    let training = is_training_checkpoint(&metadata);
     reserve_file(path, 1)?;
     // SAFETY: the map is read-only and dropped before this function returns; every tensor
     // is copied out of it. Another process truncating the file meanwhile is outside what
@@ -51,8 +54,24 @@ pub fn read(path: &Path) -> Result<StateDict> {
     Ok(StateDict {
         tensors,
         format: WeightFormat::Safetensors,
+        config: recorded_config(&metadata),
         notes: Vec::new(),
     })
+}
+
+/// What a file we wrote records (see [`Recorded`]).
+fn recorded(metadata: &HashMap<String, String>) -> Recorded {
+    Recorded::from_metadata(|key| metadata.get(key).cloned())
+}
+
+/// The config a file records: ours (see [`Recorded`]), a training checkpoint's in its run
+/// state.
+fn recorded_config(metadata: &HashMap<String, String>) -> Option<VggConfig> {
+    if !is_training_checkpoint(metadata) {
+        return recorded(metadata).config;
+    }
+    let run: serde_json::Value = serde_json::from_str(metadata.get("run")?).ok()?;
+    serde_json::from_value(run.get("config")?.clone()).ok()
 }
 
 fn is_training_checkpoint(metadata: &HashMap<String, String>) -> bool {
@@ -84,22 +103,22 @@ fn reserve_file(path: &Path, times: u64) -> Result<()> {
     crate::io::reserve_read(path, length, times)
 }
 
-/// The class names a training checkpoint recorded; `None` for any other file.
+/// The class names a training checkpoint or a file we converted recorded.
 pub fn class_names(path: &Path) -> Option<Vec<String>> {
     let metadata = metadata(path).ok()?;
     if !is_training_checkpoint(&metadata) {
-        return None;
+        return recorded(&metadata).classes;
     }
     let run: serde_json::Value = serde_json::from_str(metadata.get("run")?).ok()?;
     serde_json::from_value(run.get("classes")?.clone()).ok()
 }
 
 /// The preprocessing a training checkpoint's model was trained and validated with (resize,
-/// crop, mean and std); `None` for any other file.
+/// crop, mean and std), or that a file we converted recorded.
 pub fn trained_preprocess(path: &Path) -> Option<Preprocess> {
     let metadata = metadata(path).ok()?;
     if !is_training_checkpoint(&metadata) {
-        return None;
+        return recorded(&metadata).preprocess;
     }
     let run: serde_json::Value = serde_json::from_str(metadata.get("run")?).ok()?;
     let preprocess = run.get("options")?.get("preprocess")?.clone();
@@ -155,13 +174,19 @@ pub fn metadata(path: &Path) -> Result<HashMap<String, String>> {
 /// checkpoint's header is a few kilobytes.
 const MAX_HEADER: u64 = 4 << 20;
 
-/// Writes the tensors (to CPU memory first) as a safetensors file.
-pub fn write(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
-    let map = tensors
+/// Writes the tensors (to CPU memory first) as a safetensors file, with what `recorded`
+/// holds in the metadata.
+pub fn write(path: &Path, tensors: &[(String, Tensor)], recorded: &Recorded) -> Result<()> {
+    let tensors = tensors
         .iter()
         .map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?)))
-        .collect::<Result<HashMap<String, Tensor>>>()?;
-    write_atomically(path, |tmp| Ok(candle_core::safetensors::save(&map, tmp)?))
+        .collect::<Result<Vec<(String, Tensor)>>>()?;
+    let metadata: HashMap<String, String> = recorded.to_metadata().into_iter().collect();
+    let metadata = (!metadata.is_empty()).then_some(metadata);
+    write_atomically(path, |tmp| {
+        safetensors::serialize_to_file(tensors.iter().map(|(k, t)| (k.as_str(), t)), metadata, tmp)
+            .map_err(|e| Error::cannot_encode(tmp, e))
+    })
 }
 
 /// Sorts dotted names with numeric parts compared as numbers.

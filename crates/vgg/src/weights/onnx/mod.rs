@@ -1,0 +1,218 @@
+//! ONNX in and out. In: any VGG-shaped graph (torchvision's as `torch.onnx.export` writes
+//! it, the ONNX Model Zoo's, Keras models through tf2onnx) becomes our config and
+//! state_dict, so a `.onnx` file is a checkpoint like any other. Out: every config at any
+//! input size we accept, initializers named by our state_dict keys.
+
+mod decode;
+mod export;
+mod graph;
+mod import;
+mod proto;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use prost::Message;
+
+use crate::data::preprocess::Preprocess;
+use crate::error::Result;
+use crate::model::VggConfig;
+use crate::model::config::cfg_string;
+use crate::model::head::HeadItem;
+use crate::model::layers::build_layers;
+use crate::weights::onnx::decode::OnnxFile;
+use crate::weights::recorded::Recorded;
+
+pub use export::{DEFAULT_OPSET, ExportOptions, OPSETS, write};
+use import::Imported;
+pub use import::{GraphInput, Layout};
+
+/// An ONNX model as one of our networks.
+pub struct OnnxModel {
+    pub config: VggConfig,
+    /// The state_dict, under torchvision's keys.
+    pub tensors: Vec<(String, Tensor)>,
+    pub input: GraphInput,
+    /// Who wrote the file (`pytorch 2.15.0`, `tf2onnx 1.16.1`, …) and at which opset.
+    pub producer: String,
+    pub opset: Option<i64>,
+    /// `metadata_props`.
+    pub metadata: HashMap<String, String>,
+}
+
+impl OnnxModel {
+    /// A description for `vgg weights`: the producer, the input as the graph takes it, and
+    /// what the network outputs.
+    pub fn describe(&self) -> String {
+        let layout = match self.input.layout {
+            Layout::Nchw => "NCHW",
+            Layout::Nhwc => "NHWC (its first Transpose is absorbed: the model runs on NCHW input)",
+        };
+        let size = self
+            .input
+            .size
+            .map_or("any size".to_string(), |[h, w]| format!("{h}×{w}"));
+        let output = match self.config.outputs_probabilities() {
+            true => "probabilities (a softmax ends the graph; classify takes them as they are)",
+            false => "logits",
+        };
+        let opset = self.opset.map_or(String::new(), |o| format!(", opset {o}"));
+        format!(
+            "onnx: written by {}{opset}; input {layout} at {size}; outputs {output}",
+            self.producer
+        )
+    }
+}
+
+/// Reads an ONNX file: its graph is matched node by node. Our own exports also record their
+/// config, which an inference graph cannot show all of (dropout is left out): when it
+/// describes the network the graph computes, it is taken, with each tensor read by key.
+pub fn read(path: &Path) -> Result<OnnxModel> {
+    let file = OnnxFile::open(path)?;
+    let model = &file.model;
+    let metadata: HashMap<String, String> = (model.metadata_props.iter())
+        .map(|e| (e.key().to_string(), e.value().to_string()))
+        .collect();
+    let recorded = Recorded::from_metadata(|key| metadata.get(key).cloned());
+    let walked = import::import(&file)?;
+    let Imported {
+        config,
+        tensors,
+        input,
+    } = match recorded.config {
+        Some(config) if same_but_dropout(&config, &walked.config) => by_name(&file, config)?,
+        _ => walked,
+    };
+    let producer = match model.producer_version() {
+        "" => model.producer_name().to_string(),
+        version => format!("{} {version}", model.producer_name()),
+    };
+    let opset = (model.opset_import.iter())
+        .find(|o| o.domain().is_empty() || o.domain() == "ai.onnx")
+        .and_then(|o| o.version);
+    Ok(OnnxModel {
+        config,
+        tensors,
+        input,
+        producer,
+        opset,
+        metadata,
+    })
+}
+
+/// Whether two configs differ at most in their heads' dropout.
+fn same_but_dropout(a: &VggConfig, b: &VggConfig) -> bool {
+    let strip = |c: &VggConfig| {
+        let head: Vec<HeadItem> = (c.head().iter().copied())
+            .filter(|i| !matches!(i, HeadItem::Dropout(_)))
+            .collect();
+        (
+            cfg_string(c.features()),
+            c.batch_norm(),
+            c.in_channels(),
+            c.pool(),
+            head,
+        )
+    };
+    strip(a) == strip(b)
+}
+
+/// The tensors of a file that records `config`: each initializer under its key.
+fn by_name(file: &OnnxFile, config: VggConfig) -> Result<Imported> {
+    let graph = graph::Graph::new(file);
+    let mut tensors = Vec::new();
+    for (key, spec) in build_layers(&config).iter().flat_map(|l| l.named_tensors()) {
+        let tensor = if spec.name == "num_batches_tracked" {
+            Tensor::new(0i64, &Device::Cpu)?
+        } else {
+            let initializer = graph.constant(&key).ok_or_else(|| {
+                file.error(format!("it records a {} but has no `{key}`", config.name()))
+            })?;
+            let (dims, values) = file.floats(initializer)?;
+            if dims != spec.shape {
+                return Err(file.error(format!(
+                    "`{key}` is {dims:?}; its config makes it {:?}",
+                    spec.shape
+                )));
+            }
+            Tensor::from_vec(values, dims.as_slice(), &Device::Cpu)?
+        };
+        tensors.push((key, tensor));
+    }
+    let dims = graph::input_dims(graph.image_input()?).unwrap_or_default();
+    let size = match dims.as_slice() {
+        &[_, _, Some(h), Some(w)] => Some([h, w]),
+        _ => None,
+    };
+    let input = GraphInput {
+        layout: Layout::Nchw,
+        size,
+    };
+    Ok(Imported {
+        config,
+        tensors,
+        input,
+    })
+}
+
+/// What an ONNX file records beyond its weights, read without decoding the graph's nodes
+/// and tensors (prost skips the fields these messages do not name).
+#[derive(Clone, PartialEq, Message)]
+struct Header {
+    #[prost(message, repeated, tag = "14")]
+    metadata_props: Vec<proto::StringStringEntryProto>,
+    #[prost(message, optional, tag = "7")]
+    graph: Option<GraphHeader>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct GraphHeader {
+    #[prost(message, repeated, tag = "11")]
+    input: Vec<proto::ValueInfoProto>,
+}
+
+/// The preprocessing and class names an ONNX file implies: those we recorded when we wrote
+/// it; else ImageNet's normalisation at the input size the graph fixes (torchvision's
+/// resize-to-crop ratio of 256/224), and no names.
+pub fn recorded(path: &Path) -> Result<(Option<Preprocess>, Option<Vec<String>>)> {
+    let bytes = crate::io::read_regular(path, 1)?;
+    let Ok(header) = Header::decode(bytes.as_slice()) else {
+        return Ok((None, None));
+    };
+    let recorded = Recorded::from_metadata(|key| {
+        (header.metadata_props.iter())
+            .find(|e| e.key() == key)
+            .map(|e| e.value().to_string())
+    });
+    let sized = || {
+        let input = header.graph.as_ref()?.input.first()?;
+        let dims = graph::input_dims(input)?;
+        // NCHW `[N, C, S, S]` or NHWC `[N, S, S, C]`: the square side.
+        let side = match *dims.as_slice() {
+            [_, _, Some(h), Some(w)] if h == w => h,
+            [_, Some(h), Some(w), _] if h == w => h,
+            _ => return None,
+        };
+        Some(Preprocess {
+            resize: (side * 256 + 112) / 224,
+            crop: side,
+            ..Preprocess::imagenet()
+        })
+    };
+    Ok((recorded.preprocess.or_else(sized), recorded.classes))
+}
+
+/// `values` (`rows × cols`, row-major) transposed.
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    for (r, row) in values.chunks(cols).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            out[c * rows + r] = v;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
