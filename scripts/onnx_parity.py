@@ -50,6 +50,9 @@ import onnxruntime as ort
 import torch
 import torchvision
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from parity import random_model  # noqa: E402  (the same random weights as the .pth parity)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCHS = ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]
 SHAPES = [(1, 3, 224, 224), (3, 3, 64, 64), (2, 3, 100, 150)]
@@ -62,21 +65,6 @@ def tol(ref):
 
 def sx(shape):
     return "x".join(map(str, shape))
-
-
-def random_model(arch, seed):
-    torch.manual_seed(seed)
-    model = getattr(torchvision.models, arch)(weights=None).eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-            elif isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-                m.bias.normal_(0, 0.01)
-    return model
 
 
 def ort_run(path, x, threads):

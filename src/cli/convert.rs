@@ -62,8 +62,9 @@ pub fn run(args: &ConvertArgs) -> Result<String> {
     if onnx {
         return export(args, state);
     }
+    // Only a config the file records: one detected from keys may be a guess.
     let recorded = Recorded {
-        config: detect_config(&state.shapes()).ok(),
+        config: state.config.clone(),
         preprocess: weights::recorded_preprocess(&args.input),
         classes: weights::recorded_class_names(&args.input),
     };

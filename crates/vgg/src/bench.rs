@@ -116,7 +116,7 @@ fn time_training(model: &Vgg, x: &Tensor, iters: usize) -> Result<Vec<f64>> {
     };
     let mut sgd = Sgd::new(params, config);
     time(iters, || {
-        let loss = cross_entropy(&model.forward(x, Mode::Train)?, &y, 0.0)?;
+        let loss = cross_entropy(&model.logits(x, Mode::Train)?, &y, 0.0)?;
         sgd.step(&loss.backward()?)
     })
 }

@@ -1,6 +1,7 @@
 //! From a VGG config and its tensors to the engine's [`NetworkSpec`], by folding over the
-//! same layer list the reference model uses: batch norm is folded into the preceding
-//! convolution, ReLUs into the layer before them, dropout (the identity at inference) dropped.
+//! same layer list the reference model uses: batch norm is folded into the layer before it
+//! (or, after a ReLU, the Linear after it), ReLUs into the layer before them, dropout (the
+//! identity at inference) dropped.
 
 use crate::engine::{FeatureOp, Linear, NetworkSpec};
 use crate::error::{Error, Result};
@@ -18,11 +19,12 @@ pub fn network_spec(
         pool: config.pool(),
         classifier: Vec::new(),
     };
-    // A batch norm after a ReLU cannot fold into the Linear before it; it folds into the
-    // input side of the next one instead.
+    // A batch norm after a ReLU cannot fold into the Linear before it; it waits for the
+    // next Linear and folds into its inputs.
     let mut pending: Option<(String, Affine)> = None;
     for layer in build_layers(config) {
         let path = layer.path();
+        let mut tensor = |name: &str| take(&format!("{path}.{name}"));
         match layer.kind {
             LayerKind::Conv2d {
                 in_channels,
@@ -30,35 +32,22 @@ pub fn network_spec(
             } => spec.features.push(FeatureOp::Conv3x3 {
                 in_channels,
                 out_channels,
-                weight: take(&format!("{path}.weight"))?,
-                bias: take(&format!("{path}.bias"))?,
+                weight: tensor("weight")?,
+                bias: tensor("bias")?,
                 relu: false,
             }),
             LayerKind::BatchNorm2d { eps, .. } => {
+                let affine = Affine::of_batch_norm(&mut tensor, eps)?;
                 let Some(FeatureOp::Conv3x3 { weight, bias, .. }) = spec.features.last_mut() else {
                     return Err(Error::BadArgument(format!(
                         "{path}: batch norm without a convolution before it"
                     )));
                 };
-                let mut bn = |name: &str| take(&format!("{path}.{name}"));
-                fold_batch_norm(
-                    weight,
-                    bias,
-                    &bn("weight")?,
-                    &bn("bias")?,
-                    &bn("running_mean")?,
-                    &bn("running_var")?,
-                    eps as f32,
-                )?;
+                affine.fold_into_output(weight, bias)?;
             }
-            LayerKind::ReLU => match (spec.features.last_mut(), spec.classifier.last_mut()) {
-                (_, Some(linear)) => linear.relu = true,
-                (Some(FeatureOp::Conv3x3 { relu, .. }), None) => *relu = true,
-                _ => {
-                    return Err(Error::BadArgument(format!(
-                        "{path}: ReLU without a layer before it"
-                    )));
-                }
+            LayerKind::ReLU => match &pending {
+                Some((norm, _)) => return Err(unfoldable(norm)),
+                None => mark_relu(&mut spec, &path)?,
             },
             LayerKind::MaxPool2d => spec.features.push(FeatureOp::MaxPool2x2),
             LayerKind::Linear {
@@ -68,8 +57,8 @@ pub fn network_spec(
                 let mut linear = Linear {
                     in_features,
                     out_features,
-                    weight: take(&format!("{path}.weight"))?,
-                    bias: take(&format!("{path}.bias"))?,
+                    weight: tensor("weight")?,
+                    bias: tensor("bias")?,
                     relu: false,
                 };
                 if let Some((_, affine)) = pending.take() {
@@ -78,99 +67,114 @@ pub fn network_spec(
                 spec.classifier.push(linear);
             }
             LayerKind::BatchNorm1d { eps, .. } => {
-                let mut bn = |name: &str| take(&format!("{path}.{name}"));
-                let affine = Affine::of_batch_norm(
-                    &bn("weight")?,
-                    &bn("bias")?,
-                    &bn("running_mean")?,
-                    &bn("running_var")?,
-                    eps as f32,
-                );
-                match spec.classifier.last_mut() {
-                    Some(linear) if !linear.relu => affine.fold_into_output(linear)?,
-                    _ => pending = Some((path, affine)),
-                }
+                let affine = Affine::of_batch_norm(&mut tensor, eps)?;
+                pending = match (pending.take(), spec.classifier.last_mut()) {
+                    (Some((first, before)), _) => Some((first, before.then(affine)?)),
+                    (None, Some(linear)) if !linear.relu => {
+                        affine.fold_into_output(&mut linear.weight, &mut linear.bias)?;
+                        None
+                    }
+                    (None, _) => Some((path, affine)),
+                };
             }
-            LayerKind::FcConv {
-                in_channels,
-                out_channels,
-                kernel,
-            } => spec.classifier.push(Linear {
-                in_features: in_channels * kernel * kernel,
-                out_features: out_channels,
-                weight: take(&format!("{path}.weight"))?,
-                bias: take(&format!("{path}.bias"))?,
-                relu: false,
-            }),
+            LayerKind::FcConv { .. } => {
+                return Err(Error::BadConfig(format!(
+                    "{path}: the engine's network is the standard form (PlanOptions::dense \
+                     makes the dense one)"
+                )));
+            }
             LayerKind::AdaptiveAvgPool2d { .. }
             | LayerKind::Flatten
             | LayerKind::Dropout { .. }
             | LayerKind::Softmax => {}
         }
     }
-    if let Some((path, _)) = pending {
-        return Err(Error::BadArgument(format!(
-            "{path}: the fast engine folds a batch norm into a Linear and none follows this \
-             one; use the reference engine (--engine reference)"
-        )));
+    match pending {
+        Some((path, _)) => Err(unfoldable(&path)),
+        None => Ok(spec),
     }
-    Ok(spec)
 }
 
-/// Eval-mode batch norm over features, `x·scale + shift` per feature.
+/// The ReLU after a layer runs fused into it.
+fn mark_relu(spec: &mut NetworkSpec, path: &str) -> Result<()> {
+    match (spec.features.last_mut(), spec.classifier.last_mut()) {
+        (_, Some(linear)) => linear.relu = true,
+        (Some(FeatureOp::Conv3x3 { relu, .. }), None) => *relu = true,
+        _ => {
+            return Err(Error::BadArgument(format!(
+                "{path}: ReLU without a layer before it"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A head whose batch norm (after a ReLU) is followed by another ReLU, or by no Linear.
+fn unfoldable(path: &str) -> Error {
+    Error::BadArgument(format!(
+        "{path}: the fast engine folds a batch norm that follows a ReLU into the next Linear, \
+         and this one meets a ReLU or the end first; use the reference engine (--engine \
+         reference)"
+    ))
+}
+
+/// Eval-mode batch norm, `x·scale + shift` per channel or feature.
 struct Affine {
     scale: Vec<f32>,
     shift: Vec<f32>,
 }
 
 impl Affine {
-    fn of_batch_norm(gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], eps: f32) -> Self {
-        let scale: Vec<f32> = gamma
-            .iter()
-            .zip(var)
-            .map(|(g, v)| g / (v + eps).sqrt())
+    /// `γ·(x − μ)/√(σ² + ε) + β` from the layer's four tensors, read with `tensor`.
+    fn of_batch_norm(tensor: &mut impl FnMut(&str) -> Result<Vec<f32>>, eps: f64) -> Result<Self> {
+        let (gamma, beta) = (tensor("weight")?, tensor("bias")?);
+        let (mean, var) = (tensor("running_mean")?, tensor("running_var")?);
+        let n = gamma.len();
+        if [&beta, &mean, &var].iter().any(|t| t.len() != n) {
+            return Err(Error::BadConfig(
+                "a batch norm's tensors have different lengths".into(),
+            ));
+        }
+        let scale: Vec<f32> = (gamma.iter().zip(&var))
+            .map(|(g, v)| g / (v + eps as f32).sqrt())
             .collect();
-        let shift = (beta.iter().zip(mean).zip(&scale))
+        let shift = (beta.iter().zip(&mean).zip(&scale))
             .map(|((b, m), s)| b - m * s)
             .collect();
-        Affine { scale, shift }
+        Ok(Affine { scale, shift })
     }
 
-    fn check(&self, features: usize) -> Result<()> {
-        if self.scale.len() != features || self.shift.len() != features {
+    fn check(&self, width: usize, what: &str) -> Result<()> {
+        if self.scale.len() != width || width == 0 {
             return Err(Error::BadConfig(format!(
-                "a batch norm over {} features does not fit a linear layer of {features}",
+                "a batch norm over {} features does not fit {what} of {width}",
                 self.scale.len()
             )));
         }
         Ok(())
     }
 
-    /// Applied to a Linear's outputs: scale its rows and shift its bias.
-    fn fold_into_output(&self, linear: &mut Linear) -> Result<()> {
-        self.check(linear.out_features)?;
-        let rows = linear.weight.chunks_mut(linear.in_features);
-        for ((row, bias), (s, t)) in rows
-            .zip(&mut linear.bias)
-            .zip(self.scale.iter().zip(&self.shift))
-        {
+    /// Applied to a layer's outputs: scale each output's weights, and its bias.
+    fn fold_into_output(&self, weight: &mut [f32], bias: &mut [f32]) -> Result<()> {
+        self.check(bias.len(), "a layer with outputs")?;
+        if !weight.len().is_multiple_of(bias.len()) {
+            return Err(Error::BadConfig("weights do not split into outputs".into()));
+        }
+        let per_output = weight.len() / bias.len();
+        let affine = self.scale.iter().zip(&self.shift);
+        for ((row, b), (s, t)) in weight.chunks_mut(per_output).zip(bias).zip(affine) {
             row.iter_mut().for_each(|w| *w *= s);
-            *bias = *bias * s + t;
+            *b = *b * s + t;
         }
         Ok(())
     }
 
     /// Applied to a Linear's inputs: `W(x·s + t) + b = (W·diag s)x + (W t + b)`.
     fn fold_into_input(&self, linear: &mut Linear) -> Result<()> {
-        self.check(linear.in_features)?;
-        for (row, bias) in linear
-            .weight
-            .chunks_mut(linear.in_features)
-            .zip(&mut linear.bias)
-        {
-            let shift: f64 = row
-                .iter()
-                .zip(&self.shift)
+        self.check(linear.in_features, "a Linear taking inputs")?;
+        let rows = linear.weight.chunks_mut(linear.in_features);
+        for (row, bias) in rows.zip(&mut linear.bias) {
+            let shift: f64 = (row.iter().zip(&self.shift))
                 .map(|(w, t)| f64::from(w * t))
                 .sum();
             *bias += shift as f32;
@@ -178,30 +182,16 @@ impl Affine {
         }
         Ok(())
     }
-}
 
-/// Eval-mode batch norm after a convolution is an affine map per output channel:
-/// `γ·(conv(x) + b − μ)/√(σ² + ε) + β`, so scale the filter and shift the bias.
-fn fold_batch_norm(
-    weight: &mut [f32],
-    bias: &mut [f32],
-    gamma: &[f32],
-    beta: &[f32],
-    mean: &[f32],
-    var: &[f32],
-    eps: f32,
-) -> Result<()> {
-    let channels = bias.len();
-    let fits = [gamma, beta, mean, var].iter().all(|t| t.len() == channels);
-    if channels == 0 || !weight.len().is_multiple_of(channels) || !fits {
-        return Err(Error::BadConfig(format!(
-            "batch norm over {channels} channels does not fit its convolution"
-        )));
+    /// This batch norm, then `next`: one affine map.
+    fn then(self, next: Affine) -> Result<Affine> {
+        next.check(self.scale.len(), "a batch norm")?;
+        let scale = (self.scale.iter().zip(&next.scale))
+            .map(|(a, b)| a * b)
+            .collect();
+        let shift = (self.shift.iter().zip(&next.scale).zip(&next.shift))
+            .map(|((t, s), u)| t * s + u)
+            .collect();
+        Ok(Affine { scale, shift })
     }
-    for (c, filter) in weight.chunks_mut(weight.len() / channels).enumerate() {
-        let scale = gamma[c] / (var[c] + eps).sqrt();
-        filter.iter_mut().for_each(|w| *w *= scale);
-        bias[c] = (bias[c] - mean[c]) * scale + beta[c];
-    }
-    Ok(())
 }

@@ -188,6 +188,16 @@ fn check_features(features: &[CfgItem]) -> Result<()> {
     }
 }
 
+/// The pool size P for which a classifier taking `features` inputs sees a `channels × P × P`
+/// map, if there is one.
+pub fn pool_side(features: usize, channels: usize) -> Option<usize> {
+    if channels == 0 || !features.is_multiple_of(channels) {
+        return None;
+    }
+    let side = (features / channels).isqrt();
+    (side > 0 && side * side == features / channels).then_some(side)
+}
+
 /// The cfg in `--cfg` syntax (`64,M,128,M`).
 pub fn cfg_string(features: &[CfgItem]) -> String {
     let items: Vec<String> = features

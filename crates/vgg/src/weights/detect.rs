@@ -5,8 +5,8 @@
 //! always ends its features with one, so detection assumes it.
 
 use crate::error::{Error, Result};
-use crate::model::config::{CfgItem, ConfigOverrides, VggConfig};
-use crate::model::head::{DEFAULT_DROPOUT, HeadItem, torchvision_head};
+use crate::model::config::{CfgItem, ConfigOverrides, VggConfig, pool_side};
+use crate::model::head::{DEFAULT_DROPOUT, HeadItem};
 use crate::weights::Shapes;
 
 /// The config whose state_dict layout `state` has: a named arch where the features match
@@ -57,15 +57,11 @@ pub fn detect_config(state: &Shapes) -> Result<VggConfig> {
 
     let last_channels = convs.last().map_or(in_channels, |c| c.1);
     let (head, flat) = detect_head(state).map_err(|why| fail(&why))?;
-    let pool = (1..=flat)
-        .take_while(|p| p * p * last_channels <= flat)
-        .last()
-        .unwrap_or(0);
-    if pool * pool * last_channels != flat {
-        return Err(fail(&format!(
+    let pool = pool_side(flat, last_channels).ok_or_else(|| {
+        fail(&format!(
             "classifier.0 takes {flat} features, not {last_channels}·P·P for any pool size P"
-        )));
-    }
+        ))
+    })?;
     VggConfig::from_features(features, batch_norm)?.with_overrides(&ConfigOverrides {
         in_channels: Some(in_channels),
         pool: Some(pool),
@@ -75,21 +71,22 @@ pub fn detect_config(state: &Shapes) -> Result<VggConfig> {
 }
 
 /// The head the `classifier.N` tensors describe, and the first Linear's input width.
-/// Linear and batch-norm layers leave keys; ReLU, dropout and softmax do not, so
-/// torchvision's layout (Linear at 0, 3 and 6) reads as torchvision's head, and in any
-/// other layout the gaps after a Linear or batch norm read as `relu` then `dropout`
-/// (PyTorch's usual order). A file that records its config (ONNX, our safetensors) is
-/// read exactly instead.
+/// Linear and batch-norm layers leave keys; ReLU, dropout and softmax do not. A gap in the
+/// indices reads as PyTorch's usual order: `relu` then `dropout` after a Linear (so
+/// torchvision's layout, Linear at 0, 3 and 6, reads as its head), and `relu` (or `dropout`
+/// when the ReLU came before the batch norm) after a batch norm. A file that records its
+/// config (ONNX, our safetensors) is read exactly instead.
 fn detect_head(state: &Shapes) -> std::result::Result<(Vec<HeadItem>, usize), String> {
     let mut layers: Vec<(usize, HeadItem, usize)> = state
         .entries
         .iter()
         .filter_map(|(key, shape)| {
-            let index: usize = key
-                .strip_prefix("classifier.")?
-                .strip_suffix(".weight")?
-                .parse()
-                .ok()?;
+            let index = key.strip_prefix("classifier.")?.strip_suffix(".weight")?;
+            // Only canonical indices (`3`, not `03` or `+3`): each names one module.
+            let index = index
+                .parse::<usize>()
+                .ok()
+                .filter(|i| i.to_string() == index)?;
             let bn = state
                 .get(&format!("classifier.{index}.running_mean"))
                 .is_some();
@@ -104,25 +101,26 @@ fn detect_head(state: &Shapes) -> std::result::Result<(Vec<HeadItem>, usize), St
     let Some(&(0, HeadItem::Linear(_), flat)) = layers.first() else {
         return Err("no classifier.0.weight linear layer".into());
     };
-    let linear_at: Vec<usize> = layers.iter().map(|l| l.0).collect();
-    if linear_at == [0, 3, 6] && layers.iter().all(|l| matches!(l.1, HeadItem::Linear(_))) {
-        let (HeadItem::Linear(hidden), HeadItem::Linear(classes)) = (layers[0].1, layers[2].1)
-        else {
-            unreachable!("checked above");
-        };
-        return Ok((torchvision_head(hidden, DEFAULT_DROPOUT, classes), flat));
-    }
-    let mut head = Vec::new();
+    let mut head: Vec<HeadItem> = Vec::new();
     for (index, item, _) in layers {
-        let gap = index - head.len();
-        if gap > 2 {
-            return Err(format!("an unexplained gap before classifier.{index}"));
-        }
-        head.extend(
-            [HeadItem::ReLU, HeadItem::Dropout(DEFAULT_DROPOUT)]
-                .into_iter()
-                .take(gap),
-        );
+        let Some(gap) = index.checked_sub(head.len()) else {
+            return Err(format!("classifier.{index} appears twice"));
+        };
+        let relu_before_norm = head.last() == Some(&HeadItem::BatchNorm1d)
+            && head
+                .iter()
+                .rev()
+                .skip(1)
+                .take_while(|i| !matches!(i, HeadItem::Linear(_)))
+                .any(|i| *i == HeadItem::ReLU);
+        let fill: &[HeadItem] = match (gap, relu_before_norm) {
+            (0, _) => &[],
+            (1, true) => &[HeadItem::Dropout(DEFAULT_DROPOUT)],
+            (1, false) => &[HeadItem::ReLU],
+            (2, false) => &[HeadItem::ReLU, HeadItem::Dropout(DEFAULT_DROPOUT)],
+            _ => return Err(format!("an unexplained gap before classifier.{index}")),
+        };
+        head.extend_from_slice(fill);
         head.push(item);
     }
     Ok((head, flat))

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::io::write_atomically;
 use candle_core::DType;
 
-use crate::model::layers::{LayerKind, build_layers, propagate_shapes};
+use crate::model::layers::{LayerKind, LayerSpec, build_layers, propagate_shapes};
 use crate::model::{Vgg, VggConfig};
 use crate::ops::tensor_pool::pooling_matrix;
 use crate::weights::onnx::proto::attribute_proto::AttributeType;
@@ -80,54 +80,7 @@ fn model_proto(
     let mut graph = GraphBuilder::default();
     let mut current = "input".to_string();
     for (layer, shape) in layers.iter().zip(&shapes) {
-        let path = layer.path();
-        let mut weight = |name: &str| graph.initializer(&format!("{path}.{name}"), tensors, layer);
-        let node = match layer.kind {
-            LayerKind::Conv2d { .. } => {
-                let inputs = vec![current.clone(), weight("weight")?, weight("bias")?];
-                let attrs = vec![
-                    ints("kernel_shape", &[3, 3]),
-                    ints("pads", &[1, 1, 1, 1]),
-                    ints("strides", &[1, 1]),
-                ];
-                Some(("Conv", inputs, attrs))
-            }
-            LayerKind::BatchNorm2d { eps, .. } | LayerKind::BatchNorm1d { eps, .. } => {
-                let mut inputs = vec![current.clone()];
-                for name in ["weight", "bias", "running_mean", "running_var"] {
-                    inputs.push(weight(name)?);
-                }
-                Some((
-                    "BatchNormalization",
-                    inputs,
-                    vec![float("epsilon", eps as f32)],
-                ))
-            }
-            LayerKind::ReLU => Some(("Relu", vec![current.clone()], vec![])),
-            LayerKind::MaxPool2d => {
-                let attrs = vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])];
-                Some(("MaxPool", vec![current.clone()], attrs))
-            }
-            LayerKind::AdaptiveAvgPool2d { output } => {
-                let [_, mh, mw] = shape.input[..] else {
-                    unreachable!("the pool sees a CHW map")
-                };
-                current = graph.adaptive_pool(&current, mh, mw, output);
-                None
-            }
-            LayerKind::Flatten => Some(("Flatten", vec![current.clone()], vec![int("axis", 1)])),
-            LayerKind::Linear { .. } => {
-                let inputs = vec![current.clone(), weight("weight")?, weight("bias")?];
-                Some(("Gemm", inputs, vec![int("transB", 1)]))
-            }
-            LayerKind::Softmax => Some(("Softmax", vec![current.clone()], vec![int("axis", 1)])),
-            // The identity at inference.
-            LayerKind::Dropout { .. } => None,
-            LayerKind::FcConv { .. } => unreachable!("the standard form has no dense layers"),
-        };
-        if let Some((op, inputs, attrs)) = node {
-            current = graph.node(op, &path, inputs, attrs);
-        }
+        current = graph.layer(layer, &shape.input, current, tensors)?;
     }
     let batch = |name: &str| match options.dynamic_batch {
         true => dim_param(name),
@@ -206,12 +159,72 @@ impl GraphBuilder {
         name.to_string()
     }
 
+    /// The node(s) of `layer`, reading `current` (of shape `input`, CHW); returns the
+    /// tensor that carries on.
+    fn layer(
+        &mut self,
+        layer: &LayerSpec,
+        input: &[usize],
+        mut current: String,
+        tensors: &HashMap<String, Vec<f32>>,
+    ) -> Result<String> {
+        let path = layer.path();
+        let mut weight = |name: &str| self.initializer(&format!("{path}.{name}"), tensors, layer);
+        let node = match layer.kind {
+            LayerKind::Conv2d { .. } => {
+                let inputs = vec![current.clone(), weight("weight")?, weight("bias")?];
+                let attrs = vec![
+                    ints("kernel_shape", &[3, 3]),
+                    ints("pads", &[1, 1, 1, 1]),
+                    ints("strides", &[1, 1]),
+                ];
+                Some(("Conv", inputs, attrs))
+            }
+            LayerKind::BatchNorm2d { eps, .. } | LayerKind::BatchNorm1d { eps, .. } => {
+                let mut inputs = vec![current.clone()];
+                for name in ["weight", "bias", "running_mean", "running_var"] {
+                    inputs.push(weight(name)?);
+                }
+                Some((
+                    "BatchNormalization",
+                    inputs,
+                    vec![float("epsilon", eps as f32)],
+                ))
+            }
+            LayerKind::ReLU => Some(("Relu", vec![current.clone()], vec![])),
+            LayerKind::MaxPool2d => {
+                let attrs = vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])];
+                Some(("MaxPool", vec![current.clone()], attrs))
+            }
+            LayerKind::AdaptiveAvgPool2d { output } => {
+                let [_, mh, mw] = input[..] else {
+                    unreachable!("the pool sees a CHW map")
+                };
+                current = self.adaptive_pool(&current, mh, mw, output);
+                None
+            }
+            LayerKind::Flatten => Some(("Flatten", vec![current.clone()], vec![int("axis", 1)])),
+            LayerKind::Linear { .. } => {
+                let inputs = vec![current.clone(), weight("weight")?, weight("bias")?];
+                Some(("Gemm", inputs, vec![int("transB", 1)]))
+            }
+            LayerKind::Softmax => Some(("Softmax", vec![current.clone()], vec![int("axis", 1)])),
+            // The identity at inference.
+            LayerKind::Dropout { .. } => None,
+            LayerKind::FcConv { .. } => unreachable!("the standard form has no dense layers"),
+        };
+        Ok(match node {
+            Some((op, inputs, attrs)) => self.node(op, &path, inputs, attrs),
+            None => current,
+        })
+    }
+
     /// The state_dict tensor `key` as an initializer of `layer`'s shape.
     fn initializer(
         &mut self,
         key: &str,
         tensors: &HashMap<String, Vec<f32>>,
-        layer: &crate::model::layers::LayerSpec,
+        layer: &LayerSpec,
     ) -> Result<String> {
         let values = tensors
             .get(key)

@@ -120,7 +120,14 @@ impl<'a> Graph<'a> {
                 describe(node)
             ))
         })?;
-        self.file.floats(tensor)
+        let (dims, values) = self.file.floats(tensor)?;
+        if values.is_empty() {
+            return Err(self.file.error(format!(
+                "not a VGG-shaped graph: {} takes `{name}` of shape {dims:?}, which holds no values",
+                describe(node)
+            )));
+        }
+        Ok((dims, values))
     }
 }
 

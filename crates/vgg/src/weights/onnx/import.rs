@@ -8,7 +8,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::error::Result;
-use crate::model::config::{CfgItem, ConfigOverrides, VggConfig};
+use crate::model::config::{CfgItem, ConfigOverrides, VggConfig, pool_side};
 use crate::model::head::{DEFAULT_DROPOUT, HeadItem, torchvision_head};
 use crate::model::layers::{BN_EPS, build_layers};
 use crate::ops::tensor_pool::pooling_matrix;
@@ -121,6 +121,11 @@ struct Walk<'a> {
     stage: Stage,
     layout: Layout,
     hwc_flatten: bool,
+    /// The row width a Reshape to a constant `[N, F]` makes.
+    reshape_width: Option<usize>,
+    /// Whether that Reshape leaves the row count free (`[-1, F]`): a flatten per image only
+    /// when F is the whole map.
+    reshape_any_batch: bool,
     pooling: Pooling,
     features: Vec<Feature>,
     head: Vec<HeadLayer>,
@@ -142,6 +147,8 @@ pub fn import(file: &OnnxFile) -> Result<Imported> {
         stage: Stage::Start,
         layout: Layout::Nchw,
         hwc_flatten: false,
+        reshape_width: None,
+        reshape_any_batch: false,
         pooling: Pooling::None,
         features: Vec::new(),
         head: Vec::new(),
@@ -254,7 +261,9 @@ impl<'a> Walk<'a> {
     fn transpose(&mut self, node: &NodeProto) -> Result<()> {
         let perm = graph::ints(node, "perm").unwrap_or_default();
         match (self.stage, perm.as_slice()) {
-            (Stage::Start, [0, 3, 1, 2]) => self.layout = Layout::Nhwc,
+            (Stage::Start, [0, 3, 1, 2]) if self.layout == Layout::Nchw => {
+                self.layout = Layout::Nhwc
+            }
             (Stage::Features | Stage::Pooled, [0, 2, 3, 1]) if !self.hwc_flatten => {
                 self.hwc_flatten = true;
                 self.stage = Stage::Pooled;
@@ -445,9 +454,17 @@ impl<'a> Walk<'a> {
         }
         if node.op_type() == "Reshape"
             && let Some(shape) = node.input.get(1).and_then(|s| self.graph.constant(s))
-            && self.graph.file.ints(shape)?.len() != 2
         {
-            return Err(self.error(node, "does not reshape to [batch, features]"));
+            // `[N or 0, -1]`, or `[N or 0 or -1, F]` with F checked against the first dense
+            // layer (and, for -1, against the map at the graph's fixed input size).
+            match self.graph.file.ints(shape)?[..] {
+                [batch, -1] if batch >= 0 => {}
+                [batch, width] if batch >= -1 && width > 0 => {
+                    self.reshape_width = Some(width as usize);
+                    self.reshape_any_batch = batch == -1;
+                }
+                _ => return Err(self.error(node, "does not reshape to [batch, features]")),
+            }
         }
         self.stage = Stage::Head;
         Ok(())
@@ -489,13 +506,13 @@ impl<'a> Walk<'a> {
         };
         let weight = transpose(&weight, in_features, out_features);
         let (bias, end) = match self.constant_operand_of_next(node, "Add")? {
-            Some((add, values)) if values.len() == out_features => (values, output(add)),
-            Some((add, values)) => {
-                return Err(self.error(
-                    add,
-                    &format!("adds {} biases to {out_features} outputs", values.len()),
-                ));
-            }
+            Some((add, (dims, values))) => match broadcast(&dims, values, out_features) {
+                Some(bias) => (bias, output(add)),
+                None => {
+                    let why = format!("adds a {dims:?} bias to {out_features} outputs");
+                    return Err(self.error(add, &why));
+                }
+            },
             None => (vec![0.0; out_features], output(node)),
         };
         self.head.push(HeadLayer::Linear {
@@ -512,12 +529,12 @@ impl<'a> Walk<'a> {
         let width = self
             .width()
             .ok_or_else(|| self.error(node, "comes before any dense layer"))?;
-        let scale = self.other_operand(node, tensor)?;
-        let scale = broadcast(scale, width)
+        let (dims, scale) = self.other_operand(node, tensor)?;
+        let scale = broadcast(&dims, scale, width)
             .ok_or_else(|| self.error(node, "does not scale each feature"))?;
         let (shift, end) = match self.constant_operand_of_next(node, "Add")? {
-            Some((add, values)) => {
-                let shift = broadcast(values, width)
+            Some((add, (dims, values))) => {
+                let shift = broadcast(&dims, values, width)
                     .ok_or_else(|| self.error(add, "does not shift each feature"))?;
                 (shift, output(add))
             }
@@ -541,13 +558,13 @@ impl<'a> Walk<'a> {
         &self,
         node: &NodeProto,
         op: &str,
-    ) -> Result<Option<(&'a NodeProto, Vec<f32>)>> {
+    ) -> Result<Option<(&'a NodeProto, Constant)>> {
         let tensor = output(node);
         match self.graph.next(tensor)? {
             Some(next) if next.op_type() == op => {
                 let other = next.input.iter().find(|i| *i != tensor);
                 match other.and_then(|o| self.graph.constant(o)) {
-                    Some(constant) => Ok(Some((next, self.graph.file.floats(constant)?.1))),
+                    Some(constant) => Ok(Some((next, self.graph.file.floats(constant)?))),
                     None => Ok(None),
                 }
             }
@@ -556,14 +573,14 @@ impl<'a> Walk<'a> {
     }
 
     /// The constant operand of a binary node whose other operand is the chain's tensor.
-    fn other_operand(&self, node: &NodeProto, tensor: &str) -> Result<Vec<f32>> {
+    fn other_operand(&self, node: &NodeProto, tensor: &str) -> Result<Constant> {
         let other = node
             .input
             .iter()
             .find(|i| *i != tensor)
             .map(String::as_str)
             .unwrap_or("");
-        Ok(self.graph.floats(node, other)?.1)
+        self.graph.floats(node, other)
     }
 
     fn dropout_ratio(&self, node: &NodeProto) -> Result<f64> {
@@ -665,10 +682,7 @@ impl<'a> Walk<'a> {
                 );
             }
             (Pooling::None, _) => {
-                let side = (1..=flat)
-                    .take_while(|p| p * p * channels <= flat)
-                    .last()
-                    .unwrap_or(0);
+                let side = pool_side(flat, channels).unwrap_or(0);
                 if let Some([h, w]) = map.filter(|m| *m != [side, side]) {
                     return Err(format!(
                         "the flatten sees a {h}×{w} feature map; the first dense layer takes {flat} features"
@@ -677,7 +691,26 @@ impl<'a> Walk<'a> {
                 side
             }
         };
-        if pool == 0 || pool * pool * channels != flat {
+        let takes = pool
+            .checked_mul(pool)
+            .and_then(|cells| cells.checked_mul(channels));
+        if let Some(width) = self.reshape_width.filter(|&w| w != flat) {
+            return Err(format!(
+                "the flatten makes rows of {width} features; the first dense layer takes {flat}"
+            ));
+        }
+        // After a pool the map is P×P at any input size; without one, only at a fixed size.
+        let whole_map = match self.pooling {
+            Pooling::None => map.and_then(|[h, w]| channels.checked_mul(h)?.checked_mul(w)),
+            _ => Some(flat),
+        };
+        if self.reshape_any_batch && whole_map != Some(flat) {
+            return Err(format!(
+                "its Reshape to [-1, {flat}] flattens one image per row only when the graph \
+                 fixes the input size and the map holds {flat} values"
+            ));
+        }
+        if pool == 0 || takes != Some(flat) {
             return Err(format!(
                 "the first dense layer takes {flat} features, not {channels}·{pool}·{pool} from the feature map"
             ));
@@ -772,33 +805,43 @@ impl<'a> Walk<'a> {
                 _ => {}
             }
         }
-        let mut values = values.into_iter();
-        let mut tensors = Vec::new();
-        for (key, spec) in build_layers(config).iter().flat_map(|l| l.named_tensors()) {
-            let tensor = if spec.name == "num_batches_tracked" {
-                Tensor::new(0i64, &Device::Cpu)?
-            } else {
-                let v = values
-                    .next()
-                    .expect("one tensor per parameter, in layer order");
-                Tensor::from_vec(v, spec.shape.as_slice(), &Device::Cpu)?
-            };
-            tensors.push((key, tensor));
-        }
-        Ok(tensors)
+        keyed(config, values)
     }
 }
+
+/// The state_dict of `config` from its float tensors' `values` in the layer list's order
+/// (batch norms count no batches).
+pub fn keyed(config: &VggConfig, values: Vec<Vec<f32>>) -> Result<Vec<(String, Tensor)>> {
+    let mut values = values.into_iter();
+    let mut tensors = Vec::new();
+    for (key, spec) in build_layers(config).iter().flat_map(|l| l.named_tensors()) {
+        let tensor = if spec.name == "num_batches_tracked" {
+            Tensor::new(0i64, &Device::Cpu)?
+        } else {
+            let v = values
+                .next()
+                .ok_or_else(|| crate::error::Error::BadConfig(format!("no values for `{key}`")))?;
+            Tensor::from_vec(v, spec.shape.as_slice(), &Device::Cpu)?
+        };
+        tensors.push((key, tensor));
+    }
+    Ok(tensors)
+}
+
+/// A constant's dimensions and values.
+type Constant = (Vec<usize>, Vec<f32>);
 
 /// Operand `i` of `node` (empty when absent: a missing constant is reported by the caller).
 fn input(node: &NodeProto, i: usize) -> &str {
     node.input.get(i).map_or("", String::as_str)
 }
 
-/// A per-feature constant of `width` values (a scalar, `[F]` or `[1, F]`).
-fn broadcast(values: Vec<f32>, width: usize) -> Option<Vec<f32>> {
-    match values.len() {
-        1 => Some(vec![values[0]; width]),
-        n if n == width => Some(values),
+/// A per-feature constant of `width` values: a scalar, `[1]`, `[F]` or `[1, F]` (shapes that
+/// broadcast over `[N, F]` feature by feature).
+fn broadcast(dims: &[usize], values: Vec<f32>, width: usize) -> Option<Vec<f32>> {
+    match *dims {
+        [] | [1] | [1, 1] => Some(vec![values[0]; width]),
+        [f] | [1, f] if f == width => Some(values),
         _ => None,
     }
 }

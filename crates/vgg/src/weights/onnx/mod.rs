@@ -12,7 +12,7 @@ mod proto;
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use prost::Message;
 
 use crate::data::preprocess::Preprocess;
@@ -20,7 +20,6 @@ use crate::error::Result;
 use crate::model::VggConfig;
 use crate::model::config::cfg_string;
 use crate::model::head::HeadItem;
-use crate::model::layers::build_layers;
 use crate::weights::onnx::decode::OnnxFile;
 use crate::weights::recorded::Recorded;
 
@@ -37,8 +36,6 @@ pub struct OnnxModel {
     /// Who wrote the file (`pytorch 2.15.0`, `tf2onnx 1.16.1`, …) and at which opset.
     pub producer: String,
     pub opset: Option<i64>,
-    /// `metadata_props`.
-    pub metadata: HashMap<String, String>,
 }
 
 impl OnnxModel {
@@ -67,7 +64,8 @@ impl OnnxModel {
 
 /// Reads an ONNX file: its graph is matched node by node. Our own exports also record their
 /// config, which an inference graph cannot show all of (dropout is left out): when it
-/// describes the network the graph computes, it is taken, with each tensor read by key.
+/// describes the network the graph computes, its keys are taken (the weights are always
+/// the ones the graph's nodes use).
 pub fn read(path: &Path) -> Result<OnnxModel> {
     let file = OnnxFile::open(path)?;
     let model = &file.model;
@@ -81,7 +79,7 @@ pub fn read(path: &Path) -> Result<OnnxModel> {
         tensors,
         input,
     } = match recorded.config {
-        Some(config) if same_but_dropout(&config, &walked.config) => by_name(&file, config)?,
+        Some(config) if same_but_dropout(&config, &walked.config) => rekeyed(walked, config)?,
         _ => walked,
     };
     let producer = match model.producer_version() {
@@ -97,7 +95,6 @@ pub fn read(path: &Path) -> Result<OnnxModel> {
         input,
         producer,
         opset,
-        metadata,
     })
 }
 
@@ -118,41 +115,17 @@ fn same_but_dropout(a: &VggConfig, b: &VggConfig) -> bool {
     strip(a) == strip(b)
 }
 
-/// The tensors of a file that records `config`: each initializer under its key.
-fn by_name(file: &OnnxFile, config: VggConfig) -> Result<Imported> {
-    let graph = graph::Graph::new(file);
-    let mut tensors = Vec::new();
-    for (key, spec) in build_layers(&config).iter().flat_map(|l| l.named_tensors()) {
-        let tensor = if spec.name == "num_batches_tracked" {
-            Tensor::new(0i64, &Device::Cpu)?
-        } else {
-            let initializer = graph.constant(&key).ok_or_else(|| {
-                file.error(format!("it records a {} but has no `{key}`", config.name()))
-            })?;
-            let (dims, values) = file.floats(initializer)?;
-            if dims != spec.shape {
-                return Err(file.error(format!(
-                    "`{key}` is {dims:?}; its config makes it {:?}",
-                    spec.shape
-                )));
-            }
-            Tensor::from_vec(values, dims.as_slice(), &Device::Cpu)?
-        };
-        tensors.push((key, tensor));
-    }
-    let dims = graph::input_dims(graph.image_input()?).unwrap_or_default();
-    let size = match dims.as_slice() {
-        &[_, _, Some(h), Some(w)] => Some([h, w]),
-        _ => None,
-    };
-    let input = GraphInput {
-        layout: Layout::Nchw,
-        size,
-    };
+/// The walked network under the keys of `config`, which differs from it at most in dropout
+/// (no tensors): the same tensors in the same order.
+fn rekeyed(walked: Imported, config: VggConfig) -> Result<Imported> {
+    let values = (walked.tensors.into_iter())
+        .filter(|(_, t)| t.dtype().is_float())
+        .map(|(_, t)| Ok(t.flatten_all()?.to_vec1::<f32>()?))
+        .collect::<Result<Vec<Vec<f32>>>>()?;
     Ok(Imported {
+        tensors: import::keyed(&config, values)?,
         config,
-        tensors,
-        input,
+        input: walked.input,
     })
 }
 
@@ -194,11 +167,13 @@ pub fn recorded(path: &Path) -> Result<(Option<Preprocess>, Option<Vec<String>>)
             [_, Some(h), Some(w), _] if h == w => h,
             _ => return None,
         };
+        let resize = side.checked_mul(256)?.checked_add(112)? / 224;
         Some(Preprocess {
-            resize: (side * 256 + 112) / 224,
+            resize,
             crop: side,
             ..Preprocess::imagenet()
         })
+        .filter(|p| p.validate().is_ok())
     };
     Ok((recorded.preprocess.or_else(sized), recorded.classes))
 }

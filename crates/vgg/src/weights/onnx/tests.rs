@@ -237,6 +237,7 @@ fn deeply_nested_graphs_are_refused_without_overflowing_the_stack() {
 fn a_cycle_in_the_graph_is_an_error_not_a_hang() {
     let dir = Folder::new("cycle");
     let mut model = exported(&dir.0);
+    model.metadata_props.clear();
     let graph = model.graph.as_mut().unwrap();
     // The first ReLU writes the tensor the first convolution reads.
     let relu = graph
@@ -250,4 +251,16 @@ fn a_cycle_in_the_graph_is_an_error_not_a_hang() {
         err.contains("cycle") || err.contains("not a VGG-shaped graph"),
         "{err}"
     );
+}
+
+#[test]
+fn zero_sized_weights_are_refused_before_any_arithmetic_on_them() {
+    let dir = Folder::new("zero");
+    let mut model = exported(&dir.0);
+    model.metadata_props.clear();
+    let weight = conv_weight(&mut model);
+    weight.dims = vec![0, 3, 3, 3];
+    weight.raw_data = Some(Vec::new());
+    let err = error_of(&save(&dir.0, "zero.onnx", &model));
+    assert!(err.contains("which holds no values"), "{err}");
 }
