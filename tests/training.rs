@@ -683,3 +683,53 @@ fn small_images_train_at_their_size_and_say_so() {
         "{stderr}"
     );
 }
+
+/// A configured head (batch norm, softmax) trains on the logits, and its checkpoint, and the
+/// ONNX graph exported from it, evaluate to the run's own best top-1 with no flags: the
+/// config, the preprocessing and the class names travel with the files.
+#[test]
+fn a_configured_head_trains_and_travels_to_onnx() {
+    let dir = Scratch::new("configured-head");
+    let folder = dir.join("colours");
+    image_folder(&folder);
+    let run = dir.join("run");
+    let mut args = small_net("8,M,16,M", "3");
+    args.extend([
+        "--head",
+        "16,relu,bn,3,softmax",
+        "--crop",
+        "20",
+        "--resize",
+        "24",
+    ]);
+    args.extend([
+        "--data",
+        folder.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    ok(&vgg(&args, &[]));
+    let best_top1 = (learning_curve(&run).iter())
+        .map(|row| row["val_top1"].as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    let best = run.join("best.safetensors");
+    let onnx = dir.join("best.onnx");
+    ok(&vgg(
+        &["convert", best.to_str().unwrap(), onnx.to_str().unwrap()],
+        &[],
+    ));
+    let val = folder.join("val");
+    for weights in [&best, &onnx] {
+        let args = ["evaluate", "--weights", weights.to_str().unwrap()];
+        let args = [&args[..], &["--data", val.to_str().unwrap(), "--json"]].concat();
+        let report: serde_json::Value = serde_json::from_str(&ok(&vgg(&args, &[]))).unwrap();
+        let top1 = report["top1"].as_f64().unwrap();
+        assert!(
+            (top1 - best_top1).abs() < 1e-9,
+            "{weights:?}: {top1} vs the run's {best_top1}"
+        );
+    }
+    let shown = ok(&vgg(&["weights", onnx.to_str().unwrap()], &[]));
+    assert!(shown.contains("head 16,relu,bn,3,softmax"), "{shown}");
+    assert!(shown.contains("--crop 20"), "{shown}");
+}
