@@ -14,6 +14,17 @@ use vgg::model::head::{HeadItem, head_string, parse_head};
 use vgg::weights::{self, WeightFormat, onnx};
 use vgg::{Mode, ModelSource};
 
+/// Runs `vgg args`, which must succeed; its standard output.
+fn succeed(args: &[&str]) -> String {
+    let out = vgg(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn manifest() -> Vec<Value> {
     let text = std::fs::read_to_string(fixture("onnx/manifest.json")).unwrap();
     serde_json::from_str(&text).unwrap()
@@ -93,13 +104,8 @@ fn vgg_shaped_graphs_import_as_the_network_they_compute() {
             "--input",
             &input,
         ];
-        let out = vgg(&[&args[..], &["--format", "json"]].concat());
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let out = succeed(&[&args[..], &["--format", "json"]].concat());
+        let summary: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(
             summary["totals"]["params"], expected["num_params"],
             "{name}"
@@ -158,18 +164,13 @@ fn export_round_trips_through_import() {
     let dir = Scratch::new("onnx-round-trip");
     let keras = fixture("onnx/keras_op13_transfer_head.onnx");
     let safetensors = dir.join("keras.safetensors");
-    let out = vgg(&[
+    succeed(&[
         "convert",
         keras.to_str().unwrap(),
         safetensors.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let onnx_out = dir.join("keras.onnx");
-    let out = vgg(&[
+    succeed(&[
         "convert",
         safetensors.to_str().unwrap(),
         onnx_out.to_str().unwrap(),
@@ -177,11 +178,6 @@ fn export_round_trips_through_import() {
         "2x3x48x40",
         "--dynamic-batch",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(WeightFormat::sniff(&onnx_out).unwrap(), WeightFormat::Onnx);
     let original = onnx::read(&keras).unwrap();
     let back = onnx::read(&onnx_out).unwrap();
@@ -210,13 +206,7 @@ fn export_round_trips_through_import() {
 #[test]
 fn weights_and_summary_describe_an_imported_model() {
     let keras = fixture("onnx/keras_op13_transfer_head.onnx");
-    let out = vgg(&["weights", keras.to_str().unwrap()]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeed(&["weights", keras.to_str().unwrap()]);
     assert!(stdout.contains("input NHWC"), "{stdout}");
     assert!(stdout.contains("outputs probabilities"), "{stdout}");
     assert!(stdout.contains("--crop 32"), "{stdout}");
@@ -224,7 +214,7 @@ fn weights_and_summary_describe_an_imported_model() {
         stdout.contains("head 64,relu,bn,32,relu,bn,4,softmax"),
         "{stdout}"
     );
-    let out = vgg(&[
+    let stdout = succeed(&[
         "summary",
         "auto",
         "--weights",
@@ -232,12 +222,6 @@ fn weights_and_summary_describe_an_imported_model() {
         "--input",
         "3x32x32",
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(stdout.contains("BatchNorm1d"), "{stdout}");
     assert!(stdout.contains("Softmax"), "{stdout}");
 }

@@ -52,11 +52,7 @@ pub struct ConvertArgs {
 pub fn run(args: &ConvertArgs) -> Result<String> {
     vgg::io::check_output(&args.output)?;
     let onnx = args.output.extension().is_some_and(|e| e == "onnx");
-    if !onnx && (args.input_shape.is_some() || args.dynamic_batch) {
-        return Err(Error::BadArgument(
-            "--input-shape and --dynamic-batch describe an ONNX graph: give an .onnx output".into(),
-        ));
-    }
+    check_flags(args, onnx)?;
     let state = weights::read(&args.input)?;
     let format = state.format;
     if onnx {
@@ -94,15 +90,28 @@ fn dense_state_dict(state: StateDict) -> Result<Vec<(String, Tensor)>> {
     model.dense()?.state_dict()
 }
 
-/// The checkpoint as an ONNX graph at the requested input size, with the preprocessing and
-/// class names the other commands would use for it.
-fn export(args: &ConvertArgs, state: StateDict) -> Result<String> {
-    if args.dense || args.names != Naming::Torchvision {
+/// Refuses flags that do not fit the output's format, before any weights are read.
+fn check_flags(args: &ConvertArgs, onnx: bool) -> Result<()> {
+    if !onnx && (args.input_shape.is_some() || args.dynamic_batch) {
+        return Err(Error::BadArgument(
+            "--input-shape and --dynamic-batch describe an ONNX graph: give an .onnx output".into(),
+        ));
+    }
+    if onnx && (args.dense || args.names != Naming::Torchvision) {
         return Err(Error::BadArgument(
             "--dense and --names timm write state_dicts; an ONNX graph has the standard form"
                 .into(),
         ));
     }
+    if onnx {
+        onnx::check_opset(args.opset)?;
+    }
+    Ok(())
+}
+
+/// The checkpoint as an ONNX graph at the requested input size, with the preprocessing and
+/// class names the other commands would use for it.
+fn export(args: &ConvertArgs, state: StateDict) -> Result<String> {
     let source = ModelSource::checkpoint(&args.input);
     let preprocess = source.preprocess();
     let config = detect_config(&state.shapes())?;

@@ -45,6 +45,7 @@ pub struct ExportOptions {
 
 /// Writes `model` to `path` as an ONNX graph.
 pub fn write(path: &Path, model: &Vgg, options: &ExportOptions) -> Result<()> {
+    check_opset(options.opset)?;
     let tensors = (model.state_dict()?.into_iter())
         .filter(|(_, t)| t.dtype().is_float())
         .map(|(key, t)| {
@@ -55,18 +56,22 @@ pub fn write(path: &Path, model: &Vgg, options: &ExportOptions) -> Result<()> {
         })
         .collect::<Result<HashMap<String, Vec<f32>>>>()?;
     let config = model.config();
-    if !OPSETS.contains(&options.opset) {
-        return Err(Error::BadArgument(format!(
-            "--opset {}: we export opsets {} to {}",
-            options.opset,
-            OPSETS.start(),
-            OPSETS.end()
-        )));
-    }
     let proto = model_proto(config, &tensors, options)?;
     write_atomically(path, |tmp| {
         std::fs::write(tmp, proto.encode_to_vec()).map_err(|e| Error::io(tmp, "cannot write", e))
     })
+}
+
+/// Refuses an opset we do not write.
+pub fn check_opset(opset: i64) -> Result<()> {
+    if !OPSETS.contains(&opset) {
+        return Err(Error::BadArgument(format!(
+            "--opset {opset}: we export opsets {} to {}",
+            OPSETS.start(),
+            OPSETS.end()
+        )));
+    }
+    Ok(())
 }
 
 fn model_proto(

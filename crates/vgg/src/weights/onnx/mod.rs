@@ -16,14 +16,14 @@ use candle_core::Tensor;
 use prost::Message;
 
 use crate::data::preprocess::Preprocess;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::VggConfig;
 use crate::model::config::cfg_string;
 use crate::model::head::HeadItem;
 use crate::weights::onnx::decode::OnnxFile;
 use crate::weights::recorded::Recorded;
 
-pub use export::{DEFAULT_OPSET, ExportOptions, OPSETS, write};
+pub use export::{DEFAULT_OPSET, ExportOptions, OPSETS, check_opset, write};
 use import::Imported;
 pub use import::{GraphInput, Layout};
 
@@ -147,10 +147,16 @@ struct GraphHeader {
 
 /// The preprocessing and class names an ONNX file implies: those we recorded when we wrote
 /// it; else ImageNet's normalisation at the input size the graph fixes (torchvision's
-/// resize-to-crop ratio of 256/224), and no names.
+/// resize-to-crop ratio of 256/224), and no names. The file is mapped, not read: decoding
+/// the header steps over the weights without touching them.
 pub fn recorded(path: &Path) -> Result<(Option<Preprocess>, Option<Vec<String>>)> {
-    let bytes = crate::io::read_regular(path, 1)?;
-    let Ok(header) = Header::decode(bytes.as_slice()) else {
+    let file = crate::io::open_regular(path).map_err(|e| Error::io(path, "cannot read", e))?;
+    // SAFETY: the map is read-only and dropped before this function returns, and nothing
+    // read from it outlives it (the header's fields are copied). Another process truncating
+    // the file meanwhile is outside what any reader can defend against (see safetensors.rs).
+    let bytes =
+        unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, "cannot read", e))?;
+    let Ok(header) = Header::decode(&bytes[..]) else {
         return Ok((None, None));
     };
     let recorded = Recorded::from_metadata(|key| {
