@@ -4,9 +4,12 @@
 mod common;
 
 use common::*;
-use vgg::engine::{ConvChoice, FeatureOp, Linear, NetworkSpec, Plan, PlanOptions, WinogradVariant};
+use vgg::engine::{
+    ConvChoice, FeatureOp, Linear, NetworkSpec, Plan, PlanOptions, Precision, WinogradVariant,
+};
 
-const ALGOS: [ConvChoice; 3] = [
+const ALGOS: [ConvChoice; 4] = [
+    ConvChoice::Winograd(WinogradVariant::F23),
     ConvChoice::Winograd(WinogradVariant::F43),
     ConvChoice::Winograd(WinogradVariant::F63),
     ConvChoice::Im2col,
@@ -16,6 +19,13 @@ fn opts(conv: ConvChoice) -> PlanOptions {
     PlanOptions {
         conv,
         ..PlanOptions::default()
+    }
+}
+
+fn bf16(conv: ConvChoice) -> PlanOptions {
+    PlanOptions {
+        precision: Precision::Bf16,
+        ..opts(conv)
     }
 }
 
@@ -49,7 +59,7 @@ fn single_conv(c: usize, k: usize, pool: bool, seed: u64) -> (NetworkSpec, Vec<f
 
 /// Conv output of `plan` vs the naive reference on output channels `ks`.
 fn conv_error(
-    conv: ConvChoice,
+    options: PlanOptions,
     n: usize,
     c: usize,
     k: usize,
@@ -59,7 +69,7 @@ fn conv_error(
 ) -> f32 {
     let (spec, wt, b) = single_conv(c, k, false, (c * 31 + k * 7 + h) as u64);
     let x = random(n * c * h * w, 99, 1.0);
-    let mut plan = Plan::with_options(spec, n, c, h, w, opts(conv)).unwrap();
+    let mut plan = Plan::with_options(spec, n, c, h, w, options).unwrap();
     let got = plan.run_to(&x, Some(0)).unwrap();
     let want = conv_ref(&x, Nchw { n, c, h, w }, &wt, &b, k, true, ks.clone());
     let pick = |v: &[f32]| -> Vec<f32> {
@@ -88,7 +98,7 @@ fn conv_algorithms_match_direct_on_odd_shapes() {
     ];
     for conv in ALGOS {
         for &(n, c, k, h, w) in &shapes {
-            let e = conv_error(conv, n, c, k, h, w, 0..k);
+            let e = conv_error(opts(conv), n, c, k, h, w, 0..k);
             println!("{conv:?} n{n} c{c} k{k} {h}x{w}: rel err {e:.2e}");
             assert!(e < 1e-3, "{conv:?} {n}x{c}x{h}x{w}->{k}: {e}");
         }
@@ -108,11 +118,25 @@ fn winograd_error_on_vgg_layer_shapes() {
         (512, 512, 28),
         (512, 512, 14),
     ];
-    for v in [WinogradVariant::F43, WinogradVariant::F63] {
+    for v in [
+        WinogradVariant::F23,
+        WinogradVariant::F43,
+        WinogradVariant::F63,
+    ] {
         for &(c, k, h) in &layers {
-            let e = conv_error(ConvChoice::Winograd(v), 1, c, k, h, h, k - 16..k);
+            let e = conv_error(opts(ConvChoice::Winograd(v)), 1, c, k, h, h, k - 16..k);
             println!("{v:?} {c}->{k} at {h}x{h}: max|err|/max|ref| = {e:.2e}");
             assert!(e < 1e-3);
+        }
+    }
+    // bf16 rounds the transformed operands: the error grows with the transform's entries,
+    // which is why bf16 plans use F(2,3) (its bound is what a direct convolution of
+    // bf16-rounded operands shows).
+    for (v, bound) in [(WinogradVariant::F23, 1e-2), (WinogradVariant::F43, 1e-1)] {
+        for &(c, k, h) in &layers {
+            let e = conv_error(bf16(ConvChoice::Winograd(v)), 1, c, k, h, h, k - 16..k);
+            println!("{v:?} bf16 {c}->{k} at {h}x{h}: max|err|/max|ref| = {e:.2e}");
+            assert!(e < bound);
         }
     }
 }
@@ -185,6 +209,7 @@ fn small_networks_match_reference() {
                         fuse_pool: fuse,
                         fold_pool: fold,
                         dense: false,
+                        precision: Default::default(),
                     };
                     let mut plan = Plan::with_options(spec, n, 3, hw, hw, o).unwrap();
                     let mut got = vec![0.0; n * 10];
@@ -280,4 +305,51 @@ fn bad_inputs_are_errors() {
     assert!(Plan::new(spec, 1, 4, 4, 4).is_err());
     let (spec, _, _) = single_conv(3, 8, true, 1);
     assert!(Plan::new(spec, 1, 3, 1, 1).is_err());
+}
+
+/// bf16 operands lose 8 mantissa bits per operand, once: every layer of a vgg16-shaped net
+/// (Winograd convolutions and the classifier in bf16) stays within 2% of the f64 reference,
+/// and the plan says how it computes.
+#[test]
+fn bf16_plans_stay_close_to_the_reference() {
+    let cfg = [
+        64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0,
+    ];
+    for (n, hw) in [(1, 64), (3, 32)] {
+        let (spec, ops, lins) = network(&cfg, 3, 11, &[64, 64, 10], 3);
+        let x = random(n * 3 * hw * hw, 5, 1.0);
+        let shape = Nchw {
+            n,
+            c: 3,
+            h: hw,
+            w: hw,
+        };
+        let (_, want) = forward_ref(&x, shape, &ops, 11, &lins);
+        let options = PlanOptions {
+            precision: Precision::Bf16,
+            ..PlanOptions::default()
+        };
+        let mut plan = Plan::with_options(spec, n, 3, hw, hw, options).unwrap();
+        let mut got = vec![0.0; n * 10];
+        plan.run(&x, &mut got).unwrap();
+        let e = rel_err(&got, &want);
+        let description = plan.describe();
+        println!("bf16 vgg16 {n}x{hw}x{hw} logits rel err {e:.2e}\n{description}");
+        assert!(e > 1e-5 && e < 1.5e-2, "{e}");
+        assert!(description.contains("precision: bf16"));
+        assert!(description.contains("winograd F(2x2,3x3) bf16×bf16→f32"));
+        assert!(
+            description.contains("im2col"),
+            "the 3-channel stem stays f32"
+        );
+    }
+}
+
+#[test]
+fn precisions_parse_by_name() {
+    for p in Precision::ALL {
+        assert_eq!(Precision::parse(p.name()), Ok(p));
+    }
+    let err = Precision::parse("int4").unwrap_err();
+    assert_eq!(err, "unknown precision 'int4' (expected one of: f32, bf16)");
 }

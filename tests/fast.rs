@@ -8,7 +8,7 @@ use common::{assert_close, fixture};
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use vgg::engine::PlanOptions;
+use vgg::engine::{PlanOptions, Precision};
 use vgg::fast::FastVgg;
 use vgg::model::init::initial_values;
 use vgg::weights::{LazyPth, detect::detect_config};
@@ -56,6 +56,28 @@ fn every_arch_matches_the_reference_path() {
                 &format!("{arch} {shape:?}"),
             );
         }
+    }
+}
+
+/// bf16 (F(2,3) Winograd, bf16 classifier) on every arch, batch norm folded: within 3% of
+/// the reference path's range.
+#[test]
+fn every_arch_in_bf16_stays_near_the_reference() {
+    let options = PlanOptions {
+        precision: Precision::Bf16,
+        ..PlanOptions::default()
+    };
+    for arch in Arch::ALL {
+        let config = VggConfig::from_arch(arch).with_num_classes(10).unwrap();
+        let model = random_model(config, 4);
+        let shape = [2, 3, 32, 32];
+        let x = Tensor::randn(0f32, 1.0, shape.as_slice(), &Device::Cpu).unwrap();
+        let want = model.forward(&x, Mode::Eval).unwrap();
+        let got = FastVgg::from_model(&model, shape, options)
+            .unwrap()
+            .forward(&x)
+            .unwrap();
+        assert_close(&got, &want, 0.0, 3e-2, &format!("{arch} bf16"));
     }
 }
 

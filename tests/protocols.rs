@@ -80,7 +80,7 @@ fn protocols_match_pytorch_on_both_engines() {
         let source = sharpened(name, sharpen, &dir);
         for protocol in PROTOCOLS {
             let want = &reference["models"][name][protocol];
-            for engine in [Engine::Fast, Engine::Reference] {
+            for engine in [Engine::default(), Engine::Reference] {
                 let got = posteriors(
                     &source,
                     engine,

@@ -6,18 +6,19 @@ use candle_core::Device;
 use clap::{Args, ValueEnum};
 
 use crate::cli::args::parse_shape;
-use crate::cli::model::{EngineFlag, ModelFlags};
+use crate::cli::model::{self, EngineFlag, ModelFlags, PrecisionFlag};
 use vgg::bench::{Workload, bench};
 use vgg::engine::{ConvChoice, PlanOptions, WinogradVariant};
 use vgg::error::Result;
-use vgg::infer::Engine;
 use vgg::model::footprint::Work;
 
 /// Convolution algorithms of the fast engine, for ablations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Conv {
-    /// Winograd F(4×4,3×3), im2col for the 3-channel first layer
+    /// Winograd F(4×4,3×3) (F(2×2,3×3) in bf16), im2col for the 3-channel first layer
     Auto,
+    /// Winograd F(2×2,3×3)
+    F23,
     /// Winograd F(4×4,3×3)
     F43,
     /// Winograd F(6×6,3×3)
@@ -31,6 +32,7 @@ impl BenchArgs {
         PlanOptions {
             conv: match self.conv {
                 Conv::Auto => ConvChoice::Auto,
+                Conv::F23 => ConvChoice::Winograd(WinogradVariant::F23),
                 Conv::F43 => ConvChoice::Winograd(WinogradVariant::F43),
                 Conv::F63 => ConvChoice::Winograd(WinogradVariant::F63),
                 Conv::Im2col => ConvChoice::Im2col,
@@ -38,6 +40,7 @@ impl BenchArgs {
             fuse_pool: !self.no_fuse,
             fold_pool: !self.no_fold,
             dense: false,
+            precision: self.precision.into(),
         }
     }
 }
@@ -54,6 +57,9 @@ pub struct BenchArgs {
     pub iters: usize,
     #[arg(long, value_enum, default_value_t = EngineFlag::Fast)]
     pub engine: EngineFlag,
+    /// Number format of the fast engine's products
+    #[arg(long, value_enum, default_value_t = PrecisionFlag::F32)]
+    pub precision: PrecisionFlag,
     /// Print the per-layer plan of the fast engine
     #[arg(long)]
     pub describe: bool,
@@ -68,7 +74,7 @@ pub struct BenchArgs {
     pub no_fold: bool,
     /// Time one optimisation step instead (training-mode forward, cross-entropy, backward,
     /// SGD with momentum) on the autograd path, as `vgg train` runs it
-    #[arg(long, conflicts_with_all = ["engine", "describe", "conv", "no_fuse", "no_fold"])]
+    #[arg(long, conflicts_with_all = ["engine", "precision", "describe", "conv", "no_fuse", "no_fold"])]
     pub train: bool,
     /// End with one JSON line: median_ms, min_ms, images_per_s, gflops
     #[arg(long)]
@@ -92,7 +98,7 @@ pub fn run(args: &BenchArgs) -> Result<String> {
     let (name, workload) = if args.train {
         ("train", Workload::TrainingStep)
     } else {
-        let engine = Engine::from(args.engine);
+        let engine = model::engine(args.engine, args.precision)?;
         (
             engine.name(),
             Workload::Forward(engine, args.plan_options()),

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use candle_core::Device;
 use clap::Args;
 
-use crate::cli::model::{EngineFlag, ModelFlags};
+use crate::cli::model::{self, EngineFlag, ModelFlags, PrecisionFlag};
 use vgg::engine::PlanOptions;
 use vgg::error::{Error, Result};
+use vgg::infer::Engine;
 use vgg::io::write_atomically;
 use vgg::model::Mode;
 
@@ -31,6 +32,10 @@ pub struct ForwardArgs {
     /// (always used for --layer and --train)
     #[arg(long, value_enum, default_value_t = EngineFlag::Fast)]
     pub engine: EngineFlag,
+    /// Number format of the fast engine's products (the fast engine computes the output
+    /// only: bf16 does not go with --layer or --train)
+    #[arg(long, value_enum, default_value_t = PrecisionFlag::F32)]
+    pub precision: PrecisionFlag,
     /// Run the dense (fully convolutional) form, paper §3.2: the output is the class score
     /// map [N, classes, h, w] of an input at least the native size (224 for torchvision's)
     #[arg(long, conflicts_with_all = ["layer", "train"])]
@@ -43,7 +48,15 @@ pub fn run(args: &ForwardArgs) -> Result<String> {
     let input = vgg::data::npy::read_f32(&args.input)?;
     let source = args.source.source()?;
     source.check_input(&input, || format!("--input {}: ", args.input.display()))?;
-    let fast = args.engine == EngineFlag::Fast && !args.train && args.layer.is_none();
+    let engine = model::engine(args.engine, args.precision)?;
+    let fast = engine != Engine::Reference && !args.train && args.layer.is_none();
+    if !fast && args.precision != PrecisionFlag::F32 {
+        return Err(Error::BadArgument(
+            "--precision bf16 runs the fast engine, which computes the network's output; \
+             --layer and --train run the reference model in f32"
+                .into(),
+        ));
+    }
     let (name, output, report) = if fast {
         let [n, c, h, w]: [usize; 4] = input.dims().try_into().map_err(|_| {
             Error::BadArgument(format!(
@@ -53,7 +66,7 @@ pub fn run(args: &ForwardArgs) -> Result<String> {
         })?;
         let options = PlanOptions {
             dense: args.dense,
-            ..PlanOptions::default()
+            ..engine.plan_options()
         };
         let (mut model, report) = source.open_fast(n, [h, w], options)?;
         let expected = model.config().in_channels();

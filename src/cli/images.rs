@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use crate::cli::model::{EngineFlag, ModelFlags};
+use crate::cli::model::{self, EngineFlag, ModelFlags, PrecisionFlag};
 use vgg::data::preprocess::Preprocess;
 use vgg::error::{Error, Result};
 use vgg::infer::Classifier;
@@ -75,6 +75,9 @@ pub struct ClassifierArgs {
     /// fast: the CPU engine; reference: the module-by-module model (our CPU ops on candle tensors, as training runs them)
     #[arg(long, value_enum, default_value_t = EngineFlag::Fast)]
     pub engine: EngineFlag,
+    /// Number format of the fast engine's products
+    #[arg(long, value_enum, default_value_t = PrecisionFlag::F32)]
+    pub precision: PrecisionFlag,
     /// How each image is evaluated: center (one crop), or the paper's dense, multi-crop
     /// (5×5 crops × 2 flips per scale) or dense+multi-crop, over --scales
     #[arg(long, default_value = "center", value_parser = parse_protocol)]
@@ -97,7 +100,7 @@ impl ClassifierArgs {
         let preprocess = self.preprocess.preprocess_for(&source)?;
         let scales = self.scales()?;
         let classifier = source.classifier(
-            self.engine.into(),
+            model::engine(self.engine, self.precision)?,
             batch_size,
             &preprocess,
             self.protocol,

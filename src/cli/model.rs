@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 
 use crate::cli::args::ModelArgs;
 use vgg::ModelSource;
+use vgg::engine::Precision;
 use vgg::error::Result;
 use vgg::infer::Engine;
 
@@ -52,11 +53,27 @@ pub enum EngineFlag {
     Reference,
 }
 
-impl From<EngineFlag> for Engine {
-    fn from(flag: EngineFlag) -> Engine {
+/// `--precision`: the number format of the fast engine's products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum PrecisionFlag {
+    /// f32 throughout
+    #[default]
+    F32,
+    /// bf16 operands with f32 accumulation in the convolutions and the classifier
+    /// (AVX512_BF16 where the CPU has it, an exact emulation elsewhere)
+    Bf16,
+}
+
+impl From<PrecisionFlag> for Precision {
+    fn from(flag: PrecisionFlag) -> Precision {
         match flag {
-            EngineFlag::Fast => Engine::Fast,
-            EngineFlag::Reference => Engine::Reference,
+            PrecisionFlag::F32 => Precision::F32,
+            PrecisionFlag::Bf16 => Precision::Bf16,
         }
     }
+}
+
+/// The engine `--engine` and `--precision` name together (bf16 is the fast engine's).
+pub fn engine(flag: EngineFlag, precision: PrecisionFlag) -> Result<Engine> {
+    Engine::new(flag == EngineFlag::Fast, precision.into())
 }

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use vgg::data::RgbImage;
 use vgg::data::preprocess::Preprocess;
-use vgg::engine::PlanOptions;
+use vgg::engine::{PlanOptions, Precision};
 use vgg::fast::FastVgg;
 use vgg::infer::classify::classify_images;
 use vgg::infer::protocol::{PAPER_SCALES, Protocol, scale_classifier};
@@ -31,7 +31,7 @@ pub struct Model {
     /// The fast engine, compiled for the last input shape (recompiled when it changes).
     /// Whoever needs both locks takes this one first, then `model`'s; neither is held while
     /// waiting for the GIL.
-    engine: Mutex<Option<FastVgg>>,
+    engine: Mutex<FastSlot>,
     training: AtomicBool,
     /// What loading the checkpoint found, when there was one.
     report: Option<LoadReport>,
@@ -92,7 +92,7 @@ impl Model {
         let names = source.class_names(model.config().num_classes());
         Ok(Model {
             model: RwLock::new(model),
-            engine: Mutex::new(None),
+            engine: Mutex::new(FastSlot::default()),
             training: AtomicBool::new(false),
             report,
             names,
@@ -215,7 +215,7 @@ impl Model {
                 let mut model = self.model.write().unwrap_or_else(PoisonError::into_inner);
                 let (loaded, report) = load_into(&model, state, strict)?;
                 *model = loaded;
-                *engine = None;
+                engine.plan = None;
                 Ok(report)
             })
             .map_err(crate::errors::to_py)?;
@@ -244,6 +244,26 @@ impl Model {
     #[getter]
     fn training(&self) -> bool {
         self.training.load(Ordering::Relaxed)
+    }
+
+    /// Number format of the fast engine's products: "f32" (the default) or "bf16" (bf16
+    /// operands, f32 accumulation). Training mode and `features` always compute in f32.
+    #[getter]
+    fn precision(&self) -> &'static str {
+        self.slot().precision.name()
+    }
+
+    #[setter]
+    fn set_precision(&self, value: &str) -> PyResult<()> {
+        let precision = Precision::parse(value).map_err(pyo3::exceptions::PyValueError::new_err)?;
+        let mut slot = self.slot();
+        if slot.precision != precision {
+            *slot = FastSlot {
+                precision,
+                plan: None,
+            };
+        }
+        Ok(())
     }
 
     /// The config as a dict: name, cfg, batch_norm, in_channels, num_classes, dropout,
@@ -304,9 +324,10 @@ impl Model {
             .detach(|| match protocol {
                 Protocol::Center => self.classify_decoded(&decoded, &preprocess, shape, topk),
                 _ => {
+                    let engine = Engine::Fast(self.slot().precision);
                     let model = self.model();
                     let mut classifier =
-                        scale_classifier(&model, Engine::Fast, batch, protocol, &scales)?;
+                        scale_classifier(&model, engine, batch, protocol, &scales)?;
                     classify_images(&mut classifier, &decoded, &preprocess, batch, topk)
                 }
             })
@@ -352,8 +373,13 @@ impl Model {
     /// with the old ones folded in, must be rebuilt.
     fn batch_statistics_changed(&self) {
         if self.config().batch_norm() {
-            *self.engine.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            self.slot().plan = None;
         }
+    }
+
+    /// The engine's slot, locked.
+    fn slot(&self) -> std::sync::MutexGuard<'_, FastSlot> {
+        self.engine.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn config(&self) -> VggConfig {
@@ -379,16 +405,12 @@ impl Model {
         shape: [usize; 4],
         run: impl FnOnce(&mut FastVgg) -> vgg::Result<T>,
     ) -> vgg::Result<T> {
-        let mut slot = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
-        if slot.as_ref().is_none_or(|e| e.input_shape() != shape) {
-            *slot = None; // free the old plan before building the new one
-            *slot = Some(FastVgg::from_model(
-                &self.model(),
-                shape,
-                PlanOptions::default(),
-            )?);
+        let mut slot = self.slot();
+        if slot.plan.as_ref().is_none_or(|e| e.input_shape() != shape) {
+            slot.plan = None; // free the old plan before building the new one
+            slot.plan = Some(FastVgg::from_model(&self.model(), shape, slot.options())?);
         }
-        run(slot.as_mut().expect("compiled above"))
+        run(slot.plan.as_mut().expect("compiled above"))
     }
 
     fn run_fast(&self, shape: [usize; 4], data: &[f32]) -> vgg::Result<Vec<f32>> {
@@ -402,17 +424,30 @@ impl Model {
         shape: [usize; 4],
         topk: usize,
     ) -> vgg::Result<Vec<Vec<vgg::infer::Prediction>>> {
-        let mut slot = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
-        let engine = match slot.take() {
+        let mut slot = self.slot();
+        let engine = match slot.plan.take() {
             Some(engine) if engine.input_shape() == shape => engine,
-            _ => FastVgg::from_model(&self.model(), shape, PlanOptions::default())?,
+            _ => FastVgg::from_model(&self.model(), shape, slot.options())?,
         };
         let mut classifier = Classifier::new(Backend::Fast(engine), false);
         let result = classify_images(&mut classifier, images, preprocess, shape[0], topk);
         if let Backend::Fast(engine) = classifier.backend {
-            *slot = Some(engine);
+            slot.plan = Some(engine);
         }
         result
+    }
+}
+
+/// The fast engine's precision and its plan, compiled for the last input shape.
+#[derive(Default)]
+struct FastSlot {
+    precision: Precision,
+    plan: Option<FastVgg>,
+}
+
+impl FastSlot {
+    fn options(&self) -> PlanOptions {
+        Engine::Fast(self.precision).plan_options()
     }
 }
 

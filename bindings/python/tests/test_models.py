@@ -130,3 +130,25 @@ def test_torch_like_inputs_are_converted():
     np.testing.assert_array_equal(model(x.astype(np.float64)), want)
     np.testing.assert_array_equal(model(np.asfortranarray(x)), want)
     np.testing.assert_array_equal(model(x.tolist()), want)
+
+
+def test_bf16_precision_stays_close_and_f32_is_unchanged():
+    x = np.load(fixture("forward/tiny_bn_input.npy"))
+    want = np.load(fixture("forward/tiny_bn_eval.npy"))
+    model = vgg.load(fixture("forward/tiny_bn.safetensors"))
+    assert model.precision == "f32"
+    exact = model(x)
+    model.precision = "bf16"
+    assert model.precision == "bf16"
+    low = model(x)
+    assert_close(low, want, 0.0, 2e-2, "bf16")
+    assert not np.array_equal(low, exact)
+    model.precision = "f32"
+    assert np.array_equal(model(x), exact)
+    loaded = vgg.load(fixture("forward/tiny_bn.safetensors"), precision="bf16")
+    assert np.array_equal(loaded(x), low)
+    top = loaded.classify([np.zeros((40, 40, 3), np.uint8)], topk=1, resize=32, crop=32)
+    assert len(top[0]) == 1
+    with pytest.raises(ValueError, match="unknown precision 'int8' \\(expected one of: f32, bf16\\)"):
+        model.precision = "int8"
+    assert model.precision == "f32"

@@ -19,7 +19,8 @@ use crate::train::optim::{Sgd, SgdConfig};
 /// What to time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
-    /// One forward pass on an engine, compiled with these options when fast.
+    /// One forward pass on an engine, compiled with these options (in the engine's
+    /// precision) when fast.
     Forward(Engine, PlanOptions),
     /// One optimisation step (training-mode forward, cross-entropy, backward, SGD with
     /// momentum) on the autograd path, as `vgg train` runs it.
@@ -82,7 +83,11 @@ pub fn bench(
             time(iters, || model.forward(&x, Mode::Eval).map(drop))?,
             forward_macs,
         ),
-        Workload::Forward(Engine::Fast, options) => {
+        Workload::Forward(Engine::Fast(precision), options) => {
+            let options = PlanOptions {
+                precision,
+                ..options
+            };
             let mut fast = FastVgg::from_model(&model, shape, options)?;
             drop(model);
             describe(fast.describe());

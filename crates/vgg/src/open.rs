@@ -234,7 +234,7 @@ impl ModelSource {
     /// inputs of `size` (height, width).
     pub fn backend(&self, engine: Engine, batch: usize, size: [usize; 2]) -> Result<Backend> {
         Ok(match engine {
-            Engine::Fast => Backend::Fast(self.open_fast(batch, size, PlanOptions::default())?.0),
+            Engine::Fast(_) => Backend::Fast(self.open_fast(batch, size, engine.plan_options())?.0),
             Engine::Reference => Backend::Reference(self.open(&Device::Cpu)?.0),
         })
     }

@@ -31,6 +31,9 @@ class Model:
     ) -> "Model": ...
     def __call__(self, x: Any) -> npt.NDArray[np.float32]:
         """Logits ``[N, num_classes]`` for an NCHW batch (numpy, CPU torch tensor, …)."""
+    precision: str
+    """The fast engine's number format: ``"f32"`` (default) or ``"bf16"`` (bf16 operands,
+    f32 accumulation); training mode and ``features`` compute in f32."""
     def features(self, x: Any, layers: Sequence[str]) -> Dict[str, npt.NDArray[np.float32]]:
         """The outputs of the named modules (``features.3``, ``avgpool``, …) from one pass."""
     def to_onnx(

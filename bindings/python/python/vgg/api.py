@@ -73,16 +73,28 @@ def _source(model: Any) -> Any:
     )
 
 
-def load(path: PathLike, *, strict: bool = True, seed: int = 0, num_classes: Optional[int] = None) -> Model:
+def load(
+    path: PathLike,
+    *,
+    strict: bool = True,
+    seed: int = 0,
+    num_classes: Optional[int] = None,
+    precision: str = "f32",
+) -> Model:
     """The model a checkpoint holds, its arch detected from its tensors: torchvision
     ``.pth`` (zip or legacy), safetensors, a ``vgg train`` checkpoint, or an ONNX model whose
     graph is a VGG (torchvision's export, the ONNX Model Zoo's, Keras' through tf2onnx).
+    ``precision``: the fast engine's number format, ``"f32"`` or ``"bf16"`` (see
+    ``Model.precision``).
 
     Raises:
         FileNotFoundError: no such file.
         vgg.WeightsError: not a checkpoint we read, or not a VGG.
+        ValueError: an unknown precision.
     """
-    return Model.open("auto", weights=os.fspath(path), strict=strict, seed=seed, num_classes=num_classes)
+    model = Model.open("auto", weights=os.fspath(path), strict=strict, seed=seed, num_classes=num_classes)
+    model.precision = precision
+    return model
 
 
 def _images(images: Any) -> List[Any]:

@@ -1,32 +1,62 @@
 //! Fully-connected layers. At small batch these are bound by streaming the
 //! weights (fc6 alone is 411 MB at 224×224), so the kernel reads each weight
 //! row once and reuses it for up to 4 batch rows from cache; rows are split
-//! across threads so both cores pull memory.
+//! across threads so both cores pull memory. In bf16 the weights take half the bytes.
 
 use rayon::prelude::*;
 
 use super::gemm::{Mat, matmul_on};
 use super::pool::fold_into_linear;
-use super::simd::{self, DotRows, Isa};
+use super::simd::{self, Bf16, DotRows, DotRowsBf16, Isa};
 use super::tensor::Shape;
-use super::{EngineError, Linear};
+use super::{EngineError, Linear, Precision};
 
 /// Weight rows per parallel task.
 const ROWS_PER_TASK: usize = 32;
+
+/// bf16 rows are zero-padded to a multiple of this (one `vdpbf16ps` reads 32 values).
+const BF16_ROW_MULTIPLE: usize = 32;
+
+/// A linear layer's weights, `[out][inp]` row-major, in the plan's precision.
+enum Weights {
+    F32(Vec<f32>),
+    /// Each row zero-padded to `stride` (a multiple of [`BF16_ROW_MULTIPLE`]).
+    Bf16 {
+        w: Vec<Bf16>,
+        stride: usize,
+    },
+}
 
 /// A compiled linear layer `y = W x + b` (+ ReLU).
 pub(crate) struct Fc {
     pub(crate) inp: usize,
     pub(crate) out: usize,
-    /// `[out][inp]` row-major.
-    w: Vec<f32>,
+    w: Weights,
     b: Vec<f32>,
     relu: bool,
 }
 
 impl Fc {
-    pub(crate) fn new(inp: usize, out: usize, w: Vec<f32>, b: Vec<f32>, relu: bool) -> Fc {
+    pub(crate) fn new(
+        (inp, out): (usize, usize),
+        w: Vec<f32>,
+        b: Vec<f32>,
+        relu: bool,
+        precision: Precision,
+    ) -> Fc {
         assert_eq!(w.len(), inp * out);
+        let w = match precision {
+            Precision::F32 => Weights::F32(w),
+            Precision::Bf16 => {
+                let stride = inp.next_multiple_of(BF16_ROW_MULTIPLE);
+                let mut padded = vec![Bf16::default(); out * stride];
+                let isa = Isa::detect();
+                for (dst, src) in padded.chunks_exact_mut(stride).zip(w.chunks_exact(inp)) {
+                    simd::convert_to_bf16(isa, src, &mut dst[..inp]);
+                }
+                Weights::Bf16 { w: padded, stride }
+            }
+        };
         Fc {
             inp,
             out,
@@ -37,8 +67,12 @@ impl Fc {
     }
 
     pub(crate) fn describe(&self) -> String {
+        let products = match self.w {
+            Weights::F32(_) => "",
+            Weights::Bf16 { .. } => ", bf16×bf16→f32",
+        };
         format!(
-            "linear {}→{} (row-streaming gemv{})",
+            "linear {}→{} (row-streaming gemv{products}{})",
             self.inp,
             self.out,
             if self.relu { ", fused relu" } else { "" }
@@ -47,8 +81,12 @@ impl Fc {
 
     /// `y = x Wᵀ + b` (+ ReLU) as one GEMM: for many rows (the dense head's windows), where
     /// arithmetic, not streaming the weights, bounds the time. `x`: `[rows][inp]`, `y`: `[rows][out]`.
+    /// Only f32 layers have this form (the dense head is compiled in f32).
     pub(crate) fn run_gemm(&self, x: &[f32], rows: usize, y: &mut [f32]) {
-        let weights = Mat::row_major(&self.w, self.out, self.inp).t();
+        let Weights::F32(w) = &self.w else {
+            panic!("run_gemm needs f32 weights; the dense head is compiled in f32")
+        };
+        let weights = Mat::row_major(w, self.out, self.inp).t();
         let threads = rayon::current_num_threads();
         matmul_on(
             Mat::row_major(x, rows, self.inp),
@@ -70,23 +108,48 @@ impl Fc {
     /// `x`: `[batch][inp]`, `y`: `[batch][out]`, `tmp` ≥ `batch·out` (transposed result).
     pub(crate) fn run(&self, isa: Isa, x: &[f32], batch: usize, y: &mut [f32], tmp: &mut [f32]) {
         let tmp = &mut tmp[..batch * self.out];
-        tmp.par_chunks_mut(ROWS_PER_TASK * batch)
-            .enumerate()
-            .for_each(|(i, t)| {
-                let r0 = i * ROWS_PER_TASK;
-                let rows = t.len() / batch;
-                let w = &self.w[r0 * self.inp..(r0 + rows) * self.inp];
+        match &self.w {
+            Weights::F32(w) => dot_blocks(tmp, batch, |r0, t| {
+                let w = &w[r0 * self.inp..(r0 + t.len() / batch) * self.inp];
+                let (inp, y) = (self.inp, t);
                 simd::dot_rows(
                     isa,
                     DotRows {
                         w,
-                        inp: self.inp,
+                        inp,
                         x,
                         batch,
-                        y: t,
+                        y,
                     },
                 );
-            });
+            }),
+            Weights::Bf16 { w, stride } => {
+                // The input in bf16, padded like the weight rows: a few hundred kB at most,
+                // against the megabytes of weights each run streams.
+                let mut x_bf16 = vec![Bf16::default(); batch * stride];
+                for (dst, src) in x_bf16
+                    .chunks_exact_mut(*stride)
+                    .zip(x.chunks_exact(self.inp))
+                {
+                    simd::convert_to_bf16(isa, src, &mut dst[..self.inp]);
+                }
+                let x = &x_bf16[..];
+                dot_blocks(tmp, batch, |r0, t| {
+                    let w = &w[r0 * stride..(r0 + t.len() / batch) * stride];
+                    let (inp, y) = (*stride, t);
+                    simd::dot_rows_bf16(
+                        isa,
+                        DotRowsBf16 {
+                            w,
+                            inp,
+                            x,
+                            batch,
+                            y,
+                        },
+                    );
+                });
+            }
+        }
         for (r, t) in tmp.chunks_exact(batch).enumerate() {
             for (b, v) in t.iter().enumerate() {
                 let v = v + self.b[r];
@@ -96,13 +159,21 @@ impl Fc {
     }
 }
 
-/// Builds the FC layers; the first one is rewritten to read the NHWC feature
+/// Fills the transposed result `tmp` (`[out][batch]`) in parallel blocks of
+/// [`ROWS_PER_TASK`] weight rows: `block(first_row, block_of_tmp)`.
+fn dot_blocks(tmp: &mut [f32], batch: usize, block: impl Fn(usize, &mut [f32]) + Sync) {
+    tmp.par_chunks_mut(ROWS_PER_TASK * batch)
+        .enumerate()
+        .for_each(|(i, t)| block(i * ROWS_PER_TASK, t));
+}
+
+/// Builds the FC layers in `precision`; the first one is rewritten to read the NHWC feature
 /// map (and absorb the adaptive pool when `fold` applies). Returns whether it did.
 pub(crate) fn compile(
     classifier: Vec<Linear>,
-    feat: Shape,
-    o: usize,
+    (feat, o): (Shape, usize),
     fold: bool,
+    precision: Precision,
 ) -> Result<(Vec<Fc>, bool), EngineError> {
     if classifier.is_empty() {
         return Err(EngineError::InvalidSpec("empty classifier".into()));
@@ -132,7 +203,7 @@ pub(crate) fn compile(
         } else {
             (l.weight, l.in_features)
         };
-        fcs.push(Fc::new(fin, l.out_features, w, l.bias, l.relu));
+        fcs.push(Fc::new((fin, l.out_features), w, l.bias, l.relu, precision));
         inp = l.out_features;
     }
     Ok((fcs, folded))

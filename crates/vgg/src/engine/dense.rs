@@ -6,7 +6,7 @@
 use super::classifier::{Fc, compile};
 use super::simd::Isa;
 use super::tensor::Shape;
-use super::{EngineError, Linear};
+use super::{EngineError, Linear, Precision};
 
 /// Windows at or below this count use the row-streaming kernel (bound by reading the
 /// weights once); more windows use a GEMM (bound by arithmetic).
@@ -29,7 +29,7 @@ impl DenseHead {
         kernel: usize,
     ) -> Result<DenseHead, EngineError> {
         // fc6 reads a window as the standard head reads an unfolded `kernel×kernel` map.
-        let (fcs, _) = compile(classifier, feat, kernel, false)?;
+        let (fcs, _) = compile(classifier, (feat, kernel), false, Precision::F32)?;
         Ok(DenseHead {
             kernel,
             fcs,

@@ -26,6 +26,51 @@ pub use plan::{ConvChoice, Plan, PlanOptions};
 pub use pool::adaptive_bin;
 pub use winograd::Variant as WinogradVariant;
 
+/// Number format of the engine's products.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 throughout: agrees with the reference model to float rounding.
+    #[default]
+    F32,
+    /// Winograd-domain tiles and filters and the classifier's weights and inputs rounded to
+    /// bf16, products accumulated in f32 (`vdpbf16ps` where the CPU has AVX512_BF16, an
+    /// exact emulation elsewhere). The 3-channel stem and a dense head stay f32.
+    Bf16,
+}
+
+impl Precision {
+    /// Every precision, in the order `--precision` lists them.
+    pub const ALL: [Precision; 2] = [Precision::F32, Precision::Bf16];
+
+    /// The name `--precision` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// Parses a `--precision` value; the error names the accepted ones.
+    pub fn parse(s: &str) -> Result<Precision, String> {
+        Precision::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Precision::ALL.iter().map(|p| p.name()).collect();
+                format!(
+                    "unknown precision '{s}' (expected one of: {})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One feature-extractor step; BatchNorm is already folded into the conv by the caller.
 pub enum FeatureOp {
     /// 3×3 convolution, stride 1, padding 1, OIHW weights `[out, in, 3, 3]`.

@@ -4,15 +4,16 @@ use super::classifier::{self, Fc};
 use super::dense::DenseHead;
 use super::im2col::Im2colConv;
 use super::pool;
-use super::simd::Isa;
-use super::tensor::{self, Shape};
+use super::simd::{Bf16, Isa};
+use super::tensor::{self, Scratch, Shape};
 use super::winograd::{Variant, WinogradConv};
-use super::{EngineError, FeatureOp, NetworkSpec};
+use super::{EngineError, FeatureOp, NetworkSpec, Precision};
 
 /// How 3×3 convolutions are computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvChoice {
-    /// Winograd F(4,3) (see [`AUTO_VARIANT`]); im2col for < 16 input channels.
+    /// Winograd F(4,3) (see [`AUTO_VARIANT`]), F(2,3) in bf16 (see
+    /// [`AUTO_VARIANT_BF16`]); im2col for < 16 input channels.
     Auto,
     /// Force one Winograd variant wherever the layer has ≥ 16 input channels.
     Winograd(Variant),
@@ -32,6 +33,8 @@ pub struct PlanOptions {
     /// Compile the dense form: no adaptive pool, the linear layers as convolutions over the
     /// feature map (fc6 `pool×pool`), a class score map as output (paper §3.2).
     pub dense: bool,
+    /// Number format of the Winograd convolutions and the classifier (see [`Precision`]).
+    pub precision: Precision,
 }
 
 impl Default for PlanOptions {
@@ -41,6 +44,7 @@ impl Default for PlanOptions {
             fuse_pool: true,
             fold_pool: true,
             dense: false,
+            precision: Precision::F32,
         }
     }
 }
@@ -51,6 +55,13 @@ impl Default for PlanOptions {
 /// work is eaten by heavier transforms, more edge waste and 1.8× the filter
 /// memory traffic.
 const AUTO_VARIANT: Variant = Variant::F43;
+
+/// Winograd variant chosen by `ConvChoice::Auto` in bf16. Rounding the transformed tiles
+/// and filters to bf16 is amplified by the transforms' larger entries: on the vgg16 layer
+/// shapes (`tests/engine.rs`, `winograd_error_on_vgg_layer_shapes`) F(4,3)'s max error
+/// is ~6% of the output's range, F(2,3)'s (entries 0, ±1, ±1/2) a fraction of a percent,
+/// close to a direct convolution of bf16-rounded inputs and weights.
+const AUTO_VARIANT_BF16: Variant = Variant::F23;
 
 enum Conv {
     Winograd(WinogradConv),
@@ -94,8 +105,9 @@ pub struct Plan {
     input: Shape,
     stages: Vec<Stage>,
     head: Head,
+    precision: Precision,
     act: [Vec<f32>; 2],
-    scratch: Vec<f32>,
+    scratch: Scratch<Vec<f32>, Vec<Bf16>>,
     pooled: Vec<f32>,
     fc_io: [Vec<f32>; 2],
     fc_tmp: Vec<f32>,
@@ -146,8 +158,12 @@ impl Plan {
             }
             Head::Dense(head)
         } else {
-            let (fcs, folded) =
-                classifier::compile(spec.classifier, feat, spec.pool, opts.fold_pool)?;
+            let (fcs, folded) = classifier::compile(
+                spec.classifier,
+                (feat, spec.pool),
+                opts.fold_pool,
+                opts.precision,
+            )?;
             Head::Classifier {
                 pool: spec.pool,
                 folded,
@@ -159,8 +175,9 @@ impl Plan {
             input,
             stages,
             head,
+            precision: opts.precision,
             act: [Vec::new(), Vec::new()],
-            scratch: Vec::new(),
+            scratch: Scratch::default(),
             pooled: Vec::new(),
             fc_io: [Vec::new(), Vec::new()],
             fc_tmp: Vec::new(),
@@ -172,22 +189,30 @@ impl Plan {
     /// Sizes every buffer once for the largest use.
     fn allocate(&mut self) {
         let mut act = self.input.len();
-        let mut scratch = 0;
+        let mut scratch = Scratch { f32: 0, bf16: 0 };
         for st in &self.stages {
             act = act
                 .max(st.output.len())
                 .max(st.input.with_channels(st.output.c).len());
             if let StageOp::Conv { conv, .. } = &st.op {
-                scratch = scratch.max(match conv {
+                let need = match conv {
                     Conv::Winograd(w) => w.scratch_len(st.input),
-                    Conv::Im2col(c) => c.scratch_len(st.input),
-                });
+                    Conv::Im2col(c) => Scratch {
+                        f32: c.scratch_len(st.input),
+                        bf16: 0,
+                    },
+                };
+                scratch.f32 = scratch.f32.max(need.f32);
+                scratch.bf16 = scratch.bf16.max(need.bf16);
             }
         }
         let feat = self.features_shape();
         let n = self.input.n;
         self.act = [vec![0.0; act], vec![0.0; act]];
-        self.scratch = vec![0.0; scratch];
+        self.scratch = Scratch {
+            f32: vec![0.0; scratch.f32],
+            bf16: vec![Bf16::default(); scratch.bf16],
+        };
         match &mut self.head {
             Head::Classifier { pool, folded, fcs } => {
                 let widest = fcs.iter().map(|f| f.out.max(f.inp)).max().unwrap_or(0);
@@ -363,7 +388,7 @@ impl Plan {
                     conv: Conv::Im2col(c),
                     ..
                 } => {
-                    c.run(src, st.input, dst, &mut self.scratch, threads);
+                    c.run(src, st.input, dst, &mut self.scratch.f32, threads);
                     st.output
                 }
             };
@@ -404,10 +429,16 @@ impl Plan {
 
     /// Per-stage summary: algorithm, fused stages, shapes.
     pub fn describe(&self) -> String {
+        let products = match self.precision {
+            Precision::F32 => "",
+            Precision::Bf16 if self.isa.has_bf16() => " (vdpbf16ps)",
+            Precision::Bf16 => " (emulated: this CPU has no AVX512_BF16)",
+        };
         let mut out = format!(
-            "isa: {}, threads: {}\n",
+            "isa: {}, threads: {}, precision: {}{products}\n",
             self.isa.name(),
-            rayon::current_num_threads()
+            rayon::current_num_threads(),
+            self.precision,
         );
         for st in &self.stages {
             let what = match &st.op {
@@ -518,13 +549,16 @@ fn build_stages(
                     _ if in_channels < 16 => None,
                     ConvChoice::Im2col => None,
                     ConvChoice::Winograd(v) => Some(v),
+                    ConvChoice::Auto if opts.precision == Precision::Bf16 => {
+                        Some(AUTO_VARIANT_BF16)
+                    }
                     ConvChoice::Auto => Some(AUTO_VARIANT),
                 };
                 let conv = match variant {
                     Some(v) => Conv::Winograd(WinogradConv::new(
                         v,
-                        in_channels,
-                        out_channels,
+                        opts.precision,
+                        (in_channels, out_channels),
                         &weight,
                         &bias,
                         relu,

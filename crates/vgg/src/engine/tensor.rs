@@ -2,6 +2,14 @@
 //! (one SIMD lane block). Padding channels always hold zeros, so kernels never
 //! need channel tails; filters are zero-padded to match.
 
+/// Scratch shared by a plan's layers, one buffer per element type; as `Scratch<usize>`,
+/// the lengths one layer needs.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Scratch<F, B = F> {
+    pub f32: F,
+    pub bf16: B,
+}
+
 /// Shape of an NHWC activation with padded channel stride `cp`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Shape {

@@ -12,6 +12,7 @@ use candle_core::{D, Device, Tensor};
 use image::RgbImage;
 
 use crate::data::preprocess::Preprocess;
+use crate::engine::{PlanOptions, Precision};
 use crate::error::{Error, Result};
 use crate::fast::FastVgg;
 use crate::infer::protocol::{Protocol, ScaleProtocol, View, grid_crops};
@@ -25,20 +26,51 @@ pub struct Prediction {
 }
 
 /// Which implementation runs a network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
-    /// The CPU engine: Winograd convolutions, fused layers, folded batch norm and pooling.
-    #[default]
-    Fast,
-    /// The module-by-module model: our CPU ops on candle tensors, as training runs them.
+    /// The CPU engine: Winograd convolutions, fused layers, folded batch norm and pooling,
+    /// computing in this precision.
+    Fast(Precision),
+    /// The module-by-module model: our CPU ops on candle tensors, as training runs them (f32).
     Reference,
 }
 
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::Fast(Precision::F32)
+    }
+}
+
 impl Engine {
+    /// The engine `--engine` names, computing in `precision`: only the fast engine has a
+    /// precision other than f32.
+    pub fn new(fast: bool, precision: Precision) -> Result<Engine> {
+        match (fast, precision) {
+            (true, p) => Ok(Engine::Fast(p)),
+            (false, Precision::F32) => Ok(Engine::Reference),
+            (false, p) => Err(Error::BadArgument(format!(
+                "--precision {p} runs on the fast engine; --engine reference computes in f32"
+            ))),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
-            Engine::Fast => "fast",
+            Engine::Fast(Precision::F32) => "fast",
+            Engine::Fast(Precision::Bf16) => "fast bf16",
             Engine::Reference => "reference",
+        }
+    }
+
+    /// Plan options for the fast engine in this engine's precision.
+    pub fn plan_options(self) -> PlanOptions {
+        let precision = match self {
+            Engine::Fast(p) => p,
+            Engine::Reference => Precision::F32,
+        };
+        PlanOptions {
+            precision,
+            ..PlanOptions::default()
         }
     }
 }

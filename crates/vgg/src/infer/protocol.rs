@@ -236,8 +236,8 @@ pub fn scale_classifier(
         native,
     ];
     let backend = match (engine, protocol.multi_crop()) {
-        (Engine::Fast, true) => {
-            Backend::Fast(FastVgg::from_model(model, crops, PlanOptions::default())?)
+        (Engine::Fast(_), true) => {
+            Backend::Fast(FastVgg::from_model(model, crops, engine.plan_options())?)
         }
         _ => Backend::Reference(model.share()),
     };
@@ -253,12 +253,12 @@ pub fn scale_classifier(
 /// reference model's dense form.
 fn dense_backend(model: &Vgg, engine: Engine) -> Result<DenseBackend> {
     Ok(match engine {
-        Engine::Fast => {
+        Engine::Fast(_) => {
             let native = model.config().native_input_size();
             let input = [2, model.config().in_channels(), native, native];
             let options = PlanOptions {
                 dense: true,
-                ..PlanOptions::default()
+                ..engine.plan_options()
             };
             DenseBackend::Fast(FastVgg::from_model(model, input, options)?)
         }

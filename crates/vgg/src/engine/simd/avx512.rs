@@ -161,3 +161,16 @@ unsafe fn dot_block<const R: usize, const B: usize>(
         }
     }
 }
+
+/// `iters` × 12 independent `vfmadd231ps zmm` (16 multiply-adds each): the FMA units' peak.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn fma_peak(iters: usize) -> f32 {
+    let (a, b) = (_mm512_set1_ps(0.999), _mm512_set1_ps(1e-3));
+    let mut acc = [_mm512_setzero_ps(); 12];
+    for _ in 0..iters {
+        for x in acc.iter_mut() {
+            *x = _mm512_fmadd_ps(*x, a, b);
+        }
+    }
+    acc.iter().map(|x| _mm512_reduce_add_ps(*x)).sum()
+}

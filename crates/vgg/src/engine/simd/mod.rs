@@ -14,8 +14,14 @@
 
 mod avx2;
 mod avx512;
+mod avx512_bf16;
+mod bf16;
+mod peak;
 mod portable;
 mod scalar;
+
+pub use bf16::{Bf16, DotRowsBf16, WinoGemmBf16, convert_to_bf16, dot_rows_bf16, wino_gemm_bf16};
+pub use peak::peak_gflops;
 
 /// Instruction-set family selected at run time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +34,8 @@ enum Kind {
 /// Every feature that some `#[target_feature]` of `avx512.rs` enables: all must be detected
 /// before its kernels run (AVX-512F alone is not enough: the kernels also use VL, AVX2, FMA).
 const AVX512_FEATURES: &[&str] = &["avx512f", "avx512vl", "avx2", "fma"];
+/// Every feature that some `#[target_feature]` of `avx512_bf16.rs` enables (`vdpbf16ps`).
+const AVX512_BF16_FEATURES: &[&str] = &["avx512f", "avx512bf16"];
 /// Every feature that some `#[target_feature]` of `avx2.rs` enables.
 const AVX2_FEATURES: &[&str] = &["avx2", "fma"];
 
@@ -38,6 +46,7 @@ fn cpu_has(feature: &str) -> bool {
     match feature {
         "avx512f" => is_x86_feature_detected!("avx512f"),
         "avx512vl" => is_x86_feature_detected!("avx512vl"),
+        "avx512bf16" => is_x86_feature_detected!("avx512bf16"),
         "avx2" => is_x86_feature_detected!("avx2"),
         "fma" => is_x86_feature_detected!("fma"),
         _ => false,
@@ -46,7 +55,11 @@ fn cpu_has(feature: &str) -> bool {
 
 /// Proof that an instruction set is usable on this CPU (only created by detection).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Isa(Kind);
+pub struct Isa {
+    kind: Kind,
+    /// AVX512_BF16 (`vdpbf16ps`) is there too; only ever set with [`Kind::Avx512`].
+    bf16: bool,
+}
 
 impl Isa {
     /// Best instruction set of this CPU.
@@ -60,24 +73,38 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         {
             if AVX512_FEATURES.iter().all(|f| cpu_has(f)) {
-                out.push(Isa(Kind::Avx512));
+                if AVX512_BF16_FEATURES.iter().all(|f| cpu_has(f)) {
+                    out.push(Isa::of(Kind::Avx512, true));
+                }
+                out.push(Isa::of(Kind::Avx512, false));
             }
             if AVX2_FEATURES.iter().all(|f| cpu_has(f)) {
-                out.push(Isa(Kind::Avx2));
+                out.push(Isa::of(Kind::Avx2, false));
             }
         }
-        out.push(Isa(Kind::Scalar));
+        out.push(Isa::scalar());
         out
+    }
+
+    fn of(kind: Kind, bf16: bool) -> Isa {
+        Isa { kind, bf16 }
     }
 
     /// The portable fallback, always available.
     pub fn scalar() -> Isa {
-        Isa(Kind::Scalar)
+        Isa::of(Kind::Scalar, false)
+    }
+
+    /// Whether bf16 products run on the CPU's own instruction (`vdpbf16ps`) rather than
+    /// the exact emulation in f32.
+    pub fn has_bf16(self) -> bool {
+        self.bf16
     }
 
     /// Short human-readable name.
     pub fn name(self) -> &'static str {
-        match self.0 {
+        match self.kind {
+            Kind::Avx512 if self.bf16 => "avx512+bf16",
             Kind::Avx512 => "avx512",
             Kind::Avx2 => "avx2+fma",
             Kind::Scalar => "scalar",
@@ -99,7 +126,7 @@ pub trait SimdTask {
 /// Runs portable lane code compiled for `isa`.
 #[inline]
 pub fn run_task<T: SimdTask>(isa: Isa, task: T) -> T::Output {
-    match isa.0 {
+    match isa.kind {
         // SAFETY: an `Isa` of this kind is only created after runtime detection.
         #[cfg(target_arch = "x86_64")]
         Kind::Avx512 => unsafe { avx512::run_task(task) },
@@ -121,17 +148,18 @@ pub fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// Computes `m[p * kbn * 16 + kb * 16 + l] = Σ_c u[(kb * c_len + c) * 16 + l] * v[p * v_stride + c]`
 /// for `p < np`, `kb < kbn`, `l < 16`: `u` holds `kbn` packed filter blocks of
 /// 16 output channels, `v` holds `np` transformed input tiles (one row each).
-pub struct WinoGemm<'a> {
+/// The operands are f32, or bf16 ([`WinoGemmBf16`], which packs `u` by channel pairs).
+pub struct WinoGemm<'a, E = f32> {
     pub c_len: usize,
     pub kbn: usize,
     pub np: usize,
-    pub u: &'a [f32],
-    pub v: &'a [f32],
+    pub u: &'a [E],
+    pub v: &'a [E],
     pub v_stride: usize,
     pub m: &'a mut [f32],
 }
 
-impl WinoGemm<'_> {
+impl<E> WinoGemm<'_, E> {
     fn check(&self) {
         assert!(self.kbn >= 1 && self.np >= 1 && self.c_len >= 1);
         assert!(self.u.len() >= self.kbn * self.c_len * 16);
@@ -144,7 +172,7 @@ impl WinoGemm<'_> {
 /// Runs one Winograd batched-GEMM step with the micro-kernel of `isa`.
 pub fn wino_gemm(isa: Isa, g: WinoGemm<'_>) {
     g.check();
-    match isa.0 {
+    match isa.kind {
         // SAFETY: feature detected (Isa invariant); bounds checked by `check`.
         #[cfg(target_arch = "x86_64")]
         Kind::Avx512 => unsafe { avx512::wino_gemm(g) },
@@ -156,11 +184,12 @@ pub fn wino_gemm(isa: Isa, g: WinoGemm<'_>) {
 }
 
 /// Operands of a run of fully-connected dot products:
-/// `y[r * batch + b] = w[r*inp..(r+1)*inp] · x[b*inp..(b+1)*inp]` for every weight row `r`.
-pub struct DotRows<'a> {
-    pub w: &'a [f32],
+/// `y[r * batch + b] = w[r*inp..(r+1)*inp] · x[b*inp..(b+1)*inp]` for every weight row `r`,
+/// on f32 operands or bf16 ones ([`DotRowsBf16`]).
+pub struct DotRows<'a, E = f32> {
+    pub w: &'a [E],
     pub inp: usize,
-    pub x: &'a [f32],
+    pub x: &'a [E],
     pub batch: usize,
     pub y: &'a mut [f32],
 }
@@ -170,7 +199,7 @@ pub struct DotRows<'a> {
 pub fn dot_rows(isa: Isa, d: DotRows<'_>) {
     assert!(d.inp >= 1 && d.batch >= 1 && d.w.len().is_multiple_of(d.inp));
     assert!(d.x.len() >= d.batch * d.inp && d.y.len() >= d.w.len() / d.inp * d.batch);
-    match isa.0 {
+    match isa.kind {
         // SAFETY: feature detected (Isa invariant); bounds checked above.
         #[cfg(target_arch = "x86_64")]
         Kind::Avx512 => unsafe { avx512::dot_rows(d) },
@@ -204,6 +233,7 @@ mod tests {
     fn detection_covers_every_enabled_feature() {
         for (source, detected) in [
             (include_str!("avx512.rs"), AVX512_FEATURES),
+            (include_str!("avx512_bf16.rs"), AVX512_BF16_FEATURES),
             (include_str!("avx2.rs"), AVX2_FEATURES),
         ] {
             let enabled = enabled_features(source);

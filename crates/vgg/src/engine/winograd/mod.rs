@@ -1,4 +1,4 @@
-//! 3×3 stride-1 pad-1 convolution by Winograd F(m×m, 3×3), m ∈ {4, 6}.
+//! 3×3 stride-1 pad-1 convolution by Winograd F(m×m, 3×3), m ∈ {2, 4, 6}.
 //!
 //! Per block of tiles:
 //! 1. input transform (parallel over tiles) into `V[p][t][c]`, one contiguous
@@ -11,6 +11,11 @@
 //! Splitting phase 2 over output-channel groups keeps the transformed filters
 //! `U` (4–7× the size of the 3×3 weights) read once per block instead of once
 //! per thread, which matters for the 512-channel layers at small batch.
+//!
+//! In bf16 ([`Precision::Bf16`]) `U` and `V` are stored as bf16 (rounded after the
+//! transforms, which stay f32) and the GEMMs accumulate their products in f32, so the
+//! precision lost is one rounding of each transformed operand; `M` and the output
+//! transform stay f32.
 
 mod transform;
 
@@ -18,14 +23,17 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::Precision;
 use super::disjoint::DisjointWriter;
-use super::simd::{self, Isa, SimdTask, WinoGemm};
-use super::tensor::Shape;
-use transform::{F43, F63, Lane, Wino, ZERO};
+use super::simd::{self, Bf16, Isa, SimdTask, WinoGemm};
+use super::tensor::{Scratch, Shape};
+use transform::{F23, F43, F63, Lane, Wino, ZERO};
 
 /// Output tile size of a Winograd variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
+    /// F(2×2, 3×3): 4×4 input tiles.
+    F23,
     /// F(4×4, 3×3): 6×6 input tiles.
     F43,
     /// F(6×6, 3×3): 8×8 input tiles.
@@ -36,6 +44,7 @@ impl Variant {
     /// Output tile edge m.
     pub fn m(self) -> usize {
         match self {
+            Variant::F23 => 2,
             Variant::F43 => 4,
             Variant::F63 => 6,
         }
@@ -50,14 +59,21 @@ impl Variant {
 /// Filter blocks (of 16 output channels) per phase-2 task.
 const GROUP_BLOCKS: usize = 4;
 
+/// Transformed filters in the layer's precision (zero-padded channels).
+enum Filters {
+    /// `U[t][kb][c][16]`.
+    F32(Vec<f32>),
+    /// `U[t][kb][c/2][16][2]`: channel pairs interleaved, as `vdpbf16ps` reads them.
+    Bf16(Vec<Bf16>),
+}
+
 /// A compiled Winograd convolution layer.
 pub(crate) struct WinogradConv {
     variant: Variant,
     cp: usize,
     k: usize,
     kp: usize,
-    /// Transformed filters `U[t][kb][c][16]` (zero-padded channels).
-    u: Vec<f32>,
+    u: Filters,
     /// Bias padded to `kp` with zeros.
     bias: Vec<f32>,
     relu: bool,
@@ -69,11 +85,11 @@ thread_local! {
 }
 
 impl WinogradConv {
-    /// Transforms and packs OIHW `weight` ([k, c, 3, 3]).
+    /// Transforms and packs OIHW `weight` ([k, c, 3, 3]) in `precision`.
     pub(crate) fn new(
         variant: Variant,
-        c: usize,
-        k: usize,
+        precision: Precision,
+        (c, k): (usize, usize),
         weight: &[f32],
         bias: &[f32],
         relu: bool,
@@ -93,6 +109,10 @@ impl WinogradConv {
                 }
             }
         }
+        let u = match precision {
+            Precision::F32 => Filters::F32(u),
+            Precision::Bf16 => Filters::Bf16(pair_channels(&u, cp)),
+        };
         let mut b = vec![0.0; kp];
         b[..k].copy_from_slice(bias);
         WinogradConv {
@@ -128,23 +148,36 @@ impl WinogradConv {
     fn block_tiles(&self, s: Shape) -> usize {
         let (ty, tx) = self.tile_grid(s);
         let tiles = s.n * ty * tx;
-        let budget = (self.u.len() * 4 / 2).clamp(2 << 20, 16 << 20);
-        let per_tile = self.positions() * self.cp * 4;
+        let (u_len, elem) = match &self.u {
+            Filters::F32(u) => (u.len(), size_of::<f32>()),
+            Filters::Bf16(u) => (u.len(), size_of::<Bf16>()),
+        };
+        let budget = (u_len * elem / 2).clamp(2 << 20, 16 << 20);
+        let per_tile = self.positions() * self.cp * elem;
         let max = (budget / per_tile).max(1);
         let blocks = tiles.div_ceil(max);
         tiles.div_ceil(blocks)
     }
 
-    /// Length of the shared `V` scratch buffer this layer needs for input `s`.
-    pub(crate) fn scratch_len(&self, s: Shape) -> usize {
-        self.block_tiles(s) * self.positions() * self.cp
+    /// The shared `V` scratch (of the layer's element type) this layer needs for input `s`.
+    pub(crate) fn scratch_len(&self, s: Shape) -> Scratch<usize> {
+        let len = self.block_tiles(s) * self.positions() * self.cp;
+        match self.u {
+            Filters::F32(_) => Scratch { f32: len, bf16: 0 },
+            Filters::Bf16(_) => Scratch { f32: 0, bf16: len },
+        }
     }
 
     /// Human-readable summary for `Plan::describe`.
     pub(crate) fn describe(&self, pool: bool) -> String {
         let alg = match self.variant {
+            Variant::F23 => "winograd F(2x2,3x3)",
             Variant::F43 => "winograd F(4x4,3x3)",
             Variant::F63 => "winograd F(6x6,3x3)",
+        };
+        let products = match self.u {
+            Filters::F32(_) => "f32",
+            Filters::Bf16(_) => "bf16×bf16→f32",
         };
         let mut fused = String::from("bias");
         if self.relu {
@@ -153,18 +186,34 @@ impl WinogradConv {
         if pool {
             fused.push_str("+maxpool2x2");
         }
-        format!("{alg}, fused {fused}")
+        format!("{alg} {products}, fused {fused}")
     }
 
     /// Convolves `src` (shape `s`) into `dst` (shape `self.out_shape(s, pool)`),
-    /// using `v_buf` (≥ `scratch_len(s)`) for transformed input tiles.
+    /// using `scratch` (≥ `scratch_len(s)`) for transformed input tiles.
     pub(crate) fn run(
         &self,
         isa: Isa,
         src: &[f32],
         s: Shape,
         dst: &mut [f32],
-        v_buf: &mut [f32],
+        scratch: &mut Scratch<Vec<f32>, Vec<Bf16>>,
+        pool: bool,
+    ) {
+        match &self.u {
+            Filters::F32(u) => self.run_typed(isa, u, (src, s), dst, &mut scratch.f32, pool),
+            Filters::Bf16(u) => self.run_typed(isa, u, (src, s), dst, &mut scratch.bf16, pool),
+        }
+    }
+
+    /// [`Self::run`] with filters `u` and tiles `v_buf` of element type `E`.
+    fn run_typed<E: TileElem>(
+        &self,
+        isa: Isa,
+        u: &[E],
+        (src, s): (&[f32], Shape),
+        dst: &mut [f32],
+        v_buf: &mut [E],
         pool: bool,
     ) {
         assert_eq!(s.cp, self.cp, "input channel stride mismatch");
@@ -179,13 +228,13 @@ impl WinogradConv {
             let np = pb.min(tiles - p0);
             let v = &mut v_buf[..np * row];
             self.input_phase(isa, src, s, p0, v);
-            self.gemm_output_phase(isa, v, (s, os, pool), p0, np, &out);
+            self.gemm_output_phase(isa, (u, v), (s, os, pool), p0, np, &out);
             p0 += np;
         }
     }
 
     /// Phase 1: transformed input tiles `p0..p0+np` into `v`.
-    fn input_phase(&self, isa: Isa, src: &[f32], s: Shape, p0: usize, v: &mut [f32]) {
+    fn input_phase<E: TileElem>(&self, isa: Isa, src: &[f32], s: Shape, p0: usize, v: &mut [E]) {
         let row = self.positions() * self.cp;
         let chunk = 4;
         let grid = self.tile_grid(s);
@@ -200,6 +249,7 @@ impl WinogradConv {
                     v,
                 };
                 match self.variant {
+                    Variant::F23 => simd::run_task(isa, task.typed::<F23>()),
                     Variant::F43 => simd::run_task(isa, task.typed::<F43>()),
                     Variant::F63 => simd::run_task(isa, task.typed::<F63>()),
                 }
@@ -208,10 +258,10 @@ impl WinogradConv {
 
     /// Phase 2: batched GEMMs and fused output transform, parallel over
     /// (output-channel group × tile range).
-    fn gemm_output_phase(
+    fn gemm_output_phase<E: TileElem>(
         &self,
         isa: Isa,
-        v: &[f32],
+        (u, v): (&[E], &[E]),
         (s, os, pool): (Shape, Shape, bool),
         p0: usize,
         np: usize,
@@ -240,13 +290,13 @@ impl WinogradConv {
                 let m = &mut m[..len];
                 for (t, mt) in m.chunks_exact_mut(n * kbn * 16).enumerate() {
                     let u0 = (t * kblocks + kb0) * self.cp * 16;
-                    simd::wino_gemm(
+                    E::gemm(
                         isa,
                         WinoGemm {
                             c_len: self.cp,
                             kbn,
                             np: n,
-                            u: &self.u[u0..u0 + kbn * self.cp * 16],
+                            u: &u[u0..u0 + kbn * self.cp * 16],
                             v: &v[a * t_len * self.cp + t * self.cp..],
                             v_stride: t_len * self.cp,
                             m: mt,
@@ -267,11 +317,58 @@ impl WinogradConv {
                     out,
                 };
                 match self.variant {
+                    Variant::F23 => simd::run_task(isa, task.typed::<F23>()),
                     Variant::F43 => simd::run_task(isa, task.typed::<F43>()),
                     Variant::F63 => simd::run_task(isa, task.typed::<F63>()),
                 }
             });
         });
+    }
+}
+
+/// Repacks f32 filters `U[t][kb][c][16]` as bf16 `U[t][kb][c/2][16][2]` (`cp` even).
+fn pair_channels(u: &[f32], cp: usize) -> Vec<Bf16> {
+    let mut out = vec![Bf16::default(); u.len()];
+    for (block, dst) in u.chunks_exact(cp * 16).zip(out.chunks_exact_mut(cp * 16)) {
+        for (j, pair) in dst.chunks_exact_mut(32).enumerate() {
+            for (l, lanes) in pair.chunks_exact_mut(2).enumerate() {
+                lanes[0] = Bf16::from_f32(block[2 * j * 16 + l]);
+                lanes[1] = Bf16::from_f32(block[(2 * j + 1) * 16 + l]);
+            }
+        }
+    }
+    out
+}
+
+/// The element type of transformed tiles and filters: how a transformed value is stored
+/// and which micro-kernel multiplies them (both accumulate in f32).
+trait TileElem: Copy + Send + Sync {
+    /// Stores one 16-lane transformed value into `dst[..16]`.
+    fn store(dst: &mut [Self], lane: &Lane);
+    fn gemm(isa: Isa, g: WinoGemm<'_, Self>);
+}
+
+impl TileElem for f32 {
+    #[inline(always)]
+    fn store(dst: &mut [f32], lane: &Lane) {
+        dst[..16].copy_from_slice(lane);
+    }
+
+    fn gemm(isa: Isa, g: WinoGemm<'_, f32>) {
+        simd::wino_gemm(isa, g);
+    }
+}
+
+impl TileElem for Bf16 {
+    #[inline(always)]
+    fn store(dst: &mut [Bf16], lane: &Lane) {
+        for (d, x) in dst[..16].iter_mut().zip(lane) {
+            *d = Bf16::from_f32(*x);
+        }
+    }
+
+    fn gemm(isa: Isa, g: WinoGemm<'_, Bf16>) {
+        simd::wino_gemm_bf16(isa, g);
     }
 }
 
@@ -282,15 +379,15 @@ fn tile_pos(p: usize, (ty, tx): (usize, usize)) -> (usize, usize, usize) {
 }
 
 /// Phase-1 task: input transform of consecutive tiles starting at `first`.
-struct InputTiles<'a> {
+struct InputTiles<'a, E> {
     src: &'a [f32],
     s: Shape,
     grid: (usize, usize),
     first: usize,
-    v: &'a mut [f32],
+    v: &'a mut [E],
 }
 
-impl<'a> InputTiles<'a> {
+impl<E> InputTiles<'_, E> {
     fn typed<W: Wino>(self) -> Typed<Self, W> {
         Typed(self, std::marker::PhantomData)
     }
@@ -299,7 +396,7 @@ impl<'a> InputTiles<'a> {
 /// A task bound to a Winograd variant at compile time (so loops over α unroll).
 struct Typed<T, W>(T, std::marker::PhantomData<W>);
 
-impl<W: Wino> SimdTask for Typed<InputTiles<'_>, W> {
+impl<W: Wino, E: TileElem> SimdTask for Typed<InputTiles<'_, E>, W> {
     type Output = ();
 
     // The column pass indexes `d[y][x]` across rows; an iterator over `d` would not help.
@@ -341,8 +438,7 @@ impl<W: Wino> SimdTask for Typed<InputTiles<'_>, W> {
                         std::array::from_fn(|y| if y < a { d[y][x] } else { ZERO });
                     let r = W::input_1d(&col);
                     for (y, lane) in r.iter().enumerate().take(a) {
-                        let o = (y * a + x) * s.cp + cb * 16;
-                        vt[o..o + 16].copy_from_slice(lane);
+                        E::store(&mut vt[(y * a + x) * s.cp + cb * 16..], lane);
                     }
                 }
             }
@@ -463,10 +559,14 @@ mod tests {
     #[test]
     fn block_tiles_cover_all_tiles() {
         let w = vec![0.01f32; 512 * 512 * 9];
-        let conv = WinogradConv::new(Variant::F43, 512, 512, &w, &[0.0; 512], true);
         let s = Shape::new(8, 28, 28, 512);
-        let pb = conv.block_tiles(s);
-        assert!((1..=8 * 49).contains(&pb));
-        assert_eq!(conv.scratch_len(s), pb * 36 * 512);
+        for precision in [Precision::F32, Precision::Bf16] {
+            let conv =
+                WinogradConv::new(Variant::F43, precision, (512, 512), &w, &[0.0; 512], true);
+            let pb = conv.block_tiles(s);
+            assert!((1..=8 * 49).contains(&pb));
+            let need = conv.scratch_len(s);
+            assert_eq!(need.f32 + need.bf16, pb * 36 * 512);
+        }
     }
 }

@@ -2,8 +2,8 @@
 //! 16-channel lanes (used for the 2-D tile transforms via row/column passes)
 //! and the plan-time filter transform `G g Gᵀ`.
 //!
-//! Matrices follow Lavin & Gray (2016): F(4,3) with points {0, ±1, ±2, ∞},
-//! F(6,3) with points {0, ±1, ±2, ±1/2, ∞}. The 1-D transforms are written out
+//! Matrices follow Lavin & Gray (2016): F(2,3) with points {0, ±1, ∞}, F(4,3) with
+//! points {0, ±1, ±2, ∞}, F(6,3) with points {0, ±1, ±2, ±1/2, ∞}. The 1-D transforms are written out
 //! by hand to skip the many zero/±1 entries of `Bᵀ` and `Aᵀ`.
 
 /// 16 channels of one element, vectorised by LLVM under the chosen target features.
@@ -47,6 +47,34 @@ fn sub(a: &Lane, b: &Lane) -> Lane {
 #[inline(always)]
 fn axpy(a: &Lane, s: f32, b: &Lane) -> Lane {
     zip(a, b, |x, y| x + s * y)
+}
+
+/// F(2×2, 3×3): 16 products per 4 outputs; every transform entry is 0, ±1 or ±1/2, so
+/// rounding the transformed operands costs little more than rounding the inputs (the bf16
+/// engine's choice).
+pub(crate) struct F23;
+
+impl Wino for F23 {
+    const M: usize = 2;
+    const A: usize = 4;
+
+    #[inline(always)]
+    fn input_1d(d: &[Lane; 8]) -> [Lane; 8] {
+        let mut r = [ZERO; 8];
+        r[0] = sub(&d[0], &d[2]);
+        r[1] = add(&d[1], &d[2]);
+        r[2] = sub(&d[2], &d[1]);
+        r[3] = sub(&d[1], &d[3]);
+        r
+    }
+
+    #[inline(always)]
+    fn output_1d(m: &[Lane; 8]) -> [Lane; 8] {
+        let mut r = [ZERO; 8];
+        r[0] = add(&add(&m[0], &m[1]), &m[2]);
+        r[1] = sub(&sub(&m[1], &m[2]), &m[3]);
+        r
+    }
 }
 
 /// F(4×4, 3×3): 36 products per 16 outputs.
@@ -141,6 +169,14 @@ impl Wino for F63 {
     }
 }
 
+/// `G` of F(2,3) (4×3).
+const G23: [[f64; 3]; 4] = [
+    [1.0, 0.0, 0.0],
+    [0.5, 0.5, 0.5],
+    [0.5, -0.5, 0.5],
+    [0.0, 0.0, 1.0],
+];
+
 /// `G` of F(4,3) (6×3).
 const G43: [[f64; 3]; 6] = [
     [1.0 / 4.0, 0.0, 0.0],
@@ -166,7 +202,7 @@ const G63: [[f64; 3]; 8] = [
 /// `G g Gᵀ` (α×α, row-major) for one 3×3 filter `g`, computed in f64 so the
 /// plan-time transform adds no error of its own.
 pub(crate) fn filter_transform(m: usize, g: &[f32]) -> Vec<f32> {
-    let gm: &[[f64; 3]] = if m == 4 { &G43 } else { &G63 };
+    let gm = g_matrix(m);
     let a = gm.len();
     let mut tmp = vec![[0.0f64; 3]; a]; // G g
     for (i, row) in gm.iter().enumerate() {
@@ -183,6 +219,15 @@ pub(crate) fn filter_transform(m: usize, g: &[f32]) -> Vec<f32> {
     out
 }
 
+/// `G` of F(m, 3), m ∈ {2, 4, 6}.
+fn g_matrix(m: usize) -> &'static [[f64; 3]] {
+    match m {
+        2 => &G23,
+        4 => &G43,
+        _ => &G63,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,7 +242,7 @@ mod tests {
         let mut g2 = [0.0f32; 9];
         g2[..3].copy_from_slice(&g);
         let u2 = filter_transform(W::M, &g2);
-        let gm: &[[f64; 3]] = if W::M == 4 { &G43 } else { &G63 };
+        let gm = g_matrix(W::M);
         let mut dl = [ZERO; 8];
         for i in 0..W::A {
             dl[i] = [d[i]; 16];
@@ -219,6 +264,11 @@ mod tests {
                 y[i][0]
             );
         }
+    }
+
+    #[test]
+    fn f23_is_a_correlation() {
+        check_1d::<F23>();
     }
 
     #[test]

@@ -1,0 +1,100 @@
+//! How far bf16 moves the fast engine's output from f32, on all eight torchvision
+//! architectures with random (torchvision-initialised) weights and random N(0, 1) inputs:
+//! top-1 agreement with f32 and the relative logit error (max |bf16 − f32| over the
+//! image's logits, divided by the largest |f32| logit), its median and maximum.
+//!
+//! `cargo run --release --example precision_agreement -- [images] [size]` (default 256 images
+//! at 224×224), printing a Markdown table.
+
+use candle_core::Device;
+use vgg::engine::{PlanOptions, Precision};
+use vgg::fast::FastVgg;
+use vgg::{Arch, Vgg, VggConfig};
+
+const BATCH: usize = 8;
+
+/// N(0, 1) samples from a fixed-seed generator (Box–Muller on a 64-bit LCG), so every run
+/// sees the same images.
+struct Normal(u64);
+
+impl Normal {
+    fn uniform(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 + 0.5) / (1u64 << 24) as f32
+    }
+
+    fn sample(&mut self) -> f32 {
+        let (u, v) = (self.uniform(), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+    }
+}
+
+/// Per image: whether the top-1 classes agree, and the relative logit error.
+fn compare(f32_logits: &[f32], bf16_logits: &[f32], classes: usize) -> Vec<(bool, f32)> {
+    let argmax = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+    };
+    f32_logits
+        .chunks_exact(classes)
+        .zip(bf16_logits.chunks_exact(classes))
+        .map(|(a, b)| {
+            let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            (argmax(a) == argmax(b), err / scale)
+        })
+        .collect()
+}
+
+fn main() -> vgg::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let images: usize = args.get(1).map_or(256, |s| s.parse().expect("images"));
+    let size: usize = args.get(2).map_or(224, |s| s.parse().expect("size"));
+    let batches = images.div_ceil(BATCH);
+    println!(
+        "{} N(0,1) images at {size}x{size}, weights from seed 0\n",
+        batches * BATCH
+    );
+    println!("| arch | top-1 agreement | median rel. logit error | max rel. logit error |");
+    println!("|---|---|---|---|");
+    for arch in Arch::ALL {
+        let model = Vgg::new(VggConfig::from_arch(arch), 0, &Device::Cpu)?;
+        let shape = [BATCH, 3, size, size];
+        let compile = |precision| {
+            let options = PlanOptions {
+                precision,
+                ..PlanOptions::default()
+            };
+            FastVgg::from_model(&model, shape, options)
+        };
+        let (mut exact, mut bf16) = (compile(Precision::F32)?, compile(Precision::Bf16)?);
+        let mut results = Vec::new();
+        let mut normal = Normal(1);
+        for b in 0..batches {
+            let x: Vec<f32> = (0..BATCH * 3 * size * size)
+                .map(|_| normal.sample())
+                .collect();
+            let (want, got) = (exact.forward_slice(&x)?, bf16.forward_slice(&x)?);
+            results.extend(compare(&want, &got, model.config().num_classes()));
+            eprint!("\r{} {}/{batches}", arch.name(), b + 1);
+        }
+        eprintln!();
+        let agree = results.iter().filter(|(same, _)| *same).count();
+        let mut errors: Vec<f32> = results.iter().map(|(_, e)| *e).collect();
+        errors.sort_by(f32::total_cmp);
+        println!(
+            "| {} | {:.2}% ({agree}/{}) | {:.2e} | {:.2e} |",
+            arch.name(),
+            100.0 * agree as f64 / results.len() as f64,
+            results.len(),
+            errors[errors.len() / 2],
+            errors[errors.len() - 1],
+        );
+    }
+    Ok(())
+}

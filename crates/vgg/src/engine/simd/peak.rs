@@ -1,0 +1,42 @@
+//! The machine's peak arithmetic rate for the instructions the engine's GEMMs use, so a
+//! benchmark can say how far a kernel is from it (`examples/peak_flops.rs`).
+
+use std::time::Instant;
+
+use super::{Isa, Kind};
+use crate::engine::Precision;
+
+/// Loop iterations per timed run (12 instructions each): long enough to dwarf the timer.
+const ITERS: usize = 20_000_000;
+
+/// Peak GFLOP/s (a multiply-add counts 2) of `precision`'s product instruction on `threads`
+/// threads, each running independent chains: `vfmadd231ps zmm` for f32, `vdpbf16ps zmm`
+/// for bf16. `None` when this CPU lacks the instruction.
+pub fn peak_gflops(isa: Isa, precision: Precision, threads: usize) -> Option<f64> {
+    let (kernel, macs_per_instruction): (fn(usize) -> f32, usize) = match precision {
+        #[cfg(target_arch = "x86_64")]
+        Precision::F32 if isa.kind == Kind::Avx512 => {
+            // SAFETY: AVX-512F was detected (Isa invariant).
+            (|n| unsafe { super::avx512::fma_peak(n) }, 16)
+        }
+        #[cfg(target_arch = "x86_64")]
+        Precision::Bf16 if isa.bf16 => {
+            // SAFETY: AVX512_BF16 was detected (Isa invariant).
+            (|n| unsafe { super::avx512_bf16::dpbf16_peak(n) }, 32)
+        }
+        _ => return None,
+    };
+    let start = Instant::now();
+    let sums: Vec<f32> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..threads.max(1))
+            .map(|_| s.spawn(move || kernel(ITERS)))
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().unwrap_or(f32::NAN))
+            .collect()
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    std::hint::black_box(sums);
+    let macs = (threads.max(1) * ITERS * 12 * macs_per_instruction) as f64;
+    Some(2.0 * macs / seconds / 1e9)
+}
