@@ -35,13 +35,13 @@ time), effective GFLOP/s (2 * MACs of one image * batch / time, the MACs summed 
 linear layers of torchvision's ARCH at the case's H x W: 15.47 G for vgg16 at 224 x 224), time /
 OpenVINO bf16 time, time / ours bf16 time, and the per-round medians themselves.
 
-Pinned versions (`/work/torchenv/bin/pip list`): torch==2.15.0 torchvision==0.29.2
+Pinned versions (`../torchenv/bin/pip list`): torch==2.15.0 torchvision==0.29.2
 openvino==2026.4.1 numpy==2.4.6. Needs a release build (`cargo build --release`). The header
 prints the versions and the CPU with its avx512_bf16 / avx512_vnni / amx flags: which bf16 paths
 exist depends on them. Files go to a temporary directory per case, ~1.1 GB per vgg16 case,
 deleted after the case.
 
-    /work/torchenv/bin/python scripts/bench_precision.py [--cases vgg16:1x3x224x224,vgg16:8x3x224x224,vgg16:1x3x64x64]
+    ../torchenv/bin/python scripts/bench_precision.py [--cases vgg16:1x3x224x224,vgg16:8x3x224x224,vgg16:1x3x64x64]
         [--rounds 5] [--iters 10] [--threads 2] [--vgg target/release/vgg] [--seed 0]
 
 (internal: `bench_precision.py --worker torch|torch-bf16|ov|ov-bf16 ARCH MODEL SHAPE T I

@@ -64,7 +64,10 @@ fn impossible_combinations_are_one_line_errors() {
             "--layer and --train",
         ),
         (&["--precision", "bf16", "--train"], "--layer and --train"),
-        (&["--precision", "int8"], "[possible values: f32, bf16]"),
+        (
+            &["--precision", "int8"],
+            "unknown precision 'int8' (expected one of: f32, bf16)",
+        ),
     ];
     for (extra, needle) in cases {
         let result = forward(&out, extra);

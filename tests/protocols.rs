@@ -9,7 +9,7 @@ use common::{Scratch, assert_close, fixture, random, vgg};
 use serde_json::Value;
 use vgg::data::image::load_rgb;
 use vgg::data::preprocess::Preprocess;
-use vgg::engine::PlanOptions;
+use vgg::engine::{PlanOptions, Precision};
 use vgg::fast::FastVgg;
 use vgg::infer::protocol::{Protocol, View};
 use vgg::infer::{Engine, Prepared};
@@ -100,6 +100,43 @@ fn protocols_match_pytorch_on_both_engines() {
             }
         }
     }
+}
+
+/// The protocols in bf16 (dense plans recompiled per image size, multi-crop batches): the
+/// same classes as PyTorch's f32 posteriors, every probability within 0.05.
+#[test]
+fn protocols_in_bf16_stay_near_pytorch() {
+    let reference = reference();
+    let dir = Scratch::new("protocols-bf16");
+    let source = sharpened("tiny_bn", reference["sharpen"].as_f64().unwrap(), &dir);
+    for protocol in PROTOCOLS {
+        let want = &reference["models"]["tiny_bn"][protocol];
+        let engine = Engine::Fast(Precision::Bf16);
+        let got = posteriors(
+            &source,
+            engine,
+            protocol.parse().unwrap(),
+            &scales(&reference),
+        );
+        for (image, (got, want)) in got.iter().zip(want.as_array().unwrap()).enumerate() {
+            let want: Vec<f32> = (want.as_array().unwrap().iter())
+                .map(|w| w.as_f64().unwrap() as f32)
+                .collect();
+            let worst = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+            println!("{protocol} image {image}: max |bf16 - PyTorch f32| {worst:.2e}");
+            assert!(worst <= 0.05, "{protocol}, image {image}: {worst}");
+            assert_eq!(argmax(got), argmax(&want), "{protocol}, image {image}");
+        }
+    }
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len())
+        .max_by(|&a, &b| v[a].total_cmp(&v[b]))
+        .unwrap_or(0)
 }
 
 #[test]

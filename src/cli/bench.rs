@@ -6,9 +6,9 @@ use candle_core::Device;
 use clap::{Args, ValueEnum};
 
 use crate::cli::args::parse_shape;
-use crate::cli::model::{self, EngineFlag, ModelFlags, PrecisionFlag};
+use crate::cli::model::{self, EngineFlag, ModelFlags};
 use vgg::bench::{Workload, bench};
-use vgg::engine::{ConvChoice, PlanOptions, WinogradVariant};
+use vgg::engine::{ConvChoice, PlanOptions, Precision, WinogradVariant};
 use vgg::error::Result;
 use vgg::model::footprint::Work;
 
@@ -39,8 +39,7 @@ impl BenchArgs {
             },
             fuse_pool: !self.no_fuse,
             fold_pool: !self.no_fold,
-            dense: false,
-            precision: self.precision.into(),
+            ..PlanOptions::default()
         }
     }
 }
@@ -57,9 +56,10 @@ pub struct BenchArgs {
     pub iters: usize,
     #[arg(long, value_enum, default_value_t = EngineFlag::Fast)]
     pub engine: EngineFlag,
-    /// Number format of the fast engine's products
-    #[arg(long, value_enum, default_value_t = PrecisionFlag::F32)]
-    pub precision: PrecisionFlag,
+    /// Number format of the fast engine's products: f32, or bf16 (bf16 operands, f32
+    /// accumulation; AVX512_BF16 where the CPU has it, a slower exact emulation elsewhere)
+    #[arg(long, default_value = "f32", value_parser = model::parse_precision)]
+    pub precision: Precision,
     /// Print the per-layer plan of the fast engine
     #[arg(long)]
     pub describe: bool,

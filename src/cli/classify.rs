@@ -39,6 +39,7 @@ pub fn run(args: &ClassifyArgs, out: &mut dyn Write) -> Result<bool> {
             "--batch-size and --top must be at least 1".into(),
         ));
     }
+    args.classifier.engine()?;
     let paths = collect_images(&args.paths)?;
     // A batch never needs to be larger than the images.
     let batch_size = args.batch_size.min(paths.len().max(1));

@@ -36,6 +36,7 @@ pub struct EvaluateArgs {
 
 /// Returns whether every image was evaluated.
 pub fn run(args: &EvaluateArgs, out: &mut dyn Write) -> Result<bool> {
+    args.classifier.engine()?;
     let class_map = args.class_map.as_deref().map(read_class_map).transpose()?;
     let mut folder = ImageFolder::open(&args.data, class_map.as_ref())?;
     folder.samples.truncate(args.limit.unwrap_or(usize::MAX));

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use candle_core::Device;
 use clap::Args;
 
-use crate::cli::model::{self, EngineFlag, ModelFlags, PrecisionFlag};
-use vgg::engine::PlanOptions;
+use crate::cli::model::{self, EngineFlag, ModelFlags};
+use vgg::engine::{PlanOptions, Precision};
 use vgg::error::{Error, Result};
 use vgg::infer::Engine;
 use vgg::io::write_atomically;
@@ -32,10 +32,11 @@ pub struct ForwardArgs {
     /// (always used for --layer and --train)
     #[arg(long, value_enum, default_value_t = EngineFlag::Fast)]
     pub engine: EngineFlag,
-    /// Number format of the fast engine's products (the fast engine computes the output
-    /// only: bf16 does not go with --layer or --train)
-    #[arg(long, value_enum, default_value_t = PrecisionFlag::F32)]
-    pub precision: PrecisionFlag,
+    /// Number format of the fast engine's products: f32, or bf16 (bf16 operands, f32
+    /// accumulation; AVX512_BF16 where the CPU has it, a slower exact emulation elsewhere;
+    /// the fast engine computes the output only: bf16 does not go with --layer or --train)
+    #[arg(long, default_value = "f32", value_parser = model::parse_precision)]
+    pub precision: Precision,
     /// Run the dense (fully convolutional) form, paper §3.2: the output is the class score
     /// map [N, classes, h, w] of an input at least the native size (224 for torchvision's)
     #[arg(long, conflicts_with_all = ["layer", "train"])]
@@ -44,19 +45,19 @@ pub struct ForwardArgs {
 
 pub fn run(args: &ForwardArgs) -> Result<String> {
     let device = Device::Cpu;
+    let engine = model::engine(args.engine, args.precision)?;
+    let fast = engine != Engine::Reference && !args.train && args.layer.is_none();
+    if !fast && args.precision != Precision::F32 {
+        return Err(Error::BadArgument(format!(
+            "--precision {} runs the fast engine, which computes the network's output; \
+             --layer and --train run the reference model in f32",
+            args.precision
+        )));
+    }
     vgg::io::check_output(&args.output)?;
     let input = vgg::data::npy::read_f32(&args.input)?;
     let source = args.source.source()?;
     source.check_input(&input, || format!("--input {}: ", args.input.display()))?;
-    let engine = model::engine(args.engine, args.precision)?;
-    let fast = engine != Engine::Reference && !args.train && args.layer.is_none();
-    if !fast && args.precision != PrecisionFlag::F32 {
-        return Err(Error::BadArgument(
-            "--precision bf16 runs the fast engine, which computes the network's output; \
-             --layer and --train run the reference model in f32"
-                .into(),
-        ));
-    }
     let (name, output, report) = if fast {
         let [n, c, h, w]: [usize; 4] = input.dims().try_into().map_err(|_| {
             Error::BadArgument(format!(

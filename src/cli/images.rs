@@ -2,11 +2,12 @@
 
 use clap::Args;
 
-use crate::cli::model::{self, EngineFlag, ModelFlags, PrecisionFlag};
+use crate::cli::model::{self, EngineFlag, ModelFlags};
 use vgg::data::preprocess::Preprocess;
+use vgg::engine::Precision;
 use vgg::error::{Error, Result};
-use vgg::infer::Classifier;
 use vgg::infer::protocol::{PAPER_SCALES, Protocol};
+use vgg::infer::{Classifier, Engine};
 use vgg::open::ModelSource;
 
 #[derive(Debug, Clone, Args)]
@@ -75,9 +76,10 @@ pub struct ClassifierArgs {
     /// fast: the CPU engine; reference: the module-by-module model (our CPU ops on candle tensors, as training runs them)
     #[arg(long, value_enum, default_value_t = EngineFlag::Fast)]
     pub engine: EngineFlag,
-    /// Number format of the fast engine's products
-    #[arg(long, value_enum, default_value_t = PrecisionFlag::F32)]
-    pub precision: PrecisionFlag,
+    /// Number format of the fast engine's products: f32, or bf16 (bf16 operands, f32
+    /// accumulation; AVX512_BF16 where the CPU has it, a slower exact emulation elsewhere)
+    #[arg(long, default_value = "f32", value_parser = model::parse_precision)]
+    pub precision: Precision,
     /// How each image is evaluated: center (one crop), or the paper's dense, multi-crop
     /// (5×5 crops × 2 flips per scale) or dense+multi-crop, over --scales
     #[arg(long, default_value = "center", value_parser = parse_protocol)]
@@ -96,11 +98,12 @@ impl ClassifierArgs {
     /// The model `flags` name, ready for batches of up to `batch_size` images, and the
     /// preprocessing that makes them.
     pub fn build(&self, flags: &ModelFlags, batch_size: usize) -> Result<(Classifier, Preprocess)> {
+        let engine = self.engine()?;
         let source = flags.source()?;
         let preprocess = self.preprocess.preprocess_for(&source)?;
         let scales = self.scales()?;
         let classifier = source.classifier(
-            model::engine(self.engine, self.precision)?,
+            engine,
             batch_size,
             &preprocess,
             self.protocol,
@@ -108,6 +111,11 @@ impl ClassifierArgs {
             self.tta.is_some(),
         )?;
         Ok((classifier, preprocess))
+    }
+
+    /// The engine `--engine` and `--precision` name; callers check it before reading data.
+    pub fn engine(&self) -> Result<Engine> {
+        model::engine(self.engine, self.precision)
     }
 
     /// `--scales`, which only the paper's protocols take.

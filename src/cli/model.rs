@@ -53,27 +53,12 @@ pub enum EngineFlag {
     Reference,
 }
 
-/// `--precision`: the number format of the fast engine's products.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum PrecisionFlag {
-    /// f32 throughout
-    #[default]
-    F32,
-    /// bf16 operands with f32 accumulation in the convolutions and the classifier
-    /// (AVX512_BF16 where the CPU has it, an exact emulation elsewhere)
-    Bf16,
-}
-
-impl From<PrecisionFlag> for Precision {
-    fn from(flag: PrecisionFlag) -> Precision {
-        match flag {
-            PrecisionFlag::F32 => Precision::F32,
-            PrecisionFlag::Bf16 => Precision::Bf16,
-        }
-    }
+/// `--precision`: parsed by the library, which holds the list of names.
+pub fn parse_precision(text: &str) -> std::result::Result<Precision, String> {
+    Precision::parse(text)
 }
 
 /// The engine `--engine` and `--precision` name together (bf16 is the fast engine's).
-pub fn engine(flag: EngineFlag, precision: PrecisionFlag) -> Result<Engine> {
-    Engine::new(flag == EngineFlag::Fast, precision.into())
+pub fn engine(flag: EngineFlag, precision: Precision) -> Result<Engine> {
+    Engine::new(flag == EngineFlag::Fast, precision)
 }

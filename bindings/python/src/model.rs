@@ -48,7 +48,7 @@ impl Model {
     #[staticmethod]
     #[pyo3(signature = (arch, *, cfg=None, batch_norm=false, hidden=None, pool=None,
         num_classes=None, dropout=None, in_channels=None, weights=None, strict=true, seed=0,
-        head=None))]
+        head=None, precision="f32"))]
     #[allow(clippy::too_many_arguments)]
     fn open(
         py: Python<'_>,
@@ -64,7 +64,9 @@ impl Model {
         strict: bool,
         seed: u64,
         head: Option<Bound<'_, PyAny>>,
+        precision: &str,
     ) -> PyResult<Model> {
+        let precision = parse_precision(precision)?;
         let head = match head {
             None => None,
             Some(head) => Some(crate::errors::check(vgg::model::head::parse_head(
@@ -92,7 +94,10 @@ impl Model {
         let names = source.class_names(model.config().num_classes());
         Ok(Model {
             model: RwLock::new(model),
-            engine: Mutex::new(FastSlot::default()),
+            engine: Mutex::new(FastSlot {
+                precision,
+                plan: None,
+            }),
             training: AtomicBool::new(false),
             report,
             names,
@@ -249,20 +254,23 @@ impl Model {
     /// Number format of the fast engine's products: "f32" (the default) or "bf16" (bf16
     /// operands, f32 accumulation). Training mode and `features` always compute in f32.
     #[getter]
-    fn precision(&self) -> &'static str {
-        self.slot().precision.name()
+    fn precision(&self, py: Python<'_>) -> &'static str {
+        // Not under the GIL: a call on another thread holds the slot while it computes.
+        py.detach(|| self.slot().precision.name())
     }
 
     #[setter]
-    fn set_precision(&self, value: &str) -> PyResult<()> {
-        let precision = Precision::parse(value).map_err(pyo3::exceptions::PyValueError::new_err)?;
-        let mut slot = self.slot();
-        if slot.precision != precision {
-            *slot = FastSlot {
-                precision,
-                plan: None,
-            };
-        }
+    fn set_precision(&self, py: Python<'_>, value: &str) -> PyResult<()> {
+        let precision = parse_precision(value)?;
+        py.detach(|| {
+            let mut slot = self.slot();
+            if slot.precision != precision {
+                *slot = FastSlot {
+                    precision,
+                    plan: None,
+                };
+            }
+        });
         Ok(())
     }
 
@@ -438,8 +446,12 @@ impl Model {
     }
 }
 
+/// A precision's name as a `ValueError` when it is not one.
+fn parse_precision(name: &str) -> PyResult<Precision> {
+    Precision::parse(name).map_err(pyo3::exceptions::PyValueError::new_err)
+}
+
 /// The fast engine's precision and its plan, compiled for the last input shape.
-#[derive(Default)]
 struct FastSlot {
     precision: Precision,
     plan: Option<FastVgg>,

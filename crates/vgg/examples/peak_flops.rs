@@ -1,5 +1,6 @@
-//! This machine's peak GFLOP/s for the engine's product instructions (`vfmadd231ps zmm` in
-//! f32, `vdpbf16ps zmm` in bf16), on 1 thread and on `threads` threads:
+//! This machine's peak GFLOP/s for the engine's product instructions (`vfmadd231ps`, zmm
+//! with AVX-512 and ymm with AVX2, in f32; `vdpbf16ps zmm` in bf16), on 1 thread and on
+//! `threads` threads:
 //! `cargo run --release --example peak_flops -- [threads]`. Divide a benchmark's effective
 //! GFLOP/s by these to see how far it is from the machine's limit.
 

@@ -62,7 +62,11 @@ fn main() -> vgg::Result<()> {
     );
     println!("| arch | top-1 agreement | median rel. logit error | max rel. logit error |");
     println!("|---|---|---|---|");
-    for arch in Arch::ALL {
+    let only = args.get(3);
+    for arch in Arch::ALL
+        .into_iter()
+        .filter(|a| only.is_none_or(|o| o == a.name()))
+    {
         let model = Vgg::new(VggConfig::from_arch(arch), 0, &Device::Cpu)?;
         let shape = [BATCH, 3, size, size];
         let compile = |precision| {

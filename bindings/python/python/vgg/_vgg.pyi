@@ -28,6 +28,7 @@ class Model:
         strict: bool = True,
         seed: int = 0,
         head: Union[str, Sequence[Union[int, str]], None] = None,
+        precision: str = "f32",
     ) -> "Model": ...
     def __call__(self, x: Any) -> npt.NDArray[np.float32]:
         """Logits ``[N, num_classes]`` for an NCHW batch (numpy, CPU torch tensor, …)."""

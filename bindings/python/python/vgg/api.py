@@ -92,9 +92,9 @@ def load(
         vgg.WeightsError: not a checkpoint we read, or not a VGG.
         ValueError: an unknown precision.
     """
-    model = Model.open("auto", weights=os.fspath(path), strict=strict, seed=seed, num_classes=num_classes)
-    model.precision = precision
-    return model
+    return Model.open(
+        "auto", weights=os.fspath(path), strict=strict, seed=seed, num_classes=num_classes, precision=precision
+    )
 
 
 def _images(images: Any) -> List[Any]:

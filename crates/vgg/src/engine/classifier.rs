@@ -124,8 +124,8 @@ impl Fc {
                 );
             }),
             Weights::Bf16 { w, stride } => {
-                // The input in bf16, padded like the weight rows: a few hundred kB at most,
-                // against the megabytes of weights each run streams.
+                // The input in bf16, padded like the weight rows: `batch` rows against the
+                // layer's `out` weight rows, so small beside the weights each run streams.
                 let mut x_bf16 = vec![Bf16::default(); batch * stride];
                 for (dst, src) in x_bf16
                     .chunks_exact_mut(*stride)

@@ -32,9 +32,11 @@ pub enum Precision {
     /// f32 throughout: agrees with the reference model to float rounding.
     #[default]
     F32,
-    /// Winograd-domain tiles and filters and the classifier's weights and inputs rounded to
-    /// bf16, products accumulated in f32 (`vdpbf16ps` where the CPU has AVX512_BF16, an
-    /// exact emulation elsewhere). The 3-channel stem and a dense head stay f32.
+    /// Winograd F(2,3) tiles and filters and the classifier's weights and inputs rounded
+    /// to bf16, products accumulated in f32 (`vdpbf16ps` where the CPU has AVX512_BF16, an
+    /// exact but slower emulation elsewhere); activations between layers stay f32. Layers
+    /// computed by im2col (under 16 input channels, as the 3-channel stem, or
+    /// `ConvChoice::Im2col`) and a dense head stay f32.
     Bf16,
 }
 

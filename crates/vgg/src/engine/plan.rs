@@ -189,7 +189,7 @@ impl Plan {
     /// Sizes every buffer once for the largest use.
     fn allocate(&mut self) {
         let mut act = self.input.len();
-        let mut scratch = Scratch { f32: 0, bf16: 0 };
+        let mut scratch = Scratch::<usize>::default();
         for st in &self.stages {
             act = act
                 .max(st.output.len())
@@ -425,6 +425,11 @@ impl Plan {
             };
             fc.run(self.isa, &src[..n * fc.inp], n, dst, &mut self.fc_tmp);
         }
+    }
+
+    /// The number format this plan computes in.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Per-stage summary: algorithm, fused stages, shapes.

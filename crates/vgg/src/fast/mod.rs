@@ -133,6 +133,11 @@ impl FastVgg {
         Ok(out)
     }
 
+    /// The number format the engine computes in.
+    pub fn precision(&self) -> crate::engine::Precision {
+        self.plan.precision()
+    }
+
     /// Which algorithm each layer uses, for `vgg bench`.
     pub fn describe(&self) -> String {
         self.plan.describe()

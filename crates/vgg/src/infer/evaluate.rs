@@ -10,7 +10,7 @@ use crate::data::loader::batches_with;
 use crate::data::preprocess::Preprocess;
 use crate::error::{Error, Result};
 use crate::infer::protocol::Protocol;
-use crate::infer::{Classifier, Prepared, top_k};
+use crate::infer::{Classifier, Engine, Prepared, top_k};
 use crate::progress::Progress;
 
 /// One class's count of images and top-1 hits.
@@ -33,6 +33,8 @@ pub struct Evaluation {
     pub failed: Vec<(PathBuf, String)>,
     /// Indexed by class.
     pub per_class: Vec<ClassScore>,
+    /// Which engine (and precision) classified the images.
+    pub engine: Engine,
     /// How each image was evaluated, and at which test scales (none for `center`).
     pub protocol: Protocol,
     pub scales: Vec<usize>,
@@ -98,6 +100,7 @@ impl Evaluation {
             "top5": self.top5_percent(),
             "top1_error": self.top1_error(),
             "top5_error": self.top5_error(),
+            "engine": self.engine.name(),
             "protocol": self.protocol,
             "scales": self.scales,
             "images_per_s": self.images_per_s(),
@@ -110,13 +113,14 @@ impl Evaluation {
     /// The report as text: totals, then top-1 per class, then the skipped images.
     pub fn table(&self) -> String {
         let mut text = format!(
-            "images: {}  top-1: {:.2}%  top-5: {:.2}%  ({:.1} images/s, {})\n\
+            "images: {}  top-1: {:.2}%  top-5: {:.2}%  ({:.1} images/s, {}, {} engine)\n\
              top-1 error: {:.2}%  top-5 error: {:.2}%\n",
             self.images,
             self.top1_percent(),
             self.top5_percent(),
             self.images_per_s(),
             self.protocol_label(),
+            self.engine.name(),
             self.top1_error(),
             self.top5_error(),
         );
@@ -164,6 +168,7 @@ pub fn evaluate(
                 ..ClassScore::default()
             })
             .collect(),
+        engine: classifier.engine(),
         protocol: classifier.protocol(),
         scales: (classifier.scales.as_ref()).map_or_else(Vec::new, |s| s.scales.clone()),
     };

@@ -15,7 +15,7 @@ use crate::data::preprocess::Preprocess;
 use crate::engine::{PlanOptions, Precision};
 use crate::error::{Error, Result};
 use crate::fast::FastVgg;
-use crate::infer::protocol::{Protocol, ScaleProtocol, View, grid_crops};
+use crate::infer::protocol::{DenseBackend, Protocol, ScaleProtocol, View, grid_crops};
 use crate::model::{Mode, Vgg, VggConfig};
 
 /// A class and its probability.
@@ -84,6 +84,14 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The engine this backend is (the fast one with its precision).
+    pub fn engine(&self) -> Engine {
+        match self {
+            Backend::Reference(_) => Engine::Reference,
+            Backend::Fast(engine) => Engine::Fast(engine.precision()),
+        }
+    }
+
     pub fn config(&self) -> &VggConfig {
         match self {
             Backend::Reference(model) => model.config(),
@@ -167,6 +175,16 @@ impl Classifier {
             backend,
             tta_flip,
             scales: None,
+        }
+    }
+
+    /// The engine that computes the posteriors: the dense network's under a dense
+    /// protocol (the crops' backend then only serves multi-crop), else the backend's.
+    pub fn engine(&self) -> Engine {
+        match self.scales.as_ref().and_then(|s| s.dense.as_ref()) {
+            Some(DenseBackend::Fast(engine)) => Engine::Fast(engine.precision()),
+            Some(DenseBackend::Reference(_)) => Engine::Reference,
+            None => self.backend.engine(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! after runtime detection of `avx512f` + `fma`.
 #![cfg(target_arch = "x86_64")]
 
+use super::blocking::{self, DotBlock, WinoPanel, sweep};
 use super::{DotRows, SimdTask, WinoGemm};
 use core::arch::x86_64::*;
 
@@ -24,71 +25,47 @@ pub unsafe fn wino_gemm(mut g: WinoGemm<'_>) {
         while kb < g.kbn {
             let kbs = (g.kbn - kb).min(4);
             match kbs {
-                4 => sweep::<4, 6>(&mut g, kb),
-                3 => sweep::<3, 8>(&mut g, kb),
-                2 => sweep::<2, 12>(&mut g, kb),
-                _ => sweep::<1, 16>(&mut g, kb),
+                4 => sweep::<f32, Avx512, 4, 6>(&mut g, kb),
+                3 => sweep::<f32, Avx512, 3, 8>(&mut g, kb),
+                2 => sweep::<f32, Avx512, 2, 12>(&mut g, kb),
+                _ => sweep::<f32, Avx512, 1, 16>(&mut g, kb),
             }
             kb += kbs;
         }
     }
 }
 
-/// All tiles of `g` for `KB` filter blocks starting at `kb0`: full `NP` panels, then the tail.
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn sweep<const KB: usize, const NP: usize>(g: &mut WinoGemm<'_>, kb0: usize) {
-    unsafe {
-        let ms = g.kbn * 16;
-        let u = g.u.as_ptr().add(kb0 * g.c_len * 16);
-        let (c, vs) = (g.c_len, g.v_stride);
-        let mut p = 0;
-        while p < g.np {
-            let n = (g.np - p).min(NP);
-            let v = g.v.as_ptr().add(p * vs);
-            let m = g.m.as_mut_ptr().add(p * ms + kb0 * 16);
-            macro_rules! tail {
-            ($($r:literal)*) => {
-                match n {
-                    $($r => panel::<KB, $r>(c, u, v, vs, m, ms),)*
-                    _ => panel::<KB, NP>(c, u, v, vs, m, ms),
-                }
-            };
-        }
-            tail!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
-            p += n;
-        }
-    }
-}
+/// The AVX-512 f32 blocks.
+struct Avx512;
 
-/// `NP` tiles × `KB` filter blocks, accumulated over all input channels in registers.
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn panel<const KB: usize, const NP: usize>(
-    c_len: usize,
-    u: *const f32,
-    v: *const f32,
-    vs: usize,
-    m: *mut f32,
-    ms: usize,
-) {
-    unsafe {
-        let mut acc = [[_mm512_setzero_ps(); KB]; NP];
-        for ci in 0..c_len {
-            let mut w = [_mm512_setzero_ps(); KB];
-            for (k, w) in w.iter_mut().enumerate() {
-                *w = _mm512_loadu_ps(u.add((k * c_len + ci) * 16));
-            }
-            for (p, row) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*v.add(p * vs + ci));
-                for (a, w) in row.iter_mut().zip(&w) {
-                    *a = _mm512_fmadd_ps(*w, x, *a);
+impl WinoPanel<f32> for Avx512 {
+    /// One zmm per filter block and input channel, broadcast tiles, FMA.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn panel<const KB: usize, const NP: usize>(
+        c_len: usize,
+        u: *const f32,
+        v: *const f32,
+        vs: usize,
+        m: *mut f32,
+        ms: usize,
+    ) {
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); KB]; NP];
+            for ci in 0..c_len {
+                let w: [__m512; KB] =
+                    core::array::from_fn(|k| _mm512_loadu_ps(u.add((k * c_len + ci) * 16)));
+                for (p, row) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*v.add(p * vs + ci));
+                    for (a, w) in row.iter_mut().zip(&w) {
+                        *a = _mm512_fmadd_ps(*w, x, *a);
+                    }
                 }
             }
-        }
-        for (p, row) in acc.iter().enumerate() {
-            for (k, a) in row.iter().enumerate() {
-                _mm512_storeu_ps(m.add(p * ms + k * 16), *a);
+            for (p, row) in acc.iter().enumerate() {
+                for (k, a) in row.iter().enumerate() {
+                    _mm512_storeu_ps(m.add(p * ms + k * 16), *a);
+                }
             }
         }
     }
@@ -98,65 +75,44 @@ unsafe fn panel<const KB: usize, const NP: usize>(
 /// up to 4 batch rows, one zmm accumulator each, masked loads for the tail.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn dot_rows(d: DotRows<'_>) {
-    unsafe {
-        let rows = d.w.len() / d.inp;
-        let mut r = 0;
-        while r < rows {
-            let nr = if rows - r >= 4 { 4 } else { 1 };
-            let mut b = 0;
-            while b < d.batch {
-                let nb = (d.batch - b).min(4);
-                let (w, x) = (d.w.as_ptr().add(r * d.inp), d.x.as_ptr().add(b * d.inp));
-                let y = d.y.as_mut_ptr().add(r * d.batch + b);
-                match (nr, nb) {
-                    (4, 4) => dot_block::<4, 4>(w, x, y, d.inp, d.batch),
-                    (4, 3) => dot_block::<4, 3>(w, x, y, d.inp, d.batch),
-                    (4, 2) => dot_block::<4, 2>(w, x, y, d.inp, d.batch),
-                    (4, _) => dot_block::<4, 1>(w, x, y, d.inp, d.batch),
-                    (_, 4) => dot_block::<1, 4>(w, x, y, d.inp, d.batch),
-                    (_, 3) => dot_block::<1, 3>(w, x, y, d.inp, d.batch),
-                    (_, 2) => dot_block::<1, 2>(w, x, y, d.inp, d.batch),
-                    _ => dot_block::<1, 1>(w, x, y, d.inp, d.batch),
-                }
-                b += nb;
-            }
-            r += nr;
-        }
-    }
+    unsafe { blocking::dot_rows::<f32, Avx512>(d) }
 }
 
-/// `R` weight rows × `B` batch rows; `y` has row stride `batch`.
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn dot_block<const R: usize, const B: usize>(
-    w: *const f32,
-    x: *const f32,
-    y: *mut f32,
-    inp: usize,
-    batch: usize,
-) {
-    unsafe {
-        let mut acc = [[_mm512_setzero_ps(); B]; R];
-        let full = inp / 16 * 16;
-        let mut step = |i: usize, mask: __mmask16| {
-            let xs: [__m512; B] =
-                core::array::from_fn(|b| _mm512_maskz_loadu_ps(mask, x.add(b * inp + i)));
-            for (r, row) in acc.iter_mut().enumerate() {
-                let wv = _mm512_maskz_loadu_ps(mask, w.add(r * inp + i));
-                for (a, xv) in row.iter_mut().zip(&xs) {
-                    *a = _mm512_fmadd_ps(wv, *xv, *a);
+impl DotBlock<f32> for Avx512 {
+    const MAX_BATCH: usize = 4;
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn block<const R: usize, const B: usize>(
+        w: *const f32,
+        x: *const f32,
+        y: *mut f32,
+        inp: usize,
+        batch: usize,
+    ) {
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); B]; R];
+            let full = inp / 16 * 16;
+            let mut step = |i: usize, mask: __mmask16| {
+                let xs: [__m512; B] =
+                    core::array::from_fn(|b| _mm512_maskz_loadu_ps(mask, x.add(b * inp + i)));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let wv = _mm512_maskz_loadu_ps(mask, w.add(r * inp + i));
+                    for (a, xv) in row.iter_mut().zip(&xs) {
+                        *a = _mm512_fmadd_ps(wv, *xv, *a);
+                    }
                 }
+            };
+            for i in (0..full).step_by(16) {
+                step(i, 0xffff);
             }
-        };
-        for i in (0..full).step_by(16) {
-            step(i, 0xffff);
-        }
-        if full < inp {
-            step(full, (1u16 << (inp - full)) - 1);
-        }
-        for (r, row) in acc.iter().enumerate() {
-            for (b, a) in row.iter().enumerate() {
-                *y.add(r * batch + b) = _mm512_reduce_add_ps(*a);
+            if full < inp {
+                step(full, (1u16 << (inp - full)) - 1);
+            }
+            for (r, row) in acc.iter().enumerate() {
+                for (b, a) in row.iter().enumerate() {
+                    *y.add(r * batch + b) = _mm512_reduce_add_ps(*a);
+                }
             }
         }
     }

@@ -2,13 +2,14 @@
 //! Only reached through the safe wrappers in `simd/bf16.rs` after runtime detection.
 #![cfg(target_arch = "x86_64")]
 
-use super::{DotRowsBf16, WinoGemmBf16};
+use super::blocking::{self, DotBlock, WinoPanel, sweep};
+use super::{Bf16, DotRowsBf16, WinoGemmBf16};
 use core::arch::x86_64::*;
 
 /// 32 bf16 values (16 channel pairs) from `p`.
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[inline]
-unsafe fn load_pairs(p: *const super::Bf16) -> __m512bh {
+unsafe fn load_pairs(p: *const Bf16) -> __m512bh {
     // SAFETY: the caller guarantees 64 readable bytes; `__m512bh` is 32 packed u16s.
     unsafe { core::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(p.cast())) }
 }
@@ -16,7 +17,7 @@ unsafe fn load_pairs(p: *const super::Bf16) -> __m512bh {
 /// The bf16 pair at `p` in every lane.
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[inline]
-unsafe fn broadcast_pair(p: *const super::Bf16) -> __m512bh {
+unsafe fn broadcast_pair(p: *const Bf16) -> __m512bh {
     // SAFETY: the caller guarantees 4 readable bytes.
     unsafe {
         let pair = p.cast::<i32>().read_unaligned();
@@ -34,69 +35,49 @@ pub unsafe fn wino_gemm(mut g: WinoGemmBf16<'_>) {
         while kb < g.kbn {
             let kbs = (g.kbn - kb).min(4);
             match kbs {
-                4 => sweep::<4, 6>(&mut g, kb),
-                3 => sweep::<3, 8>(&mut g, kb),
-                2 => sweep::<2, 12>(&mut g, kb),
-                _ => sweep::<1, 16>(&mut g, kb),
+                4 => sweep::<Bf16, Avx512Bf16, 4, 6>(&mut g, kb),
+                3 => sweep::<Bf16, Avx512Bf16, 3, 8>(&mut g, kb),
+                2 => sweep::<Bf16, Avx512Bf16, 2, 12>(&mut g, kb),
+                _ => sweep::<Bf16, Avx512Bf16, 1, 16>(&mut g, kb),
             }
             kb += kbs;
         }
     }
 }
 
-/// All tiles of `g` for `KB` filter blocks starting at `kb0`: full `NP` panels, then the tail.
-#[target_feature(enable = "avx512f,avx512bf16")]
-#[inline]
-unsafe fn sweep<const KB: usize, const NP: usize>(g: &mut WinoGemmBf16<'_>, kb0: usize) {
-    unsafe {
-        let ms = g.kbn * 16;
-        let u = g.u.as_ptr().add(kb0 * g.c_len * 16);
-        let (pairs, vs) = (g.c_len / 2, g.v_stride);
-        let mut p = 0;
-        while p < g.np {
-            let n = (g.np - p).min(NP);
-            let v = g.v.as_ptr().add(p * vs);
-            let m = g.m.as_mut_ptr().add(p * ms + kb0 * 16);
-            macro_rules! tail {
-                ($($r:literal)*) => {
-                    match n {
-                        $($r => panel::<KB, $r>(pairs, u, v, vs, m, ms),)*
-                        _ => panel::<KB, NP>(pairs, u, v, vs, m, ms),
-                    }
-                };
-            }
-            tail!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
-            p += n;
-        }
-    }
-}
+/// The `vdpbf16ps` blocks.
+struct Avx512Bf16;
 
-/// `NP` tiles × `KB` filter blocks, accumulated over all channel pairs in registers.
-#[target_feature(enable = "avx512f,avx512bf16")]
-#[inline]
-unsafe fn panel<const KB: usize, const NP: usize>(
-    pairs: usize,
-    u: *const super::Bf16,
-    v: *const super::Bf16,
-    vs: usize,
-    m: *mut f32,
-    ms: usize,
-) {
-    unsafe {
-        let mut acc = [[_mm512_setzero_ps(); KB]; NP];
-        for j in 0..pairs {
-            let w: [__m512bh; KB] =
-                core::array::from_fn(|k| load_pairs(u.add((k * pairs + j) * 32)));
-            for (p, row) in acc.iter_mut().enumerate() {
-                let x = broadcast_pair(v.add(p * vs + 2 * j));
-                for (a, w) in row.iter_mut().zip(&w) {
-                    *a = _mm512_dpbf16_ps(*a, *w, x);
+impl WinoPanel<Bf16> for Avx512Bf16 {
+    /// Per channel pair: one zmm of 16 lanes × 2 channels per filter block, the tile's
+    /// pair broadcast, one `vdpbf16ps` per accumulator.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    unsafe fn panel<const KB: usize, const NP: usize>(
+        c_len: usize,
+        u: *const Bf16,
+        v: *const Bf16,
+        vs: usize,
+        m: *mut f32,
+        ms: usize,
+    ) {
+        unsafe {
+            let pairs = c_len / 2;
+            let mut acc = [[_mm512_setzero_ps(); KB]; NP];
+            for j in 0..pairs {
+                let w: [__m512bh; KB] =
+                    core::array::from_fn(|k| load_pairs(u.add((k * pairs + j) * 32)));
+                for (p, row) in acc.iter_mut().enumerate() {
+                    let x = broadcast_pair(v.add(p * vs + 2 * j));
+                    for (a, w) in row.iter_mut().zip(&w) {
+                        *a = _mm512_dpbf16_ps(*a, *w, x);
+                    }
                 }
             }
-        }
-        for (p, row) in acc.iter().enumerate() {
-            for (k, a) in row.iter().enumerate() {
-                _mm512_storeu_ps(m.add(p * ms + k * 16), *a);
+            for (p, row) in acc.iter().enumerate() {
+                for (k, a) in row.iter().enumerate() {
+                    _mm512_storeu_ps(m.add(p * ms + k * 16), *a);
+                }
             }
         }
     }
@@ -106,57 +87,37 @@ unsafe fn panel<const KB: usize, const NP: usize>(
 /// to 4 batch rows, one accumulator each, 32 inputs per instruction.
 #[target_feature(enable = "avx512f,avx512bf16")]
 pub unsafe fn dot_rows(d: DotRowsBf16<'_>) {
-    unsafe {
-        let rows = d.w.len() / d.inp;
-        let mut r = 0;
-        while r < rows {
-            let nr = if rows - r >= 4 { 4 } else { 1 };
-            let mut b = 0;
-            while b < d.batch {
-                let nb = (d.batch - b).min(4);
-                let (w, x) = (d.w.as_ptr().add(r * d.inp), d.x.as_ptr().add(b * d.inp));
-                let y = d.y.as_mut_ptr().add(r * d.batch + b);
-                match (nr, nb) {
-                    (4, 4) => dot_block::<4, 4>(w, x, y, d.inp, d.batch),
-                    (4, 3) => dot_block::<4, 3>(w, x, y, d.inp, d.batch),
-                    (4, 2) => dot_block::<4, 2>(w, x, y, d.inp, d.batch),
-                    (4, _) => dot_block::<4, 1>(w, x, y, d.inp, d.batch),
-                    (_, 4) => dot_block::<1, 4>(w, x, y, d.inp, d.batch),
-                    (_, 3) => dot_block::<1, 3>(w, x, y, d.inp, d.batch),
-                    (_, 2) => dot_block::<1, 2>(w, x, y, d.inp, d.batch),
-                    _ => dot_block::<1, 1>(w, x, y, d.inp, d.batch),
-                }
-                b += nb;
-            }
-            r += nr;
-        }
-    }
+    unsafe { blocking::dot_rows::<Bf16, Avx512Bf16>(d) }
 }
 
-/// `R` weight rows × `B` batch rows; `y` has row stride `batch`; `inp` is a multiple of 32.
-#[target_feature(enable = "avx512f,avx512bf16")]
-#[inline]
-unsafe fn dot_block<const R: usize, const B: usize>(
-    w: *const super::Bf16,
-    x: *const super::Bf16,
-    y: *mut f32,
-    inp: usize,
-    batch: usize,
-) {
-    unsafe {
-        let mut acc = [[_mm512_setzero_ps(); B]; R];
-        for i in (0..inp).step_by(32) {
-            let xs: [__m512bh; B] = core::array::from_fn(|b| load_pairs(x.add(b * inp + i)));
-            for (r, row) in acc.iter_mut().enumerate() {
-                let wv = load_pairs(w.add(r * inp + i));
-                for (a, xv) in row.iter_mut().zip(&xs) {
-                    *a = _mm512_dpbf16_ps(*a, wv, *xv);
+impl DotBlock<Bf16> for Avx512Bf16 {
+    const MAX_BATCH: usize = 4;
+
+    /// `inp` is a multiple of 32.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    unsafe fn block<const R: usize, const B: usize>(
+        w: *const Bf16,
+        x: *const Bf16,
+        y: *mut f32,
+        inp: usize,
+        batch: usize,
+    ) {
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); B]; R];
+            for i in (0..inp).step_by(32) {
+                let xs: [__m512bh; B] = core::array::from_fn(|b| load_pairs(x.add(b * inp + i)));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let wv = load_pairs(w.add(r * inp + i));
+                    for (a, xv) in row.iter_mut().zip(&xs) {
+                        *a = _mm512_dpbf16_ps(*a, wv, *xv);
+                    }
                 }
             }
-        }
-        for (r, row) in acc.iter().enumerate() {
-            for (b, a) in row.iter().enumerate() {
-                *y.add(r * batch + b) = _mm512_reduce_add_ps(*a);
+            for (r, row) in acc.iter().enumerate() {
+                for (b, a) in row.iter().enumerate() {
+                    *y.add(r * batch + b) = _mm512_reduce_add_ps(*a);
+                }
             }
         }
     }

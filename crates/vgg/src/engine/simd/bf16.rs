@@ -4,10 +4,10 @@
 //!
 //! Both products work on *pairs* of bf16 values, as `vdpbf16ps` (AVX512_BF16) does: each
 //! of 16 f32 lanes adds `a[2l+1]·b[2l+1]` and then `a[2l]·b[2l]`. A product of two bf16
-//! values is exact in f32, so the emulation (widen to f32, multiply-add in that order)
-//! rounds each lane exactly as the instruction does, denormals aside (the instruction
-//! flushes them to zero); only the final sum of a dot product's lanes may take another
-//! order. The emulation is the path on CPUs without AVX512_BF16 (hand-written with AVX2,
+//! values is exact in f32, so the Winograd GEMM's emulation (widen to f32, multiply-add
+//! in that order) gives the instruction's result bit for bit, denormals aside (the
+//! instruction flushes them to zero); the dot products' emulations may add their terms in
+//! another order (other lanes, another final sum). The emulation is the path on CPUs without AVX512_BF16 (hand-written with AVX2,
 //! portable lane code below that) and the reference the instruction's path is tested
 //! against. Without the instruction bf16 does the same arithmetic as f32, but reads half
 //! the bytes of weights and transformed tiles.
@@ -158,14 +158,8 @@ impl SimdTask for DotRowsTask<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::lcg;
     use super::*;
-
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-    }
 
     fn bf16s(n: usize, seed: &mut u64) -> Vec<Bf16> {
         (0..n).map(|_| Bf16::from_f32(lcg(seed))).collect()

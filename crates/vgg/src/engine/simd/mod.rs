@@ -7,15 +7,21 @@
 //!
 //! Two kinds of kernels exist:
 //! * hand-written register-blocked micro-kernels (the Winograd batched GEMM),
-//!   one per instruction set in `avx512.rs`, `avx2.rs`, `scalar.rs`;
+//!   one per instruction set in `avx512.rs`, `avx2.rs`, `scalar.rs`, and their bf16
+//!   forms (`bf16.rs`: the format and wrappers; `avx512_bf16.rs`: `vdpbf16ps`; `avx2.rs`
+//!   and portable code: the exact emulation);
 //! * portable "lane" code (Winograd tile transforms, FC dot products) written
 //!   once on `[f32; 16]` arrays and compiled per instruction set through
 //!   [`SimdTask`], where LLVM vectorises it with the enabled features.
+//!
+//! An AVX-512 CPU with AVX512_BF16 has two `Isa`s, with and without the bf16 unit; they
+//! differ only in the bf16 products (f32 kernels dispatch on the instruction-set family).
 
 mod avx2;
 mod avx512;
 mod avx512_bf16;
 mod bf16;
+mod blocking;
 mod peak;
 mod portable;
 mod scalar;
@@ -207,16 +213,18 @@ pub fn dot_rows(isa: Isa, d: DotRows<'_>) {
     }
 }
 
+/// Test values in [-0.5, 0.5) from a 64-bit LCG.
+#[cfg(test)]
+fn lcg(seed: &mut u64) -> f32 {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-    }
 
     /// The features each kernel file enables, from its `#[target_feature(enable = …)]`s.
     fn enabled_features(source: &str) -> std::collections::BTreeSet<&str> {

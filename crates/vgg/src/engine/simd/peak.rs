@@ -10,14 +10,20 @@ use crate::engine::Precision;
 const ITERS: usize = 20_000_000;
 
 /// Peak GFLOP/s (a multiply-add counts 2) of `precision`'s product instruction on `threads`
-/// threads, each running independent chains: `vfmadd231ps zmm` for f32, `vdpbf16ps zmm`
-/// for bf16. `None` when this CPU lacks the instruction.
+/// threads, each running independent chains: `vfmadd231ps` (zmm with AVX-512, else ymm)
+/// for f32, `vdpbf16ps zmm` for bf16. `None` when this CPU lacks the instruction (bf16's
+/// emulation runs on the f32 FMA units: one multiply-add per bf16 product).
 pub fn peak_gflops(isa: Isa, precision: Precision, threads: usize) -> Option<f64> {
     let (kernel, macs_per_instruction): (fn(usize) -> f32, usize) = match precision {
         #[cfg(target_arch = "x86_64")]
         Precision::F32 if isa.kind == Kind::Avx512 => {
             // SAFETY: AVX-512F was detected (Isa invariant).
             (|n| unsafe { super::avx512::fma_peak(n) }, 16)
+        }
+        #[cfg(target_arch = "x86_64")]
+        Precision::F32 if isa.kind == Kind::Avx2 => {
+            // SAFETY: AVX2 and FMA were detected (Isa invariant).
+            (|n| unsafe { super::avx2::fma_peak(n) }, 8)
         }
         #[cfg(target_arch = "x86_64")]
         Precision::Bf16 if isa.bf16 => {
