@@ -131,13 +131,18 @@ def header():
     import torch
     print(f"onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__}, "
           f"torch {torch.__version__}, numpy {np.__version__}")
+    print(cpu_description())
+
+
+def cpu_description():
+    """`lscpu`'s model name, the logical CPU count and which of FLAGS the CPU has."""
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name")), "?")
     flags = next((l.split(":", 1)[1].split() for l in lscpu.splitlines() if l.startswith("Flags")), [])
     have = [f"{f}: {'yes' if any(g == f or (f == 'amx' and g.startswith('amx')) for g in flags) else 'no'}"
             for f in FLAGS]
     amx = sorted(g for g in flags if g.startswith("amx"))
-    print(f"CPU: {model}, {os.cpu_count()} logical CPUs; {', '.join(have)}" + (f" ({' '.join(amx)})" if amx else ""))
+    return f"CPU: {model}, {os.cpu_count()} logical CPUs; {', '.join(have)}" + (f" ({' '.join(amx)})" if amx else "")
 
 
 def prepare(arch, shape, work, args):

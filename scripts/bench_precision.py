@@ -60,22 +60,18 @@ import time
 
 import numpy as np
 
+from bench_onnx import WARMUP, cpu_description, parse_shape, run, tol
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CASES = "vgg16:1x3x224x224,vgg16:8x3x224x224,vgg16:1x3x64x64"
-FLAGS = ["avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx"]
-WARMUP = 2
 KINDS = ["ours-f32", "ours-bf16", "torch", "torch-bf16", "ov", "ov-bf16"]
 NAMES = {"ours-f32": "ours f32", "ours-bf16": "ours bf16", "torch": "PyTorch f32",
          "torch-bf16": "PyTorch bf16 (autocast)", "ov": "OpenVINO f32", "ov-bf16": "OpenVINO bf16"}
 F32_KINDS = ("ours-f32", "torch", "ov")
 
 
-def parse_shape(text):
-    return tuple(int(d) for d in text.split("x"))
 
 
-def tol(ref):
-    return 1e-4 + 1e-4 * float(np.abs(ref).max())
 
 
 # ---------------------------------------------------------------- workers (fresh processes)
@@ -145,11 +141,6 @@ def worker(kind, arch, path, shape, threads, iters, io):
 
 # ---------------------------------------------------------------- driver
 
-def run(cmd):
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"`{' '.join(map(str, cmd))}` exited {proc.returncode}:\n{proc.stderr.strip()}")
-    return proc.stdout
 
 
 def ours(vgg, weights, shape, threads, iters, precision):
@@ -179,13 +170,7 @@ def header():
     import torchvision
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
           f"openvino {openvino.__version__}, numpy {np.__version__}")
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name")), "?")
-    flags = next((l.split(":", 1)[1].split() for l in lscpu.splitlines() if l.startswith("Flags")), [])
-    have = [f"{f}: {'yes' if any(g == f or (f == 'amx' and g.startswith('amx')) for g in flags) else 'no'}"
-            for f in FLAGS]
-    amx = sorted(g for g in flags if g.startswith("amx"))
-    print(f"CPU: {model}, {os.cpu_count()} logical CPUs; {', '.join(have)}" + (f" ({' '.join(amx)})" if amx else ""))
+    print(cpu_description())
 
 
 def macs_per_image(arch, h, w):
