@@ -62,11 +62,7 @@ impl WinoPanel<f32> for Avx512 {
                     }
                 }
             }
-            for (p, row) in acc.iter().enumerate() {
-                for (k, a) in row.iter().enumerate() {
-                    _mm512_storeu_ps(m.add(p * ms + k * 16), *a);
-                }
-            }
+            store_panel(&acc, m, ms);
         }
     }
 }
@@ -109,11 +105,39 @@ impl DotBlock<f32> for Avx512 {
             if full < inp {
                 step(full, (1u16 << (inp - full)) - 1);
             }
-            for (r, row) in acc.iter().enumerate() {
-                for (b, a) in row.iter().enumerate() {
-                    *y.add(r * batch + b) = _mm512_reduce_add_ps(*a);
-                }
-            }
+            store_sums(&acc, y, batch);
+        }
+    }
+}
+
+/// Stores a panel's accumulators: tile `p`, filter block `k` at `m + p·ms + k·16`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn store_panel<const KB: usize, const NP: usize>(
+    acc: &[[__m512; KB]; NP],
+    m: *mut f32,
+    ms: usize,
+) {
+    for (p, row) in acc.iter().enumerate() {
+        for (k, a) in row.iter().enumerate() {
+            // SAFETY: the caller's panel owns these outputs.
+            unsafe { _mm512_storeu_ps(m.add(p * ms + k * 16), *a) };
+        }
+    }
+}
+
+/// Stores each accumulator's lane sum: weight row `r`, batch row `b` at `y + r·batch + b`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn store_sums<const B: usize, const R: usize>(
+    acc: &[[__m512; B]; R],
+    y: *mut f32,
+    batch: usize,
+) {
+    for (r, row) in acc.iter().enumerate() {
+        for (b, a) in row.iter().enumerate() {
+            // SAFETY: the caller's block owns these results.
+            unsafe { *y.add(r * batch + b) = _mm512_reduce_add_ps(*a) };
         }
     }
 }

@@ -2,6 +2,7 @@
 //! Only reached through the safe wrappers in `simd/bf16.rs` after runtime detection.
 #![cfg(target_arch = "x86_64")]
 
+use super::avx512;
 use super::blocking::{self, DotBlock, WinoPanel, sweep};
 use super::{Bf16, DotRowsBf16, WinoGemmBf16};
 use core::arch::x86_64::*;
@@ -74,11 +75,7 @@ impl WinoPanel<Bf16> for Avx512Bf16 {
                     }
                 }
             }
-            for (p, row) in acc.iter().enumerate() {
-                for (k, a) in row.iter().enumerate() {
-                    _mm512_storeu_ps(m.add(p * ms + k * 16), *a);
-                }
-            }
+            avx512::store_panel(&acc, m, ms);
         }
     }
 }
@@ -114,11 +111,7 @@ impl DotBlock<Bf16> for Avx512Bf16 {
                     }
                 }
             }
-            for (r, row) in acc.iter().enumerate() {
-                for (b, a) in row.iter().enumerate() {
-                    *y.add(r * batch + b) = _mm512_reduce_add_ps(*a);
-                }
-            }
+            avx512::store_sums(&acc, y, batch);
         }
     }
 }
