@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Our engine's two precisions (f32, bf16) against PyTorch and OpenVINO in f32 and bf16, side by
-side: is our bf16 faster than OpenVINO's bf16 (the target: ours bf16 <= 0.8x OpenVINO bf16)?
+"""Our engine's three precisions (f32, bf16, int8) against PyTorch and OpenVINO in f32, bf16 and
+(OpenVINO through NNCF) int8, side by side: is our bf16 faster than OpenVINO's bf16 (the target:
+ours bf16 <= 0.8x OpenVINO bf16) and our int8 (target: <= 0.6x OpenVINO bf16)?
 
 For each case ARCH:SHAPE: a torchvision model with random weights (weights=None after
 torch.manual_seed(SEED), eval mode), saved with torch.save(state_dict) as w.pth and exported by
 OUR exporter (`vgg --threads T convert w.pth m.onnx --input-shape SHAPE`) for OpenVINO; PyTorch
 loads w.pth into torchvision's ARCH(weights=None). Once per case, before timing, one seeded
-N(0,1) input x.npy is run by all six runtimes below (`vgg forward --weights w.pth --precision
-f32|bf16`, the workers with --io), and for each output the max |diff| against PyTorch f32 divided
+N(0,1) input x.npy is run by every runtime below (`vgg forward --weights w.pth --precision
+f32|bf16`, int8 on wq.safetensors, the workers with --io), and for each output the max |diff|
+against PyTorch f32 divided
 by max |PyTorch f32| is printed, with how many images' argmax agree with PyTorch f32's; the f32
 runtimes must be within 1e-4 + 1e-4 * max|ref| (the exit status says whether they were), the
 bf16 ones are only reported. Then `--rounds` rounds, each running, in this order and each in a
@@ -15,6 +17,9 @@ fresh process:
   ours f32        `vgg --threads T bench --weights w.pth --input SHAPE --iters I --json
                   --precision f32` (median_ms of its last, JSON, line)
   ours bf16       the same with `--precision bf16`
+  ours int8       the same with `--precision int8` (`vgg bench` calibrates on its own N(0,1)
+                  input; the agreement run uses wq.safetensors, which `vgg quantize w.pth
+                  --calib calib/ --resize H --crop H` wrote from 8 uniform-noise images)
   PyTorch f32     this script's `--worker torch`: torch.set_num_threads(T),
                   torch.set_num_interop_threads(1), torchvision ARCH(weights=None) +
                   load_state_dict(w.pth), eval(), under torch.inference_mode()
@@ -27,6 +32,9 @@ fresh process:
   OpenVINO bf16   `--worker ov-bf16`: the same with INFERENCE_PRECISION_HINT=bf16; the table
                   names the precision the compiled model reports (OpenVINO runs f32 where the CPU
                   lacks bf16 support)
+  OpenVINO int8   `--worker ov-int8`: m.onnx quantised by NNCF (`nncf.quantize`, its default
+                  post-training quantisation, on 8 N(0,1) inputs of the case's shape) and saved as
+                  m_int8.xml, compiled as OpenVINO f32 is; left out when nncf is not installed
 Each times I forward passes on one input after 2 untimed warm-up runs (as `vgg bench` does) and
 reports their median; none times loading, converting or compiling the model. Alternating the six
 in every round spreads slow phases of a shared machine over all of them. Per case, a Markdown
@@ -43,6 +51,8 @@ deleted after the case.
 
     ../torchenv/bin/python scripts/bench_precision.py [--cases vgg16:1x3x224x224,vgg16:8x3x224x224,vgg16:1x3x64x64]
         [--rounds 5] [--iters 10] [--threads 2] [--vgg target/release/vgg] [--seed 0]
+        [--skip torch-bf16,...]   (runtimes to leave out, e.g. PyTorch's autocast bf16 where it
+                                   takes tens of seconds per image)
 
 (internal: `bench_precision.py --worker torch|torch-bf16|ov|ov-bf16 ARCH MODEL SHAPE T I
 [--io x.npy y.npy]` times one runtime (MODEL: w.pth for torch, m.onnx or .xml for ov), or with
@@ -64,9 +74,10 @@ from bench_onnx import WARMUP, cpu_description, parse_shape, run, tol
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CASES = "vgg16:1x3x224x224,vgg16:8x3x224x224,vgg16:1x3x64x64"
-KINDS = ["ours-f32", "ours-bf16", "torch", "torch-bf16", "ov", "ov-bf16"]
-NAMES = {"ours-f32": "ours f32", "ours-bf16": "ours bf16", "torch": "PyTorch f32",
-         "torch-bf16": "PyTorch bf16 (autocast)", "ov": "OpenVINO f32", "ov-bf16": "OpenVINO bf16"}
+KINDS = ["ours-f32", "ours-bf16", "ours-int8", "torch", "torch-bf16", "ov", "ov-bf16", "ov-int8"]
+NAMES = {"ours-f32": "ours f32", "ours-bf16": "ours bf16", "ours-int8": "ours int8",
+         "torch": "PyTorch f32", "torch-bf16": "PyTorch bf16 (autocast)", "ov": "OpenVINO f32",
+         "ov-bf16": "OpenVINO bf16", "ov-int8": "OpenVINO int8 (NNCF)"}
 F32_KINDS = ("ours-f32", "torch", "ov")
 
 
@@ -122,6 +133,8 @@ def worker(kind, arch, path, shape, threads, iters, io):
         run, precision, context = torch_runner(arch, path, threads, kind == "torch-bf16")
     else:
         run, precision, context = ov_runner(path, threads, kind == "ov-bf16")
+        if kind == "ov-int8":
+            precision = "int8 (NNCF), " + precision
     with context:
         if io:
             np.save(io[1], run(np.load(io[0])))
@@ -157,11 +170,18 @@ def other(kind, arch, model_path, shape, threads, iters):
     return ms, re.search(r"precision=(\S+)", line).group(1).replace("_", " ")
 
 
-def measure(kind, arch, pth, onnx_path, shape, args):
+def model_path(kind, files):
+    """The file each runtime reads: ours and PyTorch w.pth (ours int8 in the agreement run:
+    wq.safetensors), OpenVINO m.onnx, its int8 form m_int8.xml."""
+    if kind == "ov-int8":
+        return files["ov-int8"]
+    return files["pth"] if kind.startswith(("ours", "torch")) else files["onnx"]
+
+
+def measure(kind, arch, files, shape, args):
     if kind.startswith("ours-"):
-        return ours(args.vgg, pth, shape, args.threads, args.iters, kind[len("ours-"):])
-    path = pth if kind.startswith("torch") else onnx_path
-    return other(kind, arch, path, shape, args.threads, args.iters)
+        return ours(args.vgg, files["pth"], shape, args.threads, args.iters, kind[len("ours-"):])
+    return other(kind, arch, model_path(kind, files), shape, args.threads, args.iters)
 
 
 def header():
@@ -198,8 +218,8 @@ def macs_per_image(arch, h, w):
 
 
 def prepare(arch, shape, work, args):
-    """Random torchvision weights -> w.pth -> (our exporter) m.onnx, and the agreement input
-    x.npy; returns the paths."""
+    """Random torchvision weights -> w.pth -> (our exporter) m.onnx (-> NNCF's m_int8.xml),
+    our calibrated wq.safetensors, and the agreement input x.npy; returns the paths."""
     import torch
     import torchvision
     torch.set_num_threads(args.threads)
@@ -209,24 +229,45 @@ def prepare(arch, shape, work, args):
     torch.save(model.state_dict(), pth)
     del model
     run([args.vgg, "--threads", str(args.threads), "convert", pth, onnx_path, "--input-shape", shape])
+    n, c, h, w = parse_shape(shape)
+    calib = os.path.join(work, "calib")
+    os.makedirs(calib)
+    noise = np.random.default_rng(args.seed + 2)
+    from PIL import Image
+    for i in range(8):
+        Image.fromarray(noise.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(f"{calib}/{i}.png")
+    wq = os.path.join(work, "wq.safetensors")
+    run([args.vgg, "--threads", str(args.threads), "quantize", pth, "--calib", calib, "--resize",
+         str(h), "--crop", str(h), "--out", wq])
+    files = {"pth": pth, "onnx": onnx_path, "wq": wq}
+    try:
+        import nncf
+        import openvino as ov
+        data = [noise.standard_normal((n, c, h, w), dtype=np.float32) for _ in range(8)]
+        quantized = nncf.quantize(ov.Core().read_model(onnx_path), nncf.Dataset(data),
+                                  subset_size=len(data))
+        files["ov-int8"] = os.path.join(work, "m_int8.xml")
+        ov.save_model(quantized, files["ov-int8"])
+    except ImportError:
+        print("nncf is not installed: OpenVINO int8 left out")
     x = np.random.default_rng(args.seed + 1).standard_normal(parse_shape(shape), dtype=np.float32)
     x_path = os.path.join(work, "x.npy")
     np.save(x_path, x)
-    return pth, onnx_path, x_path
+    return files, x_path
 
 
-def agreement(label, arch, pth, onnx_path, x_path, work, args):
+def agreement(label, arch, files, kinds, x_path, work, args):
     """Each runtime's output on x.npy against PyTorch f32's: relative max |diff| and argmax."""
     outs = {}
-    for kind in KINDS:
+    for kind in kinds:
         y = os.path.join(work, f"y_{kind}.npy")
         if kind.startswith("ours-"):
-            run([args.vgg, "--threads", str(args.threads), "forward", "--weights", pth,
+            weights = files["wq"] if kind == "ours-int8" else files["pth"]
+            run([args.vgg, "--threads", str(args.threads), "forward", "--weights", weights,
                  "--input", x_path, "--output", y, "--precision", kind[len("ours-"):]])
         else:
-            path = pth if kind.startswith("torch") else onnx_path
-            run([sys.executable, os.path.abspath(__file__), "--worker", kind, arch, path, "-",
-                 str(args.threads), "0", "--io", x_path, y])
+            run([sys.executable, os.path.abspath(__file__), "--worker", kind, arch,
+                 model_path(kind, files), "-", str(args.threads), "0", "--io", x_path, y])
         outs[kind] = np.load(y).astype(np.float32)
         os.remove(y)
     ref = outs["torch"]
@@ -235,7 +276,7 @@ def agreement(label, arch, pth, onnx_path, x_path, work, args):
     ok = True
     print(f"{label}: output vs PyTorch f32 (max |PyTorch f32| = {scale:.3e}; f32 tolerance "
           f"{limit:.2e}):")
-    for kind in KINDS:
+    for kind in kinds:
         if kind == "torch":
             continue
         out = outs[kind]
@@ -255,7 +296,7 @@ def agreement(label, arch, pth, onnx_path, x_path, work, args):
     return ok
 
 
-def table(arch, shape, times, precisions, macs, args):
+def table(arch, shape, kinds, times, precisions, macs, args):
     batch = parse_shape(shape)[0]
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"\n{arch} {shape}, {args.threads} threads, {macs / 1e9:.4g} GMACs per image, "
@@ -263,7 +304,7 @@ def table(arch, shape, times, precisions, macs, args):
     print("\n| runtime | median ms | images/s | GFLOP/s | time / OpenVINO bf16 | time / ours bf16 "
           "| per-round medians (ms) |")
     print("|---|---|---|---|---|---|---|")
-    for kind in KINDS:
+    for kind in kinds:
         ms = med[kind]
         name = NAMES[kind]
         if kind.startswith("ov"):
@@ -271,15 +312,17 @@ def table(arch, shape, times, precisions, macs, args):
         print(f"| {name} | {ms:.1f} | {batch / ms * 1e3:.2f} | {2 * macs * batch / ms / 1e6:.1f} | "
               f"{ms / med['ov-bf16']:.2f} | {ms / med['ours-bf16']:.2f} | "
               f"{' '.join(f'{t:.1f}' for t in times[kind])} |")
-    r = med["ours-bf16"] / med["ov-bf16"]
-    print(f"\nours bf16 / OpenVINO bf16 = {r:.2f} (target <= 0.80: {'met' if r <= 0.8 else 'not met'})\n",
-          flush=True)
+    for ours_kind, target in (("ours-bf16", 0.8), ("ours-int8", 0.6)):
+        r = med[ours_kind] / med["ov-bf16"]
+        print(f"\n{NAMES[ours_kind]} / OpenVINO bf16 = {r:.2f} (target <= {target:.2f}: "
+              f"{'met' if r <= target else 'not met'})", flush=True)
+    print()
 
 
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         w = argparse.ArgumentParser()
-        w.add_argument("--worker", choices=["torch", "torch-bf16", "ov", "ov-bf16"])
+        w.add_argument("--worker", choices=["torch", "torch-bf16", "ov", "ov-bf16", "ov-int8"])
         w.add_argument("arch")
         w.add_argument("model")
         w.add_argument("shape")
@@ -295,7 +338,12 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--vgg", default=os.path.join(ROOT, "target", "release", "vgg"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip", default="", help="comma-separated runtimes to leave out")
     args = p.parse_args()
+    skipped = set(filter(None, args.skip.split(",")))
+    if skipped - set(KINDS) or skipped & {"ours-bf16", "ours-int8", "ov-bf16", "torch"}:
+        p.error(f"--skip takes some of {', '.join(KINDS)} except torch (the reference output), "
+                "ours-bf16, ours-int8 and ov-bf16 (the ratios are to those)")
     header()
     print(f"vgg: {args.vgg}; {args.rounds} rounds of {args.iters} timed runs each (after {WARMUP} "
           f"warm-up runs), {args.threads} threads\n", flush=True)
@@ -305,15 +353,16 @@ def main():
         n, c, h, w = parse_shape(shape)
         macs = macs_per_image(arch, h, w)
         with tempfile.TemporaryDirectory(prefix="bench_precision_") as work:
-            pth, onnx_path, x_path = prepare(arch, shape, work, args)
-            ok &= agreement(case, arch, pth, onnx_path, x_path, work, args)
-            times = {k: [] for k in KINDS}
+            files, x_path = prepare(arch, shape, work, args)
+            kinds = [k for k in KINDS if k not in skipped and (k != "ov-int8" or "ov-int8" in files)]
+            ok &= agreement(case, arch, files, kinds, x_path, work, args)
+            times = {k: [] for k in kinds}
             precisions = {}
             for _ in range(args.rounds):
-                for kind in KINDS:
-                    ms, precisions[kind] = measure(kind, arch, pth, onnx_path, shape, args)
+                for kind in kinds:
+                    ms, precisions[kind] = measure(kind, arch, files, shape, args)
                     times[kind].append(ms)
-        table(arch, shape, times, precisions, macs, args)
+        table(arch, shape, kinds, times, precisions, macs, args)
     if not ok:
         print("an f32 runtime DISAGREES with PyTorch f32 on some case (see above)")
     return 0 if ok else 1

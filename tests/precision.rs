@@ -65,8 +65,8 @@ fn impossible_combinations_are_one_line_errors() {
         ),
         (&["--precision", "bf16", "--train"], "--layer and --train"),
         (
-            &["--precision", "int8"],
-            "unknown precision 'int8' (expected one of: f32, bf16)",
+            &["--precision", "int4"],
+            "unknown precision 'int4' (expected one of: f32, bf16, int8)",
         ),
     ];
     for (extra, needle) in cases {

@@ -1,5 +1,7 @@
 //! Arguments shared by the commands that read images: preprocessing and batching.
 
+use std::path::PathBuf;
+
 use clap::Args;
 
 use crate::cli::model::{self, EngineFlag, ModelFlags};
@@ -9,6 +11,7 @@ use vgg::error::{Error, Result};
 use vgg::infer::protocol::{PAPER_SCALES, Protocol};
 use vgg::infer::{Classifier, Engine};
 use vgg::open::ModelSource;
+use vgg::quantize::{CalibrationOptions, calibrate_on_images};
 
 #[derive(Debug, Clone, Args)]
 pub struct PreprocessArgs {
@@ -76,10 +79,19 @@ pub struct ClassifierArgs {
     /// fast: the CPU engine; reference: the module-by-module model (our CPU ops on candle tensors, as training runs them)
     #[arg(long, value_enum, default_value_t = EngineFlag::Fast)]
     pub engine: EngineFlag,
-    /// Number format of the fast engine's products: f32, or bf16 (bf16 operands, f32
-    /// accumulation; AVX512_BF16 where the CPU has it, a slower exact emulation elsewhere)
+    /// Number format of the fast engine's products: f32; bf16 (bf16 operands, f32
+    /// accumulation; AVX512_BF16 where the CPU has it, a slower exact emulation elsewhere);
+    /// int8 (u8 × s8 with i32 sums, layers calibrated by `vgg quantize` or --calib; AVX512_VNNI
+    /// where the CPU has it, an exact emulation elsewhere)
     #[arg(long, default_value = "f32", value_parser = model::parse_precision)]
     pub precision: Precision,
+    /// Calibrate --precision int8 at load on the images found here (instead of the
+    /// calibration the weights file records)
+    #[arg(long, value_name = "DIR")]
+    pub calib: Option<PathBuf>,
+    /// Calibrate on the first N images --calib holds
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub calib_images: usize,
     /// How each image is evaluated: center (one crop), or the paper's dense, multi-crop
     /// (5×5 crops × 2 flips per scale) or dense+multi-crop, over --scales
     #[arg(long, default_value = "center", value_parser = parse_protocol)]
@@ -99,8 +111,15 @@ impl ClassifierArgs {
     /// preprocessing that makes them.
     pub fn build(&self, flags: &ModelFlags, batch_size: usize) -> Result<(Classifier, Preprocess)> {
         let engine = self.engine()?;
-        let source = flags.source()?;
+        let mut source = flags.source()?;
         let preprocess = self.preprocess.preprocess_for(&source)?;
+        if let Some(dir) = &self.calib {
+            let options = CalibrationOptions::default();
+            let dirs = [dir.clone()];
+            let limit = self.calib_images;
+            let calibrated = calibrate_on_images(&source, &dirs, &preprocess, limit, options)?;
+            source.int8 = Some(calibrated.calibration);
+        }
         let scales = self.scales()?;
         let classifier = source.classifier(
             engine,
@@ -115,6 +134,18 @@ impl ClassifierArgs {
 
     /// The engine `--engine` and `--precision` name; callers check it before reading data.
     pub fn engine(&self) -> Result<Engine> {
+        if self.calib.is_some() && self.precision != Precision::Int8 {
+            return Err(Error::BadArgument(
+                "--calib calibrates int8: add --precision int8".into(),
+            ));
+        }
+        if self.precision == Precision::Int8 && self.protocol != Protocol::Center {
+            return Err(Error::BadArgument(format!(
+                "--precision int8 evaluates with --protocol center only (the {} protocol's \
+                 engines compute in f32 or bf16)",
+                self.protocol.name()
+            )));
+        }
         model::engine(self.engine, self.precision)
     }
 

@@ -14,6 +14,7 @@ pub mod images;
 pub mod model;
 pub mod preprocess;
 pub mod progress;
+pub mod quantize;
 pub mod summary;
 pub mod train;
 pub mod weights;
@@ -63,6 +64,8 @@ pub enum Command {
     Features(features::FeaturesArgs),
     /// An HTML report of one image's trip through the network: feature maps, filters, Grad-CAM
     Dissect(dissect::DissectArgs),
+    /// Calibrate a checkpoint for int8 (--precision int8): per-layer ranges and errors, written beside the weights
+    Quantize(quantize::QuantizeArgs),
     /// Time forward passes on the fast engine or the reference path
     Bench(bench::BenchArgs),
     /// The eight variants side by side: layers, parameters, GFLOPS, memory, accuracy
@@ -106,6 +109,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome> {
         Command::Features(args) => features::run(args)?,
         Command::Dissect(args) => dissect::run(args)?,
         Command::Bench(args) => bench::run(args)?,
+        Command::Quantize(args) => quantize::run(args)?,
         Command::Compare(args) => compare::run(args)?,
         Command::Diagram(args) => diagram::run(args)?,
         Command::Train(args) => train::run(args)?,

@@ -40,6 +40,7 @@ impl ModelFlags {
             strict: !self.non_strict,
             seed: self.seed,
             init: Default::default(),
+            int8: None,
         })
     }
 }

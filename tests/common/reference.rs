@@ -201,6 +201,7 @@ pub fn network(
                 relu: l.relu,
             })
             .collect(),
+        int8: None,
     };
     (spec, ops, lins)
 }

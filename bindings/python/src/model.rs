@@ -10,13 +10,15 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use vgg::data::RgbImage;
 use vgg::data::preprocess::Preprocess;
-use vgg::engine::{PlanOptions, Precision};
-use vgg::fast::FastVgg;
+use vgg::engine::Precision;
+use vgg::fast::{FastOptions, FastVgg};
 use vgg::infer::classify::classify_images;
 use vgg::infer::protocol::{PAPER_SCALES, Protocol, scale_classifier};
 use vgg::infer::{Backend, Classifier, Engine};
+use vgg::quantize::{CalibrationOptions, calibrate};
 use vgg::weights::StateDict;
 use vgg::weights::load::{LoadReport, load_into};
+use vgg::weights::recorded::Int8Calibration;
 use vgg::{ArchChoice, ConfigOverrides, Mode, ModelSource, Vgg, VggConfig};
 
 use crate::arrays::{array, array_to_tensor, float32, nchw, tensor_to_array};
@@ -87,17 +89,25 @@ impl Model {
             strict,
             seed,
             init: Default::default(),
+            int8: None,
         };
         let (model, report) = py
             .detach(|| source.open(&Device::Cpu))
             .map_err(crate::errors::to_py)?;
         let names = source.class_names(model.config().num_classes());
+        let int8 = source
+            .weights
+            .as_deref()
+            .and_then(vgg::weights::recorded_int8);
+        let slot = FastSlot {
+            precision: Precision::F32,
+            int8,
+            plan: None,
+        };
+        let slot = slot.with_precision(precision)?;
         Ok(Model {
             model: RwLock::new(model),
-            engine: Mutex::new(FastSlot {
-                precision,
-                plan: None,
-            }),
+            engine: Mutex::new(slot),
             training: AtomicBool::new(false),
             report,
             names,
@@ -189,6 +199,7 @@ impl Model {
                 config: None,
                 preprocess: Some(self.preprocess.clone()),
                 classes: Some(self.names.clone()),
+                int8: None,
             },
         };
         let model = self.model();
@@ -200,7 +211,8 @@ impl Model {
     /// `load_state_dict`: strict, any missing, unexpected or mis-shaped key raises
     /// `vgg.WeightsError` listing them all; not strict, missing keys keep their values and
     /// unexpected ones are ignored (a size mismatch still raises). Returns the report as a
-    /// dict (`missing_keys`, `unexpected_keys`, `mismatched`, `loaded`, `hints`).
+    /// dict (`missing_keys`, `unexpected_keys`, `mismatched`, `loaded`, `hints`). An int8
+    /// calibration measured the old weights and is dropped (precision goes back to "f32").
     #[pyo3(signature = (state_dict, strict=true))]
     fn load_state_dict<'py>(
         &self,
@@ -220,7 +232,12 @@ impl Model {
                 let mut model = self.model.write().unwrap_or_else(PoisonError::into_inner);
                 let (loaded, report) = load_into(&model, state, strict)?;
                 *model = loaded;
-                engine.plan = None;
+                // The calibration measured the old weights: int8 needs a new one.
+                *engine = FastSlot {
+                    precision: Precision::F32,
+                    int8: None,
+                    plan: None,
+                };
                 Ok(report)
             })
             .map_err(crate::errors::to_py)?;
@@ -251,8 +268,10 @@ impl Model {
         self.training.load(Ordering::Relaxed)
     }
 
-    /// Number format of the fast engine's products: "f32" (the default) or "bf16" (bf16
-    /// operands, f32 accumulation). Training mode and `features` always compute in f32.
+    /// Number format of the fast engine's products: "f32" (the default), "bf16" (bf16
+    /// operands, f32 accumulation) or "int8" (u8 × s8 products with i32 sums; needs a
+    /// calibration: a file `vgg quantize` wrote, or `calibrate`). Training mode and
+    /// `features` always compute in f32.
     #[getter]
     fn precision(&self, py: Python<'_>) -> &'static str {
         // Not under the GIL: a call on another thread holds the slot while it computes.
@@ -265,13 +284,69 @@ impl Model {
         py.detach(|| {
             let mut slot = self.slot();
             if slot.precision != precision {
-                *slot = FastSlot {
-                    precision,
+                let current = FastSlot {
+                    precision: slot.precision,
+                    int8: slot.int8.take(),
                     plan: None,
                 };
+                *slot = current.with_precision(precision)?;
             }
-        });
-        Ok(())
+            Ok(())
+        })
+    }
+
+    /// Calibrates int8 on `images` (paths, PIL images or HxWx3 uint8 arrays, preprocessed as
+    /// `classify` does): every layer's input range and its error in int8; layers whose
+    /// relative RMS error exceeds `max_error` stay f32. Returns one dict per layer (path,
+    /// input_min, input_max, relative_rms, max_over_range, int8, kept_because); set
+    /// `precision = "int8"` to use it.
+    #[pyo3(signature = (images, *, batch_size=8, max_error=0.05, resize=None, crop=None, mean=None, std=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn calibrate<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyList>,
+        batch_size: usize,
+        max_error: f64,
+        resize: Option<usize>,
+        crop: Option<usize>,
+        mean: Option<[f32; 3]>,
+        std: Option<[f32; 3]>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let options = CalibrationOptions {
+            batch: batch_size,
+            max_error,
+        };
+        check(options.validate())?;
+        let preprocess =
+            crate::preprocess_settings(self.preprocess.clone(), resize, crop, mean, std)?;
+        let decoded = crate::decode_images(py, images, &preprocess)?;
+        let calibration = py
+            .detach(|| -> vgg::Result<Int8Calibration> {
+                let inputs = (decoded.iter())
+                    .map(|image| preprocess.apply(image))
+                    .collect::<vgg::Result<Vec<Vec<f32>>>>()?;
+                let size = [preprocess.crop, preprocess.crop];
+                let calibration = calibrate(&self.model(), &inputs, size, options)?;
+                let mut slot = self.slot();
+                slot.int8 = Some(calibration.clone());
+                slot.plan = None;
+                Ok(calibration)
+            })
+            .map_err(crate::errors::to_py)?;
+        let layers = PyList::empty(py);
+        for l in &calibration.layers {
+            let d = PyDict::new(py);
+            d.set_item("path", &l.path)?;
+            d.set_item("input_min", l.input_min)?;
+            d.set_item("input_max", l.input_max)?;
+            d.set_item("relative_rms", l.relative_rms)?;
+            d.set_item("max_over_range", l.max_over_range)?;
+            d.set_item("int8", l.int8)?;
+            d.set_item("kept_because", &l.kept_because)?;
+            layers.append(d)?;
+        }
+        Ok(layers)
     }
 
     /// The config as a dict: name, cfg, batch_norm, in_channels, num_classes, dropout,
@@ -451,15 +526,37 @@ fn parse_precision(name: &str) -> PyResult<Precision> {
     Precision::parse(name).map_err(pyo3::exceptions::PyValueError::new_err)
 }
 
-/// The fast engine's precision and its plan, compiled for the last input shape.
+/// The fast engine's precision, the int8 calibration (the checkpoint's, or `calibrate`'s)
+/// and the plan, compiled for the last input shape.
 struct FastSlot {
     precision: Precision,
+    int8: Option<Int8Calibration>,
     plan: Option<FastVgg>,
 }
 
 impl FastSlot {
-    fn options(&self) -> PlanOptions {
-        Engine::Fast(self.precision).plan_options()
+    /// This slot computing in `precision`: int8 needs a calibration.
+    fn with_precision(self, precision: Precision) -> PyResult<FastSlot> {
+        if precision == Precision::Int8 && self.int8.is_none() {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "precision \"int8\" needs a calibration: load a file `vgg quantize` wrote, or \
+                 call model.calibrate(images) first",
+            ));
+        }
+        Ok(FastSlot {
+            precision,
+            plan: None,
+            ..self
+        })
+    }
+
+    fn options(&self) -> FastOptions {
+        FastOptions {
+            plan: Engine::Fast(self.precision).plan_options(),
+            int8: (self.precision == Precision::Int8)
+                .then(|| self.int8.clone())
+                .flatten(),
+        }
     }
 }
 

@@ -149,6 +149,25 @@ def test_bf16_precision_stays_close_and_f32_is_unchanged():
     assert np.array_equal(loaded(x), low)
     top = loaded.classify([np.zeros((40, 40, 3), np.uint8)], topk=1, resize=32, crop=32)
     assert len(top[0]) == 1
-    with pytest.raises(ValueError, match="unknown precision 'int8' \\(expected one of: f32, bf16\\)"):
+    with pytest.raises(ValueError, match="unknown precision 'int4' \\(expected one of: f32, bf16, int8\\)"):
+        model.precision = "int4"
+    with pytest.raises(ValueError, match="needs a calibration"):
         model.precision = "int8"
     assert model.precision == "f32"
+
+
+def test_int8_after_calibration_stays_close_to_f32():
+    model = vgg.load(fixture("forward/tiny_bn.safetensors"))
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(12)]
+    layers = model.calibrate(images, resize=32, crop=32, batch_size=4)
+    assert [l["path"] for l in layers][:2] == ["features.0", "features.4"]
+    assert not layers[0]["int8"] and "16 input channels" in layers[0]["kept_because"]
+    assert any(l["int8"] for l in layers) and all(l["input_max"] >= 0 for l in layers[1:])
+    top_f32 = model.classify(images, topk=1, resize=32, crop=32)
+    model.precision = "int8"
+    assert model.precision == "int8"
+    top_int8 = model.classify(images, topk=1, resize=32, crop=32)
+    for a, b in zip(top_f32, top_int8):
+        assert a[0][0] == b[0][0]
+        assert abs(a[0][2] - b[0][2]) < 0.02

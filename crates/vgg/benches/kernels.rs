@@ -132,6 +132,7 @@ fn conv_plan(channels: usize, out: usize, size: usize, conv: ConvChoice) -> Plan
             relu: true,
         }],
         pool: 1,
+        int8: None,
         classifier: vec![Linear {
             in_features: out,
             out_features: 1,

@@ -32,6 +32,7 @@ fn plan(c: usize, k: usize, hw: usize, pool: bool, batch: usize, conv: ConvChoic
     let spec = NetworkSpec {
         features,
         pool: 1,
+        int8: None,
         classifier: vec![lin],
     };
     Plan::with_options(

@@ -1,17 +1,21 @@
-//! How far bf16 moves the fast engine's output from f32, on all eight torchvision
+//! How far bf16 or int8 moves the fast engine's output from f32, on all eight torchvision
 //! architectures with random (torchvision-initialised) weights and random N(0, 1) inputs:
-//! top-1 agreement with f32 and the relative logit error (max |bf16 − f32| over the
-//! image's logits, divided by the largest |f32| logit), its median and maximum.
+//! top-1 agreement with f32 and the relative logit error (max |low − f32| over the
+//! image's logits, divided by the largest |f32| logit), its median and maximum. int8 is
+//! calibrated first on 32 other N(0, 1) images (`vgg quantize`'s defaults otherwise).
 //!
-//! `cargo run --release --example precision_agreement -- [images] [size]` (default 256 images
-//! at 224×224), printing a Markdown table.
+//! `cargo run --release --example precision_agreement -- [images] [size] [arch|all]
+//! [bf16|int8]` (default 256 images at 224×224, every arch, bf16), printing a Markdown table.
 
 use candle_core::Device;
 use vgg::engine::{PlanOptions, Precision};
-use vgg::fast::FastVgg;
+use vgg::fast::{FastOptions, FastVgg};
+use vgg::quantize::{CalibrationOptions, calibrate};
 use vgg::{Arch, Vgg, VggConfig};
 
 const BATCH: usize = 8;
+/// Images int8 is calibrated on (not among those compared).
+const CALIBRATION_IMAGES: usize = 32;
 
 /// N(0, 1) samples from a fixed-seed generator (Box–Muller on a 64-bit LCG), so every run
 /// sees the same images.
@@ -33,7 +37,7 @@ impl Normal {
 }
 
 /// Per image: whether the top-1 classes agree, and the relative logit error.
-fn compare(f32_logits: &[f32], bf16_logits: &[f32], classes: usize) -> Vec<(bool, f32)> {
+fn compare(f32_logits: &[f32], low_logits: &[f32], classes: usize) -> Vec<(bool, f32)> {
     let argmax = |v: &[f32]| {
         v.iter()
             .enumerate()
@@ -42,7 +46,7 @@ fn compare(f32_logits: &[f32], bf16_logits: &[f32], classes: usize) -> Vec<(bool
     };
     f32_logits
         .chunks_exact(classes)
-        .zip(bf16_logits.chunks_exact(classes))
+        .zip(low_logits.chunks_exact(classes))
         .map(|(a, b)| {
             let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
             let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
@@ -60,30 +64,57 @@ fn main() -> vgg::Result<()> {
         "{} N(0,1) images at {size}x{size}, weights from seed 0\n",
         batches * BATCH
     );
-    println!("| arch | top-1 agreement | median rel. logit error | max rel. logit error |");
-    println!("|---|---|---|---|");
-    let only = args.get(3);
+    let only = args.get(3).filter(|a| *a != "all");
+    let precision =
+        Precision::parse(args.get(4).map_or("bf16", String::as_str)).expect("precision");
+    println!("{precision} against f32\n");
+    println!(
+        "| arch | top-1 agreement | median rel. logit error | max rel. logit error | layers in {precision} |"
+    );
+    println!("|---|---|---|---|---|");
     for arch in Arch::ALL
         .into_iter()
         .filter(|a| only.is_none_or(|o| o == a.name()))
     {
         let model = Vgg::new(VggConfig::from_arch(arch), 0, &Device::Cpu)?;
         let shape = [BATCH, 3, size, size];
+        let int8 = match precision {
+            Precision::Int8 => {
+                let mut normal = Normal(2);
+                let images: Vec<Vec<f32>> = (0..CALIBRATION_IMAGES)
+                    .map(|_| (0..3 * size * size).map(|_| normal.sample()).collect())
+                    .collect();
+                let options = CalibrationOptions::default();
+                Some(calibrate(&model, &images, [size, size], options)?)
+            }
+            _ => None,
+        };
+        let layers = match &int8 {
+            Some(c) => format!(
+                "{} of {}",
+                c.layers.iter().filter(|l| l.int8).count(),
+                c.layers.len()
+            ),
+            None => "all but the stem".to_string(),
+        };
         let compile = |precision| {
-            let options = PlanOptions {
-                precision,
-                ..PlanOptions::default()
+            let options = FastOptions {
+                plan: PlanOptions {
+                    precision,
+                    ..PlanOptions::default()
+                },
+                int8: int8.clone(),
             };
             FastVgg::from_model(&model, shape, options)
         };
-        let (mut exact, mut bf16) = (compile(Precision::F32)?, compile(Precision::Bf16)?);
+        let (mut exact, mut low) = (compile(Precision::F32)?, compile(precision)?);
         let mut results = Vec::new();
         let mut normal = Normal(1);
         for b in 0..batches {
             let x: Vec<f32> = (0..BATCH * 3 * size * size)
                 .map(|_| normal.sample())
                 .collect();
-            let (want, got) = (exact.forward_slice(&x)?, bf16.forward_slice(&x)?);
+            let (want, got) = (exact.forward_slice(&x)?, low.forward_slice(&x)?);
             results.extend(compare(&want, &got, model.config().num_classes()));
             eprint!("\r{} {}/{batches}", arch.name(), b + 1);
         }
@@ -92,7 +123,7 @@ fn main() -> vgg::Result<()> {
         let mut errors: Vec<f32> = results.iter().map(|(_, e)| *e).collect();
         errors.sort_by(f32::total_cmp);
         println!(
-            "| {} | {:.2}% ({agree}/{}) | {:.2e} | {:.2e} |",
+            "| {} | {:.2}% ({agree}/{}) | {:.2e} | {:.2e} | {layers} |",
             arch.name(),
             100.0 * agree as f64 / results.len() as f64,
             results.len(),

@@ -6,15 +6,17 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 
-use crate::engine::PlanOptions;
+use crate::engine::{PlanOptions, Precision};
 use crate::error::{Error, Result};
-use crate::fast::FastVgg;
+use crate::fast::{FastOptions, FastVgg};
 use crate::infer::Engine;
 use crate::model::footprint::{self, Work};
 use crate::model::{Mode, Vgg};
+use crate::quantize::CalibrationOptions;
 use crate::summary::Summary;
 use crate::train::loss::cross_entropy;
 use crate::train::optim::{Sgd, SgdConfig};
+use crate::weights::recorded::Int8Calibration;
 
 /// What to time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,10 +90,17 @@ pub fn bench(
                 precision,
                 ..options
             };
+            let input = x.flatten_all()?.to_vec1::<f32>()?;
+            let options = FastOptions {
+                plan: options,
+                int8: match precision {
+                    Precision::Int8 => Some(calibrate_on_input(&model, &input, shape)?),
+                    _ => None,
+                },
+            };
             let mut fast = FastVgg::from_model(&model, shape, options)?;
             drop(model);
             describe(fast.describe());
-            let input = x.flatten_all()?.to_vec1::<f32>()?;
             (
                 time(iters, || fast.forward_slice(&input).map(drop))?,
                 forward_macs,
@@ -103,6 +112,21 @@ pub fn bench(
         macs,
         batch: n,
     })
+}
+
+/// An int8 calibration on the benchmark's own random input (random weights have none):
+/// what int8 computes is then the real work, whatever the accuracy.
+fn calibrate_on_input(
+    model: &Vgg,
+    input: &[f32],
+    [n, _, h, w]: [usize; 4],
+) -> Result<Int8Calibration> {
+    let images: Vec<Vec<f32>> = input.chunks(input.len() / n).map(<[f32]>::to_vec).collect();
+    let options = CalibrationOptions {
+        batch: n,
+        max_error: f64::INFINITY,
+    };
+    crate::quantize::calibrate(model, &images, [h, w], options)
 }
 
 /// Seconds per optimisation step on labels `i % classes`.

@@ -18,6 +18,7 @@ pub mod model;
 pub mod open;
 pub mod ops;
 pub mod progress;
+pub mod quantize;
 pub mod summary;
 pub mod threads;
 pub mod train;

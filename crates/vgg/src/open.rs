@@ -9,9 +9,9 @@ use candle_core::Device;
 
 use crate::data::labels::imagenet_classes;
 use crate::data::preprocess::Preprocess;
-use crate::engine::PlanOptions;
+use crate::engine::{PlanOptions, Precision};
 use crate::error::{Error, Result};
-use crate::fast::FastVgg;
+use crate::fast::{FastOptions, FastVgg};
 use crate::infer::protocol::{Protocol, scale_classifier};
 use crate::infer::{Backend, Classifier, Engine};
 use crate::model::Vgg;
@@ -21,6 +21,7 @@ use crate::model::init::Init;
 use crate::model::layers::{LayerKind, build_layers};
 use crate::weights::detect::detect_config;
 use crate::weights::load::{LoadReport, check, load};
+use crate::weights::recorded::Int8Calibration;
 use crate::weights::{self, LazyPth, Shapes};
 
 /// Which network to build.
@@ -94,6 +95,9 @@ pub struct ModelSource {
     pub seed: u64,
     /// How a network without weights is initialised.
     pub init: Init,
+    /// The int8 calibration to compile `--precision int8` with, in place of the one the
+    /// weights file records (`vgg quantize` writes it; `--calib` makes one at load).
+    pub int8: Option<Int8Calibration>,
 }
 
 impl Default for ModelSource {
@@ -105,6 +109,7 @@ impl Default for ModelSource {
             strict: true,
             seed: 0,
             init: Init::default(),
+            int8: None,
         }
     }
 }
@@ -206,6 +211,13 @@ impl ModelSource {
         size: [usize; 2],
         options: PlanOptions,
     ) -> Result<(FastVgg, Option<LoadReport>)> {
+        let options = FastOptions {
+            plan: options,
+            int8: match options.precision {
+                Precision::Int8 => Some(self.int8_calibration()?),
+                _ => None,
+            },
+        };
         let input = |config: &VggConfig| [batch, config.in_channels(), size[0], size[1]];
         if self.weights.is_none() {
             self.check_work(input(&self.config(None)?), Work::Inference, String::new)?;
@@ -228,6 +240,29 @@ impl ModelSource {
         let (model, report) = self.open(&Device::Cpu)?;
         let shape = input(model.config());
         Ok((FastVgg::from_model(&model, shape, options)?, report))
+    }
+
+    /// The calibration `--precision int8` compiles with: the one given, else the one the
+    /// weights file records.
+    pub fn int8_calibration(&self) -> Result<Int8Calibration> {
+        if let Some(calibration) = &self.int8 {
+            return Ok(calibration.clone());
+        }
+        let Some(path) = &self.weights else {
+            return Err(Error::BadArgument(
+                "--precision int8 needs a calibrated checkpoint, and random weights have none: \
+                 give --weights (calibrated with `vgg quantize`) or --calib DIR"
+                    .into(),
+            ));
+        };
+        weights::recorded_int8(path).ok_or_else(|| {
+            Error::BadArgument(format!(
+                "--precision int8: {} records no int8 calibration; make one with `vgg quantize \
+                 {} --calib DIR --out FILE.safetensors`, or calibrate at load with --calib DIR",
+                path.display(),
+                path.display()
+            ))
+        })
     }
 
     /// The backend `engine` names, the fast one compiled for batches of up to `batch`

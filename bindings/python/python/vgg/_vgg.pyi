@@ -59,6 +59,20 @@ class Model:
     def config_dict(self) -> Dict[str, Any]: ...
     @property
     def class_names(self) -> List[str]: ...
+    def calibrate(
+        self,
+        images: List[Any],
+        *,
+        batch_size: int = 8,
+        max_error: float = 0.05,
+        resize: Optional[int] = None,
+        crop: Optional[int] = None,
+        mean: Optional[Tuple[float, float, float]] = None,
+        std: Optional[Tuple[float, float, float]] = None,
+    ) -> List[Dict[str, Any]]:
+        """Calibrates int8 on ``images``: one dict per conv and linear layer (path,
+        input_min, input_max, relative_rms, max_over_range, int8, kept_because); then set
+        ``precision = "int8"``."""
     def classify(
         self,
         images: List[Any],

@@ -84,13 +84,13 @@ def load(
     """The model a checkpoint holds, its arch detected from its tensors: torchvision
     ``.pth`` (zip or legacy), safetensors, a ``vgg train`` checkpoint, or an ONNX model whose
     graph is a VGG (torchvision's export, the ONNX Model Zoo's, Keras' through tf2onnx).
-    ``precision``: the fast engine's number format, ``"f32"`` or ``"bf16"`` (see
-    ``Model.precision``).
+    ``precision``: the fast engine's number format, ``"f32"``, ``"bf16"`` or ``"int8"`` (a
+    file ``vgg quantize`` wrote; see ``Model.precision``).
 
     Raises:
         FileNotFoundError: no such file.
         vgg.WeightsError: not a checkpoint we read, or not a VGG.
-        ValueError: an unknown precision.
+        ValueError: an unknown precision, or int8 for a file without a calibration.
     """
     return Model.open(
         "auto", weights=os.fspath(path), strict=strict, seed=seed, num_classes=num_classes, precision=precision

@@ -1,15 +1,17 @@
 //! Fully-connected layers. At small batch these are bound by streaming the
 //! weights (fc6 alone is 411 MB at 224×224), so the kernel reads each weight
 //! row once and reuses it for up to 4 batch rows from cache; rows are split
-//! across threads so both cores pull memory. In bf16 the weights take half the bytes.
+//! across threads so both cores pull memory. In bf16 the weights take half the bytes, in
+//! int8 a quarter.
 
 use rayon::prelude::*;
 
 use super::gemm::{Mat, matmul_on};
 use super::pool::fold_into_linear;
-use super::simd::{self, Bf16, DotRows, DotRowsBf16, Isa};
+use super::quant::{activation_scale, quantize_rows};
+use super::simd::{self, Bf16, DotRows, DotRowsBf16, DotRowsU8I8, Isa};
 use super::tensor::Shape;
-use super::{EngineError, Linear, Precision};
+use super::{EngineError, Linear};
 
 /// Weight rows per parallel task.
 const ROWS_PER_TASK: usize = 32;
@@ -17,13 +19,35 @@ const ROWS_PER_TASK: usize = 32;
 /// bf16 rows are zero-padded to a multiple of this (one `vdpbf16ps` reads 32 values).
 const BF16_ROW_MULTIPLE: usize = 32;
 
-/// A linear layer's weights, `[out][inp]` row-major, in the plan's precision.
+/// int8 rows are zero-padded to a multiple of this (one `vpdpbusd zmm` reads 64 values).
+const INT8_ROW_MULTIPLE: usize = 64;
+
+/// The number format of one linear layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Format {
+    F32,
+    Bf16,
+    /// u8 inputs in `[0, input_max]`, s8 weights with one scale per output.
+    Int8 {
+        input_max: f32,
+    },
+}
+
+/// A linear layer's weights, `[out][inp]` row-major, in the layer's format.
 enum Weights {
     F32(Vec<f32>),
     /// Each row zero-padded to `stride` (a multiple of [`BF16_ROW_MULTIPLE`]).
     Bf16 {
         w: Vec<Bf16>,
         stride: usize,
+    },
+    /// Each row zero-padded to `stride` (a multiple of [`INT8_ROW_MULTIPLE`]); output `r` is
+    /// `rescale[r]` × its i32 sum.
+    Int8 {
+        w: Vec<i8>,
+        stride: usize,
+        rescale: Vec<f32>,
+        inv_input_scale: f32,
     },
 }
 
@@ -42,12 +66,27 @@ impl Fc {
         w: Vec<f32>,
         b: Vec<f32>,
         relu: bool,
-        precision: Precision,
+        format: Format,
     ) -> Fc {
         assert_eq!(w.len(), inp * out);
-        let w = match precision {
-            Precision::F32 => Weights::F32(w),
-            Precision::Bf16 => {
+        let w = match format {
+            Format::F32 => Weights::F32(w),
+            Format::Int8 { input_max } => {
+                let stride = inp.next_multiple_of(INT8_ROW_MULTIPLE);
+                let (q, scales) = quantize_rows(&w, inp);
+                let mut padded = vec![0i8; out * stride];
+                for (dst, src) in padded.chunks_exact_mut(stride).zip(q.chunks_exact(inp)) {
+                    dst[..inp].copy_from_slice(src);
+                }
+                let input_scale = activation_scale(input_max);
+                Weights::Int8 {
+                    w: padded,
+                    stride,
+                    rescale: scales.iter().map(|s| s * input_scale).collect(),
+                    inv_input_scale: 1.0 / input_scale,
+                }
+            }
+            Format::Bf16 => {
                 let stride = inp.next_multiple_of(BF16_ROW_MULTIPLE);
                 let mut padded = vec![Bf16::default(); out * stride];
                 let isa = Isa::detect();
@@ -70,6 +109,7 @@ impl Fc {
         let products = match self.w {
             Weights::F32(_) => "",
             Weights::Bf16 { .. } => ", bf16×bf16→f32",
+            Weights::Int8 { .. } => ", u8×s8→i32",
         };
         format!(
             "linear {}→{} (row-streaming gemv{products}{})",
@@ -77,6 +117,11 @@ impl Fc {
             self.out,
             if self.relu { ", fused relu" } else { "" }
         )
+    }
+
+    /// Whether this layer computes in int8.
+    pub(crate) fn is_int8(&self) -> bool {
+        matches!(self.w, Weights::Int8 { .. })
     }
 
     /// `y = x Wᵀ + b` (+ ReLU) as one GEMM: for many rows (the dense head's windows), where
@@ -149,6 +194,39 @@ impl Fc {
                     );
                 });
             }
+            Weights::Int8 {
+                w,
+                stride,
+                rescale,
+                inv_input_scale,
+            } => {
+                let mut x_u8 = vec![0u8; batch * stride];
+                for (dst, src) in x_u8.chunks_exact_mut(*stride).zip(x.chunks_exact(self.inp)) {
+                    simd::quantize_u8(isa, src, *inv_input_scale, &mut dst[..self.inp]);
+                }
+                let x = &x_u8[..];
+                dot_blocks(tmp, batch, |r0, t| {
+                    let rows = t.len() / batch;
+                    let mut sums = vec![0i32; t.len()];
+                    let d = DotRowsU8I8 {
+                        w: &w[r0 * stride..(r0 + rows) * stride],
+                        inp: *stride,
+                        x,
+                        batch,
+                        y: &mut sums,
+                    };
+                    simd::dot_rows_u8i8(isa, d);
+                    for (r, (t, s)) in t
+                        .chunks_exact_mut(batch)
+                        .zip(sums.chunks_exact(batch))
+                        .enumerate()
+                    {
+                        for (t, s) in t.iter_mut().zip(s) {
+                            *t = *s as f32 * rescale[r0 + r];
+                        }
+                    }
+                });
+            }
         }
         for (r, t) in tmp.chunks_exact(batch).enumerate() {
             for (b, v) in t.iter().enumerate() {
@@ -167,13 +245,13 @@ fn dot_blocks(tmp: &mut [f32], batch: usize, block: impl Fn(usize, &mut [f32]) +
         .for_each(|(i, t)| block(i * ROWS_PER_TASK, t));
 }
 
-/// Builds the FC layers in `precision`; the first one is rewritten to read the NHWC feature
-/// map (and absorb the adaptive pool when `fold` applies). Returns whether it did.
+/// Builds the FC layers, layer `i` in `format(i)`; the first one is rewritten to read the
+/// NHWC feature map (and absorb the adaptive pool when `fold` applies). Returns whether it did.
 pub(crate) fn compile(
     classifier: Vec<Linear>,
     (feat, o): (Shape, usize),
     fold: bool,
-    precision: Precision,
+    format: impl Fn(usize) -> Format,
 ) -> Result<(Vec<Fc>, bool), EngineError> {
     if classifier.is_empty() {
         return Err(EngineError::InvalidSpec("empty classifier".into()));
@@ -203,7 +281,7 @@ pub(crate) fn compile(
         } else {
             (l.weight, l.in_features)
         };
-        fcs.push(Fc::new((fin, l.out_features), w, l.bias, l.relu, precision));
+        fcs.push(Fc::new((fin, l.out_features), w, l.bias, l.relu, format(i)));
         inp = l.out_features;
     }
     Ok((fcs, folded))

@@ -3,10 +3,10 @@
 //! NHWC, so the `k` pixels of one window row are contiguous: gathering a window is `k`
 //! slice copies, and all windows of the batch then go through each layer as one GEMM.
 
-use super::classifier::{Fc, compile};
+use super::classifier::{Fc, Format, compile};
 use super::simd::Isa;
 use super::tensor::Shape;
-use super::{EngineError, Linear, Precision};
+use super::{EngineError, Linear};
 
 /// Windows at or below this count use the row-streaming kernel (bound by reading the
 /// weights once); more windows use a GEMM (bound by arithmetic).
@@ -29,7 +29,7 @@ impl DenseHead {
         kernel: usize,
     ) -> Result<DenseHead, EngineError> {
         // fc6 reads a window as the standard head reads an unfolded `kernel×kernel` map.
-        let (fcs, _) = compile(classifier, (feat, kernel), false, Precision::F32)?;
+        let (fcs, _) = compile(classifier, (feat, kernel), false, |_| Format::F32)?;
         Ok(DenseHead {
             kernel,
             fcs,

@@ -16,6 +16,7 @@ pub mod gemm;
 mod im2col;
 mod plan;
 mod pool;
+pub mod quant;
 pub mod simd;
 mod tensor;
 mod winograd;
@@ -38,17 +39,24 @@ pub enum Precision {
     /// computed by im2col (under 16 input channels, as the 3-channel stem, or
     /// `ConvChoice::Im2col`) and a dense head stay f32.
     Bf16,
+    /// Convolutions and linear layers on u8 activations and s8 weights with i32 sums
+    /// (`vpdpbusd` where the CPU has AVX512_VNNI, an exact emulation elsewhere): symmetric
+    /// per-output-channel weight scales, activation scales from calibration
+    /// ([`NetworkSpec::int8`]). A layer without a calibrated range (the stem, any layer
+    /// calibration kept in f32) and a dense head compute in f32.
+    Int8,
 }
 
 impl Precision {
     /// Every precision, in the order `--precision` lists them.
-    pub const ALL: [Precision; 2] = [Precision::F32, Precision::Bf16];
+    pub const ALL: [Precision; 3] = [Precision::F32, Precision::Bf16, Precision::Int8];
 
     /// The name `--precision` takes.
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
         }
     }
 
@@ -74,6 +82,7 @@ impl fmt::Display for Precision {
 }
 
 /// One feature-extractor step; BatchNorm is already folded into the conv by the caller.
+#[derive(Clone)]
 pub enum FeatureOp {
     /// 3×3 convolution, stride 1, padding 1, OIHW weights `[out, in, 3, 3]`.
     Conv3x3 {
@@ -88,6 +97,7 @@ pub enum FeatureOp {
 }
 
 /// A fully-connected layer; `weight` is `[out, in]` row-major, as PyTorch.
+#[derive(Clone)]
 pub struct Linear {
     pub in_features: usize,
     pub out_features: usize,
@@ -98,10 +108,14 @@ pub struct Linear {
 
 /// A VGG-style network: features, adaptive average pool to `pool×pool`, classifier.
 /// Dropout is the identity at inference and therefore absent.
+#[derive(Clone)]
 pub struct NetworkSpec {
     pub features: Vec<FeatureOp>,
     pub pool: usize,
     pub classifier: Vec<Linear>,
+    /// Which layers compute in int8, and their calibrated input ranges: what a plan in
+    /// [`Precision::Int8`] needs (see [`quant::Calibrator`]).
+    pub int8: Option<quant::Int8Ranges>,
 }
 
 /// Errors from plan construction or execution.

@@ -1,9 +1,10 @@
 //! Plan compilation (algorithm choice, weight packing, buffer sizing) and execution.
 
-use super::classifier::{self, Fc};
+use super::classifier::{self, Fc, Format};
 use super::dense::DenseHead;
 use super::im2col::Im2colConv;
 use super::pool;
+use super::quant::{Int8Conv, Int8Ranges, Int8Scratch};
 use super::simd::{Bf16, Isa};
 use super::tensor::{self, Scratch, Shape};
 use super::winograd::{Variant, WinogradConv};
@@ -66,6 +67,7 @@ const AUTO_VARIANT_BF16: Variant = Variant::F23;
 enum Conv {
     Winograd(WinogradConv),
     Im2col(Im2colConv),
+    Int8(Int8Conv),
 }
 
 enum StageOp {
@@ -108,6 +110,7 @@ pub struct Plan {
     precision: Precision,
     act: [Vec<f32>; 2],
     scratch: Scratch<Vec<f32>, Vec<Bf16>>,
+    int8: Int8Scratch,
     pooled: Vec<f32>,
     fc_io: [Vec<f32>; 2],
     fc_tmp: Vec<f32>,
@@ -149,7 +152,16 @@ impl Plan {
             return Err(invalid("zero-sized input or pool".into()));
         }
         let input = Shape::new(batch, height, width, in_channels);
-        let stages = build_stages(spec.features, input, opts)?;
+        let int8 = match (opts.precision, spec.int8) {
+            (Precision::Int8, Some(ranges)) => ranges,
+            (Precision::Int8, None) => {
+                return Err(invalid(
+                    "int8 needs calibrated activation ranges (NetworkSpec::int8)".into(),
+                ));
+            }
+            _ => Int8Ranges::default(),
+        };
+        let stages = build_stages(spec.features, input, opts, &int8.convs)?;
         let feat = stages.last().map_or(input, |s| s.output);
         let head = if opts.dense {
             let head = DenseHead::new(spec.classifier, feat, spec.pool)?;
@@ -158,12 +170,14 @@ impl Plan {
             }
             Head::Dense(head)
         } else {
-            let (fcs, folded) = classifier::compile(
-                spec.classifier,
-                (feat, spec.pool),
-                opts.fold_pool,
-                opts.precision,
-            )?;
+            let format = |i: usize| match opts.precision {
+                Precision::F32 => Format::F32,
+                Precision::Bf16 => Format::Bf16,
+                Precision::Int8 => (int8.linears.get(i).copied().flatten())
+                    .map_or(Format::F32, |input_max| Format::Int8 { input_max }),
+            };
+            let (fcs, folded) =
+                classifier::compile(spec.classifier, (feat, spec.pool), opts.fold_pool, format)?;
             Head::Classifier {
                 pool: spec.pool,
                 folded,
@@ -178,6 +192,7 @@ impl Plan {
             precision: opts.precision,
             act: [Vec::new(), Vec::new()],
             scratch: Scratch::default(),
+            int8: Int8Scratch::default(),
             pooled: Vec::new(),
             fc_io: [Vec::new(), Vec::new()],
             fc_tmp: Vec::new(),
@@ -190,6 +205,8 @@ impl Plan {
     fn allocate(&mut self) {
         let mut act = self.input.len();
         let mut scratch = Scratch::<usize>::default();
+        let mut int8 = Vec::new();
+        let threads = rayon::current_num_threads();
         for st in &self.stages {
             act = act
                 .max(st.output.len())
@@ -201,6 +218,10 @@ impl Plan {
                         f32: c.scratch_len(st.input),
                         bf16: 0,
                     },
+                    Conv::Int8(c) => {
+                        int8.push(c.scratch_len(st.input, threads));
+                        Scratch::default()
+                    }
                 };
                 scratch.f32 = scratch.f32.max(need.f32);
                 scratch.bf16 = scratch.bf16.max(need.bf16);
@@ -213,6 +234,7 @@ impl Plan {
             f32: vec![0.0; scratch.f32],
             bf16: vec![Bf16::default(); scratch.bf16],
         };
+        self.int8 = Int8Scratch::with_lengths(int8.into_iter());
         match &mut self.head {
             Head::Classifier { pool, folded, fcs } => {
                 let widest = fcs.iter().map(|f| f.out.max(f.inp)).max().unwrap_or(0);
@@ -312,8 +334,41 @@ impl Plan {
             });
         }
         let cur = self.features(input, None)?;
-        self.classify(cur, output);
+        self.classify(cur, output, None);
         Ok(())
+    }
+
+    /// Runs the network like [`Plan::run`], showing `probe` every convolution's and linear
+    /// layer's input and output as they are computed (calibration).
+    pub(crate) fn probe(
+        &mut self,
+        input: &[f32],
+        output: &mut [f32],
+        probe: &mut dyn Probe,
+    ) -> Result<(), EngineError> {
+        if output.len() != self.output_len() || matches!(self.head, Head::Dense(_)) {
+            return Err(invalid(
+                "probing needs a standard plan and a matching output".into(),
+            ));
+        }
+        let (cur, _) = self.features_until(input, usize::MAX, Some(&mut *probe))?;
+        self.classify(cur, output, Some(probe));
+        Ok(())
+    }
+
+    /// The input shape of every stage.
+    pub(crate) fn feature_inputs(&self) -> impl Iterator<Item = Shape> + '_ {
+        self.stages.iter().map(|s| s.input)
+    }
+
+    /// The feature map the classifier reads.
+    pub(crate) fn features_output(&self) -> Shape {
+        self.features_shape()
+    }
+
+    /// Elements of the largest activation any layer writes.
+    pub(crate) fn largest_activation(&self) -> usize {
+        self.act[0].len().max(self.fc_io[0].len())
     }
 
     /// Runs up to and including feature op `stop_after_feature_op` and returns
@@ -332,14 +387,14 @@ impl Plan {
         if stop > last || self.stages.is_empty() {
             return Err(invalid(format!("feature op {stop} out of range")));
         }
-        let (cur, shape) = self.features_until(input, stop)?;
+        let (cur, shape) = self.features_until(input, stop, None)?;
         Ok(tensor::nhwc_to_nchw(&self.act[cur], shape))
     }
 
     /// Runs all feature stages; returns the index of the activation buffer holding the result.
     fn features(&mut self, input: &[f32], stop: Option<usize>) -> Result<usize, EngineError> {
         let stop = stop.unwrap_or(usize::MAX);
-        Ok(self.features_until(input, stop)?.0)
+        Ok(self.features_until(input, stop, None)?.0)
     }
 
     /// Runs feature stages through op `stop` (splitting a fused conv+pool if
@@ -348,6 +403,7 @@ impl Plan {
         &mut self,
         input: &[f32],
         stop: usize,
+        mut probe: Option<&mut dyn Probe>,
     ) -> Result<(usize, Shape), EngineError> {
         let s = self.input;
         let want = s.n * s.c * s.h * s.w;
@@ -361,6 +417,7 @@ impl Plan {
         tensor::nchw_to_nhwc(input, s, &mut self.act[0]);
         let (mut cur, mut shape) = (0, s);
         let threads = rayon::current_num_threads();
+        let mut convs = 0;
         for st in &self.stages {
             if st.first > stop {
                 break;
@@ -391,14 +448,26 @@ impl Plan {
                     c.run(src, st.input, dst, &mut self.scratch.f32, threads);
                     st.output
                 }
+                StageOp::Conv {
+                    conv: Conv::Int8(c),
+                    ..
+                } => {
+                    c.run(self.isa, src, st.input, dst, &mut self.int8);
+                    st.output
+                }
             };
+            if let (StageOp::Conv { .. }, Some(probe)) = (&st.op, probe.as_deref_mut()) {
+                let (src, out) = (&src[..st.input.len()], &dst[..shape.len()]);
+                probe.conv(convs, self.isa, src, st.input, out);
+            }
+            convs += usize::from(matches!(st.op, StageOp::Conv { .. }));
             cur = 1 - cur;
         }
         Ok((cur, shape))
     }
 
     /// Adaptive pool (or its folded form) and the classifier on activation buffer `cur`.
-    fn classify(&mut self, cur: usize, output: &mut [f32]) {
+    fn classify(&mut self, cur: usize, output: &mut [f32], mut probe: Option<&mut dyn Probe>) {
         let n = self.input.n;
         let feat = self.features_shape();
         let mut x: &[f32] = &self.act[cur][..feat.len()];
@@ -424,6 +493,9 @@ impl Plan {
                 &mut dst[..n * fc.out]
             };
             fc.run(self.isa, &src[..n * fc.inp], n, dst, &mut self.fc_tmp);
+            if let Some(probe) = probe.as_deref_mut() {
+                probe.linear(i, self.isa, &src[..n * fc.inp], n, dst);
+            }
         }
     }
 
@@ -438,6 +510,8 @@ impl Plan {
             Precision::F32 => "",
             Precision::Bf16 if self.isa.has_bf16() => " (vdpbf16ps)",
             Precision::Bf16 => " (emulated: this CPU has no AVX512_BF16)",
+            Precision::Int8 if self.isa.has_vnni() => " (vpdpbusd)",
+            Precision::Int8 => " (emulated: this CPU has no AVX512_VNNI)",
         };
         let mut out = format!(
             "isa: {}, threads: {}, precision: {}{products}\n",
@@ -454,6 +528,10 @@ impl Plan {
                 } => w.describe(*pool),
                 StageOp::Conv {
                     conv: Conv::Im2col(c),
+                    ..
+                } => c.describe(),
+                StageOp::Conv {
+                    conv: Conv::Int8(c),
                     ..
                 } => c.describe(),
             };
@@ -494,9 +572,11 @@ fn build_stages(
     features: Vec<FeatureOp>,
     input: Shape,
     opts: PlanOptions,
+    int8: &[Option<f32>],
 ) -> Result<Vec<Stage>, EngineError> {
     let mut stages: Vec<Stage> = Vec::new();
     let mut shape = input;
+    let mut convs = 0;
     for (i, op) in features.into_iter().enumerate() {
         match op {
             FeatureOp::MaxPool2x2 => {
@@ -550,8 +630,11 @@ fn build_stages(
                         "op {i}: weight/bias sizes do not match the channel counts"
                     )));
                 }
+                let int8_range = int8.get(convs).copied().flatten();
+                convs += 1;
                 let variant = match opts.conv {
                     _ if in_channels < 16 => None,
+                    _ if int8_range.is_some() => None,
                     ConvChoice::Im2col => None,
                     ConvChoice::Winograd(v) => Some(v),
                     ConvChoice::Auto if opts.precision == Precision::Bf16 => {
@@ -559,8 +642,15 @@ fn build_stages(
                     }
                     ConvChoice::Auto => Some(AUTO_VARIANT),
                 };
-                let conv = match variant {
-                    Some(v) => Conv::Winograd(WinogradConv::new(
+                let conv = match (variant, int8_range) {
+                    (None, Some(max)) if in_channels >= 16 => Conv::Int8(Int8Conv::new(
+                        (in_channels, out_channels),
+                        &weight,
+                        &bias,
+                        relu,
+                        max,
+                    )),
+                    (Some(v), _) => Conv::Winograd(WinogradConv::new(
                         v,
                         opts.precision,
                         (in_channels, out_channels),
@@ -568,7 +658,7 @@ fn build_stages(
                         &bias,
                         relu,
                     )),
-                    None => Conv::Im2col(Im2colConv::new(
+                    (None, _) => Conv::Im2col(Im2colConv::new(
                         in_channels,
                         out_channels,
                         &weight,
@@ -589,4 +679,11 @@ fn build_stages(
         }
     }
     Ok(stages)
+}
+
+/// Sees each convolution's and linear layer's input and output during [`Plan::probe`];
+/// `index` counts layers of the same kind from 0.
+pub(crate) trait Probe {
+    fn conv(&mut self, index: usize, isa: Isa, src: &[f32], input: Shape, out: &[f32]);
+    fn linear(&mut self, index: usize, isa: Isa, x: &[f32], batch: usize, y: &[f32]);
 }

@@ -8,13 +8,29 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 
-use crate::engine::{Plan, PlanOptions};
+use crate::engine::quant::Int8Ranges;
+use crate::engine::{NetworkSpec, Plan, PlanOptions, Precision};
 use crate::error::{Error, Result};
 use crate::fast::network::network_spec;
 use crate::model::footprint::{self, Work};
-use crate::model::layers::{Form, build_layers_in, propagate_shapes};
+use crate::model::layers::{Form, LayerKind, build_layers, build_layers_in, propagate_shapes};
 use crate::model::{Vgg, VggConfig};
 use crate::weights::LazyPth;
+use crate::weights::recorded::Int8Calibration;
+
+/// How to compile: the plan's options, and for [`Precision::Int8`] the calibration that says
+/// which layers compute in int8 and their input ranges.
+#[derive(Clone, Debug, Default)]
+pub struct FastOptions {
+    pub plan: PlanOptions,
+    pub int8: Option<Int8Calibration>,
+}
+
+impl From<PlanOptions> for FastOptions {
+    fn from(plan: PlanOptions) -> Self {
+        FastOptions { plan, int8: None }
+    }
+}
 
 /// A VGG network compiled for the fast CPU path at a fixed `[N, C, H, W]` input shape.
 pub struct FastVgg {
@@ -30,36 +46,46 @@ impl FastVgg {
         config: VggConfig,
         checkpoint: &LazyPth,
         input: [usize; 4],
-        options: PlanOptions,
+        options: impl Into<FastOptions>,
     ) -> Result<Self> {
-        Self::compile(config, input, options, |key| checkpoint.read_f32(key))
+        // Checked before any tensor is read (compiling checks it again, for every source).
+        footprint::check(&config, input, Work::Inference, String::new)?;
+        let spec = network_spec(&config, |key| checkpoint.read_f32(key))?;
+        Self::compile(config, input, options.into(), spec)
     }
 
     /// Compiles a copy of a reference model's weights (e.g. freshly initialised).
-    pub fn from_model(model: &Vgg, input: [usize; 4], options: PlanOptions) -> Result<Self> {
-        let mut tensors: HashMap<String, Tensor> = model.state_dict()?.into_iter().collect();
-        Self::compile(model.config().clone(), input, options, |key| {
-            to_vec(
-                &tensors
-                    .remove(key)
-                    .expect("a model's state_dict has every key"),
-            )
-        })
+    pub fn from_model(
+        model: &Vgg,
+        input: [usize; 4],
+        options: impl Into<FastOptions>,
+    ) -> Result<Self> {
+        let spec = model_spec(model)?;
+        Self::compile(model.config().clone(), input, options.into(), spec)
     }
 
     fn compile(
         config: VggConfig,
         input: [usize; 4],
-        options: PlanOptions,
-        take: impl FnMut(&str) -> Result<Vec<f32>>,
+        options: FastOptions,
+        mut spec: NetworkSpec,
     ) -> Result<Self> {
         let [n, c, h, w] = input;
         footprint::check(&config, input, Work::Inference, String::new)?;
-        if options.dense {
+        if options.plan.dense {
             check_dense_input(&config, [c, h, w])?;
         }
-        let spec = network_spec(&config, take)?;
-        let plan = Plan::with_options(spec, n, c, h, w, options)?;
+        if options.plan.precision == Precision::Int8 {
+            let Some(calibration) = &options.int8 else {
+                return Err(Error::BadArgument(
+                    "--precision int8 needs calibrated activation ranges (`vgg quantize`, or \
+                     --calib DIR)"
+                        .into(),
+                ));
+            };
+            spec.int8 = Some(int8_ranges(&config, calibration));
+        }
+        let plan = Plan::with_options(spec, n, c, h, w, options.plan)?;
         Ok(FastVgg {
             config,
             input,
@@ -142,6 +168,42 @@ impl FastVgg {
     pub fn describe(&self) -> String {
         self.plan.describe()
     }
+}
+
+/// The engine's description of a model's network, with a copy of its weights.
+pub fn model_spec(model: &Vgg) -> Result<NetworkSpec> {
+    let mut tensors: HashMap<String, Tensor> = model.state_dict()?.into_iter().collect();
+    network_spec(model.config(), |key| {
+        to_vec(
+            &tensors
+                .remove(key)
+                .expect("a model's state_dict has every key"),
+        )
+    })
+}
+
+/// The engine's per-position ranges of a calibration recorded by module path: the layer
+/// list gives each convolution's and linear layer's path, in the engine's order.
+pub fn int8_ranges(config: &VggConfig, calibration: &Int8Calibration) -> Int8Ranges {
+    let (convs, linears) = layer_paths(config);
+    let ranges = |paths: Vec<String>| paths.iter().map(|p| calibration.int8_range(p)).collect();
+    Int8Ranges {
+        convs: ranges(convs),
+        linears: ranges(linears),
+    }
+}
+
+/// The module path of each convolution, then of each linear layer, in the engine's order.
+pub fn layer_paths(config: &VggConfig) -> (Vec<String>, Vec<String>) {
+    let (mut convs, mut linears) = (Vec::new(), Vec::new());
+    for layer in build_layers(config) {
+        match layer.kind {
+            LayerKind::Conv2d { .. } => convs.push(layer.path()),
+            LayerKind::Linear { .. } => linears.push(layer.path()),
+            _ => {}
+        }
+    }
+    (convs, linears)
 }
 
 /// Refuses, with the layer list's message, an input the dense form cannot slide fc6 over.

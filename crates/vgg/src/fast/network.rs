@@ -17,6 +17,7 @@ pub fn network_spec(
     let mut spec = NetworkSpec {
         features: Vec::new(),
         pool: config.pool(),
+        int8: None,
         classifier: Vec::new(),
     };
     // A batch norm after a ReLU cannot fold into the Linear before it; it waits for the

@@ -58,6 +58,7 @@ impl Engine {
         match self {
             Engine::Fast(Precision::F32) => "fast",
             Engine::Fast(Precision::Bf16) => "fast bf16",
+            Engine::Fast(Precision::Int8) => "fast int8",
             Engine::Reference => "reference",
         }
     }

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::io::open_regular;
 use crate::limits::reserve;
 use crate::model::VggConfig;
-use crate::weights::recorded::Recorded;
+use crate::weights::recorded::{Int8Calibration, Recorded};
 
 /// The container a checkpoint came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,6 +388,15 @@ pub fn recorded_class_names(path: &Path) -> Option<Vec<String>> {
     match WeightFormat::sniff(path).ok()? {
         WeightFormat::Onnx => onnx::recorded(path).ok()?.1,
         _ => safetensors::class_names(path),
+    }
+}
+
+/// The int8 calibration a safetensors file records (`vgg quantize` writes one); `None` for
+/// any other file, or one whose calibration does not parse.
+pub fn recorded_int8(path: &Path) -> Option<Int8Calibration> {
+    match WeightFormat::sniff(path).ok()? {
+        WeightFormat::Safetensors => safetensors::recorded_int8(path),
+        _ => None,
     }
 }
 

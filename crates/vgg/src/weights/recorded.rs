@@ -1,7 +1,7 @@
 //! What the files we write record beside their tensors, under the same keys in a
 //! safetensors header's metadata and an ONNX model's `metadata_props`: the network's config
 //! (so a head with no torchvision counterpart reads back exactly), the preprocessing it
-//! expects and its class names. Converting a file carries them along.
+//! expects, its class names and its int8 calibration. Converting a file carries them along.
 
 use crate::data::preprocess::Preprocess;
 use crate::model::VggConfig;
@@ -9,12 +9,64 @@ use crate::model::VggConfig;
 pub const CONFIG_KEY: &str = "vgg.config";
 pub const PREPROCESS_KEY: &str = "vgg.preprocess";
 pub const CLASSES_KEY: &str = "vgg.classes";
+pub const INT8_KEY: &str = "vgg.int8";
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Recorded {
     pub config: Option<VggConfig>,
     pub preprocess: Option<Preprocess>,
     pub classes: Option<Vec<String>>,
+    pub int8: Option<Int8Calibration>,
+}
+
+/// What `vgg quantize` measured: every convolution and linear layer, its input range over
+/// the calibration images, its error in int8 and whether it computes in int8. The weights
+/// stay f32 beside it (the int8 ones follow from them, per output channel, at load).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Int8Calibration {
+    /// Calibration images, and the size they were seen at (height, width).
+    pub images: usize,
+    pub size: [usize; 2],
+    pub layers: Vec<CalibratedLayer>,
+}
+
+/// One layer of an [`Int8Calibration`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CalibratedLayer {
+    /// Module path, as in the state dict (`features.3`, `classifier.0`).
+    pub path: String,
+    pub input_min: f32,
+    pub input_max: f32,
+    /// ‖int8 − f32‖ / ‖f32‖ of the layer's outputs, fed the f32 input (absent when the
+    /// layer cannot compute in int8).
+    pub relative_rms: Option<f64>,
+    /// Largest |int8 − f32| over the largest |f32| output.
+    pub max_over_range: Option<f64>,
+    pub int8: bool,
+    /// Why it computes in f32 (`None` when it computes in int8).
+    pub kept_because: Option<String>,
+}
+
+impl Int8Calibration {
+    /// The input range of the layer at `path` if it computes in int8.
+    pub fn int8_range(&self, path: &str) -> Option<f32> {
+        (self.layers.iter())
+            .find(|l| l.path == path && l.int8)
+            .map(|l| l.input_max)
+    }
+
+    /// Refuses ranges no layer could use (from a hand-edited or damaged file).
+    pub fn validate(&self) -> Result<(), String> {
+        match (self.layers.iter())
+            .find(|l| l.int8 && !(l.input_max.is_finite() && l.input_max >= 0.0))
+        {
+            Some(l) => Err(format!(
+                "layer {} has input maximum {}, expected a finite value ≥ 0",
+                l.path, l.input_max
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Recorded {
@@ -26,7 +78,8 @@ impl Recorded {
             (self.preprocess.as_ref()).map(|p| (PREPROCESS_KEY, json(serde_json::to_string(p))));
         let classes =
             (self.classes.as_ref()).map(|c| (CLASSES_KEY, json(serde_json::to_string(c))));
-        [config, preprocess, classes]
+        let int8 = (self.int8.as_ref()).map(|c| (INT8_KEY, json(serde_json::to_string(c))));
+        [config, preprocess, classes, int8]
             .into_iter()
             .flatten()
             .map(|(key, value)| (key.to_string(), value))
@@ -42,6 +95,9 @@ impl Recorded {
                 .and_then(|p| serde_json::from_str::<Preprocess>(&p).ok())
                 .filter(|p| p.validate().is_ok()),
             classes: get(CLASSES_KEY).and_then(|c| serde_json::from_str(&c).ok()),
+            int8: get(INT8_KEY)
+                .and_then(|c| serde_json::from_str::<Int8Calibration>(&c).ok())
+                .filter(|c| c.validate().is_ok()),
         }
     }
 }

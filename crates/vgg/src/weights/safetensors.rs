@@ -127,6 +127,11 @@ pub fn trained_preprocess(path: &Path) -> Option<Preprocess> {
         .filter(|p| p.validate().is_ok())
 }
 
+/// The int8 calibration a file records (see [`Recorded`]).
+pub fn recorded_int8(path: &Path) -> Option<crate::weights::recorded::Int8Calibration> {
+    recorded(&metadata(path).ok()?).int8
+}
+
 /// The header's `__metadata__` map (empty when the file has none).
 pub fn metadata(path: &Path) -> Result<HashMap<String, String>> {
     let bad = |why: String| Error::BadWeights {

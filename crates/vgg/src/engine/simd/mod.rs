@@ -9,24 +9,29 @@
 //! * hand-written register-blocked micro-kernels (the Winograd batched GEMM),
 //!   one per instruction set in `avx512.rs`, `avx2.rs`, `scalar.rs`, and their bf16
 //!   forms (`bf16.rs`: the format and wrappers; `avx512_bf16.rs`: `vdpbf16ps`; `avx2.rs`
-//!   and portable code: the exact emulation);
+//!   and portable code: the exact emulation), and the int8 ones (`int8.rs`: the products and
+//!   wrappers; `avx512_vnni.rs`: `vpdpbusd`; `avx2.rs`: the exact emulation);
 //! * portable "lane" code (Winograd tile transforms, FC dot products) written
 //!   once on `[f32; 16]` arrays and compiled per instruction set through
 //!   [`SimdTask`], where LLVM vectorises it with the enabled features.
 //!
-//! An AVX-512 CPU with AVX512_BF16 has two `Isa`s, with and without the bf16 unit; they
-//! differ only in the bf16 products (f32 kernels dispatch on the instruction-set family).
+//! An AVX-512 CPU with AVX512_BF16 or AVX512_VNNI has two `Isa`s, with and without those
+//! units; they differ only in the bf16 and int8 products (f32 kernels dispatch on the
+//! instruction-set family).
 
 mod avx2;
 mod avx512;
 mod avx512_bf16;
+mod avx512_vnni;
 mod bf16;
 mod blocking;
+mod int8;
 mod peak;
 mod portable;
 mod scalar;
 
 pub use bf16::{Bf16, DotRowsBf16, WinoGemmBf16, convert_to_bf16, dot_rows_bf16, wino_gemm_bf16};
+pub use int8::{DotRowsU8I8, GemmU8I8, dot_rows_u8i8, gemm_u8i8, quantize_u8};
 pub use peak::peak_gflops;
 
 /// Instruction-set family selected at run time.
@@ -42,6 +47,8 @@ enum Kind {
 const AVX512_FEATURES: &[&str] = &["avx512f", "avx512vl", "avx2", "fma"];
 /// Every feature that some `#[target_feature]` of `avx512_bf16.rs` enables (`vdpbf16ps`).
 const AVX512_BF16_FEATURES: &[&str] = &["avx512f", "avx512bf16"];
+/// Every feature that some `#[target_feature]` of `avx512_vnni.rs` enables (`vpdpbusd`).
+const AVX512_VNNI_FEATURES: &[&str] = &["avx512f", "avx512vnni"];
 /// Every feature that some `#[target_feature]` of `avx2.rs` enables.
 const AVX2_FEATURES: &[&str] = &["avx2", "fma"];
 
@@ -53,6 +60,7 @@ fn cpu_has(feature: &str) -> bool {
         "avx512f" => is_x86_feature_detected!("avx512f"),
         "avx512vl" => is_x86_feature_detected!("avx512vl"),
         "avx512bf16" => is_x86_feature_detected!("avx512bf16"),
+        "avx512vnni" => is_x86_feature_detected!("avx512vnni"),
         "avx2" => is_x86_feature_detected!("avx2"),
         "fma" => is_x86_feature_detected!("fma"),
         _ => false,
@@ -65,6 +73,8 @@ pub struct Isa {
     kind: Kind,
     /// AVX512_BF16 (`vdpbf16ps`) is there too; only ever set with [`Kind::Avx512`].
     bf16: bool,
+    /// AVX512_VNNI (`vpdpbusd`) is there too; only ever set with [`Kind::Avx512`].
+    vnni: bool,
 }
 
 impl Isa {
@@ -79,26 +89,28 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         {
             if AVX512_FEATURES.iter().all(|f| cpu_has(f)) {
-                if AVX512_BF16_FEATURES.iter().all(|f| cpu_has(f)) {
-                    out.push(Isa::of(Kind::Avx512, true));
+                let bf16 = AVX512_BF16_FEATURES.iter().all(|f| cpu_has(f));
+                let vnni = AVX512_VNNI_FEATURES.iter().all(|f| cpu_has(f));
+                if bf16 || vnni {
+                    out.push(Isa::of(Kind::Avx512, bf16, vnni));
                 }
-                out.push(Isa::of(Kind::Avx512, false));
+                out.push(Isa::of(Kind::Avx512, false, false));
             }
             if AVX2_FEATURES.iter().all(|f| cpu_has(f)) {
-                out.push(Isa::of(Kind::Avx2, false));
+                out.push(Isa::of(Kind::Avx2, false, false));
             }
         }
         out.push(Isa::scalar());
         out
     }
 
-    fn of(kind: Kind, bf16: bool) -> Isa {
-        Isa { kind, bf16 }
+    fn of(kind: Kind, bf16: bool, vnni: bool) -> Isa {
+        Isa { kind, bf16, vnni }
     }
 
     /// The portable fallback, always available.
     pub fn scalar() -> Isa {
-        Isa::of(Kind::Scalar, false)
+        Isa::of(Kind::Scalar, false, false)
     }
 
     /// Whether bf16 products run on the CPU's own instruction (`vdpbf16ps`) rather than
@@ -107,10 +119,18 @@ impl Isa {
         self.bf16
     }
 
+    /// Whether int8 products run on the CPU's own instruction (`vpdpbusd`) rather than the
+    /// exact emulation on widened values.
+    pub fn has_vnni(self) -> bool {
+        self.vnni
+    }
+
     /// Short human-readable name.
     pub fn name(self) -> &'static str {
         match self.kind {
+            Kind::Avx512 if self.bf16 && self.vnni => "avx512+bf16+vnni",
             Kind::Avx512 if self.bf16 => "avx512+bf16",
+            Kind::Avx512 if self.vnni => "avx512+vnni",
             Kind::Avx512 => "avx512",
             Kind::Avx2 => "avx2+fma",
             Kind::Scalar => "scalar",
@@ -242,6 +262,7 @@ mod tests {
         for (source, detected) in [
             (include_str!("avx512.rs"), AVX512_FEATURES),
             (include_str!("avx512_bf16.rs"), AVX512_BF16_FEATURES),
+            (include_str!("avx512_vnni.rs"), AVX512_VNNI_FEATURES),
             (include_str!("avx2.rs"), AVX2_FEATURES),
         ] {
             let enabled = enabled_features(source);

@@ -11,8 +11,8 @@ const ITERS: usize = 20_000_000;
 
 /// Peak GFLOP/s (a multiply-add counts 2) of `precision`'s product instruction on `threads`
 /// threads, each running independent chains: `vfmadd231ps` (zmm with AVX-512, else ymm)
-/// for f32, `vdpbf16ps zmm` for bf16. `None` when this CPU lacks the instruction (bf16's
-/// emulation runs on the f32 FMA units: one multiply-add per bf16 product).
+/// for f32, `vdpbf16ps zmm` for bf16, `vpdpbusd zmm` for int8. `None` when this CPU lacks the
+/// instruction (bf16's emulation runs on the f32 FMA units, int8's on `vpmaddwd`).
 pub fn peak_gflops(isa: Isa, precision: Precision, threads: usize) -> Option<f64> {
     let (kernel, macs_per_instruction): (fn(usize) -> f32, usize) = match precision {
         #[cfg(target_arch = "x86_64")]
@@ -29,6 +29,11 @@ pub fn peak_gflops(isa: Isa, precision: Precision, threads: usize) -> Option<f64
         Precision::Bf16 if isa.bf16 => {
             // SAFETY: AVX512_BF16 was detected (Isa invariant).
             (|n| unsafe { super::avx512_bf16::dpbf16_peak(n) }, 32)
+        }
+        #[cfg(target_arch = "x86_64")]
+        Precision::Int8 if isa.vnni => {
+            // SAFETY: AVX512_VNNI was detected (Isa invariant).
+            (|n| unsafe { super::avx512_vnni::dpbusd_peak(n) } as f32, 64)
         }
         _ => return None,
     };

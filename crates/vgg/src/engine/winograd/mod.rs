@@ -110,7 +110,8 @@ impl WinogradConv {
             }
         }
         let u = match precision {
-            Precision::F32 => Filters::F32(u),
+            // An int8 plan's Winograd layers are those it keeps in f32.
+            Precision::F32 | Precision::Int8 => Filters::F32(u),
             Precision::Bf16 => Filters::Bf16(pair_channels(&u, cp)),
         };
         let mut b = vec![0.0; kp];

@@ -1,0 +1,309 @@
+//! int8: `vgg quantize` calibrates a checkpoint and writes it with its calibration, every
+//! command then runs it with `--precision int8` (or calibrates at load with `--calib`),
+//! close to f32 on images like the calibration's, f32 output unchanged; the combinations
+//! that cannot work are one-line errors.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::{Scratch, fixture, vgg};
+
+fn arg(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The tiny fixture calibrated on the ImageFolder fixture at 64×64.
+fn quantize(dir: &Scratch) -> (std::path::PathBuf, String) {
+    let out = dir.join("tiny_int8.safetensors");
+    let weights = fixture("forward/tiny.safetensors");
+    let data = fixture("imagefolder");
+    let stdout = ok(&vgg(&[
+        "quantize",
+        arg(&weights),
+        "--calib",
+        arg(&data),
+        "--resize",
+        "64",
+        "--crop",
+        "64",
+        "--images",
+        "40",
+        "--out",
+        arg(&out),
+    ]));
+    (out, stdout)
+}
+
+/// Top-1 class and probability per image, from `evaluate`'s sibling `classify --json`.
+fn top1(weights: &Path, precision: &str, extra: &[&str]) -> Vec<(u64, f64)> {
+    let data = fixture("imagefolder/class_03");
+    let mut args = vec![
+        "classify",
+        "--weights",
+        arg(weights),
+        "--json",
+        "--top",
+        "1",
+        "--precision",
+        precision,
+    ];
+    args.extend(extra);
+    args.push(arg(&data));
+    ok(&vgg(&args))
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let top = &v["top"][0];
+            (
+                top["index"].as_u64().unwrap(),
+                top["prob"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn quantize_reports_every_layer_and_int8_stays_close_to_f32() {
+    let dir = Scratch::new("quantize");
+    let (weights, report) = quantize(&dir);
+    // Every conv and linear layer, with what it computes in and why.
+    for layer in [
+        "features.0",
+        "features.3",
+        "features.6",
+        "features.14",
+        "classifier.6",
+    ] {
+        assert!(report.contains(layer), "{layer} missing from:\n{report}");
+    }
+    let line = |path: &str| {
+        report
+            .lines()
+            .find(|l| l.starts_with(path))
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        line("features.0 ").contains("f32 (under 16 input channels"),
+        "{report}"
+    );
+    assert!(line("features.6 ").trim_end().ends_with("int8"), "{report}");
+    assert!(
+        line("classifier.0").trim_end().ends_with("int8"),
+        "{report}"
+    );
+    assert!(
+        report.contains("calibrated on 40 images at 64x64"),
+        "{report}"
+    );
+    assert!(report.contains("same top-1 class on"), "{report}");
+    // The recorded preprocessing (64/64) is what classify then uses; int8 agrees with f32.
+    let f32 = top1(&weights, "f32", &[]);
+    let int8 = top1(&weights, "int8", &[]);
+    assert_eq!(f32.len(), 30);
+    for ((fc, fp), (qc, qp)) in f32.iter().zip(&int8) {
+        assert_eq!(fc, qc);
+        assert!((fp - qp).abs() < 0.02, "{fp} vs {qp}");
+    }
+    // Calibrating at load gives the same calibration, hence the same answers.
+    let data = fixture("imagefolder");
+    let at_load = ["--calib", arg(&data), "--calib-images", "40"];
+    let original = fixture("forward/tiny.safetensors");
+    let loaded = top1(
+        &original,
+        "int8",
+        &[&at_load[..], &["--resize", "64", "--crop", "64"]].concat(),
+    );
+    assert_eq!(loaded, int8);
+}
+
+#[test]
+fn the_quantized_file_is_the_same_model_in_f32() {
+    let dir = Scratch::new("quantize-f32");
+    let (weights, _) = quantize(&dir);
+    let input = fixture("forward/tiny_input.npy");
+    let [original, quantized, int8] =
+        ["original", "quantized", "int8"].map(|n| dir.join(format!("{n}.npy")));
+    let forward = |weights: &Path, out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "forward",
+            "--weights",
+            arg(weights),
+            "--input",
+            arg(&input),
+            "--output",
+            arg(out),
+        ];
+        args.extend(extra);
+        ok(&vgg(&args));
+    };
+    forward(&fixture("forward/tiny.safetensors"), &original, &[]);
+    forward(&weights, &quantized, &[]);
+    forward(&weights, &int8, &["--precision", "int8"]);
+    assert_eq!(
+        std::fs::read(&original).unwrap(),
+        std::fs::read(&quantized).unwrap()
+    );
+    assert_ne!(
+        std::fs::read(&original).unwrap(),
+        std::fs::read(&int8).unwrap()
+    );
+    let described = ok(&vgg(&["weights", arg(&weights)]));
+    assert!(described.contains("int8"), "{described}");
+}
+
+#[test]
+fn impossible_int8_requests_are_one_line_errors() {
+    let dir = Scratch::new("quantize-errors");
+    let weights = fixture("forward/tiny.safetensors");
+    let input = fixture("forward/tiny_input.npy");
+    let data = fixture("imagefolder");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = dir.join("out.npy");
+    let q_pth = dir.join("q.pth");
+    let q = dir.join("q.safetensors");
+    let cases: Vec<(Vec<&str>, &str, &Path)> = vec![
+        (
+            vec![
+                "forward",
+                "--weights",
+                arg(&weights),
+                "--input",
+                arg(&input),
+                "--output",
+                arg(&out),
+                "--precision",
+                "int8",
+            ],
+            "records no int8 calibration",
+            &out,
+        ),
+        (
+            vec![
+                "bench",
+                "--arch",
+                "vgg11",
+                "--input",
+                "1x3x32x32",
+                "--precision",
+                "int4",
+            ],
+            "unknown precision 'int4' (expected one of: f32, bf16, int8)",
+            &out,
+        ),
+        (
+            vec![
+                "quantize",
+                arg(&weights),
+                "--calib",
+                arg(&data),
+                "--out",
+                arg(&q_pth),
+            ],
+            "give a .safetensors path",
+            &q_pth,
+        ),
+        (
+            vec![
+                "quantize",
+                arg(&weights),
+                "--calib",
+                arg(&empty),
+                "--out",
+                arg(&q),
+            ],
+            "no images found",
+            &q,
+        ),
+        (
+            vec![
+                "quantize",
+                arg(&weights),
+                "--calib",
+                arg(&data),
+                "--max-error",
+                "0",
+                "--out",
+                arg(&q),
+            ],
+            "--max-error 0",
+            &q,
+        ),
+        (
+            vec![
+                "classify",
+                "--weights",
+                arg(&weights),
+                "--calib",
+                arg(&data),
+                arg(&data),
+            ],
+            "--calib calibrates int8: add --precision int8",
+            &out,
+        ),
+        (
+            vec![
+                "evaluate",
+                "--weights",
+                arg(&weights),
+                "--data",
+                arg(&data),
+                "--precision",
+                "int8",
+                "--protocol",
+                "dense",
+            ],
+            "--protocol center only",
+            &out,
+        ),
+        (
+            vec![
+                "classify",
+                "--arch",
+                "vgg11",
+                "--precision",
+                "int8",
+                arg(&data),
+            ],
+            "random weights have none",
+            &out,
+        ),
+    ];
+    for (args, needle, output) in cases {
+        let result = vgg(&args);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(needle), "`{needle}` not in: {stderr}");
+        assert!(!output.exists(), "{args:?} wrote its output");
+    }
+}
+
+#[test]
+fn bench_describes_the_int8_plan() {
+    let out = ok(&vgg(&[
+        "bench",
+        "--arch",
+        "vgg11",
+        "--input",
+        "1x3x32x32",
+        "--iters",
+        "1",
+        "--precision",
+        "int8",
+        "--describe",
+    ]));
+    assert!(out.contains("precision: int8"), "{out}");
+    assert!(out.contains("int8 im2col+gemm"), "{out}");
+    assert!(out.contains("u8×s8→i32"), "{out}");
+    assert!(out.contains("fast int8 [1, 3, 32, 32]"), "{out}");
+}
