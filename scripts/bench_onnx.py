@@ -46,7 +46,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CASES = "vgg16:1x3x224x224,vgg16:8x3x224x224,vgg16:1x3x64x64"
-FLAGS = ["avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx"]
+FLAGS = ["avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx"]
 WARMUP = 2
 
 

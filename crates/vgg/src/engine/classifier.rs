@@ -73,7 +73,7 @@ impl Fc {
             Format::F32 => Weights::F32(w),
             Format::Int8 { input_max } => {
                 let stride = inp.next_multiple_of(INT8_ROW_MULTIPLE);
-                let (q, scales) = quantize_rows(&w, inp);
+                let (q, scales) = quantize_rows(&w, inp, i8::MAX);
                 let mut padded = vec![0i8; out * stride];
                 for (dst, src) in padded.chunks_exact_mut(stride).zip(q.chunks_exact(inp)) {
                     dst[..inp].copy_from_slice(src);

@@ -511,7 +511,7 @@ impl Plan {
             Precision::Bf16 if self.isa.has_bf16() => " (vdpbf16ps)",
             Precision::Bf16 => " (emulated: this CPU has no AVX512_BF16)",
             Precision::Int8 if self.isa.has_vnni() => " (vpdpbusd)",
-            Precision::Int8 => " (emulated: this CPU has no AVX512_VNNI)",
+            Precision::Int8 => " (emulated: this CPU has no AVX512_VNNI or AVX-VNNI)",
         };
         let mut out = format!(
             "isa: {}, threads: {}, precision: {}{products}\n",

@@ -56,6 +56,8 @@ pub(crate) struct Int8Conv {
     /// 1 / the input's scale.
     inv_input_scale: f32,
     input_max: f32,
+    /// The weights' range, ±this.
+    weight_limit: i8,
 }
 
 impl Int8Conv {
@@ -69,7 +71,8 @@ impl Int8Conv {
         input_max: f32,
     ) -> Self {
         let (cp, kp) = (round16(c), round16(k));
-        let (q, weight_scales) = quantize_rows(weight, c * 9);
+        let weight_limit = simd::gemm_weight_limit(Isa::detect());
+        let (q, weight_scales) = quantize_rows(weight, c * 9, weight_limit);
         let k_len = 9 * cp;
         let mut u = vec![0i8; kp * k_len];
         for ko in 0..k {
@@ -97,6 +100,7 @@ impl Int8Conv {
             relu,
             inv_input_scale: 1.0 / input_scale,
             input_max,
+            weight_limit,
         }
     }
 
@@ -113,8 +117,9 @@ impl Int8Conv {
 
     pub(crate) fn describe(&self) -> String {
         format!(
-            "int8 im2col+gemm (u8 inputs in [0, {:.4}], s8 weights per channel), fused bias{}",
+            "int8 im2col+gemm (u8 inputs in [0, {:.4}], weights in ±{} per channel), fused bias{}",
             self.input_max,
+            self.weight_limit,
             if self.relu { "+relu" } else { "" }
         )
     }

@@ -3,7 +3,9 @@
 //! detection of `avx2` + `fma`.
 #![cfg(target_arch = "x86_64")]
 
-use super::blocking::{self, DotBlock, WinoPanel, sweep};
+use super::blocking::{
+    self, DotBlock, Int8Panel, Quads256, WinoPanel, sweep, sweep_u8i8, ymm_panel,
+};
 use super::{Bf16, DotRowsBf16, GemmU8I8, SimdTask, WinoGemm, WinoGemmBf16};
 use core::arch::x86_64::*;
 
@@ -207,69 +209,41 @@ impl DotBlock<Bf16> for Avx2 {
     }
 }
 
-/// Emulated int8 GEMM (see [`GemmU8I8`]): each quad of u8 inputs and s8 weights is widened
-/// to 16 bits and multiplied by `vpmaddwd`, which adds pairs of products into i32 lanes
-/// exactly (AVX2's `vpmaddubsw` would saturate its 16-bit pair sums). A filter block of
-/// 16 channels × 4 inputs is four ymm of 4 channels each; two rows share them, so 8
-/// accumulators, 4 weights and the broadcast input fit the 16 registers.
+/// Emulated int8 GEMM (see [`GemmU8I8`]) in the AVX-VNNI kernel's blocking, each `vpdpbusd`
+/// replaced by `vpmaddubsw` (u8·s8 pairs summed into i16, saturating) and `vpmaddwd` by
+/// ones (the pairs summed into i32). Exact for weights in ±[`super::AVX2_WEIGHT_LIMIT`]: a pair
+/// sum then stays within ±2·255·64 = ±32640, inside i16; the plan quantises weights to
+/// that range on CPUs that take this path.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn gemm_u8i8(g: GemmU8I8<'_>) {
+pub unsafe fn gemm_u8i8(mut g: GemmU8I8<'_>) {
     unsafe {
-        let ms = g.kbn * 16;
         for kb in 0..g.kbn {
-            let u = g.u.as_ptr().add(kb * g.k_len * 16);
-            let mut p = 0;
-            while p < g.np {
-                let v = g.v.as_ptr().add(p * g.v_stride);
-                let m = g.m.as_mut_ptr().add(p * ms + kb * 16);
-                if g.np - p >= 2 {
-                    panel_u8i8::<2>(g.k_len, u, v, g.v_stride, m, ms);
-                    p += 2;
-                } else {
-                    panel_u8i8::<1>(g.k_len, u, v, g.v_stride, m, ms);
-                    p += 1;
-                }
-            }
+            sweep_u8i8::<Avx2, 1, 5>(&mut g, kb);
         }
     }
 }
 
-/// `R` rows × one filter block of the int8 GEMM. Accumulator `q` of a row holds channels
-/// `4q..4q+4` as pairs of partial sums (lanes `2i`, `2i+1` for channel `4q+i`), added at
-/// the end.
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn panel_u8i8<const R: usize>(
-    k_len: usize,
-    u: *const i8,
-    v: *const u8,
-    vs: usize,
-    m: *mut i32,
-    ms: usize,
-) {
-    unsafe {
-        let mut acc = [[_mm256_setzero_si256(); 4]; R];
-        for j in 0..k_len / 4 {
-            let w: [__m256i; 4] = core::array::from_fn(|q| {
-                _mm256_cvtepi8_epi16(_mm_loadu_si128(u.add(j * 64 + q * 16).cast()))
-            });
-            for (r, row) in acc.iter_mut().enumerate() {
-                let quad = v.add(r * vs + 4 * j).cast::<i32>().read_unaligned();
-                let x = _mm256_cvtepu8_epi16(_mm_set1_epi32(quad));
-                for (a, w) in row.iter_mut().zip(&w) {
-                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, *w));
-                }
-            }
-        }
-        for (r, row) in acc.iter().enumerate() {
-            for (q, a) in row.iter().enumerate() {
-                // SAFETY: `__m256i` is 8 packed i32s.
-                let lanes: [i32; 8] = core::mem::transmute(*a);
-                for i in 0..4 {
-                    *m.add(r * ms + 4 * q + i) = lanes[2 * i] + lanes[2 * i + 1];
-                }
-            }
-        }
+impl Quads256 for Avx2 {
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn dot4(acc: __m256i, x: __m256i, w: __m256i) -> __m256i {
+        let pairs = _mm256_maddubs_epi16(x, w);
+        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+}
+
+impl Int8Panel for Avx2 {
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn panel<const KB: usize, const NP: usize>(
+        k_len: usize,
+        u: *const i8,
+        v: *const u8,
+        vs: usize,
+        m: *mut i32,
+        ms: usize,
+    ) {
+        unsafe { ymm_panel::<Self, KB, NP>(k_len, u, v, vs, m, ms) }
     }
 }
 

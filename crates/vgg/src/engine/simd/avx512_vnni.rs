@@ -2,6 +2,7 @@
 //! reached through the safe wrappers in `simd/int8.rs` after runtime detection.
 #![cfg(target_arch = "x86_64")]
 
+use super::blocking::{Int8Panel, sweep_u8i8};
 use super::{DotRowsU8I8, GemmU8I8};
 use core::arch::x86_64::*;
 
@@ -14,70 +15,50 @@ pub unsafe fn gemm_u8i8(mut g: GemmU8I8<'_>) {
         while kb < g.kbn {
             let kbs = (g.kbn - kb).min(4);
             match kbs {
-                4 => sweep::<4, 6>(&mut g, kb),
-                3 => sweep::<3, 8>(&mut g, kb),
-                2 => sweep::<2, 12>(&mut g, kb),
-                _ => sweep::<1, 16>(&mut g, kb),
+                4 => sweep_u8i8::<Avx512Vnni, 4, 6>(&mut g, kb),
+                3 => sweep_u8i8::<Avx512Vnni, 3, 8>(&mut g, kb),
+                2 => sweep_u8i8::<Avx512Vnni, 2, 12>(&mut g, kb),
+                _ => sweep_u8i8::<Avx512Vnni, 1, 16>(&mut g, kb),
             }
             kb += kbs;
         }
     }
 }
 
-/// All rows of `g` for `KB` filter blocks from `kb0`, `NP` rows at a time (then the tail).
-#[target_feature(enable = "avx512f,avx512vnni")]
-#[inline]
-unsafe fn sweep<const KB: usize, const NP: usize>(g: &mut GemmU8I8<'_>, kb0: usize) {
-    unsafe {
-        let ms = g.kbn * 16;
-        let u = g.u.as_ptr().add(kb0 * g.k_len * 16);
-        let mut p = 0;
-        while p < g.np {
-            let n = (g.np - p).min(NP);
-            let v = g.v.as_ptr().add(p * g.v_stride);
-            let m = g.m.as_mut_ptr().add(p * ms + kb0 * 16);
-            macro_rules! tail {
-                ($($r:literal)*) => {
-                    match n {
-                        $($r if $r < NP => panel::<KB, $r>(g.k_len, u, v, g.v_stride, m, ms),)*
-                        _ => panel::<KB, NP>(g.k_len, u, v, g.v_stride, m, ms),
-                    }
-                };
-            }
-            tail!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
-            p += n;
-        }
-    }
-}
+/// The `vpdpbusd` zmm blocks.
+struct Avx512Vnni;
 
-/// `NP` rows × `KB` filter blocks: per quad of inputs, one zmm of 16 channels × 4 weights
-/// per block, the row's quad broadcast, one `vpdpbusd` per accumulator.
-#[target_feature(enable = "avx512f,avx512vnni")]
-#[inline]
-unsafe fn panel<const KB: usize, const NP: usize>(
-    k_len: usize,
-    u: *const i8,
-    v: *const u8,
-    vs: usize,
-    m: *mut i32,
-    ms: usize,
-) {
-    unsafe {
-        let quads = k_len / 4;
-        let mut acc = [[_mm512_setzero_si512(); KB]; NP];
-        for j in 0..quads {
-            let w: [__m512i; KB] =
-                core::array::from_fn(|k| _mm512_loadu_si512(u.add((k * quads + j) * 64).cast()));
-            for (p, row) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_epi32(v.add(p * vs + 4 * j).cast::<i32>().read_unaligned());
-                for (a, w) in row.iter_mut().zip(&w) {
-                    *a = _mm512_dpbusd_epi32(*a, x, *w);
+impl Int8Panel for Avx512Vnni {
+    /// `NP` rows × `KB` filter blocks: per quad of inputs, one zmm of 16 channels × 4
+    /// weights per block, the row's quad broadcast, one `vpdpbusd` per accumulator.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    #[inline]
+    unsafe fn panel<const KB: usize, const NP: usize>(
+        k_len: usize,
+        u: *const i8,
+        v: *const u8,
+        vs: usize,
+        m: *mut i32,
+        ms: usize,
+    ) {
+        unsafe {
+            let quads = k_len / 4;
+            let mut acc = [[_mm512_setzero_si512(); KB]; NP];
+            for j in 0..quads {
+                let w: [__m512i; KB] = core::array::from_fn(|k| {
+                    _mm512_loadu_si512(u.add((k * quads + j) * 64).cast())
+                });
+                for (p, row) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_epi32(v.add(p * vs + 4 * j).cast::<i32>().read_unaligned());
+                    for (a, w) in row.iter_mut().zip(&w) {
+                        *a = _mm512_dpbusd_epi32(*a, x, *w);
+                    }
                 }
             }
-        }
-        for (p, row) in acc.iter().enumerate() {
-            for (k, a) in row.iter().enumerate() {
-                _mm512_storeu_si512(m.add(p * ms + k * 16).cast(), *a);
+            for (p, row) in acc.iter().enumerate() {
+                for (k, a) in row.iter().enumerate() {
+                    _mm512_storeu_si512(m.add(p * ms + k * 16).cast(), *a);
+                }
             }
         }
     }

@@ -2,17 +2,34 @@
 //! convolutions' GEMM over im2col rows, and the fully-connected dot products), their safe
 //! wrappers and their portable code.
 //!
-//! Both work on *quads*, as `vpdpbusd` (AVX512_VNNI) does: each i32 lane adds four
+//! Both work on *quads*, as `vpdpbusd` (AVX512_VNNI, AVX-VNNI) does: each i32 lane adds four
 //! u8·s8 products. Integer sums are exact, so every path — the instruction, the AVX2
-//! emulation (`vpmaddwd` on values widened to 16 bits) and the portable code — gives the
-//! same result bit for bit; the tests hold them to that.
+//! emulation (`vpmaddubsw` + `vpmaddwd`) and the portable code — gives the same result bit
+//! for bit; the tests hold them to that. The AVX2 emulation is exact only for weights in
+//! ±[`AVX2_WEIGHT_LIMIT`] (see [`gemm_weight_limit`]), as OpenVINO's int8 on such CPUs
+//! (NNCF's "overflow fix" gives up the same bit).
 
 use super::{Isa, Kind, SimdTask, run_task};
+
+/// The largest |weight| the AVX2 emulation of `vpdpbusd` sums exactly: `vpmaddubsw` adds two
+/// u8·s8 products into an i16, and 2·255·64 = 32640 fits one, 2·255·127 does not.
+pub const AVX2_WEIGHT_LIMIT: i8 = 64;
+
+/// The largest |weight| [`gemm_u8i8`] sums exactly on `isa`: 127 with `vpdpbusd` and in the
+/// portable code, [`AVX2_WEIGHT_LIMIT`] in the AVX2 emulation (7-bit weights, for twice
+/// the speed of widening every value to 16 bits).
+pub fn gemm_weight_limit(isa: Isa) -> i8 {
+    match isa.kind {
+        Kind::Avx512 | Kind::Avx2 if !isa.vnni => AVX2_WEIGHT_LIMIT,
+        _ => 127,
+    }
+}
 
 /// Operands of one int8 GEMM: `m[p·kbn·16 + kb·16 + l] = Σ_k u(kb, k, l) · v[p·v_stride + k]`
 /// for `p < np`, `kb < kbn`, `l < 16`, with the weights packed by quads of `k`:
 /// `u(kb, k, l) = u[((kb·k_len/4 + k/4)·16 + l)·4 + k%4]`. `k_len` and `v_stride` are
-/// multiples of 4, so every quad of `v` is one 32-bit word.
+/// multiples of 4, so every quad of `v` is one 32-bit word. The weights lie within
+/// ±[`gemm_weight_limit`] of the `Isa` it runs on (beyond, the AVX2 emulation saturates).
 pub struct GemmU8I8<'a> {
     pub k_len: usize,
     pub kbn: usize,
@@ -34,7 +51,7 @@ impl GemmU8I8<'_> {
     }
 }
 
-/// Runs an int8 GEMM: `vpdpbusd` where the CPU has AVX512_VNNI, `vpmaddwd` on widened values
+/// Runs an int8 GEMM: `vpdpbusd` where the CPU has AVX512_VNNI or AVX-VNNI, its emulation
 /// with AVX2, portable code elsewhere.
 pub fn gemm_u8i8(isa: Isa, g: GemmU8I8<'_>) {
     g.check();
@@ -42,6 +59,9 @@ pub fn gemm_u8i8(isa: Isa, g: GemmU8I8<'_>) {
         // SAFETY: AVX512_VNNI was detected (Isa invariant); bounds checked by `check`.
         #[cfg(target_arch = "x86_64")]
         Kind::Avx512 if isa.vnni => unsafe { super::avx512_vnni::gemm_u8i8(g) },
+        // SAFETY: AVX-VNNI was detected (Isa invariant); bounds checked by `check`.
+        #[cfg(target_arch = "x86_64")]
+        Kind::Avx2 if isa.vnni => unsafe { super::avx_vnni::gemm_u8i8(g) },
         // SAFETY: AVX2 and FMA were detected (an AVX-512 `Isa` implies them too).
         #[cfg(target_arch = "x86_64")]
         Kind::Avx512 | Kind::Avx2 => unsafe { super::avx2::gemm_u8i8(g) },
@@ -96,6 +116,9 @@ pub fn dot_rows_u8i8(isa: Isa, d: DotRowsU8I8<'_>) {
         // SAFETY: AVX512_VNNI was detected (Isa invariant); bounds checked above.
         #[cfg(target_arch = "x86_64")]
         Kind::Avx512 if isa.vnni => unsafe { super::avx512_vnni::dot_rows_u8i8(d) },
+        // SAFETY: AVX-VNNI was detected (Isa invariant); bounds checked above.
+        #[cfg(target_arch = "x86_64")]
+        Kind::Avx2 if isa.vnni => unsafe { super::avx_vnni::dot_rows_u8i8(d) },
         _ => run_task(isa, DotRowsTask(d)),
     }
 }
@@ -160,13 +183,33 @@ mod tests {
             .collect()
     }
 
-    /// Extreme values too: 255 × −128 products in every lane must not saturate anywhere.
-    fn operands(n: usize, seed: &mut u64, extreme: bool) -> (Vec<i8>, Vec<u8>) {
+    /// Weights within ±`limit` and inputs; extreme values too: 255 × −limit products in
+    /// every lane must not saturate anywhere.
+    fn operands(n: usize, seed: &mut u64, extreme: bool, limit: i8) -> (Vec<i8>, Vec<u8>) {
         if extreme {
-            (vec![-128; n], vec![255; n])
+            (vec![-limit; n], vec![255; n])
         } else {
-            (bytes(n, seed, |b| b as i8), bytes(n, seed, |b| b))
+            let w = bytes(n, seed, |b| (b as i8).clamp(-limit, limit));
+            (w, bytes(n, seed, |b| b))
         }
+    }
+
+    /// [`GemmU8I8`] by its definition.
+    fn reference(u: &[i8], v: &[u8], [k_len, kbn, np, vs]: [usize; 4]) -> Vec<i32> {
+        let mut want = vec![0i32; np * kbn * 16];
+        for p in 0..np {
+            for kb in 0..kbn {
+                for l in 0..16 {
+                    want[(p * kbn + kb) * 16 + l] = (0..k_len)
+                        .map(|k| {
+                            let w = u[((kb * k_len / 4 + k / 4) * 16 + l) * 4 + k % 4];
+                            i32::from(w) * i32::from(v[p * vs + k])
+                        })
+                        .sum();
+                }
+            }
+        }
+        want
     }
 
     #[test]
@@ -177,23 +220,11 @@ mod tests {
                 for kbn in 1..=5 {
                     for np in [1, 2, 3, 5, 6, 7, 13] {
                         let vs = k_len + 8;
-                        let (u, _) = operands(kbn * k_len * 16, &mut seed, extreme);
-                        let (_, v) = operands(np * vs, &mut seed, extreme);
-                        let mut want = vec![0i32; np * kbn * 16];
-                        for p in 0..np {
-                            for kb in 0..kbn {
-                                for l in 0..16 {
-                                    want[(p * kbn + kb) * 16 + l] = (0..k_len)
-                                        .map(|k| {
-                                            let w =
-                                                u[((kb * k_len / 4 + k / 4) * 16 + l) * 4 + k % 4];
-                                            i32::from(w) * i32::from(v[p * vs + k])
-                                        })
-                                        .sum();
-                                }
-                            }
-                        }
                         for isa in Isa::available() {
+                            let limit = gemm_weight_limit(isa);
+                            let (u, _) = operands(kbn * k_len * 16, &mut seed, extreme, limit);
+                            let (_, v) = operands(np * vs, &mut seed, extreme, limit);
+                            let want = reference(&u, &v, [k_len, kbn, np, vs]);
                             let mut m = vec![i32::MIN; np * kbn * 16];
                             let g = GemmU8I8 {
                                 k_len,
@@ -220,8 +251,8 @@ mod tests {
             for inp in [64, 128, 4096] {
                 for rows in [1, 3, 4, 9] {
                     for batch in [1, 2, 4, 5, 8] {
-                        let (w, _) = operands(rows * inp, &mut seed, extreme);
-                        let (_, x) = operands(batch * inp, &mut seed, extreme);
+                        let (w, _) = operands(rows * inp, &mut seed, extreme, i8::MAX);
+                        let (_, x) = operands(batch * inp, &mut seed, extreme, i8::MAX);
                         for isa in Isa::available() {
                             let mut y = vec![i32::MIN; rows * batch];
                             let d = DotRowsU8I8 {

@@ -10,19 +10,21 @@
 //!   one per instruction set in `avx512.rs`, `avx2.rs`, `scalar.rs`, and their bf16
 //!   forms (`bf16.rs`: the format and wrappers; `avx512_bf16.rs`: `vdpbf16ps`; `avx2.rs`
 //!   and portable code: the exact emulation), and the int8 ones (`int8.rs`: the products and
-//!   wrappers; `avx512_vnni.rs`: `vpdpbusd`; `avx2.rs`: the exact emulation);
+//!   wrappers; `avx512_vnni.rs` and `avx_vnni.rs`: `vpdpbusd` on zmm and ymm; `avx2.rs`: the
+//!   exact emulation);
 //! * portable "lane" code (Winograd tile transforms, FC dot products) written
 //!   once on `[f32; 16]` arrays and compiled per instruction set through
 //!   [`SimdTask`], where LLVM vectorises it with the enabled features.
 //!
-//! An AVX-512 CPU with AVX512_BF16 or AVX512_VNNI has two `Isa`s, with and without those
-//! units; they differ only in the bf16 and int8 products (f32 kernels dispatch on the
-//! instruction-set family).
+//! An AVX-512 CPU with AVX512_BF16 or AVX512_VNNI (an AVX2 CPU with AVX-VNNI) has two `Isa`s,
+//! with and without those units; they differ only in the bf16 and int8 products (f32
+//! kernels dispatch on the instruction-set family).
 
 mod avx2;
 mod avx512;
 mod avx512_bf16;
 mod avx512_vnni;
+mod avx_vnni;
 mod bf16;
 mod blocking;
 mod int8;
@@ -31,7 +33,10 @@ mod portable;
 mod scalar;
 
 pub use bf16::{Bf16, DotRowsBf16, WinoGemmBf16, convert_to_bf16, dot_rows_bf16, wino_gemm_bf16};
-pub use int8::{DotRowsU8I8, GemmU8I8, dot_rows_u8i8, gemm_u8i8, quantize_u8};
+pub use int8::{
+    AVX2_WEIGHT_LIMIT, DotRowsU8I8, GemmU8I8, dot_rows_u8i8, gemm_u8i8, gemm_weight_limit,
+    quantize_u8,
+};
 pub use peak::peak_gflops;
 
 /// Instruction-set family selected at run time.
@@ -49,6 +54,8 @@ const AVX512_FEATURES: &[&str] = &["avx512f", "avx512vl", "avx2", "fma"];
 const AVX512_BF16_FEATURES: &[&str] = &["avx512f", "avx512bf16"];
 /// Every feature that some `#[target_feature]` of `avx512_vnni.rs` enables (`vpdpbusd`).
 const AVX512_VNNI_FEATURES: &[&str] = &["avx512f", "avx512vnni"];
+/// Every feature that some `#[target_feature]` of `avx_vnni.rs` enables (`vpdpbusd` on ymm).
+const AVX_VNNI_FEATURES: &[&str] = &["avx2", "avxvnni"];
 /// Every feature that some `#[target_feature]` of `avx2.rs` enables.
 const AVX2_FEATURES: &[&str] = &["avx2", "fma"];
 
@@ -61,6 +68,7 @@ fn cpu_has(feature: &str) -> bool {
         "avx512vl" => is_x86_feature_detected!("avx512vl"),
         "avx512bf16" => is_x86_feature_detected!("avx512bf16"),
         "avx512vnni" => is_x86_feature_detected!("avx512vnni"),
+        "avxvnni" => is_x86_feature_detected!("avxvnni"),
         "avx2" => is_x86_feature_detected!("avx2"),
         "fma" => is_x86_feature_detected!("fma"),
         _ => false,
@@ -73,7 +81,8 @@ pub struct Isa {
     kind: Kind,
     /// AVX512_BF16 (`vdpbf16ps`) is there too; only ever set with [`Kind::Avx512`].
     bf16: bool,
-    /// AVX512_VNNI (`vpdpbusd`) is there too; only ever set with [`Kind::Avx512`].
+    /// `vpdpbusd` is there too: AVX512_VNNI with [`Kind::Avx512`], AVX-VNNI with
+    /// [`Kind::Avx2`].
     vnni: bool,
 }
 
@@ -97,6 +106,9 @@ impl Isa {
                 out.push(Isa::of(Kind::Avx512, false, false));
             }
             if AVX2_FEATURES.iter().all(|f| cpu_has(f)) {
+                if AVX_VNNI_FEATURES.iter().all(|f| cpu_has(f)) {
+                    out.push(Isa::of(Kind::Avx2, false, true));
+                }
                 out.push(Isa::of(Kind::Avx2, false, false));
             }
         }
@@ -132,6 +144,7 @@ impl Isa {
             Kind::Avx512 if self.bf16 => "avx512+bf16",
             Kind::Avx512 if self.vnni => "avx512+vnni",
             Kind::Avx512 => "avx512",
+            Kind::Avx2 if self.vnni => "avx2+fma+vnni",
             Kind::Avx2 => "avx2+fma",
             Kind::Scalar => "scalar",
         }
@@ -263,6 +276,7 @@ mod tests {
             (include_str!("avx512.rs"), AVX512_FEATURES),
             (include_str!("avx512_bf16.rs"), AVX512_BF16_FEATURES),
             (include_str!("avx512_vnni.rs"), AVX512_VNNI_FEATURES),
+            (include_str!("avx_vnni.rs"), AVX_VNNI_FEATURES),
             (include_str!("avx2.rs"), AVX2_FEATURES),
         ] {
             let enabled = enabled_features(source);

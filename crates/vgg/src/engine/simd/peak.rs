@@ -11,7 +11,7 @@ const ITERS: usize = 20_000_000;
 
 /// Peak GFLOP/s (a multiply-add counts 2) of `precision`'s product instruction on `threads`
 /// threads, each running independent chains: `vfmadd231ps` (zmm with AVX-512, else ymm)
-/// for f32, `vdpbf16ps zmm` for bf16, `vpdpbusd zmm` for int8. `None` when this CPU lacks the
+/// for f32, `vdpbf16ps zmm` for bf16, `vpdpbusd zmm` for int8 (with AVX512_VNNI). `None` when this CPU lacks the
 /// instruction (bf16's emulation runs on the f32 FMA units, int8's on `vpmaddwd`).
 pub fn peak_gflops(isa: Isa, precision: Precision, threads: usize) -> Option<f64> {
     let (kernel, macs_per_instruction): (fn(usize) -> f32, usize) = match precision {
@@ -31,7 +31,7 @@ pub fn peak_gflops(isa: Isa, precision: Precision, threads: usize) -> Option<f64
             (|n| unsafe { super::avx512_bf16::dpbf16_peak(n) }, 32)
         }
         #[cfg(target_arch = "x86_64")]
-        Precision::Int8 if isa.vnni => {
+        Precision::Int8 if isa.vnni && isa.kind == Kind::Avx512 => {
             // SAFETY: AVX512_VNNI was detected (Isa invariant).
             (|n| unsafe { super::avx512_vnni::dpbusd_peak(n) } as f32, 64)
         }
