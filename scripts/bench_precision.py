@@ -19,7 +19,8 @@ fresh process:
   ours bf16       the same with `--precision bf16`
   ours int8       the same with `--precision int8` (`vgg bench` calibrates on its own N(0,1)
                   input; the agreement run uses wq.safetensors, which `vgg quantize w.pth
-                  --calib calib/ --resize H --crop H` wrote from 8 uniform-noise images)
+                  --calib calib/ --resize H --crop H` wrote from 8 noise images whose
+                  normalised pixels are N(0,1))
   PyTorch f32     this script's `--worker torch`: torch.set_num_threads(T),
                   torch.set_num_interop_threads(1), torchvision ARCH(weights=None) +
                   load_state_dict(w.pth), eval(), under torch.inference_mode()
@@ -234,8 +235,12 @@ def prepare(arch, shape, work, args):
     os.makedirs(calib)
     noise = np.random.default_rng(args.seed + 2)
     from PIL import Image
+    # Pixels whose ImageNet-normalised values are N(0, 1) (clipped to what 8 bits hold): the
+    # distribution of the timed and compared inputs, as NNCF's calibration data below.
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     for i in range(8):
-        Image.fromarray(noise.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(f"{calib}/{i}.png")
+        pixels = (noise.standard_normal((h, w, 3)) * std + mean) * 255
+        Image.fromarray(np.clip(pixels.round(), 0, 255).astype(np.uint8)).save(f"{calib}/{i}.png")
     wq = os.path.join(work, "wq.safetensors")
     run([args.vgg, "--threads", str(args.threads), "quantize", pth, "--calib", calib, "--resize",
          str(h), "--crop", str(h), "--out", wq])

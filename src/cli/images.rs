@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::cli::model::{self, EngineFlag, ModelFlags};
+use crate::cli::progress::Bar;
 use vgg::data::preprocess::Preprocess;
 use vgg::engine::Precision;
 use vgg::error::{Error, Result};
@@ -117,7 +118,9 @@ impl ClassifierArgs {
             let options = CalibrationOptions::default();
             let dirs = [dir.clone()];
             let limit = self.calib_images;
-            let calibrated = calibrate_on_images(&source, &dirs, &preprocess, limit, options)?;
+            let bar = Bar::default();
+            let calibrated =
+                calibrate_on_images(&source, &dirs, &preprocess, limit, options, &bar)?;
             source.int8 = Some(calibrated.calibration);
         }
         let scales = self.scales()?;

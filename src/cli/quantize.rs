@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::cli::images::PreprocessArgs;
+use crate::cli::progress::Bar;
 use vgg::error::{Error, Result};
 use vgg::open::ModelSource;
 use vgg::quantize::{CalibrationOptions, agreement, calibrate_on_images};
@@ -41,22 +42,12 @@ pub fn run(args: &QuantizeArgs) -> Result<String> {
     check_args(args)?;
     let source = ModelSource::checkpoint(&args.weights);
     let preprocess = args.preprocess.preprocess_for(&source)?;
-    let calibrated = calibrate_on_images(
-        &source,
-        &args.calib,
-        &preprocess,
-        args.images,
-        options(args),
-    )?;
+    let bar = Bar::default();
+    let (dirs, limit) = (&args.calib, args.images);
+    let calibrated = calibrate_on_images(&source, dirs, &preprocess, limit, options(args), &bar)?;
     let size = [preprocess.crop, preprocess.crop];
-    let (model, images) = (&calibrated.model, &calibrated.images);
-    let agreement = agreement(
-        model,
-        &calibrated.calibration,
-        images,
-        size,
-        args.batch_size,
-    )?;
+    let (model, images, batch) = (&calibrated.model, &calibrated.images, args.batch_size);
+    let agreement = agreement(model, &calibrated.calibration, images, size, batch, &bar)?;
     let state = weights::read(&args.weights)?;
     let recorded = Recorded {
         config: Some(model.config().clone()),

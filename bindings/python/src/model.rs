@@ -15,6 +15,7 @@ use vgg::fast::{FastOptions, FastVgg};
 use vgg::infer::classify::classify_images;
 use vgg::infer::protocol::{PAPER_SCALES, Protocol, scale_classifier};
 use vgg::infer::{Backend, Classifier, Engine};
+use vgg::progress::Silent;
 use vgg::quantize::{CalibrationOptions, calibrate};
 use vgg::weights::StateDict;
 use vgg::weights::load::{LoadReport, load_into};
@@ -327,7 +328,7 @@ impl Model {
                     .map(|image| preprocess.apply(image))
                     .collect::<vgg::Result<Vec<Vec<f32>>>>()?;
                 let size = [preprocess.crop, preprocess.crop];
-                let calibration = calibrate(&self.model(), &inputs, size, options)?;
+                let calibration = calibrate(&self.model(), &inputs, size, options, &Silent)?;
                 let mut slot = self.slot();
                 slot.int8 = Some(calibration.clone());
                 slot.plan = None;

@@ -1,15 +1,28 @@
 //! Per-layer algorithm comparison on the vgg16 conv shapes (224×224 input, or `--input-hw`):
-//! Winograd F(4,3) vs F(6,3) vs im2col, measured round-robin so machine load
-//! affects all alike. `cargo run --release --example layer_bench -- --threads 2 --rounds 5 --batch 1`
+//! Winograd F(4,3) vs F(6,3) vs im2col in f32 vs the int8 convolution (u8 inputs over the
+//! input's range), measured round-robin so machine load affects all alike. `cargo run --release --example layer_bench -- --threads 2 --rounds 5 --batch 1`
 //!
 //! Each plan is one conv (+ fused pool where vgg16 has one) and a 1-output
 //! classifier; the shared pool/classifier overhead is included in all columns.
 
 use std::time::Instant;
 
-use vgg::engine::{ConvChoice, FeatureOp, Linear, NetworkSpec, Plan, PlanOptions, WinogradVariant};
+use vgg::engine::quant::Int8Ranges;
+use vgg::engine::{
+    ConvChoice, FeatureOp, Linear, NetworkSpec, Plan, PlanOptions, Precision, WinogradVariant,
+};
 
-fn plan(c: usize, k: usize, hw: usize, pool: bool, batch: usize, conv: ConvChoice) -> Plan {
+/// The largest input value `main` feeds the layers.
+const INPUT_MAX: f32 = 0.6;
+
+fn plan(
+    c: usize,
+    k: usize,
+    hw: usize,
+    pool: bool,
+    batch: usize,
+    (conv, precision): (ConvChoice, Precision),
+) -> Plan {
     let mut features = vec![FeatureOp::Conv3x3 {
         in_channels: c,
         out_channels: k,
@@ -32,7 +45,10 @@ fn plan(c: usize, k: usize, hw: usize, pool: bool, batch: usize, conv: ConvChoic
     let spec = NetworkSpec {
         features,
         pool: 1,
-        int8: None,
+        int8: Some(Int8Ranges {
+            convs: vec![Some(INPUT_MAX)],
+            linears: vec![None],
+        }),
         classifier: vec![lin],
     };
     Plan::with_options(
@@ -43,6 +59,7 @@ fn plan(c: usize, k: usize, hw: usize, pool: bool, batch: usize, conv: ConvChoic
         hw,
         PlanOptions {
             conv,
+            precision,
             ..PlanOptions::default()
         },
     )
@@ -74,13 +91,15 @@ fn main() {
         (512, 512, 14, false),
         (512, 512, 14, true),
     ];
+    let f32 = |conv| (conv, Precision::F32);
     let algos = [
-        ("F43", ConvChoice::Winograd(WinogradVariant::F43)),
-        ("F63", ConvChoice::Winograd(WinogradVariant::F63)),
-        ("im2col", ConvChoice::Im2col),
+        ("F43", f32(ConvChoice::Winograd(WinogradVariant::F43))),
+        ("F63", f32(ConvChoice::Winograd(WinogradVariant::F63))),
+        ("im2col", f32(ConvChoice::Im2col)),
+        ("int8", (ConvChoice::Auto, Precision::Int8)),
     ];
     println!(
-        "layer (c->k @hw, pool)      F43 ms   F63 ms  im2col ms   (median of {rounds}, batch {batch}, {threads} threads)"
+        "layer (c->k @hw, pool)      F43 ms   F63 ms  im2col ms  int8 ms   (median of {rounds}, batch {batch}, {threads} threads)"
     );
     for (c, k, hw, pool) in layers {
         let hw = hw * input_hw / 224;
@@ -107,8 +126,8 @@ fn main() {
         };
         let m: Vec<f64> = times.iter_mut().map(med).collect();
         println!(
-            "{c:>3}->{k:<3} @{hw:<3} pool={pool:<5}       {:7.2}  {:7.2}  {:8.2}",
-            m[0], m[1], m[2]
+            "{c:>3}->{k:<3} @{hw:<3} pool={pool:<5}       {:7.2}  {:7.2}  {:8.2}  {:7.2}",
+            m[0], m[1], m[2], m[3]
         );
     }
 }

@@ -10,6 +10,7 @@
 use candle_core::Device;
 use vgg::engine::{PlanOptions, Precision};
 use vgg::fast::{FastOptions, FastVgg};
+use vgg::progress::Silent;
 use vgg::quantize::{CalibrationOptions, calibrate};
 use vgg::{Arch, Vgg, VggConfig};
 
@@ -85,7 +86,7 @@ fn main() -> vgg::Result<()> {
                     .map(|_| (0..3 * size * size).map(|_| normal.sample()).collect())
                     .collect();
                 let options = CalibrationOptions::default();
-                Some(calibrate(&model, &images, [size, size], options)?)
+                Some(calibrate(&model, &images, [size, size], options, &Silent)?)
             }
             _ => None,
         };

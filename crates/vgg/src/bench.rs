@@ -126,7 +126,7 @@ fn calibrate_on_input(
         batch: n,
         max_error: f64::INFINITY,
     };
-    crate::quantize::calibrate(model, &images, [h, w], options)
+    crate::quantize::calibrate(model, &images, [h, w], options, &crate::progress::Silent)
 }
 
 /// Seconds per optimisation step on labels `i % classes`.

@@ -15,6 +15,7 @@ use crate::fast::{FastOptions, FastVgg, layer_paths, model_spec};
 use crate::limits::{array_bytes, reserve};
 use crate::model::Vgg;
 use crate::open::ModelSource;
+use crate::progress::Progress;
 use crate::weights::recorded::{CalibratedLayer, Int8Calibration};
 
 /// How to calibrate.
@@ -52,24 +53,22 @@ impl CalibrationOptions {
     }
 }
 
-/// Calibrates `model` on `inputs` (CHW, `size` = height, width, the model's channels).
+/// Calibrates `model` on `inputs` (CHW, `size` = height, width, the model's channels),
+/// reporting its two passes over them to `progress`.
 pub fn calibrate(
     model: &Vgg,
     inputs: &[Vec<f32>],
     size: [usize; 2],
     options: CalibrationOptions,
+    progress: &dyn Progress,
 ) -> Result<Int8Calibration> {
     options.validate()?;
     let groups = Groups::new(model, inputs, size, options.batch)?;
     let spec = model_spec(model)?;
     let [n, c, h, w] = groups.shape;
     let mut calibrator = Calibrator::new(spec, n, c, h, w)?;
-    for batch in groups.iter() {
-        calibrator.observe(&batch)?;
-    }
-    for batch in groups.iter() {
-        calibrator.measure(&batch)?;
-    }
+    groups.each(progress, "input ranges", |batch| calibrator.observe(batch))?;
+    groups.each(progress, "int8 errors", |batch| calibrator.measure(batch))?;
     let (convs, linears) = layer_paths(model.config());
     let paths = convs.iter().chain(&linears);
     let layers = (calibrator.report().iter().zip(paths))
@@ -155,6 +154,7 @@ pub fn agreement(
     inputs: &[Vec<f32>],
     size: [usize; 2],
     batch: usize,
+    progress: &dyn Progress,
 ) -> Result<Agreement> {
     let groups = Groups::new(model, inputs, size, batch)?;
     let int8 = FastOptions {
@@ -167,11 +167,11 @@ pub fn agreement(
     let mut reference = FastVgg::from_model(model, groups.shape, PlanOptions::default())?;
     let mut quantized = FastVgg::from_model(model, groups.shape, int8)?;
     let (mut same_top1, mut errors) = (0, Vec::new());
-    for (i, batch) in groups.iter().enumerate() {
-        let want = reference.forward_slice(&batch)?;
-        let got = quantized.forward_slice(&batch)?;
+    groups.each(progress, "int8 against f32", |batch| {
+        let want = reference.forward_slice(batch)?;
+        let got = quantized.forward_slice(batch)?;
         let classes = want.len() / groups.shape[0];
-        let real = (inputs.len() - i * groups.shape[0]).min(groups.shape[0]);
+        let real = (inputs.len() - errors.len()).min(groups.shape[0]);
         for (w, g) in want.chunks(classes).zip(got.chunks(classes)).take(real) {
             same_top1 += usize::from(argmax(w) == argmax(g));
             let range = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -185,7 +185,8 @@ pub fn agreement(
                 0.0
             });
         }
-    }
+        Ok::<(), Error>(())
+    })?;
     errors.sort_by(f64::total_cmp);
     Ok(Agreement {
         images: inputs.len(),
@@ -227,13 +228,27 @@ impl<'a> Groups<'a> {
         })
     }
 
-    fn iter(&self) -> impl Iterator<Item = Vec<f32>> + '_ {
+    /// Runs `step` on every batch as one phase of `progress`.
+    fn each<E>(
+        &self,
+        progress: &dyn Progress,
+        label: &str,
+        mut step: impl FnMut(&[f32]) -> std::result::Result<(), E>,
+    ) -> Result<()>
+    where
+        Error: From<E>,
+    {
         let n = self.shape[0];
-        self.inputs.chunks(n).map(move |chunk| {
-            (0..n)
+        progress.begin(self.inputs.len(), label);
+        for chunk in self.inputs.chunks(n) {
+            let batch: Vec<f32> = (0..n)
                 .flat_map(|i| chunk[i % chunk.len()].iter().copied())
-                .collect()
-        })
+                .collect();
+            step(&batch)?;
+            progress.advance(chunk.len(), "");
+        }
+        progress.end();
+        Ok(())
     }
 }
 
@@ -252,6 +267,7 @@ pub fn calibrate_on_images(
     preprocess: &Preprocess,
     limit: usize,
     options: CalibrationOptions,
+    progress: &dyn Progress,
 ) -> Result<Calibrated> {
     let paths = collect_images(inputs)?;
     if paths.is_empty() {
@@ -265,7 +281,7 @@ pub fn calibrate_on_images(
     let (model, _) = source.open(&Device::Cpu)?;
     let images = load_images(paths, preprocess, limit)?;
     let size = [preprocess.crop, preprocess.crop];
-    let calibration = calibrate(&model, &images, size, options)?;
+    let calibration = calibrate(&model, &images, size, options, progress)?;
     Ok(Calibrated {
         model,
         images,

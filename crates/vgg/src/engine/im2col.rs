@@ -3,7 +3,7 @@
 //! the ablation baseline for the other layers.
 
 use super::gemm::{Mat, matmul_on};
-use super::tensor::Shape;
+use super::tensor::{Shape, zero_padded};
 
 /// Working-set target for one im2col chunk (fits the 2 MiB L2 with the output).
 const CHUNK_BYTES: usize = 1 << 20;
@@ -30,13 +30,11 @@ impl Im2colConv {
                 }
             }
         }
-        let mut b = vec![0.0; kp];
-        b[..k].copy_from_slice(bias);
         Im2colConv {
             c,
             kp,
             w,
-            bias: b,
+            bias: zero_padded(bias, kp),
             relu,
         }
     }

@@ -22,6 +22,13 @@ pub(crate) struct Shape {
     pub cp: usize,
 }
 
+/// `v` followed by zeros up to `len` values: a per-channel vector for the padded channels.
+pub(crate) fn zero_padded(v: &[f32], len: usize) -> Vec<f32> {
+    let mut out = vec![0.0; len];
+    out[..v.len()].copy_from_slice(v);
+    out
+}
+
 /// `c` rounded up to a whole 16-lane block.
 pub(crate) fn round16(c: usize) -> usize {
     c.div_ceil(16) * 16

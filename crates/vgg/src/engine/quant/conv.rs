@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use super::super::simd::{self, GemmU8I8, Isa};
-use super::super::tensor::{Shape, round16};
+use super::super::tensor::{Shape, round16, zero_padded};
 use super::{activation_scale, quantize_rows};
 
 /// Output pixels per GEMM call: the rows of one im2col chunk (up to 295 KB at 512 channels,
@@ -85,18 +85,13 @@ impl Int8Conv {
             }
         }
         let input_scale = activation_scale(input_max);
-        let mut rescale = vec![0.0; kp];
-        for (r, w) in rescale.iter_mut().zip(&weight_scales) {
-            *r = input_scale * w;
-        }
-        let mut b = vec![0.0; kp];
-        b[..k].copy_from_slice(bias);
+        let rescale: Vec<f32> = weight_scales.iter().map(|w| input_scale * w).collect();
         Int8Conv {
             cp,
             kp,
             u,
-            rescale,
-            bias: b,
+            rescale: zero_padded(&rescale, kp),
+            bias: zero_padded(bias, kp),
             relu,
             inv_input_scale: 1.0 / input_scale,
             input_max,

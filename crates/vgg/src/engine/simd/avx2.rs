@@ -3,9 +3,7 @@
 //! detection of `avx2` + `fma`.
 #![cfg(target_arch = "x86_64")]
 
-use super::blocking::{
-    self, DotBlock, Int8Panel, Quads256, WinoPanel, sweep, sweep_u8i8, ymm_panel,
-};
+use super::blocking::{self, DotBlock, Panel, Quads256, sweep, ymm_panel};
 use super::{Bf16, DotRowsBf16, GemmU8I8, SimdTask, WinoGemm, WinoGemmBf16};
 use core::arch::x86_64::*;
 
@@ -35,15 +33,15 @@ pub unsafe fn wino_gemm_bf16(mut g: WinoGemmBf16<'_>) {
 /// # Safety
 /// `g` passed its bounds check; AVX2 and FMA are available.
 #[inline(always)]
-unsafe fn blocked_gemm<E, K: WinoPanel<E>>(g: &mut WinoGemm<'_, E>) {
+unsafe fn blocked_gemm<E, K: Panel<E, E, f32>>(g: &mut WinoGemm<'_, E>) {
     unsafe {
         let mut kb = 0;
         while kb < g.kbn {
             if g.kbn - kb >= 2 {
-                sweep::<E, K, 2, 3>(g, kb);
+                sweep::<_, K, 2, 3>(g, kb);
                 kb += 2;
             } else {
-                sweep::<E, K, 1, 6>(g, kb);
+                sweep::<_, K, 1, 6>(g, kb);
                 kb += 1;
             }
         }
@@ -53,7 +51,7 @@ unsafe fn blocked_gemm<E, K: WinoPanel<E>>(g: &mut WinoGemm<'_, E>) {
 /// The AVX2 blocks: f32, and the emulation of the bf16 ones.
 struct Avx2;
 
-impl WinoPanel<f32> for Avx2 {
+impl Panel<f32, f32, f32> for Avx2 {
     /// Two ymm per filter block and input channel, broadcast tiles, FMA.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
@@ -85,7 +83,7 @@ impl WinoPanel<f32> for Avx2 {
     }
 }
 
-impl WinoPanel<Bf16> for Avx2 {
+impl Panel<Bf16, Bf16, f32> for Avx2 {
     /// Per channel pair: the odd channel's pass, then the even one's, each widening the
     /// filter pairs and the tile's value to f32.
     #[target_feature(enable = "avx2,fma")]
@@ -218,7 +216,7 @@ impl DotBlock<Bf16> for Avx2 {
 pub unsafe fn gemm_u8i8(mut g: GemmU8I8<'_>) {
     unsafe {
         for kb in 0..g.kbn {
-            sweep_u8i8::<Avx2, 1, 5>(&mut g, kb);
+            sweep::<_, Avx2, 1, 5>(&mut g, kb);
         }
     }
 }
@@ -232,7 +230,7 @@ impl Quads256 for Avx2 {
     }
 }
 
-impl Int8Panel for Avx2 {
+impl Panel<i8, u8, i32> for Avx2 {
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     unsafe fn panel<const KB: usize, const NP: usize>(

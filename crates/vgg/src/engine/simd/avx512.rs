@@ -2,7 +2,7 @@
 //! after runtime detection of `avx512f` + `fma`.
 #![cfg(target_arch = "x86_64")]
 
-use super::blocking::{self, DotBlock, WinoPanel, sweep};
+use super::blocking::{self, DotBlock, Panel, sweep_zmm};
 use super::{DotRows, SimdTask, WinoGemm};
 use core::arch::x86_64::*;
 
@@ -20,25 +20,13 @@ pub unsafe fn run_task<T: SimdTask>(task: T) -> T::Output {
 /// Narrower filter-block tails use more tiles to keep ~24 accumulators.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn wino_gemm(mut g: WinoGemm<'_>) {
-    unsafe {
-        let mut kb = 0;
-        while kb < g.kbn {
-            let kbs = (g.kbn - kb).min(4);
-            match kbs {
-                4 => sweep::<f32, Avx512, 4, 6>(&mut g, kb),
-                3 => sweep::<f32, Avx512, 3, 8>(&mut g, kb),
-                2 => sweep::<f32, Avx512, 2, 12>(&mut g, kb),
-                _ => sweep::<f32, Avx512, 1, 16>(&mut g, kb),
-            }
-            kb += kbs;
-        }
-    }
+    unsafe { sweep_zmm::<_, Avx512>(&mut g) }
 }
 
 /// The AVX-512 f32 blocks.
 struct Avx512;
 
-impl WinoPanel<f32> for Avx512 {
+impl Panel<f32, f32, f32> for Avx512 {
     /// One zmm per filter block and input channel, broadcast tiles, FMA.
     #[target_feature(enable = "avx512f")]
     #[inline]

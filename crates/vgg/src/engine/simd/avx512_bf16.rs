@@ -3,7 +3,7 @@
 #![cfg(target_arch = "x86_64")]
 
 use super::avx512;
-use super::blocking::{self, DotBlock, WinoPanel, sweep};
+use super::blocking::{self, DotBlock, Panel, sweep_zmm};
 use super::{Bf16, DotRowsBf16, WinoGemmBf16};
 use core::arch::x86_64::*;
 
@@ -31,25 +31,13 @@ unsafe fn broadcast_pair(p: *const Bf16) -> __m512bh {
 /// consumes a pair of input channels, so the loop runs over `c_len / 2` pairs.
 #[target_feature(enable = "avx512f,avx512bf16")]
 pub unsafe fn wino_gemm(mut g: WinoGemmBf16<'_>) {
-    unsafe {
-        let mut kb = 0;
-        while kb < g.kbn {
-            let kbs = (g.kbn - kb).min(4);
-            match kbs {
-                4 => sweep::<Bf16, Avx512Bf16, 4, 6>(&mut g, kb),
-                3 => sweep::<Bf16, Avx512Bf16, 3, 8>(&mut g, kb),
-                2 => sweep::<Bf16, Avx512Bf16, 2, 12>(&mut g, kb),
-                _ => sweep::<Bf16, Avx512Bf16, 1, 16>(&mut g, kb),
-            }
-            kb += kbs;
-        }
-    }
+    unsafe { sweep_zmm::<_, Avx512Bf16>(&mut g) }
 }
 
 /// The `vdpbf16ps` blocks.
 struct Avx512Bf16;
 
-impl WinoPanel<Bf16> for Avx512Bf16 {
+impl Panel<Bf16, Bf16, f32> for Avx512Bf16 {
     /// Per channel pair: one zmm of 16 lanes × 2 channels per filter block, the tile's
     /// pair broadcast, one `vdpbf16ps` per accumulator.
     #[target_feature(enable = "avx512f,avx512bf16")]

@@ -2,7 +2,7 @@
 //! reached through the safe wrappers in `simd/int8.rs` after runtime detection.
 #![cfg(target_arch = "x86_64")]
 
-use super::blocking::{Int8Panel, sweep_u8i8};
+use super::blocking::{Panel, sweep_zmm};
 use super::{DotRowsU8I8, GemmU8I8};
 use core::arch::x86_64::*;
 
@@ -10,25 +10,13 @@ use core::arch::x86_64::*;
 /// rows of accumulators, each instruction consuming a quad of inputs.
 #[target_feature(enable = "avx512f,avx512vnni")]
 pub unsafe fn gemm_u8i8(mut g: GemmU8I8<'_>) {
-    unsafe {
-        let mut kb = 0;
-        while kb < g.kbn {
-            let kbs = (g.kbn - kb).min(4);
-            match kbs {
-                4 => sweep_u8i8::<Avx512Vnni, 4, 6>(&mut g, kb),
-                3 => sweep_u8i8::<Avx512Vnni, 3, 8>(&mut g, kb),
-                2 => sweep_u8i8::<Avx512Vnni, 2, 12>(&mut g, kb),
-                _ => sweep_u8i8::<Avx512Vnni, 1, 16>(&mut g, kb),
-            }
-            kb += kbs;
-        }
-    }
+    unsafe { sweep_zmm::<_, Avx512Vnni>(&mut g) }
 }
 
 /// The `vpdpbusd` zmm blocks.
 struct Avx512Vnni;
 
-impl Int8Panel for Avx512Vnni {
+impl Panel<i8, u8, i32> for Avx512Vnni {
     /// `NP` rows × `KB` filter blocks: per quad of inputs, one zmm of 16 channels × 4
     /// weights per block, the row's quad broadcast, one `vpdpbusd` per accumulator.
     #[target_feature(enable = "avx512f,avx512vnni")]

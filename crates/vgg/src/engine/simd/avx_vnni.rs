@@ -3,7 +3,7 @@
 //! `simd/int8.rs` after runtime detection.
 #![cfg(target_arch = "x86_64")]
 
-use super::blocking::{Int8Panel, Quads256, sweep_u8i8, ymm_panel};
+use super::blocking::{Panel, Quads256, sweep, ymm_panel};
 use super::{DotRowsU8I8, GemmU8I8};
 use core::arch::x86_64::*;
 
@@ -13,7 +13,7 @@ use core::arch::x86_64::*;
 pub unsafe fn gemm_u8i8(mut g: GemmU8I8<'_>) {
     unsafe {
         for kb in 0..g.kbn {
-            sweep_u8i8::<AvxVnni, 1, 6>(&mut g, kb);
+            sweep::<_, AvxVnni, 1, 6>(&mut g, kb);
         }
     }
 }
@@ -29,7 +29,7 @@ impl Quads256 for AvxVnni {
     }
 }
 
-impl Int8Panel for AvxVnni {
+impl Panel<i8, u8, i32> for AvxVnni {
     #[target_feature(enable = "avx2,avxvnni")]
     #[inline]
     unsafe fn panel<const KB: usize, const NP: usize>(

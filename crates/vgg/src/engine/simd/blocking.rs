@@ -1,57 +1,119 @@
-//! The register-blocking walks shared by the hand-written kernels: a Winograd GEMM step (and
+//! The register-blocking walks shared by the hand-written kernels: a GEMM (the Winograd step,
 //! the int8 GEMM) swept panel by panel, and a run of dot products taken block by block. Each
-//! kernel file supplies only its blocks ([`WinoPanel`], [`Int8Panel`], [`DotBlock`]),
-//! monomorphised per block shape;
-//! the walks are `#[inline(always)]`, so they compile inside the caller's
-//! `#[target_feature]` function with its instruction set.
+//! kernel file supplies only its blocks ([`Panel`], [`DotBlock`], [`Quads256`]),
+//! monomorphised per block shape; the walks are `#[inline(always)]`, so they compile inside
+//! the caller's `#[target_feature]` function with its instruction set.
 #![cfg(target_arch = "x86_64")]
 
 use super::{DotRows, GemmU8I8, WinoGemm};
 use core::arch::x86_64::*;
 
-/// A Winograd GEMM panel: `NP` tiles × `KB` filter blocks of 16 output channels, summed
-/// over `c_len` input channels in registers. `u` points at the first filter block (blocks
-/// `c_len·16` elements apart), `v` at the first tile (tiles `vs` apart), `m` at the first
-/// output (tiles `ms` apart, blocks 16 apart).
-pub(super) trait WinoPanel<E> {
+/// A GEMM's operands as the walks see them: `np` rows of `len` inputs (`v`, rows `vs` apart)
+/// against `kbn` packed filter blocks of 16 output channels (`u`, blocks `len·16` elements
+/// apart), into `m` (rows `kbn·16` apart, blocks 16 apart). The Winograd step
+/// ([`WinoGemm`]) and the int8 GEMM ([`GemmU8I8`]) are both of this form.
+pub(super) trait Gemm {
+    type U;
+    type V;
+    type A;
+    /// `(len, kbn, np, u, v, vs, m)`, for a GEMM that passed its bounds check.
+    #[allow(clippy::type_complexity)]
+    fn parts(
+        &mut self,
+    ) -> (
+        usize,
+        usize,
+        usize,
+        *const Self::U,
+        *const Self::V,
+        usize,
+        *mut Self::A,
+    );
+}
+
+impl<E> Gemm for WinoGemm<'_, E> {
+    type U = E;
+    type V = E;
+    type A = f32;
+    fn parts(&mut self) -> (usize, usize, usize, *const E, *const E, usize, *mut f32) {
+        let (u, v) = (self.u.as_ptr(), self.v.as_ptr());
+        (
+            self.c_len,
+            self.kbn,
+            self.np,
+            u,
+            v,
+            self.v_stride,
+            self.m.as_mut_ptr(),
+        )
+    }
+}
+
+impl Gemm for GemmU8I8<'_> {
+    type U = i8;
+    type V = u8;
+    type A = i32;
+    fn parts(&mut self) -> (usize, usize, usize, *const i8, *const u8, usize, *mut i32) {
+        let (u, v) = (self.u.as_ptr(), self.v.as_ptr());
+        (
+            self.k_len,
+            self.kbn,
+            self.np,
+            u,
+            v,
+            self.v_stride,
+            self.m.as_mut_ptr(),
+        )
+    }
+}
+
+/// A GEMM panel: `NP` rows × `KB` filter blocks of 16 output channels, summed over `len`
+/// inputs in registers. `u` points at the first filter block, `v` at the first row, `m` at
+/// the first output (see [`Gemm`] for the strides; `ms` is the output row stride).
+pub(super) trait Panel<U, V, A> {
     /// # Safety
     /// The instruction set is available, and every address the panel reads or writes
     /// (as described above) is in bounds.
     unsafe fn panel<const KB: usize, const NP: usize>(
-        c_len: usize,
-        u: *const E,
-        v: *const E,
+        len: usize,
+        u: *const U,
+        v: *const V,
         vs: usize,
-        m: *mut f32,
+        m: *mut A,
         ms: usize,
     );
 }
 
-/// All tiles of `g` for `KB` filter blocks starting at `kb0`: full `NP`-tile panels, then
-/// the tail (at most 15 tiles).
+/// All rows of `g` for `KB` filter blocks starting at `kb0`: full `NP`-row panels, then
+/// the tail (at most 15 rows).
 ///
 /// # Safety
 /// `g` passed its bounds check, `kb0 + KB ≤ g.kbn`, `NP ≤ 16`, and `K`'s instruction set is
 /// available.
 #[inline(always)]
-pub(super) unsafe fn sweep<E, K: WinoPanel<E>, const KB: usize, const NP: usize>(
-    g: &mut WinoGemm<'_, E>,
+pub(super) unsafe fn sweep<
+    G: Gemm,
+    K: Panel<G::U, G::V, G::A>,
+    const KB: usize,
+    const NP: usize,
+>(
+    g: &mut G,
     kb0: usize,
 ) {
     unsafe {
-        let ms = g.kbn * 16;
-        let u = g.u.as_ptr().add(kb0 * g.c_len * 16);
-        let (c, vs) = (g.c_len, g.v_stride);
+        let (len, kbn, np, u, v0, vs, m0) = g.parts();
+        let ms = kbn * 16;
+        let u = u.add(kb0 * len * 16);
         let mut p = 0;
-        while p < g.np {
-            let n = (g.np - p).min(NP);
-            let v = g.v.as_ptr().add(p * vs);
-            let m = g.m.as_mut_ptr().add(p * ms + kb0 * 16);
+        while p < np {
+            let n = (np - p).min(NP);
+            let v = v0.add(p * vs);
+            let m = m0.add(p * ms + kb0 * 16);
             macro_rules! tail {
                 ($($r:literal)*) => {
                     match n {
-                        $($r if $r < NP => K::panel::<KB, $r>(c, u, v, vs, m, ms),)*
-                        _ => K::panel::<KB, NP>(c, u, v, vs, m, ms),
+                        $($r if $r < NP => K::panel::<KB, $r>(len, u, v, vs, m, ms),)*
+                        _ => K::panel::<KB, NP>(len, u, v, vs, m, ms),
                     }
                 };
             }
@@ -61,53 +123,25 @@ pub(super) unsafe fn sweep<E, K: WinoPanel<E>, const KB: usize, const NP: usize>
     }
 }
 
-/// An int8 GEMM panel: `NP` rows × `KB` filter blocks of 16 output channels, summed over
-/// `k_len` inputs (quads) in registers; the layout of [`WinoPanel`] with u8 rows, s8 filters
-/// and i32 sums.
-pub(super) trait Int8Panel {
-    /// # Safety
-    /// The instruction set is available, and every address the panel reads or writes is in
-    /// bounds.
-    unsafe fn panel<const KB: usize, const NP: usize>(
-        k_len: usize,
-        u: *const i8,
-        v: *const u8,
-        vs: usize,
-        m: *mut i32,
-        ms: usize,
-    );
-}
-
-/// All rows of `g` for `KB` filter blocks starting at `kb0`: full `NP`-row panels, then the
-/// tail (at most 15 rows).
+/// The AVX-512 kernels' blocking: 4 filter blocks × 6 rows = 24 zmm accumulators (the
+/// remaining blocks as 3 × 8, 2 × 12 or 1 × 16).
 ///
 /// # Safety
-/// `g` passed its bounds check, `kb0 + KB ≤ g.kbn`, `NP ≤ 16`, and `K`'s instruction set is
-/// available.
+/// `g` passed its bounds check and `K`'s instruction set is available.
 #[inline(always)]
-pub(super) unsafe fn sweep_u8i8<K: Int8Panel, const KB: usize, const NP: usize>(
-    g: &mut GemmU8I8<'_>,
-    kb0: usize,
-) {
+pub(super) unsafe fn sweep_zmm<G: Gemm, K: Panel<G::U, G::V, G::A>>(g: &mut G) {
     unsafe {
-        let ms = g.kbn * 16;
-        let u = g.u.as_ptr().add(kb0 * g.k_len * 16);
-        let (k, vs) = (g.k_len, g.v_stride);
-        let mut p = 0;
-        while p < g.np {
-            let n = (g.np - p).min(NP);
-            let v = g.v.as_ptr().add(p * vs);
-            let m = g.m.as_mut_ptr().add(p * ms + kb0 * 16);
-            macro_rules! tail {
-                ($($r:literal)*) => {
-                    match n {
-                        $($r if $r < NP => K::panel::<KB, $r>(k, u, v, vs, m, ms),)*
-                        _ => K::panel::<KB, NP>(k, u, v, vs, m, ms),
-                    }
-                };
+        let kbn = g.parts().1;
+        let mut kb = 0;
+        while kb < kbn {
+            let kbs = (kbn - kb).min(4);
+            match kbs {
+                4 => sweep::<G, K, 4, 6>(g, kb),
+                3 => sweep::<G, K, 3, 8>(g, kb),
+                2 => sweep::<G, K, 2, 12>(g, kb),
+                _ => sweep::<G, K, 1, 16>(g, kb),
             }
-            tail!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
-            p += n;
+            kb += kbs;
         }
     }
 }
@@ -121,12 +155,12 @@ pub(super) trait Quads256 {
     unsafe fn dot4(acc: __m256i, x: __m256i, w: __m256i) -> __m256i;
 }
 
-/// An [`Int8Panel`] on ymm registers with `O`'s quad products: per quad of inputs, a filter
+/// An int8 [`Panel`] on ymm registers with `O`'s quad products: per quad of inputs, a filter
 /// block's 16 channels × 4 weights in two ymm, the row's quad broadcast, one `O::dot4` per
 /// accumulator.
 ///
 /// # Safety
-/// As [`Int8Panel::panel`]; inlined into the caller's `#[target_feature]` function, which
+/// As [`Panel::panel`]; inlined into the caller's `#[target_feature]` function, which
 /// enables `O`'s instructions.
 #[inline(always)]
 pub(super) unsafe fn ymm_panel<O: Quads256, const KB: usize, const NP: usize>(

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use super::Precision;
 use super::disjoint::DisjointWriter;
 use super::simd::{self, Bf16, Isa, SimdTask, WinoGemm};
-use super::tensor::{Scratch, Shape};
+use super::tensor::{Scratch, Shape, zero_padded};
 use transform::{F23, F43, F63, Lane, Wino, ZERO};
 
 /// Output tile size of a Winograd variant.
@@ -114,15 +114,13 @@ impl WinogradConv {
             Precision::F32 | Precision::Int8 => Filters::F32(u),
             Precision::Bf16 => Filters::Bf16(pair_channels(&u, cp)),
         };
-        let mut b = vec![0.0; kp];
-        b[..k].copy_from_slice(bias);
         WinogradConv {
             variant,
             cp,
             k,
             kp,
             u,
-            bias: b,
+            bias: zero_padded(bias, kp),
             relu,
         }
     }
