@@ -18,8 +18,8 @@ pub struct QuantizeArgs {
     /// Checkpoint to calibrate: .pth, .safetensors, or a `vgg train` checkpoint
     pub weights: PathBuf,
     /// Calibration images: a folder (searched recursively, e.g. an ImageFolder's train
-    /// split) or image files
-    #[arg(long, value_name = "DIR", required = true, num_args = 1..)]
+    /// split) or an image file; repeat the flag for more
+    #[arg(long, value_name = "DIR", required = true)]
     pub calib: Vec<PathBuf>,
     /// Calibrate on the first N images found (in folder order)
     #[arg(long, value_name = "N", default_value_t = 128)]
