@@ -307,3 +307,33 @@ fn bench_describes_the_int8_plan() {
     assert!(out.contains("u8×s8→i32"), "{out}");
     assert!(out.contains("fast int8 [1, 3, 32, 32]"), "{out}");
 }
+
+/// Integer sums are exact and each output is one thread's: int8 output does not depend on
+/// the thread count.
+#[test]
+fn int8_output_is_independent_of_threads() {
+    let dir = Scratch::new("quantize-threads");
+    let (weights, _) = quantize(&dir);
+    let input = fixture("forward/tiny_input.npy");
+    let outputs: Vec<Vec<u8>> = ["1", "3"]
+        .iter()
+        .map(|threads| {
+            let out = dir.join(format!("int8_{threads}.npy"));
+            ok(&vgg(&[
+                "--threads",
+                threads,
+                "forward",
+                "--weights",
+                arg(&weights),
+                "--input",
+                arg(&input),
+                "--output",
+                arg(&out),
+                "--precision",
+                "int8",
+            ]));
+            std::fs::read(&out).unwrap()
+        })
+        .collect();
+    assert_eq!(outputs[0], outputs[1]);
+}
