@@ -337,3 +337,46 @@ fn int8_output_is_independent_of_threads() {
         .collect();
     assert_eq!(outputs[0], outputs[1]);
 }
+
+/// A calibration whose ranges cannot be used is named as such, not taken for a missing one.
+#[test]
+fn a_damaged_calibration_is_a_one_line_error() {
+    let dir = Scratch::new("quantize-damaged");
+    let (weights, _) = quantize(&dir);
+    let mut calibration = vgg::weights::recorded_int8(&weights).unwrap().unwrap();
+    let layer = calibration.layers.iter_mut().find(|l| l.int8).unwrap();
+    layer.input_max = -1.0;
+    let damaged = dir.join("damaged.safetensors");
+    let state = vgg::weights::read(&weights).unwrap();
+    let recorded = vgg::weights::recorded::Recorded {
+        int8: Some(calibration),
+        ..Default::default()
+    };
+    vgg::weights::write_recording(&damaged, &state.tensors, &recorded).unwrap();
+    let input = fixture("forward/tiny_input.npy");
+    let out = dir.join("out.npy");
+    let result = vgg(&[
+        "forward",
+        "--weights",
+        arg(&damaged),
+        "--input",
+        arg(&input),
+        "--output",
+        arg(&out),
+        "--precision",
+        "int8",
+    ]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("int8 calibration (metadata `vgg.int8`) is not usable"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+    let described = ok(&vgg(&["weights", arg(&damaged)]));
+    assert!(
+        described.contains("int8 calibration: unusable"),
+        "{described}"
+    );
+}

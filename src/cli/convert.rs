@@ -63,7 +63,7 @@ pub fn run(args: &ConvertArgs) -> Result<String> {
         config: state.config.clone(),
         preprocess: weights::recorded_preprocess(&args.input),
         classes: weights::recorded_class_names(&args.input),
-        int8: weights::recorded_int8(&args.input),
+        int8: weights::recorded_int8(&args.input)?,
     };
     let tensors = match args.names {
         _ if args.dense => dense_state_dict(state)?,

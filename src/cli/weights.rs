@@ -72,21 +72,25 @@ pub fn run(args: &WeightsArgs) -> Result<(String, bool)> {
             three(p.std)
         );
     }
-    if let Some(calibration) = vgg::weights::recorded_int8(&args.file) {
-        let int8: Vec<&str> = (calibration.layers.iter())
-            .filter(|l| l.int8)
-            .map(|l| l.path.as_str())
-            .collect();
-        out += &format!(
-            "int8 calibration (`--precision int8`; `vgg quantize` wrote it): {} of {} layers in \
-             int8, calibrated on {} images at {}x{}: {}\n",
-            int8.len(),
-            calibration.layers.len(),
-            calibration.images,
-            calibration.size[0],
-            calibration.size[1],
-            int8.join(", ")
-        );
+    match vgg::weights::recorded_int8(&args.file) {
+        Ok(Some(calibration)) => {
+            let int8: Vec<&str> = (calibration.layers.iter())
+                .filter(|l| l.int8)
+                .map(|l| l.path.as_str())
+                .collect();
+            out += &format!(
+                "int8 calibration (`--precision int8`; `vgg quantize` wrote it): {} of {} layers \
+                 in int8, calibrated on {} images at {}x{}: {}\n",
+                int8.len(),
+                calibration.layers.len(),
+                calibration.images,
+                calibration.size[0],
+                calibration.size[1],
+                int8.join(", ")
+            );
+        }
+        Ok(None) => {}
+        Err(e) => out += &format!("int8 calibration: unusable ({e})\n"),
     }
     let config = match &args.arch {
         Some(arch) => args.model.config(arch)?,

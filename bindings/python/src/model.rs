@@ -96,10 +96,13 @@ impl Model {
             .detach(|| source.open(&Device::Cpu))
             .map_err(crate::errors::to_py)?;
         let names = source.class_names(model.config().num_classes());
-        let int8 = source
-            .weights
-            .as_deref()
-            .and_then(vgg::weights::recorded_int8);
+        // Asked for int8, a missing or damaged calibration is the error; otherwise a damaged
+        // one only leaves int8 unavailable.
+        let int8 = match precision {
+            Precision::Int8 => Some(check(source.int8_calibration())?),
+            _ => (source.weights.as_deref())
+                .and_then(|path| vgg::weights::recorded_int8(path).ok().flatten()),
+        };
         let slot = FastSlot {
             precision: Precision::F32,
             int8,

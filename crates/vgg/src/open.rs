@@ -255,7 +255,7 @@ impl ModelSource {
                     .into(),
             ));
         };
-        weights::recorded_int8(path).ok_or_else(|| {
+        weights::recorded_int8(path)?.ok_or_else(|| {
             Error::BadArgument(format!(
                 "--precision int8: {} records no int8 calibration; make one with `vgg quantize \
                  {} --calib DIR --out FILE.safetensors`, or calibrate at load with --calib DIR",

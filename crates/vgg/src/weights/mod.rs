@@ -392,11 +392,11 @@ pub fn recorded_class_names(path: &Path) -> Option<Vec<String>> {
 }
 
 /// The int8 calibration a safetensors file records (`vgg quantize` writes one); `None` for
-/// any other file, or one whose calibration does not parse.
-pub fn recorded_int8(path: &Path) -> Option<Int8Calibration> {
-    match WeightFormat::sniff(path).ok()? {
+/// any other file. A calibration that does not parse or holds unusable ranges is an error.
+pub fn recorded_int8(path: &Path) -> Result<Option<Int8Calibration>> {
+    match WeightFormat::sniff(path)? {
         WeightFormat::Safetensors => safetensors::recorded_int8(path),
-        _ => None,
+        _ => Ok(None),
     }
 }
 

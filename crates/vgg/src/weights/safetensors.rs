@@ -11,7 +11,7 @@ use crate::data::preprocess::Preprocess;
 use crate::error::{Error, Result};
 use crate::io::write_atomically;
 use crate::model::VggConfig;
-use crate::weights::recorded::Recorded;
+use crate::weights::recorded::{INT8_KEY, Int8Calibration, Recorded};
 use crate::weights::{StateDict, WeightFormat};
 
 /// The `format` metadata value that marks a training checkpoint of `vgg train`: the model's
@@ -127,9 +127,23 @@ pub fn trained_preprocess(path: &Path) -> Option<Preprocess> {
         .filter(|p| p.validate().is_ok())
 }
 
-/// The int8 calibration a file records (see [`Recorded`]).
-pub fn recorded_int8(path: &Path) -> Option<crate::weights::recorded::Int8Calibration> {
-    recorded(&metadata(path).ok()?).int8
+/// The int8 calibration a file records (see [`Recorded`]); one that does not parse or holds
+/// unusable ranges is an error naming the file.
+pub fn recorded_int8(path: &Path) -> Result<Option<Int8Calibration>> {
+    let metadata = metadata(path)?;
+    let Some(text) = metadata.get(INT8_KEY) else {
+        return Ok(None);
+    };
+    let bad = |why: String| Error::BadWeights {
+        path: path.display().to_string(),
+        why: format!("its int8 calibration (metadata `{INT8_KEY}`) {why}"),
+    };
+    let calibration: Int8Calibration =
+        serde_json::from_str(text).map_err(|e| bad(format!("does not parse: {e}")))?;
+    calibration
+        .validate()
+        .map_err(|e| bad(format!("is not usable: {e}")))?;
+    Ok(Some(calibration))
 }
 
 /// The header's `__metadata__` map (empty when the file has none).
