@@ -48,9 +48,7 @@ impl FastVgg {
         input: [usize; 4],
         options: impl Into<FastOptions>,
     ) -> Result<Self> {
-        // Checked before any tensor is read (compiling checks it again, for every source).
-        footprint::check(&config, input, Work::Inference, String::new)?;
-        let spec = network_spec(&config, |key| checkpoint.read_f32(key))?;
+        let spec = |config: &VggConfig| network_spec(config, |key| checkpoint.read_f32(key));
         Self::compile(config, input, options.into(), spec)
     }
 
@@ -60,31 +58,39 @@ impl FastVgg {
         input: [usize; 4],
         options: impl Into<FastOptions>,
     ) -> Result<Self> {
-        let spec = model_spec(model)?;
-        Self::compile(model.config().clone(), input, options.into(), spec)
+        Self::compile(model.config().clone(), input, options.into(), |_| {
+            model_spec(model)
+        })
     }
 
+    /// Checks the request, then builds the network with `spec` (which reads the weights) and
+    /// compiles it.
     fn compile(
         config: VggConfig,
         input: [usize; 4],
         options: FastOptions,
-        mut spec: NetworkSpec,
+        spec: impl FnOnce(&VggConfig) -> Result<NetworkSpec>,
     ) -> Result<Self> {
         let [n, c, h, w] = input;
         footprint::check(&config, input, Work::Inference, String::new)?;
         if options.plan.dense {
             check_dense_input(&config, [c, h, w])?;
         }
-        if options.plan.precision == Precision::Int8 {
-            let Some(calibration) = &options.int8 else {
+        let int8 = match (options.plan.precision, &options.int8) {
+            (Precision::Int8, None) => {
                 return Err(Error::BadArgument(
                     "--precision int8 needs calibrated activation ranges (`vgg quantize`, or \
                      --calib DIR)"
                         .into(),
                 ));
-            };
-            spec.int8 = Some(int8_ranges(&config, calibration));
-        }
+            }
+            (Precision::Int8, Some(calibration)) => Some(int8_ranges(&config, calibration)),
+            _ => None,
+        };
+        let spec = NetworkSpec {
+            int8,
+            ..spec(&config)?
+        };
         let plan = Plan::with_options(spec, n, c, h, w, options.plan)?;
         Ok(FastVgg {
             config,
