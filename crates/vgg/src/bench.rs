@@ -14,8 +14,8 @@ use crate::model::footprint::{self, Work};
 use crate::model::{Mode, Vgg};
 use crate::quantize::CalibrationOptions;
 use crate::summary::Summary;
-use crate::train::loss::cross_entropy;
 use crate::train::optim::{Sgd, SgdConfig};
+use crate::train::plan::{TrainPlan, forward_backward};
 use crate::weights::recorded::Int8Calibration;
 
 /// What to time.
@@ -25,7 +25,8 @@ pub enum Workload {
     /// precision) when fast.
     Forward(Engine, PlanOptions),
     /// One optimisation step (training-mode forward, cross-entropy, backward, SGD with
-    /// momentum) on the autograd path, as `vgg train` runs it.
+    /// momentum) as `vgg train` runs it: on the compiled training plan where it covers the
+    /// model, else through autograd.
     TrainingStep,
 }
 
@@ -134,7 +135,6 @@ fn time_training(model: &Vgg, x: &Tensor, iters: usize) -> Result<Vec<f64>> {
     crate::train::memory::keep_freed_memory();
     let classes = model.config().num_classes() as u32;
     let labels: Vec<u32> = (0..x.dim(0)? as u32).map(|i| i % classes).collect();
-    let y = Tensor::from_vec(labels, x.dim(0)?, x.device())?;
     let params = model.parameters().into_iter().map(|(_, v)| v).collect();
     let config = SgdConfig {
         lr: 1e-3,
@@ -144,9 +144,11 @@ fn time_training(model: &Vgg, x: &Tensor, iters: usize) -> Result<Vec<f64>> {
         nesterov: false,
     };
     let mut sgd = Sgd::new(params, config);
+    let mut plan = TrainPlan::new(model)?;
     time(iters, || {
-        let loss = cross_entropy(&model.logits(x, Mode::Train)?, &y, 0.0)?;
-        sgd.step(&loss.backward()?)
+        let forward = |x: &Tensor| model.logits(x, Mode::Train);
+        let (_, _, grads) = forward_backward(plan.as_mut(), model, (x, &labels), 0.0, forward)?;
+        sgd.step(&grads)
     })
 }
 

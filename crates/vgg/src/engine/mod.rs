@@ -25,7 +25,9 @@ use std::fmt;
 
 pub use plan::{ConvChoice, Plan, PlanOptions};
 pub use pool::adaptive_bin;
+pub(crate) use tensor::{Scratch, Shape as PaddedShape};
 pub use winograd::Variant as WinogradVariant;
+pub(crate) use winograd::WinogradConv;
 
 /// Number format of the engine's products.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

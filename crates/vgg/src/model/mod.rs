@@ -11,6 +11,7 @@ pub mod vgg;
 
 pub use config::{Arch, CfgItem, ConfigOverrides, VggConfig};
 pub use layers::{Container, LayerKind, LayerSpec};
+pub(crate) use vgg::check_batch_norm_count;
 pub use vgg::{Mode, Vgg};
 
 /// An input with NaN or infinity is refused: the max-pools would drop NaN silently and

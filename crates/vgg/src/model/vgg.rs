@@ -328,8 +328,8 @@ impl Vgg {
             )));
         }
         let mut x = x.clone();
-        for (layer, module) in self.layers[range.clone()].iter().zip(&self.modules[range]) {
-            x = self.apply(layer, module, &x, mode)?;
+        for index in range {
+            x = self.apply(index, &x, mode)?;
         }
         Ok(x)
     }
@@ -390,23 +390,24 @@ impl Vgg {
         ops::with_f32_values(x, crate::model::check_finite)?
     }
 
-    fn apply(&self, layer: &LayerSpec, module: &Module, x: &Tensor, mode: Mode) -> Result<Tensor> {
+    fn apply(&self, index: usize, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (layer, module) = (&self.layers[index], &self.modules[index]);
         let train = mode == Mode::Train;
         Ok(match (&layer.kind, module) {
             (LayerKind::Conv2d { .. }, Module::Conv2d(a)) => conv3x3(x, &a.weight, &a.bias)?,
-            (&LayerKind::BatchNorm2d { eps, momentum, .. }, Module::BatchNorm2d(bn)) if train => {
-                batch_norm_train(bn, x, eps, momentum)?
+            (&LayerKind::BatchNorm2d { eps, .. }, Module::BatchNorm2d(bn)) if train => {
+                self.batch_norm_train(index, bn, x, eps)?
             }
             (&LayerKind::BatchNorm2d { eps, .. }, Module::BatchNorm2d(bn)) => {
                 let mean = bn.running_mean.as_tensor();
                 let var = bn.running_var.as_tensor();
                 normalise(x, mean, var, bn, eps)?
             }
-            (&LayerKind::BatchNorm1d { eps, momentum, .. }, Module::BatchNorm2d(bn)) => {
+            (&LayerKind::BatchNorm1d { eps, .. }, Module::BatchNorm2d(bn)) => {
                 // `[N, F]` as `[N, F, 1, 1]`: BatchNorm1d's statistics are BatchNorm2d's.
                 let x4 = x.unsqueeze(2)?.unsqueeze(3)?;
                 let y = if train {
-                    batch_norm_train(bn, &x4, eps, momentum)?
+                    self.batch_norm_train(index, bn, &x4, eps)?
                 } else {
                     let mean = bn.running_mean.as_tensor();
                     normalise(&x4, mean, bn.running_var.as_tensor(), bn, eps)?
@@ -432,18 +433,83 @@ impl Vgg {
         })
     }
 
+    /// Training-mode batch norm: normalise with the batch's mean and biased variance, then
+    /// update the running statistics.
+    fn batch_norm_train(
+        &self,
+        index: usize,
+        bn: &BatchNorm,
+        x: &Tensor,
+        eps: f64,
+    ) -> Result<Tensor> {
+        let (n, _, h, w) = x.dims4()?;
+        let count = n * h * w;
+        check_batch_norm_count(x.dims(), count)?;
+        let (y, mean, var) = ops::batch_norm_train(x, &bn.weight, &bn.bias, eps)?;
+        self.record_batch_statistics(index, &mean.detach(), &var.detach(), count)?;
+        Ok(y)
+    }
+
     /// Inverted dropout, as `nn.Dropout`: zero with probability p, scale the rest by 1/(1−p).
     /// Masks come from the model's seeded generator so training runs are reproducible.
     fn dropout(&self, x: &Tensor, p: f64) -> Result<Tensor> {
-        let scale = (1.0 / (1.0 - p)) as f32;
-        let mask: Vec<f32> = {
-            let mut rng = self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner());
-            (0..x.elem_count())
-                .map(|_| if rng.random::<f64>() < p { 0.0 } else { scale })
-                .collect()
-        };
+        let mask = self.dropout_mask(x.elem_count(), p);
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         Ok((x * mask)?)
+    }
+
+    /// The next `len` factors of inverted dropout from the model's generator: 0 with
+    /// probability p, 1/(1−p) otherwise. The autograd path and the compiled training plan
+    /// both draw here, so they apply the same masks.
+    pub(crate) fn dropout_mask(&self, len: usize, p: f64) -> Vec<f32> {
+        let scale = (1.0 / (1.0 - p)) as f32;
+        let mut rng = self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner());
+        (0..len)
+            .map(|_| if rng.random::<f64>() < p { 0.0 } else { scale })
+            .collect()
+    }
+
+    /// The weight and bias of layer `index` (a convolution, linear layer or batch norm).
+    pub(crate) fn layer_params(&self, index: usize) -> Option<(&Var, &Var)> {
+        match self.modules.get(index)? {
+            Module::Conv2d(a) | Module::Linear(a) => Some((&a.weight, &a.bias)),
+            Module::BatchNorm2d(bn) => Some((&bn.weight, &bn.bias)),
+            Module::Stateless => None,
+        }
+    }
+
+    /// Folds one training batch's statistics (`[C]` mean and biased variance over `count`
+    /// values per channel) into batch norm `index`'s running averages, as PyTorch does.
+    pub(crate) fn record_batch_statistics(
+        &self,
+        index: usize,
+        mean: &Tensor,
+        var: &Tensor,
+        count: usize,
+    ) -> Result<()> {
+        let (Some(Module::BatchNorm2d(bn)), Some(layer)) =
+            (self.modules.get(index), self.layers.get(index))
+        else {
+            return Err(Error::BadArgument(format!(
+                "layer {index} is not a batch norm"
+            )));
+        };
+        let (LayerKind::BatchNorm2d { momentum, .. } | LayerKind::BatchNorm1d { momentum, .. }) =
+            layer.kind
+        else {
+            return Err(Error::BadArgument(format!(
+                "layer {index} is not a batch norm"
+            )));
+        };
+        let unbiased = (var * (count as f64 / (count - 1) as f64))?;
+        let blend = |running: &Var, batch: &Tensor| -> Result<()> {
+            let updated = ((running.as_tensor() * (1.0 - momentum))? + (batch * momentum)?)?;
+            Ok(running.set(&updated)?)
+        };
+        blend(&bn.running_mean, mean)?;
+        blend(&bn.running_var, &unbiased)?;
+        bn.num_batches_tracked.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -457,27 +523,14 @@ fn normalise(x: &Tensor, mean: &Tensor, var: &Tensor, bn: &BatchNorm, eps: f64) 
         .broadcast_add(&per_channel(bn.bias.as_tensor())?)?)
 }
 
-/// Training-mode batch norm: normalise with the batch's mean and biased variance, then
-/// update the running statistics as PyTorch does (with `momentum`, unbiased variance).
-fn batch_norm_train(bn: &BatchNorm, x: &Tensor, eps: f64, momentum: f64) -> Result<Tensor> {
-    let (n, _, h, w) = x.dims4()?;
-    let count = n * h * w;
+/// Refuses a training-mode batch norm over `count` < 2 values per channel (input `dims`):
+/// its variance would be undefined.
+pub(crate) fn check_batch_norm_count(dims: &[usize], count: usize) -> Result<()> {
     if count < 2 {
         return Err(Error::BadArgument(format!(
-            "batch norm in training mode needs more than 1 value per channel, got input {:?} \
-             (use a batch of at least 2, or eval mode)",
-            x.dims()
+            "batch norm in training mode needs more than 1 value per channel, got input \
+             {dims:?} (use a batch of at least 2, or eval mode)"
         )));
     }
-    let (y, mean, var) = ops::batch_norm_train(x, &bn.weight, &bn.bias, eps)?;
-
-    let unbiased = (var.detach() * (count as f64 / (count - 1) as f64))?;
-    let blend = |running: &Var, batch: &Tensor| -> Result<()> {
-        let updated = ((running.as_tensor() * (1.0 - momentum))? + (batch * momentum)?)?;
-        Ok(running.set(&updated)?)
-    };
-    blend(&bn.running_mean, &mean.detach())?;
-    blend(&bn.running_var, &unbiased)?;
-    bn.num_batches_tracked.fetch_add(1, Ordering::Relaxed);
-    Ok(y)
+    Ok(())
 }

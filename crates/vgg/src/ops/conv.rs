@@ -97,7 +97,7 @@ thread_local! {
 /// Runs `f` on scratch buffers of `col_len` and `out_len` floats (stale contents).
 /// The buffer is taken out of [`SCRATCH`] meanwhile, so a nested call (another
 /// conv run by a rayon task on this thread) just allocates its own.
-fn with_scratch<R>(
+pub(crate) fn with_scratch<R>(
     col_len: usize,
     out_len: usize,
     f: impl FnOnce(&mut [f32], &mut [f32]) -> R,

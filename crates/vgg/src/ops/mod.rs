@@ -24,6 +24,7 @@ use rayon::prelude::*;
 use crate::engine::gemm::{Mat, matmul_on};
 
 pub use conv::conv3x3;
+pub(crate) use conv::with_scratch;
 pub use linear::linear;
 pub use norm::batch_norm_train;
 pub use pool::max_pool2x2;

@@ -2,7 +2,9 @@
 //! expressions, one SGD step over vgg16's 138 M parameters allocates and fills five
 //! temporaries per parameter (seconds per step); done in place it is one parallel pass.
 
-use candle_core::{CpuStorage, InplaceOp3, Layout, Tensor, bail};
+use std::cell::RefCell;
+
+use candle_core::{CpuStorage, InplaceOp1, InplaceOp3, Layout, Tensor, bail};
 use rayon::prelude::*;
 
 use crate::error::Result;
@@ -73,6 +75,33 @@ impl<F: Fn(&mut f32, f32, f32) + Sync> InplaceOp3 for Zip<F> {
                     (self.0)(d, a, b);
                 }
             });
+        Ok(())
+    }
+}
+
+/// Runs `write` on the elements of the contiguous CPU f32 tensor `t`, in place: the
+/// training plan writes its gradients into the same tensors every step.
+pub(crate) fn overwrite(t: &Tensor, write: impl FnOnce(&mut [f32])) -> Result<()> {
+    t.inplace_op1(&Overwrite(RefCell::new(Some(write))))?;
+    Ok(())
+}
+
+/// The in-place operation behind [`overwrite`]; the closure runs once.
+struct Overwrite<F>(RefCell<Option<F>>);
+
+impl<F: FnOnce(&mut [f32])> InplaceOp1 for Overwrite<F> {
+    fn name(&self) -> &'static str {
+        "overwrite"
+    }
+
+    fn cpu_fwd(&self, dst: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let (CpuStorage::F32(values), Some((start, end))) = (dst, layout.contiguous_offsets())
+        else {
+            bail!("overwrite needs a contiguous f32 tensor")
+        };
+        if let Some(write) = self.0.borrow_mut().take() {
+            write(&mut values[start..end]);
+        }
         Ok(())
     }
 }

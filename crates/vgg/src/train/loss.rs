@@ -2,10 +2,10 @@
 //! `F.cross_entropy(label_smoothing=ε)`), gradient-norm clipping (as
 //! `clip_grad_norm_`), and top-k counting for the metrics.
 
-use candle_core::backprop::GradStore;
 use candle_core::{D, Tensor, Var};
 
 use crate::error::Result;
+use crate::train::optim::Gradients;
 
 /// Mean cross-entropy of `logits` `[N, K]` against class indices `targets` `[N]` (u32), with
 /// label smoothing ε: `(1 − ε) · NLL + ε · mean over classes of −log p`.
@@ -24,10 +24,10 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, smoothing: f64) -> Resul
 
 /// Scales the gradients of `params` so that their joint L2 norm is at most `max_norm`
 /// (`torch.nn.utils.clip_grad_norm_`, with its 1e-6 guard); returns the norm before.
-pub fn clip_grad_norm(grads: &mut GradStore, params: &[Var], max_norm: f64) -> Result<f64> {
+pub fn clip_grad_norm(grads: &mut impl Gradients, params: &[Var], max_norm: f64) -> Result<f64> {
     let mut squares = 0.0f64;
     for param in params {
-        if let Some(grad) = grads.get(param.as_tensor()) {
+        if let Some(grad) = grads.gradient(param.as_tensor()) {
             squares += f64::from(grad.sqr()?.sum_all()?.to_scalar::<f32>()?);
         }
     }
@@ -35,9 +35,7 @@ pub fn clip_grad_norm(grads: &mut GradStore, params: &[Var], max_norm: f64) -> R
     let coefficient = max_norm / (norm + 1e-6);
     if coefficient < 1.0 {
         for param in params {
-            if let Some(grad) = grads.remove(param.as_tensor()) {
-                grads.insert(param.as_tensor(), (grad * coefficient)?);
-            }
+            grads.scale(param.as_tensor(), coefficient)?;
         }
     }
     Ok(norm)

@@ -11,6 +11,7 @@ pub mod loss;
 pub mod memory;
 pub mod metrics;
 pub mod optim;
+pub mod plan;
 pub mod request;
 pub mod schedule;
 pub mod trainer;

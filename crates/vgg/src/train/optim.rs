@@ -9,6 +9,28 @@ use candle_core::{Tensor, Var, backprop::GradStore};
 use crate::error::Result;
 use crate::train::fused;
 
+/// Where an optimiser step finds each parameter's gradient: candle's autograd store, or
+/// the buffers of the compiled training plan ([`crate::train::plan`]).
+pub trait Gradients {
+    /// The gradient of `param`, if it has one.
+    fn gradient(&self, param: &Tensor) -> Option<&Tensor>;
+    /// Multiplies the gradient of `param` (if any) by `factor`, for gradient clipping.
+    fn scale(&mut self, param: &Tensor, factor: f64) -> Result<()>;
+}
+
+impl Gradients for GradStore {
+    fn gradient(&self, param: &Tensor) -> Option<&Tensor> {
+        self.get(param)
+    }
+
+    fn scale(&mut self, param: &Tensor, factor: f64) -> Result<()> {
+        if let Some(grad) = self.remove(param) {
+            self.insert(param, (grad * factor)?);
+        }
+        Ok(())
+    }
+}
+
 /// `torch.optim.SGD` hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SgdConfig {
@@ -39,9 +61,9 @@ impl Sgd {
 
     /// Applies one step from the gradients of the last `backward()`; parameters without a
     /// gradient (frozen, or unused) are left alone, as PyTorch skips `p.grad is None`.
-    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+    pub fn step(&mut self, grads: &impl Gradients) -> Result<()> {
         for (param, buffer) in self.params.iter().zip(&mut self.momentum) {
-            let Some(grad) = grads.get(param.as_tensor()) else {
+            let Some(grad) = grads.gradient(param.as_tensor()) else {
                 continue;
             };
             if fused::supports(param) {
@@ -145,7 +167,7 @@ impl AdamW {
         }
     }
 
-    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+    pub fn step(&mut self, grads: &impl Gradients) -> Result<()> {
         self.step += 1;
         let c = self.config;
         let correction = AdamCorrection {
@@ -153,7 +175,7 @@ impl AdamW {
             second_sqrt: (1.0 - c.beta2.powi(self.step)).sqrt(),
         };
         for (param, moments) in self.params.iter().zip(&mut self.moments) {
-            let Some(grad) = grads.get(param.as_tensor()) else {
+            let Some(grad) = grads.gradient(param.as_tensor()) else {
                 continue;
             };
             let (m, v) = match moments.take() {
@@ -225,7 +247,7 @@ pub enum Optimizer {
 }
 
 impl Optimizer {
-    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+    pub fn step(&mut self, grads: &impl Gradients) -> Result<()> {
         match self {
             Optimizer::Sgd(sgd) => sgd.step(grads),
             Optimizer::AdamW(adamw) => adamw.step(grads),

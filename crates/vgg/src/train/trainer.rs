@@ -25,6 +25,7 @@ use crate::train::data::{self, Batch, ColorShift, EpochPlan, Split};
 use crate::train::loss::{clip_grad_norm, cross_entropy, top_k_hits};
 use crate::train::metrics::{self, EpochMetrics};
 use crate::train::optim::{AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig};
+use crate::train::plan::{TrainPlan, forward_backward};
 use crate::train::schedule::{LrSchedule, Plateau, Schedule};
 
 /// The optimiser and its hyper-parameters (the rate comes from the schedule).
@@ -134,6 +135,9 @@ pub struct Trainer {
     model: Vgg,
     optimizer: Optimizer,
     trainable: Vec<(String, Var)>,
+    /// The compiled training step, when it covers the model and nothing is frozen;
+    /// otherwise steps run through candle's autograd.
+    plan: Option<TrainPlan>,
     run: RunState,
     train: Arc<Split>,
     val: Arc<Split>,
@@ -268,7 +272,12 @@ impl Trainer {
             })),
             None => None,
         };
+        let plan = match options.freeze {
+            None => TrainPlan::new(&model)?,
+            Some(_) => None,
+        };
         Ok(Trainer {
+            plan,
             augment: options.augmentation()?,
             color,
             model,
@@ -387,10 +396,14 @@ impl Trainer {
             if batch.is_empty() {
                 continue;
             }
-            let (x, y) = tensors(&batch, options.preprocess.crop, self.model.device())?;
-            let logits = self.forward_train(&x)?;
-            let loss = cross_entropy(&logits, &y, options.label_smoothing)?;
-            let loss_value = f64::from(loss.to_scalar::<f32>()?);
+            let x = batch_tensor(&batch, options.preprocess.crop, self.model.device())?;
+            let (loss_value, logits, mut grads) = forward_backward(
+                self.plan.as_mut(),
+                &self.model,
+                (&x, &batch.labels),
+                options.label_smoothing,
+                |x| forward_train(&self.model, options.freeze, x),
+            )?;
             if !loss_value.is_finite() {
                 return Err(Error::BadArgument(format!(
                     "the loss became {loss_value} at epoch {} step {}: lower --lr or set \
@@ -399,7 +412,6 @@ impl Trainer {
                     step + 1
                 )));
             }
-            let mut grads = loss.backward()?;
             if let Some(max_norm) = options.clip_grad_norm {
                 clip_grad_norm(&mut grads, &params, max_norm)?;
             }
@@ -423,24 +435,6 @@ impl Trainer {
         })
     }
 
-    /// The training-mode forward pass; with frozen features, the features run (updating
-    /// batch-norm statistics, as PyTorch does for frozen parameters in training mode)
-    /// outside the autograd graph, so the backward pass stops at the classifier.
-    fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
-        let end = logits_len(self.model.layers());
-        if self.run.options.freeze != Some(Container::Features) {
-            return self.model.forward_range(x, Mode::Train, 0..end);
-        }
-        let split = self
-            .model
-            .layers()
-            .iter()
-            .position(|l| l.container != Container::Features)
-            .unwrap_or(end);
-        let features = self.model.forward_range(x, Mode::Train, 0..split)?.detach();
-        self.model.forward_range(&features, Mode::Train, split..end)
-    }
-
     fn validate(&self, progress: &dyn Progress) -> Result<Validation> {
         let options = &self.run.options;
         let plan = EpochPlan {
@@ -459,7 +453,8 @@ impl Trainer {
             if batch.is_empty() {
                 continue;
             }
-            let (x, y) = tensors(&batch, options.preprocess.crop, self.model.device())?;
+            let x = batch_tensor(&batch, options.preprocess.crop, self.model.device())?;
+            let y = Tensor::from_slice(&batch.labels, batch.len(), x.device())?;
             let logits = self.model.logits(&x, Mode::Eval)?;
             let loss = cross_entropy(&logits, &y, options.label_smoothing)?;
             totals.add(f64::from(loss.to_scalar::<f32>()?), &logits, &batch)?;
@@ -539,11 +534,30 @@ fn build_optimizer(options: &TrainOptions, params: Vec<Var>) -> Optimizer {
     }
 }
 
-/// A batch as an NCHW tensor and u32 targets.
-fn tensors(batch: &Batch, size: usize, device: &Device) -> Result<(Tensor, Tensor)> {
-    let x = Tensor::from_slice(&batch.pixels, (batch.len(), 3, size, size), device)?;
-    let y = Tensor::from_slice(&batch.labels, batch.len(), device)?;
-    Ok((x, y))
+/// A batch's images as an NCHW tensor.
+fn batch_tensor(batch: &Batch, size: usize, device: &Device) -> Result<Tensor> {
+    Ok(Tensor::from_slice(
+        &batch.pixels,
+        (batch.len(), 3, size, size),
+        device,
+    )?)
+}
+
+/// The training-mode forward pass on candle's autograd; with frozen features, the
+/// features run (updating batch-norm statistics, as PyTorch does for frozen parameters in
+/// training mode) outside the autograd graph, so the backward pass stops at the classifier.
+fn forward_train(model: &Vgg, freeze: Option<Container>, x: &Tensor) -> Result<Tensor> {
+    let end = logits_len(model.layers());
+    if freeze != Some(Container::Features) {
+        return model.forward_range(x, Mode::Train, 0..end);
+    }
+    let split = model
+        .layers()
+        .iter()
+        .position(|l| l.container != Container::Features)
+        .unwrap_or(end);
+    let features = model.forward_range(x, Mode::Train, 0..split)?.detach();
+    model.forward_range(&features, Mode::Train, split..end)
 }
 
 /// Running sums over an epoch.

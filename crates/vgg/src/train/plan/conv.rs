@@ -1,0 +1,220 @@
+//! 3×3, stride-1, pad-1 convolution on NHWC activations: the output and both gradients,
+//! each as im2col + GEMM over blocks of pixels.
+//!
+//! In NHWC a pixel's 3×3 neighbourhood is nine contiguous runs of `C` values, so a block's
+//! columns `[pixels][9·C]` are nine row copies per pixel (NCHW needs a shifted copy per
+//! row, channel and tap), and the GEMM's output `[pixels][K]` is already the next layer's
+//! NHWC input. Each block is gathered and multiplied by one thread while its columns are
+//! in cache: blocks run in parallel, their GEMMs single-threaded.
+//!
+//! Where both channel counts are whole 16-lane blocks and the map is at least one 4×4
+//! output tile, the product runs on the inference engine's Winograd F(4×4, 3×3) instead
+//! (whose padded NHWC layout is then exactly this one): 4× fewer multiplies, for a filter
+//! transform per step.
+//!
+//! The input gradient of a 3×3 pad-1 convolution is the 3×3 pad-1 convolution of the
+//! output gradient with the weights rotated by 180° and transposed, so it runs the
+//! forward kernel. The weight gradient sums `columnsᵀ · dY` over every pixel: fixed
+//! pieces of the pixels are summed in parallel and their partial sums added in piece
+//! order, so the result does not depend on the thread count.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::Nhwc;
+use crate::engine::gemm::{Mat, matmul_on};
+use crate::engine::simd::{Bf16, Isa};
+use crate::engine::{PaddedShape, Precision, Scratch, WinogradConv, WinogradVariant};
+use crate::ops::with_scratch;
+
+/// Pixels per block of the forward and input-gradient GEMMs.
+const BLOCK_PIXELS: usize = 256;
+/// Pixels per partial sum of the weight gradient (at least; at most [`MAX_PIECES`] pieces).
+const PIECE_PIXELS: usize = 256;
+/// Most column values gathered for one weight-gradient GEMM.
+const MAX_COLUMNS: usize = 2 << 20;
+/// Most partial weight gradients held at once.
+const MAX_PIECES: usize = 16;
+
+/// The forward GEMM's right operand from OIHW weights `[K][C][3][3]`: `[(tap·C + c)][K]`.
+fn forward_weights(oihw: &[f32], c: usize, k: usize, out: &mut Vec<f32>) {
+    out.resize(9 * c * k, 0.0);
+    for ko in 0..k {
+        for ci in 0..c {
+            for tap in 0..9 {
+                out[(tap * c + ci) * k + ko] = oihw[(ko * c + ci) * 9 + tap];
+            }
+        }
+    }
+}
+
+/// The input gradient's convolution weights: OIHW `[K][C][3][3]` rotated by 180° and
+/// transposed to `[C][K][3][3]`.
+pub(super) fn rotated_transposed(oihw: &[f32], c: usize, k: usize, out: &mut Vec<f32>) {
+    out.resize(9 * c * k, 0.0);
+    for ko in 0..k {
+        for ci in 0..c {
+            for tap in 0..9 {
+                out[(ci * k + ko) * 9 + 8 - tap] = oihw[(ko * c + ci) * 9 + tap];
+            }
+        }
+    }
+}
+
+/// `[(tap·C + c)][K]` back to OIHW `[K][C][3][3]`.
+pub(super) fn to_oihw(columns: &[f32], c: usize, k: usize, oihw: &mut [f32]) {
+    oihw.par_chunks_mut(c * 9)
+        .enumerate()
+        .for_each(|(ko, row)| {
+            for ci in 0..c {
+                for tap in 0..9 {
+                    row[ci * 9 + tap] = columns[(tap * c + ci) * k + ko];
+                }
+            }
+        });
+}
+
+/// Writes the columns of `pixels` (flattened `(n·H + y)·W + x`) of `src` into `col`:
+/// row `p` holds, tap by tap, the `C` values of the neighbour `(y + ky − 1, x + kx − 1)`
+/// (zeros outside the image).
+fn im2col(src: &[f32], s: Nhwc, pixels: Range<usize>, col: &mut [f32]) {
+    let row_len = 9 * s.c;
+    for (p, row) in pixels.zip(col.chunks_exact_mut(row_len)) {
+        let (img, y, x) = (p / (s.h * s.w), p / s.w % s.h, p % s.w);
+        for (tap, dst) in row.chunks_exact_mut(s.c).enumerate() {
+            let (sy, sx) = ((y + tap / 3).checked_sub(1), (x + tap % 3).checked_sub(1));
+            match (sy, sx) {
+                (Some(sy), Some(sx)) if sy < s.h && sx < s.w => {
+                    let at = ((img * s.h + sy) * s.w + sx) * s.c;
+                    dst.copy_from_slice(&src[at..at + s.c]);
+                }
+                _ => dst.fill(0.0),
+            }
+        }
+    }
+}
+
+/// Buffers reused by [`convolve`] from step to step.
+pub(super) struct ConvWork {
+    isa: Isa,
+    /// The im2col GEMM's weight operand.
+    gemm_weights: Vec<f32>,
+    /// The Winograd convolution's transformed tiles.
+    tiles: Scratch<Vec<f32>, Vec<Bf16>>,
+}
+
+impl Default for ConvWork {
+    fn default() -> Self {
+        ConvWork {
+            isa: Isa::detect(),
+            gemm_weights: Vec::new(),
+            tiles: Scratch::default(),
+        }
+    }
+}
+
+/// `out[P][K] = conv(src, oihw) + bias`, then ReLU when `relu`: `src` is `s`, `oihw` the
+/// weights `[K][C][3][3]`. Winograd where it pays (see the module documentation),
+/// im2col + GEMM otherwise.
+pub(super) fn convolve(
+    (src, s): (&[f32], Nhwc),
+    (oihw, bias): (&[f32], &[f32]),
+    relu: bool,
+    out: &mut [f32],
+    work: &mut ConvWork,
+) {
+    let k = bias.len();
+    if s.c % 16 == 0 && k % 16 == 0 && s.h.min(s.w) >= 16 {
+        let variant = WinogradVariant::F43;
+        let conv = WinogradConv::new(variant, Precision::F32, (s.c, k), oihw, bias, relu);
+        let padded = PaddedShape::new(s.n, s.h, s.w, s.c);
+        let need = conv.scratch_len(padded).f32;
+        if work.tiles.f32.len() < need {
+            work.tiles.f32.resize(need, 0.0);
+        }
+        conv.run(work.isa, src, padded, out, &mut work.tiles, false);
+        return;
+    }
+    forward_weights(oihw, s.c, k, &mut work.gemm_weights);
+    gemm_convolve(src, s, &work.gemm_weights, bias, relu, out);
+}
+
+/// [`convolve`] by im2col + GEMM, with `weights` the operand `[9·C][K]`.
+fn gemm_convolve(src: &[f32], s: Nhwc, weights: &[f32], bias: &[f32], relu: bool, out: &mut [f32]) {
+    let (kc, k) = (9 * s.c, bias.len());
+    out[..s.pixels() * k]
+        .par_chunks_mut(BLOCK_PIXELS * k)
+        .enumerate()
+        .for_each(|(block, out)| {
+            let start = block * BLOCK_PIXELS;
+            let np = out.len() / k;
+            with_scratch(np * kc, 0, |col, _| {
+                im2col(src, s, start..start + np, col);
+                out.chunks_exact_mut(k)
+                    .for_each(|px| px.copy_from_slice(bias));
+                let (a, b) = (Mat::row_major(col, np, kc), Mat::row_major(weights, kc, k));
+                matmul_on(a, b, out, true, 1);
+            });
+            if relu {
+                out.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+        });
+}
+
+/// The pixel ranges whose weight gradients are summed separately, from the shapes alone.
+fn pieces(pixels: usize) -> Vec<Range<usize>> {
+    let count = pixels.div_ceil(PIECE_PIXELS).clamp(1, MAX_PIECES);
+    let len = pixels.div_ceil(count);
+    (0..count)
+        .map(|i| i * len..((i + 1) * len).min(pixels))
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+/// `dw[(tap·C + c)][K] = Σ_p columns(src)[p]ᵀ · dy[p]` and `db[k] = Σ_p dy[p][k]`: the
+/// gradients of the weights (in the forward operand's layout) and bias.
+pub(super) fn weight_grad(src: &[f32], s: Nhwc, dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
+    let (kc, k) = (9 * s.c, db.len());
+    let partials: Vec<(Vec<f32>, Vec<f64>)> = pieces(s.pixels())
+        .into_par_iter()
+        .map(|piece| {
+            let mut dw = vec![0.0f32; kc * k];
+            let mut db = vec![0.0f64; k];
+            let block = (MAX_COLUMNS / kc).max(BLOCK_PIXELS);
+            let mut start = piece.start;
+            while start < piece.end {
+                let np = block.min(piece.end - start);
+                let dy = &dy[start * k..(start + np) * k];
+                with_scratch(np * kc, 0, |col, _| {
+                    im2col(src, s, start..start + np, col);
+                    let a = Mat::row_major(col, np, kc).t();
+                    let b = Mat::row_major(dy, np, k);
+                    matmul_on(a, b, &mut dw, start > piece.start, 1);
+                });
+                for px in dy.chunks_exact(k) {
+                    db.iter_mut().zip(px).for_each(|(d, &g)| *d += f64::from(g));
+                }
+                start += np;
+            }
+            (dw, db)
+        })
+        .collect();
+    let mut bias_sums = vec![0.0f64; k];
+    for (i, (piece_dw, piece_db)) in partials.iter().enumerate() {
+        if i == 0 {
+            dw.copy_from_slice(piece_dw);
+        } else {
+            dw.par_chunks_mut(1 << 14)
+                .zip(piece_dw.par_chunks(1 << 14))
+                .for_each(|(d, p)| d.iter_mut().zip(p).for_each(|(d, p)| *d += p));
+        }
+        bias_sums
+            .iter_mut()
+            .zip(piece_db)
+            .for_each(|(d, p)| *d += p);
+    }
+    db.iter_mut()
+        .zip(bias_sums)
+        .for_each(|(d, s)| *d = s as f32);
+}

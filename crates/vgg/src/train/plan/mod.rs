@@ -1,0 +1,617 @@
+//! The compiled training plan: a VGG is a straight chain, so a training step needs no
+//! general autograd graph. Like the inference plan, it is compiled from the layer list:
+//! activations live in NHWC buffers that are allocated once and reused every step, each
+//! ReLU is fused into the convolution, batch norm or linear layer before it (and its
+//! backward mask into the max-pool after it), and every parameter gradient is written in
+//! place into one tensor per parameter, with no zero-fill and accumulate.
+//!
+//! It covers the CPU and the layers of torchvision's VGGs and of custom configs with
+//! torchvision's head (convolution, batch norm, ReLU, max-pool, adaptive average pool,
+//! flatten, linear, dropout); [`TrainPlan::new`] returns `None` for anything else, which
+//! then trains through candle's autograd. Both paths compute the same functions: the
+//! same dropout masks, batch statistics and running averages, PyTorch's max-pool and
+//! ReLU gradients, and sums whose order depends on the shapes only, never on the thread
+//! count.
+
+mod conv;
+mod dense;
+mod norm;
+mod pool;
+
+use std::collections::HashMap;
+
+use candle_core::backprop::GradStore;
+use candle_core::{Tensor, TensorId};
+
+use crate::error::{Error, Result};
+use crate::model::Vgg;
+use crate::model::layers::{LayerKind, logits_len};
+use crate::ops::with_f32_values;
+use crate::train::fused::overwrite;
+use crate::train::loss::cross_entropy;
+use crate::train::optim::Gradients;
+use norm::BatchStats;
+
+/// An NHWC activation's shape: `n` images of `h×w` pixels with `c` channels each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Nhwc {
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+}
+
+impl Nhwc {
+    fn pixels(self) -> usize {
+        self.n * self.h * self.w
+    }
+
+    fn len(self) -> usize {
+        self.pixels() * self.c
+    }
+
+    /// The shape after a 2×2 stride-2 max-pool.
+    fn pooled(self) -> Nhwc {
+        Nhwc {
+            h: self.h / 2,
+            w: self.w / 2,
+            ..self
+        }
+    }
+
+    fn with_channels(self, c: usize) -> Nhwc {
+        Nhwc { c, ..self }
+    }
+}
+
+/// What one step of the plan holds: a feature map, or `[n][features]` rows.
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    Map(Nhwc),
+    Rows { n: usize, features: usize },
+}
+
+impl Shape {
+    fn len(self) -> usize {
+        match self {
+            Shape::Map(s) => s.len(),
+            Shape::Rows { n, features } => n * features,
+        }
+    }
+}
+
+/// One operation of the chain; `layer` indexes the model's layer list, `relu` marks a
+/// fused ReLU after the operation.
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Conv { layer: usize, relu: bool },
+    Norm { layer: usize, eps: f64, relu: bool },
+    Relu,
+    MaxPool,
+    PoolFlatten { out: usize },
+    Linear { layer: usize, relu: bool },
+    Dropout { p: f64 },
+}
+
+impl Op {
+    /// Whether its output is a ReLU's (so a max-pool after it can apply the ReLU mask).
+    fn ends_in_relu(self) -> bool {
+        matches!(
+            self,
+            Op::Relu
+                | Op::Conv { relu: true, .. }
+                | Op::Norm { relu: true, .. }
+                | Op::Linear { relu: true, .. }
+        )
+    }
+
+    /// Whether it rewrites its input buffer rather than filling a new one.
+    fn in_place(self) -> bool {
+        matches!(self, Op::Relu | Op::Dropout { .. })
+    }
+}
+
+/// The ops of `model`'s chain up to its logits, or `None` when a layer is not covered.
+fn compile(model: &Vgg) -> Option<Vec<Op>> {
+    let layers = model.layers();
+    let end = logits_len(layers);
+    let mut ops: Vec<Op> = Vec::new();
+    let mut index = 0;
+    while index < end {
+        let op = match layers[index].kind {
+            LayerKind::Conv2d { .. } => Op::Conv {
+                layer: index,
+                relu: false,
+            },
+            LayerKind::BatchNorm2d { eps, .. } => Op::Norm {
+                layer: index,
+                eps,
+                relu: false,
+            },
+            LayerKind::ReLU => match ops.last_mut() {
+                Some(Op::Conv { relu, .. } | Op::Norm { relu, .. } | Op::Linear { relu, .. })
+                    if !*relu =>
+                {
+                    *relu = true;
+                    index += 1;
+                    continue;
+                }
+                _ => Op::Relu,
+            },
+            LayerKind::MaxPool2d => Op::MaxPool,
+            LayerKind::AdaptiveAvgPool2d { output }
+                if layers.get(index + 1).map(|l| l.kind) == Some(LayerKind::Flatten) =>
+            {
+                index += 1;
+                Op::PoolFlatten { out: output }
+            }
+            LayerKind::Linear { .. } => Op::Linear {
+                layer: index,
+                relu: false,
+            },
+            LayerKind::Dropout { p: 0.0 } => {
+                index += 1;
+                continue;
+            }
+            LayerKind::Dropout { p } => Op::Dropout { p },
+            _ => return None,
+        };
+        ops.push(op);
+        index += 1;
+    }
+    Some(ops)
+}
+
+/// What a step keeps from the forward pass for the backward pass.
+#[derive(Default)]
+struct Saved {
+    stats: BatchStats,
+    winners: Vec<u8>,
+    mask: Vec<f32>,
+}
+
+/// One op at the current input size: its shapes and buffers (0 is the network's input,
+/// `i + 1` the output of op `i`; an in-place op's output is its input's buffer).
+#[derive(Clone, Copy, Debug)]
+struct Step {
+    op: Op,
+    input: Shape,
+    output: Shape,
+    src: usize,
+    dst: usize,
+}
+
+/// The gradients of the last [`TrainPlan::step`], one tensor per parameter, rewritten
+/// in place every step.
+pub struct PlanGradients {
+    by_param: HashMap<TensorId, Tensor>,
+}
+
+impl Gradients for PlanGradients {
+    fn gradient(&self, param: &Tensor) -> Option<&Tensor> {
+        self.by_param.get(&param.id())
+    }
+
+    fn scale(&mut self, param: &Tensor, factor: f64) -> Result<()> {
+        if let Some(grad) = self.by_param.get(&param.id()) {
+            let factor = factor as f32;
+            overwrite(grad, |g| g.iter_mut().for_each(|v| *v *= factor))?;
+        }
+        Ok(())
+    }
+}
+
+/// A training step's results besides the gradients.
+pub struct StepOutput {
+    /// The mean loss over the batch.
+    pub loss: f64,
+    /// The logits `[N, classes]`.
+    pub logits: Tensor,
+}
+
+/// A compiled training step for one model (see the module documentation).
+pub struct TrainPlan {
+    ops: Vec<Op>,
+    /// The input dims `[N, C, H, W]` the steps and buffers are laid out for.
+    dims: [usize; 4],
+    steps: Vec<Step>,
+    buffers: Vec<Vec<f32>>,
+    saved: Vec<Saved>,
+    /// The gradient flowing backward, and the one being computed from it.
+    grad: Vec<f32>,
+    next_grad: Vec<f32>,
+    /// The input gradient's convolution weights, and a convolution's weight gradient
+    /// before OIHW.
+    weights: Vec<f32>,
+    conv_work: conv::ConvWork,
+    weight_grad: Vec<f32>,
+    grads: PlanGradients,
+}
+
+impl TrainPlan {
+    /// The plan for `model`, or `None` when it cannot run it: not on the CPU, or a layer
+    /// it does not cover (batch norm or softmax in the head, the dense form).
+    pub fn new(model: &Vgg) -> Result<Option<TrainPlan>> {
+        if !model.device().is_cpu() {
+            return Ok(None);
+        }
+        let Some(ops) = compile(model) else {
+            return Ok(None);
+        };
+        let mut by_param = HashMap::new();
+        for op in &ops {
+            if let Op::Conv { layer, .. } | Op::Norm { layer, .. } | Op::Linear { layer, .. } = *op
+                && let Some((weight, bias)) = model.layer_params(layer)
+            {
+                for param in [weight, bias] {
+                    by_param.insert(param.id(), param.as_tensor().zeros_like()?);
+                }
+            }
+        }
+        Ok(Some(TrainPlan {
+            saved: ops.iter().map(|_| Saved::default()).collect(),
+            ops,
+            dims: [0; 4],
+            steps: Vec::new(),
+            buffers: Vec::new(),
+            grad: Vec::new(),
+            next_grad: Vec::new(),
+            weights: Vec::new(),
+            conv_work: conv::ConvWork::default(),
+            weight_grad: Vec::new(),
+            grads: PlanGradients { by_param },
+        }))
+    }
+
+    /// The gradients of the last step.
+    pub fn gradients(&mut self) -> &mut PlanGradients {
+        &mut self.grads
+    }
+
+    /// One training step's forward and backward pass on the NCHW batch `x` with class
+    /// `targets`: updates the batch norms' running statistics (as a training-mode forward
+    /// pass does) and leaves every parameter's gradient in [`Self::gradients`].
+    pub fn step(
+        &mut self,
+        model: &Vgg,
+        x: &Tensor,
+        targets: &[u32],
+        smoothing: f64,
+    ) -> Result<StepOutput> {
+        let (n, c, h, w) = x.dims4()?;
+        if targets.len() != n {
+            return Err(Error::BadArgument(format!(
+                "{} targets for a batch of {n}",
+                targets.len()
+            )));
+        }
+        self.lay_out(model, [n, c, h, w])?;
+        let input = Nhwc { n, h, w, c };
+        with_f32_values(x, |values| {
+            nchw_to_nhwc(values, input, &mut self.buffers[0])
+        })?;
+        for i in 0..self.steps.len() {
+            self.forward(model, i)?;
+        }
+        let last = self.steps.last().expect("a plan has ops");
+        let Shape::Rows { features, .. } = last.output else {
+            return Err(Error::BadArgument(
+                "the network does not end in logits".into(),
+            ));
+        };
+        let logits = &self.buffers[last.dst][..n * features];
+        self.grad.resize(logits.len(), 0.0);
+        let loss = dense::cross_entropy(logits, targets, smoothing, &mut self.grad);
+        let logits = Tensor::from_slice(logits, (n, features), model.device())?;
+        for i in (0..self.steps.len()).rev() {
+            self.backward(model, i)?;
+        }
+        Ok(StepOutput { loss, logits })
+    }
+
+    /// Shapes and buffers for input `dims` (kept while the dims stay the same).
+    fn lay_out(&mut self, model: &Vgg, dims: [usize; 4]) -> Result<()> {
+        if self.dims == dims {
+            return Ok(());
+        }
+        let [n, c, h, w] = dims;
+        let mut shape = Shape::Map(Nhwc { n, h, w, c });
+        let mut buffer = 0;
+        let mut lens = vec![shape.len()];
+        self.steps.clear();
+        for (i, &op) in self.ops.iter().enumerate() {
+            let output = output_shape(model, op, shape)?;
+            let dst = if op.in_place() { buffer } else { i + 1 };
+            lens.push(if op.in_place() { 0 } else { output.len() });
+            self.steps.push(Step {
+                op,
+                input: shape,
+                output,
+                src: buffer,
+                dst,
+            });
+            (shape, buffer) = (output, dst);
+        }
+        let largest = lens.iter().copied().max().unwrap_or(0);
+        self.buffers = lens.into_iter().map(|len| vec![0.0; len]).collect();
+        self.grad = Vec::with_capacity(largest);
+        self.next_grad = Vec::with_capacity(largest);
+        self.dims = dims;
+        Ok(())
+    }
+
+    fn forward(&mut self, model: &Vgg, i: usize) -> Result<()> {
+        let step = self.steps[i];
+        let saved = &mut self.saved[i];
+        if step.op.in_place() {
+            let y = &mut self.buffers[step.dst];
+            match step.op {
+                Op::Dropout { p } => {
+                    saved.mask = model.dropout_mask(y.len(), p);
+                    dense::scale_by(y, &saved.mask);
+                }
+                _ => dense::relu_in_place(y),
+            }
+            return Ok(());
+        }
+        let (before, after) = self.buffers.split_at_mut(step.dst);
+        let (x, y) = (&before[step.src][..], &mut after[0][..]);
+        match step.op {
+            Op::Conv { layer, relu } => {
+                let s = map(step.input);
+                let (weight, bias) = params(model, layer)?;
+                let work = &mut self.conv_work;
+                with_f32_values(weight, |w| {
+                    with_f32_values(bias, |b| conv::convolve((x, s), (w, b), relu, y, work))
+                })??;
+            }
+            Op::Norm { layer, eps, relu } => {
+                let s = map(step.input);
+                check_batch_norm_count(s)?;
+                norm::statistics(x, s.c, eps, &mut saved.stats);
+                let (weight, bias) = params(model, layer)?;
+                with_f32_values(weight, |w| {
+                    with_f32_values(bias, |b| norm::normalise(x, &saved.stats, (w, b), relu, y))
+                })??;
+                let stats = &saved.stats;
+                let device = model.device();
+                let mean = Tensor::from_slice(&stats.mean, s.c, device)?;
+                let var = Tensor::from_slice(&stats.var, s.c, device)?;
+                model.record_batch_statistics(layer, &mean, &var, s.pixels())?;
+            }
+            Op::MaxPool => {
+                let s = map(step.input);
+                saved.winners.resize(step.output.len(), 0);
+                pool::max_pool(x, s, y, &mut saved.winners);
+            }
+            Op::PoolFlatten { out } => pool::pool_flatten(x, map(step.input), out, y),
+            Op::Linear { layer, relu } => {
+                let n = rows(step.input);
+                let (weight, bias) = params(model, layer)?;
+                with_f32_values(weight, |w| {
+                    with_f32_values(bias, |b| dense::linear(x, n, (w, b), relu, y))
+                })??;
+            }
+            Op::Relu | Op::Dropout { .. } => unreachable!("in-place ops return above"),
+        }
+        Ok(())
+    }
+
+    /// Turns the gradient of op `i`'s output (in `self.grad`) into its input's, writing
+    /// the op's parameter gradients on the way.
+    fn backward(&mut self, model: &Vgg, i: usize) -> Result<()> {
+        let step = self.steps[i];
+        let pool_masks = self
+            .steps
+            .get(i + 1)
+            .is_some_and(|next| matches!(next.op, Op::MaxPool));
+        if step.op.ends_in_relu() && !pool_masks {
+            dense::relu_grad(&mut self.grad, &self.buffers[step.dst]);
+        }
+        let x = &self.buffers[step.src];
+        let saved = &self.saved[i];
+        let dy = &self.grad[..];
+        let dx = &mut self.next_grad;
+        dx.resize(step.input.len(), 0.0);
+        match step.op {
+            Op::Relu => return Ok(()),
+            Op::Dropout { .. } => {
+                dense::scale_by(&mut self.grad, &saved.mask);
+                return Ok(());
+            }
+            Op::Conv { layer, .. } => {
+                let s = map(step.input);
+                let k = map(step.output).c;
+                let (weight, bias) = params(model, layer)?;
+                let dw = &mut self.weight_grad;
+                dw.resize(9 * s.c * k, 0.0);
+                let mut db = vec![0.0; k];
+                conv::weight_grad(x, s, dy, dw, &mut db);
+                overwrite(self.grads.of_tensor(weight)?, |g| {
+                    conv::to_oihw(dw, s.c, k, g)
+                })?;
+                overwrite(self.grads.of_tensor(bias)?, |g| g.copy_from_slice(&db))?;
+                if i > 0 {
+                    let rotated = &mut self.weights;
+                    with_f32_values(weight, |w| conv::rotated_transposed(w, s.c, k, rotated))?;
+                    let zeros = vec![0.0; s.c];
+                    let work = &mut self.conv_work;
+                    conv::convolve((dy, s.with_channels(k)), (rotated, &zeros), false, dx, work);
+                }
+            }
+            Op::Norm { layer, .. } => {
+                let c = map(step.input).c;
+                let (weight, bias) = params(model, layer)?;
+                let (mut dweight, mut dbias) = (vec![0.0; c], vec![0.0; c]);
+                with_f32_values(weight, |w| {
+                    norm::backward(x, dy, &saved.stats, w, dx, (&mut dweight, &mut dbias));
+                })?;
+                overwrite(self.grads.of_tensor(weight)?, |g| {
+                    g.copy_from_slice(&dweight)
+                })?;
+                overwrite(self.grads.of_tensor(bias)?, |g| g.copy_from_slice(&dbias))?;
+            }
+            Op::MaxPool => {
+                let prev_relu = i > 0 && self.steps[i - 1].op.ends_in_relu();
+                let mask = prev_relu.then_some(&x[..]);
+                pool::max_pool_grad(dy, map(step.input), &saved.winners, mask, dx);
+            }
+            Op::PoolFlatten { out } => pool::pool_flatten_grad(dy, map(step.input), out, dx),
+            Op::Linear { layer, .. } => {
+                let n = rows(step.input);
+                let (weight, bias) = params(model, layer)?;
+                let mut db = vec![0.0; bias.elem_count()];
+                overwrite(self.grads.of_tensor(weight)?, |dw| {
+                    dense::linear_param_grads(x, dy, n, dw, &mut db);
+                })?;
+                overwrite(self.grads.of_tensor(bias)?, |g| g.copy_from_slice(&db))?;
+                if i > 0 {
+                    with_f32_values(weight, |w| {
+                        dense::linear_input_grad(dy, n, w, db.len(), dx);
+                    })?;
+                }
+            }
+        }
+        std::mem::swap(&mut self.grad, &mut self.next_grad);
+        Ok(())
+    }
+}
+
+impl PlanGradients {
+    fn of_tensor(&self, param: &Tensor) -> Result<&Tensor> {
+        self.by_param
+            .get(&param.id())
+            .ok_or_else(|| Error::BadArgument("a parameter the training plan does not know".into()))
+    }
+}
+
+/// The shape op `op` makes of `input`.
+fn output_shape(model: &Vgg, op: Op, input: Shape) -> Result<Shape> {
+    let kind = |layer: usize| model.layers()[layer].kind;
+    Ok(match (op, input) {
+        (Op::Conv { layer, .. }, Shape::Map(s)) => match kind(layer) {
+            LayerKind::Conv2d {
+                in_channels,
+                out_channels,
+            } if in_channels == s.c => Shape::Map(s.with_channels(out_channels)),
+            _ => return Err(mismatch(model, layer, input)),
+        },
+        (Op::MaxPool, Shape::Map(s)) if s.h < 2 || s.w < 2 => {
+            return Err(Error::BadArgument(format!(
+                "max-pool: a {}×{} map is smaller than the 2×2 window",
+                s.h, s.w
+            )));
+        }
+        (Op::MaxPool, Shape::Map(s)) => Shape::Map(s.pooled()),
+        (Op::PoolFlatten { out }, Shape::Map(s)) => Shape::Rows {
+            n: s.n,
+            features: s.c * out * out,
+        },
+        (Op::Linear { layer, .. }, Shape::Rows { n, features }) => match kind(layer) {
+            LayerKind::Linear {
+                in_features,
+                out_features,
+            } if in_features == features => Shape::Rows {
+                n,
+                features: out_features,
+            },
+            _ => return Err(mismatch(model, layer, input)),
+        },
+        (Op::Norm { .. } | Op::Relu | Op::Dropout { .. }, shape) => shape,
+        (op, shape) => {
+            return Err(Error::BadArgument(format!(
+                "training plan: {op:?} cannot take {shape:?}"
+            )));
+        }
+    })
+}
+
+fn mismatch(model: &Vgg, layer: usize, input: Shape) -> Error {
+    Error::BadArgument(format!(
+        "{} ({:?}) cannot take an input of shape {input:?}",
+        model.layers()[layer].path(),
+        model.layers()[layer].kind
+    ))
+}
+
+fn map(shape: Shape) -> Nhwc {
+    match shape {
+        Shape::Map(s) => s,
+        Shape::Rows { .. } => unreachable!("the plan's shapes were checked when laid out"),
+    }
+}
+
+fn rows(shape: Shape) -> usize {
+    match shape {
+        Shape::Rows { n, .. } => n,
+        Shape::Map(_) => unreachable!("the plan's shapes were checked when laid out"),
+    }
+}
+
+fn params(model: &Vgg, layer: usize) -> Result<(&Tensor, &Tensor)> {
+    model
+        .layer_params(layer)
+        .map(|(w, b)| (w.as_tensor(), b.as_tensor()))
+        .ok_or_else(|| Error::BadArgument(format!("layer {layer} has no parameters")))
+}
+
+fn check_batch_norm_count(s: Nhwc) -> Result<()> {
+    crate::model::check_batch_norm_count(&[s.n, s.c, s.h, s.w], s.pixels())
+}
+
+/// Copies NCHW `values` of shape `s` into NHWC `out`.
+fn nchw_to_nhwc(values: &[f32], s: Nhwc, out: &mut [f32]) {
+    let plane = s.h * s.w;
+    for (img, out) in out.chunks_exact_mut(plane * s.c).enumerate() {
+        let src = &values[img * plane * s.c..][..plane * s.c];
+        for (p, px) in out.chunks_exact_mut(s.c).enumerate() {
+            for (ch, v) in px.iter_mut().enumerate() {
+                *v = src[ch * plane + p];
+            }
+        }
+    }
+}
+
+/// Where a training step leaves its gradients: candle's autograd store, or the plan's
+/// tensors.
+pub enum StepGradients<'a> {
+    Autograd(GradStore),
+    Plan(&'a mut PlanGradients),
+}
+
+impl Gradients for StepGradients<'_> {
+    fn gradient(&self, param: &Tensor) -> Option<&Tensor> {
+        match self {
+            StepGradients::Autograd(store) => store.gradient(param),
+            StepGradients::Plan(plan) => plan.gradient(param),
+        }
+    }
+
+    fn scale(&mut self, param: &Tensor, factor: f64) -> Result<()> {
+        match self {
+            StepGradients::Autograd(store) => store.scale(param, factor),
+            StepGradients::Plan(plan) => plan.scale(param, factor),
+        }
+    }
+}
+
+/// One training step's forward and backward pass on the NCHW batch `x` with class
+/// `targets`: through `plan` when there is one, else through candle's autograd on the
+/// logits that `forward` computes. Returns the mean loss, the logits and the gradients.
+pub fn forward_backward<'a>(
+    plan: Option<&'a mut TrainPlan>,
+    model: &Vgg,
+    (x, targets): (&Tensor, &[u32]),
+    smoothing: f64,
+    forward: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<(f64, Tensor, StepGradients<'a>)> {
+    if let Some(plan) = plan {
+        let out = plan.step(model, x, targets, smoothing)?;
+        return Ok((out.loss, out.logits, StepGradients::Plan(plan.gradients())));
+    }
+    let logits = forward(x)?;
+    let y = Tensor::from_slice(targets, targets.len(), x.device())?;
+    let loss = cross_entropy(&logits, &y, smoothing)?;
+    let value = f64::from(loss.to_scalar::<f32>()?);
+    Ok((value, logits, StepGradients::Autograd(loss.backward()?)))
+}
