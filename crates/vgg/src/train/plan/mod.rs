@@ -405,8 +405,11 @@ impl TrainPlan {
             .steps
             .get(i + 1)
             .is_some_and(|next| matches!(next.op, Op::MaxPool));
-        if step.op.ends_in_relu() && !pool_masks {
-            dense::relu_grad(&mut self.grad, &self.buffers[step.dst]);
+        let relu_mask = (step.op.ends_in_relu() && !pool_masks).then_some(step.dst);
+        if let Some(y) = relu_mask
+            && !matches!(step.op, Op::Norm { .. })
+        {
+            dense::relu_grad(&mut self.grad, &self.buffers[y]);
         }
         let x = &self.buffers[step.src];
         let saved = &self.saved[i];
@@ -443,6 +446,7 @@ impl TrainPlan {
                 let c = map(step.input).c;
                 let (weight, bias) = params(model, layer)?;
                 let (mut dweight, mut dbias) = (vec![0.0; c], vec![0.0; c]);
+                let dy = (&mut self.grad[..], relu_mask.map(|y| &self.buffers[y][..]));
                 with_f32_values(weight, |w| {
                     norm::backward(x, dy, &saved.stats, w, dx, (&mut dweight, &mut dbias));
                 })?;

@@ -19,26 +19,32 @@ pub(super) struct BatchStats {
     pub inv_std: Vec<f32>,
 }
 
-/// `Σ_rows f(row_a, row_b, out)`: `add(acc, a_row, b_row)` adds one row pair into a
-/// piece's f32 accumulator, pieces are added in f64 in order.
+/// Per-channel sums over the rows of `a` and `b` (`[rows][C]` each): `add(acc, a_row,
+/// b_row)` adds one row pair into a piece's f32 accumulators (`width` of them), and the
+/// pieces are added in f64, in order.
 fn channel_sums(
-    a: &[f32],
-    b: &[f32],
+    (a, b): (&[f32], &[f32]),
     c: usize,
+    width: usize,
     add: impl Fn(&mut [f32], &[f32], &[f32]) + Sync,
 ) -> Vec<f64> {
     let partials: Vec<Vec<f32>> = a
         .par_chunks(PIECE_ROWS * c)
         .zip(b.par_chunks(PIECE_ROWS * c))
         .map(|(a, b)| {
-            let mut acc = vec![0.0f32; c];
+            let mut acc = vec![0.0f32; width];
             for (ra, rb) in a.chunks_exact(c).zip(b.chunks_exact(c)) {
                 add(&mut acc, ra, rb);
             }
             acc
         })
         .collect();
-    let mut sums = vec![0.0f64; c];
+    add_pieces(partials, width)
+}
+
+/// The f32 sums of the pieces, added in f64 in piece order.
+fn add_pieces(partials: Vec<Vec<f32>>, width: usize) -> Vec<f64> {
+    let mut sums = vec![0.0f64; width];
     for partial in partials {
         sums.iter_mut()
             .zip(partial)
@@ -50,11 +56,11 @@ fn channel_sums(
 /// The batch statistics of `x` (`[pixels][C]`), in two passes (no cancellation).
 pub(super) fn statistics(x: &[f32], c: usize, eps: f64, stats: &mut BatchStats) {
     let count = (x.len() / c) as f64;
-    let sums = channel_sums(x, x, c, |acc, row, _| {
+    let sums = channel_sums((x, x), c, c, |acc, row, _| {
         acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
     });
     let mean: Vec<f32> = sums.iter().map(|s| (s / count) as f32).collect();
-    let squares = channel_sums(x, x, c, |acc, row, _| {
+    let squares = channel_sums((x, x), c, c, |acc, row, _| {
         for ((a, &v), &m) in acc.iter_mut().zip(row).zip(&mean) {
             *a += (v - m) * (v - m);
         }
@@ -88,8 +94,9 @@ pub(super) fn normalise(
         .zip(x.par_chunks(PIECE_ROWS * c))
         .for_each(|(y, x)| {
             for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-                for ch in 0..c {
-                    yr[ch] = ((xr[ch] - stats.mean[ch]) * scale[ch] + bias[ch]).max(floor);
+                let channels = stats.mean.iter().zip(&scale).zip(bias);
+                for ((o, &v), ((&m, &s), &b)) in yr.iter_mut().zip(xr).zip(channels) {
+                    *o = ((v - m) * s + b).max(floor);
                 }
             }
         });
@@ -97,10 +104,11 @@ pub(super) fn normalise(
 
 /// With `x̂ = (x − mean)·inv_std` and `M` rows: `∂bias = Σ dy`, `∂weight = Σ dy·x̂`,
 /// `∂x = weight·inv_std·(dy − ∂bias/M − x̂·∂weight/M)`. Writes `dx` and the two parameter
-/// gradients.
+/// gradients. With `relu_output` (the fused ReLU's output), `dy` is first masked where it
+/// is not positive, in place.
 pub(super) fn backward(
     x: &[f32],
-    dy: &[f32],
+    (dy, relu_output): (&mut [f32], Option<&[f32]>),
     stats: &BatchStats,
     weight: &[f32],
     dx: &mut [f32],
@@ -108,43 +116,57 @@ pub(super) fn backward(
 ) {
     let c = weight.len();
     let count = (x.len() / c) as f32;
-    let sums = channel_sums(dy, dy, c, |acc, g, _| {
-        acc.iter_mut().zip(g).for_each(|(a, &g)| *a += g);
-    });
-    let dots = channel_sums(dy, x, c, |acc, g, v| {
-        for ch in 0..c {
-            acc[ch] += g[ch] * (v[ch] - stats.mean[ch]);
-        }
-    });
+    let piece = PIECE_ROWS * c;
+    // Per piece: the ReLU mask, then the accumulators `[Σ dy | Σ dy·(x − mean)]`.
+    let partials = dy
+        .par_chunks_mut(piece)
+        .zip(x.par_chunks(piece))
+        .enumerate()
+        .map(|(i, (dy, x))| {
+            if let Some(y) = relu_output {
+                super::dense::relu_grad(dy, &y[i * piece..][..dy.len()]);
+            }
+            let mut acc = vec![0.0f32; 2 * c];
+            let (sum, dot) = acc.split_at_mut(c);
+            for (g, v) in dy.chunks_exact(c).zip(x.chunks_exact(c)) {
+                let rows = sum.iter_mut().zip(dot.iter_mut()).zip(g.iter().zip(v));
+                for (((s, d), (&g, &v)), &m) in rows.zip(&stats.mean) {
+                    *s += g;
+                    *d += g * (v - m);
+                }
+            }
+            acc
+        })
+        .collect();
+    let sums = add_pieces(partials, 2 * c);
     for ch in 0..c {
         dbias[ch] = sums[ch] as f32;
-        dweight[ch] = (dots[ch] * f64::from(stats.inv_std[ch])) as f32;
+        dweight[ch] = (sums[c + ch] * f64::from(stats.inv_std[ch])) as f32;
     }
-    let scale: Vec<f32> = stats
-        .inv_std
-        .iter()
-        .zip(weight)
+    let scale: Vec<f32> = (stats.inv_std.iter().zip(weight))
         .map(|(i, w)| i * w)
         .collect();
     let mean_dy: Vec<f32> = dbias.iter().map(|d| d / count).collect();
-    let mean_dyx: Vec<f32> = dweight
-        .iter()
-        .zip(&stats.inv_std)
+    let mean_dyx: Vec<f32> = (dweight.iter().zip(&stats.inv_std))
         .map(|(d, i)| d / count * i)
         .collect();
-    dx.par_chunks_mut(PIECE_ROWS * c)
-        .zip(
-            dy.par_chunks(PIECE_ROWS * c)
-                .zip(x.par_chunks(PIECE_ROWS * c)),
-        )
+    let dy = &*dy;
+    dx.par_chunks_mut(piece)
+        .zip(dy.par_chunks(piece).zip(x.par_chunks(piece)))
         .for_each(|(dx, (dy, x))| {
             let rows = dx
                 .chunks_exact_mut(c)
                 .zip(dy.chunks_exact(c).zip(x.chunks_exact(c)));
             for (o, (g, v)) in rows {
-                for ch in 0..c {
-                    let centred = v[ch] - stats.mean[ch];
-                    o[ch] = scale[ch] * (g[ch] - mean_dy[ch] - centred * mean_dyx[ch]);
+                let channels = stats
+                    .mean
+                    .iter()
+                    .zip(&scale)
+                    .zip(mean_dy.iter().zip(&mean_dyx));
+                for ((o, (&g, &v)), ((&m, &s), (&mdy, &mdyx))) in
+                    o.iter_mut().zip(g.iter().zip(v)).zip(channels)
+                {
+                    *o = s * (g - mdy - (v - m) * mdyx);
                 }
             }
         });

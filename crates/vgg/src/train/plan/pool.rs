@@ -22,21 +22,27 @@ pub(super) fn max_pool(src: &[f32], s: Nhwc, out: &mut [f32], winners: &mut [u8]
         .for_each(|(r, (out, winners))| {
             let (img, i) = (r / o.h, r % o.h);
             let top = (img * s.h + 2 * i) * s.w;
-            for j in 0..o.w {
-                let cells = window(top, 2 * j, s.w).map(|p| &src[p * s.c..(p + 1) * s.c]);
-                let (out, winners) = (&mut out[j * s.c..][..s.c], &mut winners[j * s.c..][..s.c]);
-                for ch in 0..s.c {
-                    let mut best = 0;
-                    for q in 1..4 {
-                        if cells[q][ch] > cells[best][ch] {
-                            best = q;
-                        }
-                    }
-                    out[ch] = cells[best][ch];
-                    winners[ch] = best as u8;
+            let outs = out.chunks_exact_mut(s.c).zip(winners.chunks_exact_mut(s.c));
+            for (j, (out, winners)) in outs.enumerate() {
+                let [a, b, c, d] = window(top, 2 * j, s.w).map(|p| &src[p * s.c..][..s.c]);
+                let cells = a.iter().zip(b).zip(c.iter().zip(d));
+                for ((o, w), ((&a, &b), (&c, &d))) in out.iter_mut().zip(winners).zip(cells) {
+                    (*o, *w) = first_max(a, b, c, d);
                 }
             }
         });
+}
+
+/// The largest of a window's cells and which it is, the first on ties (PyTorch's rule).
+#[inline(always)]
+fn first_max(a: f32, b: f32, c: f32, d: f32) -> (f32, u8) {
+    let (mut best, mut at) = (a, 0);
+    for (v, i) in [(b, 1), (c, 2), (d, 3)] {
+        if v > best {
+            (best, at) = (v, i);
+        }
+    }
+    (best, at)
 }
 
 /// The pixels of the window whose top-left cell is pixel `top + x`, row-major.
