@@ -31,11 +31,11 @@ use crate::ops::with_scratch;
 /// Pixels per block of the forward and input-gradient GEMMs.
 const BLOCK_PIXELS: usize = 256;
 /// Pixels per partial sum of the weight gradient (at least; at most [`MAX_PIECES`] pieces).
-const PIECE_PIXELS: usize = 256;
+const PIECE_PIXELS: usize = 512;
 /// Most column values gathered for one weight-gradient GEMM.
 const MAX_COLUMNS: usize = 2 << 20;
 /// Most partial weight gradients held at once.
-const MAX_PIECES: usize = 16;
+const MAX_PIECES: usize = 8;
 
 /// The forward GEMM's right operand from OIHW weights `[K][C][3][3]`: `[(tap·C + c)][K]`.
 fn forward_weights(oihw: &[f32], c: usize, k: usize, out: &mut Vec<f32>) {
@@ -173,13 +173,22 @@ fn pieces(pixels: usize) -> Vec<Range<usize>> {
 }
 
 /// `dw[(tap·C + c)][K] = Σ_p columns(src)[p]ᵀ · dy[p]` and `db[k] = Σ_p dy[p][k]`: the
-/// gradients of the weights (in the forward operand's layout) and bias.
-pub(super) fn weight_grad(src: &[f32], s: Nhwc, dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
+/// gradients of the weights (in the forward operand's layout) and bias. The first piece
+/// sums into `dw`, the others into `partials` (reused between steps), added in order.
+pub(super) fn weight_grad(
+    (src, s): (&[f32], Nhwc),
+    dy: &[f32],
+    (dw, db): (&mut [f32], &mut [f32]),
+    partials: &mut Vec<f32>,
+) {
     let (kc, k) = (9 * s.c, db.len());
-    let partials: Vec<(Vec<f32>, Vec<f64>)> = pieces(s.pixels())
-        .into_par_iter()
-        .map(|piece| {
-            let mut dw = vec![0.0f32; kc * k];
+    let ranges = pieces(s.pixels());
+    partials.resize((ranges.len() - 1) * kc * k, 0.0);
+    let mut outs: Vec<&mut [f32]> = std::iter::once(&mut *dw)
+        .chain(partials.chunks_exact_mut(kc * k))
+        .collect();
+    let bias_partials: Vec<Vec<f64>> = (outs.par_iter_mut().zip(ranges))
+        .map(|(out, piece)| {
             let mut db = vec![0.0f64; k];
             let block = (MAX_COLUMNS / kc).max(BLOCK_PIXELS);
             let mut start = piece.start;
@@ -190,29 +199,24 @@ pub(super) fn weight_grad(src: &[f32], s: Nhwc, dy: &[f32], dw: &mut [f32], db: 
                     im2col(src, s, start..start + np, col);
                     let a = Mat::row_major(col, np, kc).t();
                     let b = Mat::row_major(dy, np, k);
-                    matmul_on(a, b, &mut dw, start > piece.start, 1);
+                    matmul_on(a, b, out, start > piece.start, 1);
                 });
                 for px in dy.chunks_exact(k) {
                     db.iter_mut().zip(px).for_each(|(d, &g)| *d += f64::from(g));
                 }
                 start += np;
             }
-            (dw, db)
+            db
         })
         .collect();
+    for partial in partials.chunks_exact(kc * k) {
+        dw.par_chunks_mut(1 << 14)
+            .zip(partial.par_chunks(1 << 14))
+            .for_each(|(d, p)| d.iter_mut().zip(p).for_each(|(d, p)| *d += p));
+    }
     let mut bias_sums = vec![0.0f64; k];
-    for (i, (piece_dw, piece_db)) in partials.iter().enumerate() {
-        if i == 0 {
-            dw.copy_from_slice(piece_dw);
-        } else {
-            dw.par_chunks_mut(1 << 14)
-                .zip(piece_dw.par_chunks(1 << 14))
-                .for_each(|(d, p)| d.iter_mut().zip(p).for_each(|(d, p)| *d += p));
-        }
-        bias_sums
-            .iter_mut()
-            .zip(piece_db)
-            .for_each(|(d, p)| *d += p);
+    for partial in bias_partials {
+        bias_sums.iter_mut().zip(partial).for_each(|(d, p)| *d += p);
     }
     db.iter_mut()
         .zip(bias_sums)

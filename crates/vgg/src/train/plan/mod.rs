@@ -224,6 +224,8 @@ pub struct TrainPlan {
     /// before OIHW.
     weights: Vec<f32>,
     conv_work: conv::ConvWork,
+    /// The weight gradient's partial sums.
+    partials: Vec<f32>,
     weight_grad: Vec<f32>,
     grads: PlanGradients,
 }
@@ -258,6 +260,7 @@ impl TrainPlan {
             next_grad: Vec::new(),
             weights: Vec::new(),
             conv_work: conv::ConvWork::default(),
+            partials: Vec::new(),
             weight_grad: Vec::new(),
             grads: PlanGradients { by_param },
         }))
@@ -429,7 +432,7 @@ impl TrainPlan {
                 let dw = &mut self.weight_grad;
                 dw.resize(9 * s.c * k, 0.0);
                 let mut db = vec![0.0; k];
-                conv::weight_grad(x, s, dy, dw, &mut db);
+                conv::weight_grad((x, s), dy, (dw, &mut db), &mut self.partials);
                 overwrite(self.grads.of_tensor(weight)?, |g| {
                     conv::to_oihw(dw, s.c, k, g)
                 })?;
