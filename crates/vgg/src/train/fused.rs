@@ -81,15 +81,24 @@ impl<F: Fn(&mut f32, f32, f32) + Sync> InplaceOp3 for Zip<F> {
 
 /// Runs `write` on the elements of the contiguous CPU f32 tensor `t`, in place: the
 /// training plan writes its gradients into the same tensors every step.
-pub(crate) fn overwrite(t: &Tensor, write: impl FnOnce(&mut [f32])) -> Result<()> {
-    t.inplace_op1(&Overwrite(RefCell::new(Some(write))))?;
-    Ok(())
+pub(crate) fn overwrite<R>(t: &Tensor, write: impl FnOnce(&mut [f32]) -> R) -> Result<R> {
+    let op = Overwrite {
+        write: RefCell::new(Some(write)),
+        result: RefCell::new(None),
+    };
+    t.inplace_op1(&op)?;
+    op.result
+        .into_inner()
+        .ok_or_else(|| crate::error::Error::BadArgument("overwrite: the write did not run".into()))
 }
 
 /// The in-place operation behind [`overwrite`]; the closure runs once.
-struct Overwrite<F>(RefCell<Option<F>>);
+struct Overwrite<F, R> {
+    write: RefCell<Option<F>>,
+    result: RefCell<Option<R>>,
+}
 
-impl<F: FnOnce(&mut [f32])> InplaceOp1 for Overwrite<F> {
+impl<F: FnOnce(&mut [f32]) -> R, R> InplaceOp1 for Overwrite<F, R> {
     fn name(&self) -> &'static str {
         "overwrite"
     }
@@ -99,8 +108,8 @@ impl<F: FnOnce(&mut [f32])> InplaceOp1 for Overwrite<F> {
         else {
             bail!("overwrite needs a contiguous f32 tensor")
         };
-        if let Some(write) = self.0.borrow_mut().take() {
-            write(&mut values[start..end]);
+        if let Some(write) = self.write.borrow_mut().take() {
+            *self.result.borrow_mut() = Some(write(&mut values[start..end]));
         }
         Ok(())
     }

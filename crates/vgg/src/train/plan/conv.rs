@@ -51,7 +51,7 @@ fn forward_weights(oihw: &[f32], c: usize, k: usize, out: &mut Vec<f32>) {
 
 /// The input gradient's convolution weights: OIHW `[K][C][3][3]` rotated by 180° and
 /// transposed to `[C][K][3][3]`.
-pub(super) fn rotated_transposed(oihw: &[f32], c: usize, k: usize, out: &mut Vec<f32>) {
+fn rotated_transposed(oihw: &[f32], c: usize, k: usize, out: &mut Vec<f32>) {
     out.resize(9 * c * k, 0.0);
     for ko in 0..k {
         for ci in 0..c {
@@ -63,7 +63,7 @@ pub(super) fn rotated_transposed(oihw: &[f32], c: usize, k: usize, out: &mut Vec
 }
 
 /// `[(tap·C + c)][K]` back to OIHW `[K][C][3][3]`.
-pub(super) fn to_oihw(columns: &[f32], c: usize, k: usize, oihw: &mut [f32]) {
+fn to_oihw(columns: &[f32], c: usize, k: usize, oihw: &mut [f32]) {
     oihw.par_chunks_mut(c * 9)
         .enumerate()
         .for_each(|(ko, row)| {
@@ -95,13 +95,18 @@ fn im2col(src: &[f32], s: Nhwc, pixels: Range<usize>, col: &mut [f32]) {
     }
 }
 
-/// Buffers reused by [`convolve`] from step to step.
+/// Buffers the convolutions reuse from step to step.
 pub(super) struct ConvWork {
     isa: Isa,
     /// The im2col GEMM's weight operand.
     gemm_weights: Vec<f32>,
     /// The Winograd convolution's transformed tiles.
     tiles: Scratch<Vec<f32>, Vec<Bf16>>,
+    /// The input gradient's convolution weights.
+    rotated: Vec<f32>,
+    /// The weight gradient in the GEMM's layout, and its partial sums.
+    weight_grad: Vec<f32>,
+    partials: Vec<f32>,
 }
 
 impl Default for ConvWork {
@@ -110,7 +115,41 @@ impl Default for ConvWork {
             isa: Isa::detect(),
             gemm_weights: Vec::new(),
             tiles: Scratch::default(),
+            rotated: Vec::new(),
+            weight_grad: Vec::new(),
+            partials: Vec::new(),
         }
+    }
+}
+
+/// The backward pass of `y = conv(x, oihw) + bias` given `dy`: the weight (OIHW) and bias
+/// gradients into `dw` and `db`, and the input gradient into `dx` when asked for.
+pub(super) fn backward(
+    (x, s): (&[f32], Nhwc),
+    dy: &[f32],
+    oihw: &[f32],
+    (dw, db): (&mut [f32], &mut [f32]),
+    dx: Option<&mut [f32]>,
+    work: &mut ConvWork,
+) {
+    let k = db.len();
+    let mut columns = std::mem::take(&mut work.weight_grad);
+    columns.resize(9 * s.c * k, 0.0);
+    weight_grad((x, s), dy, (&mut columns, db), &mut work.partials);
+    to_oihw(&columns, s.c, k, dw);
+    work.weight_grad = columns;
+    if let Some(dx) = dx {
+        let mut rotated = std::mem::take(&mut work.rotated);
+        rotated_transposed(oihw, s.c, k, &mut rotated);
+        let zeros = vec![0.0; s.c];
+        convolve(
+            (dy, s.with_channels(k)),
+            (&rotated, &zeros),
+            false,
+            dx,
+            work,
+        );
+        work.rotated = rotated;
     }
 }
 
@@ -175,7 +214,7 @@ fn pieces(pixels: usize) -> Vec<Range<usize>> {
 /// `dw[(tap·C + c)][K] = Σ_p columns(src)[p]ᵀ · dy[p]` and `db[k] = Σ_p dy[p][k]`: the
 /// gradients of the weights (in the forward operand's layout) and bias. The first piece
 /// sums into `dw`, the others into `partials` (reused between steps), added in order.
-pub(super) fn weight_grad(
+fn weight_grad(
     (src, s): (&[f32], Nhwc),
     dy: &[f32],
     (dw, db): (&mut [f32], &mut [f32]),

@@ -187,6 +187,24 @@ pub struct PlanGradients {
     by_param: HashMap<TensorId, Tensor>,
 }
 
+impl PlanGradients {
+    /// Runs `write` on the gradients of a layer's `weight` and `bias`, in place.
+    fn write(
+        &self,
+        weight: &Tensor,
+        bias: &Tensor,
+        write: impl FnOnce((&mut [f32], &mut [f32])),
+    ) -> Result<()> {
+        let of = |param: &Tensor| {
+            self.by_param.get(&param.id()).ok_or_else(|| {
+                Error::BadArgument("a parameter the training plan does not know".into())
+            })
+        };
+        let (dw, db) = (of(weight)?, of(bias)?);
+        overwrite(dw, |dw| overwrite(db, |db| write((dw, db))))?
+    }
+}
+
 impl Gradients for PlanGradients {
     fn gradient(&self, param: &Tensor) -> Option<&Tensor> {
         self.by_param.get(&param.id())
@@ -220,13 +238,7 @@ pub struct TrainPlan {
     /// The gradient flowing backward, and the one being computed from it.
     grad: Vec<f32>,
     next_grad: Vec<f32>,
-    /// The input gradient's convolution weights, and a convolution's weight gradient
-    /// before OIHW.
-    weights: Vec<f32>,
     conv_work: conv::ConvWork,
-    /// The weight gradient's partial sums.
-    partials: Vec<f32>,
-    weight_grad: Vec<f32>,
     grads: PlanGradients,
 }
 
@@ -258,10 +270,7 @@ impl TrainPlan {
             buffers: Vec::new(),
             grad: Vec::new(),
             next_grad: Vec::new(),
-            weights: Vec::new(),
             conv_work: conv::ConvWork::default(),
-            partials: Vec::new(),
-            weight_grad: Vec::new(),
             grads: PlanGradients { by_param },
         }))
     }
@@ -426,37 +435,23 @@ impl TrainPlan {
                 return Ok(());
             }
             Op::Conv { layer, .. } => {
-                let s = map(step.input);
-                let k = map(step.output).c;
                 let (weight, bias) = params(model, layer)?;
-                let dw = &mut self.weight_grad;
-                dw.resize(9 * s.c * k, 0.0);
-                let mut db = vec![0.0; k];
-                conv::weight_grad((x, s), dy, (dw, &mut db), &mut self.partials);
-                overwrite(self.grads.of_tensor(weight)?, |g| {
-                    conv::to_oihw(dw, s.c, k, g)
-                })?;
-                overwrite(self.grads.of_tensor(bias)?, |g| g.copy_from_slice(&db))?;
-                if i > 0 {
-                    let rotated = &mut self.weights;
-                    with_f32_values(weight, |w| conv::rotated_transposed(w, s.c, k, rotated))?;
-                    let zeros = vec![0.0; s.c];
-                    let work = &mut self.conv_work;
-                    conv::convolve((dy, s.with_channels(k)), (rotated, &zeros), false, dx, work);
-                }
+                let dx = (i > 0).then_some(&mut dx[..]);
+                let work = &mut self.conv_work;
+                with_f32_values(weight, |w| {
+                    self.grads.write(weight, bias, |grads| {
+                        conv::backward((x, map(step.input)), dy, w, grads, dx, work);
+                    })
+                })??;
             }
             Op::Norm { layer, .. } => {
-                let c = map(step.input).c;
                 let (weight, bias) = params(model, layer)?;
-                let (mut dweight, mut dbias) = (vec![0.0; c], vec![0.0; c]);
                 let dy = (&mut self.grad[..], relu_mask.map(|y| &self.buffers[y][..]));
                 with_f32_values(weight, |w| {
-                    norm::backward(x, dy, &saved.stats, w, dx, (&mut dweight, &mut dbias));
-                })?;
-                overwrite(self.grads.of_tensor(weight)?, |g| {
-                    g.copy_from_slice(&dweight)
-                })?;
-                overwrite(self.grads.of_tensor(bias)?, |g| g.copy_from_slice(&dbias))?;
+                    self.grads.write(weight, bias, |grads| {
+                        norm::backward(x, dy, &saved.stats, w, dx, grads);
+                    })
+                })??;
             }
             Op::MaxPool => {
                 let prev_relu = i > 0 && self.steps[i - 1].op.ends_in_relu();
@@ -467,28 +462,17 @@ impl TrainPlan {
             Op::Linear { layer, .. } => {
                 let n = rows(step.input);
                 let (weight, bias) = params(model, layer)?;
-                let mut db = vec![0.0; bias.elem_count()];
-                overwrite(self.grads.of_tensor(weight)?, |dw| {
-                    dense::linear_param_grads(x, dy, n, dw, &mut db);
+                self.grads.write(weight, bias, |(dw, db)| {
+                    dense::linear_param_grads(x, dy, n, dw, db);
                 })?;
-                overwrite(self.grads.of_tensor(bias)?, |g| g.copy_from_slice(&db))?;
                 if i > 0 {
-                    with_f32_values(weight, |w| {
-                        dense::linear_input_grad(dy, n, w, db.len(), dx);
-                    })?;
+                    let outputs = bias.elem_count();
+                    with_f32_values(weight, |w| dense::linear_input_grad(dy, n, w, outputs, dx))?;
                 }
             }
         }
         std::mem::swap(&mut self.grad, &mut self.next_grad);
         Ok(())
-    }
-}
-
-impl PlanGradients {
-    fn of_tensor(&self, param: &Tensor) -> Result<&Tensor> {
-        self.by_param
-            .get(&param.id())
-            .ok_or_else(|| Error::BadArgument("a parameter the training plan does not know".into()))
     }
 }
 
