@@ -62,14 +62,14 @@ fn rotated_transposed(oihw: &[f32], c: usize, k: usize, out: &mut Vec<f32>) {
     }
 }
 
-/// `[(tap·C + c)][K]` back to OIHW `[K][C][3][3]`.
-fn to_oihw(columns: &[f32], c: usize, k: usize, oihw: &mut [f32]) {
+/// The weight gradient `[K][(tap·C + c)]` as OIHW `[K][C][3][3]`.
+fn to_oihw(columns: &[f32], c: usize, oihw: &mut [f32]) {
     oihw.par_chunks_mut(c * 9)
         .enumerate()
         .for_each(|(ko, row)| {
             for ci in 0..c {
                 for tap in 0..9 {
-                    row[ci * 9 + tap] = columns[(tap * c + ci) * k + ko];
+                    row[ci * 9 + tap] = columns[ko * 9 * c + tap * c + ci];
                 }
             }
         });
@@ -104,7 +104,7 @@ pub(super) struct ConvWork {
     tiles: Scratch<Vec<f32>, Vec<Bf16>>,
     /// The input gradient's convolution weights.
     rotated: Vec<f32>,
-    /// The weight gradient in the GEMM's layout, and its partial sums.
+    /// The weight gradient with taps before channels, and its partial sums.
     weight_grad: Vec<f32>,
     partials: Vec<f32>,
 }
@@ -136,7 +136,7 @@ pub(super) fn backward(
     let mut columns = std::mem::take(&mut work.weight_grad);
     columns.resize(9 * s.c * k, 0.0);
     weight_grad((x, s), dy, (&mut columns, db), &mut work.partials);
-    to_oihw(&columns, s.c, k, dw);
+    to_oihw(&columns, s.c, dw);
     work.weight_grad = columns;
     if let Some(dx) = dx {
         let mut rotated = std::mem::take(&mut work.rotated);
@@ -211,8 +211,8 @@ fn pieces(pixels: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// `dw[(tap·C + c)][K] = Σ_p columns(src)[p]ᵀ · dy[p]` and `db[k] = Σ_p dy[p][k]`: the
-/// gradients of the weights (in the forward operand's layout) and bias. The first piece
+/// `dw[K][(tap·C + c)] = Σ_p dy[p]ᵀ · columns(src)[p]` and `db[k] = Σ_p dy[p][k]`: the
+/// gradients of the weights (taps before channels) and bias. The first piece
 /// sums into `dw`, the others into `partials` (reused between steps), added in order.
 fn weight_grad(
     (src, s): (&[f32], Nhwc),
@@ -236,8 +236,8 @@ fn weight_grad(
                 let dy = &dy[start * k..(start + np) * k];
                 with_scratch(np * kc, 0, |col, _| {
                     im2col(src, s, start..start + np, col);
-                    let a = Mat::row_major(col, np, kc).t();
-                    let b = Mat::row_major(dy, np, k);
+                    let a = Mat::row_major(dy, np, k).t();
+                    let b = Mat::row_major(col, np, kc);
                     matmul_on(a, b, out, start > piece.start, 1);
                 });
                 for px in dy.chunks_exact(k) {
