@@ -746,13 +746,22 @@ fn interrupted_writes_leave_no_temporary_files() {
     let args = forward_args(&["--weights", s(&weights)], &input, &out, &[]);
     for signal in [libc::SIGINT, libc::SIGTERM] {
         // The write pauses once its temporary file exists; the signal comes then.
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vgg"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vgg"));
+        command
             .args(&args)
             .env("VGG_FAULT_WRITE", "1:pause")
             .stderr(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stdout(Stdio::null());
+        // A runner that starts the tests in the background (`nohup … &`) passes SIGINT on as
+        // ignored, which `vgg` rightly keeps; the child starts with the default action.
+        // SAFETY: `signal` is async-signal-safe, as code between fork and exec must be.
+        unsafe {
+            command.pre_exec(move || {
+                libc::signal(signal, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().unwrap();
         let start = Instant::now();
         while temporaries(&dir).is_empty() {
             assert!(

@@ -73,7 +73,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_fold: bool,
     /// Time one optimisation step instead (training-mode forward, cross-entropy, backward,
-    /// SGD with momentum) on the autograd path, as `vgg train` runs it
+    /// SGD with momentum) as `vgg train` runs it: on the compiled training plan where it
+    /// covers the network, through autograd otherwise
     #[arg(long, conflicts_with_all = ["engine", "precision", "describe", "conv", "no_fuse", "no_fold"])]
     pub train: bool,
     /// End with one JSON line: median_ms, min_ms, images_per_s, gflops
