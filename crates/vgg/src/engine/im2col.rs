@@ -2,6 +2,8 @@
 //! channels: a Winograd tile would be 16× channel padding for nothing) and as
 //! the ablation baseline for the other layers.
 
+use std::ops::Range;
+
 use super::gemm::{Mat, matmul_on};
 use super::tensor::{Shape, zero_padded};
 
@@ -22,14 +24,8 @@ pub(crate) struct Im2colConv {
 impl Im2colConv {
     pub(crate) fn new(c: usize, k: usize, weight: &[f32], bias: &[f32], relu: bool) -> Self {
         let kp = super::tensor::round16(k);
-        let mut w = vec![0.0; 9 * c * kp];
-        for ko in 0..k {
-            for ci in 0..c {
-                for tap in 0..9 {
-                    w[(tap * c + ci) * kp + ko] = weight[(ko * c + ci) * 9 + tap];
-                }
-            }
-        }
+        let mut w = Vec::new();
+        gemm_weights(weight, (c, k), kp, &mut w);
         Im2colConv {
             c,
             kp,
@@ -73,7 +69,7 @@ impl Im2colConv {
             while p0 < plane {
                 let np = chunk.min(plane - p0);
                 let col = &mut col[..np * kc];
-                self.gather(src, s, n, p0, col);
+                gather(src, s, n * plane + p0..n * plane + p0 + np, col);
                 let out = &mut dst[(n * plane + p0) * self.kp..(n * plane + p0 + np) * self.kp];
                 for px in out.chunks_exact_mut(self.kp) {
                     px.copy_from_slice(&self.bias);
@@ -92,22 +88,37 @@ impl Im2colConv {
             }
         }
     }
+}
 
-    /// Writes the 3×3 neighbourhoods of pixels `p0..` of image `n` as rows of `col`.
-    fn gather(&self, src: &[f32], s: Shape, n: usize, p0: usize, col: &mut [f32]) {
-        for (i, row) in col.chunks_exact_mut(9 * self.c).enumerate() {
-            let (y, x) = ((p0 + i) / s.w, (p0 + i) % s.w);
-            for (tap, dst) in row.chunks_exact_mut(self.c).enumerate() {
-                let (yy, xx) = (
-                    y as isize + tap as isize / 3 - 1,
-                    x as isize + tap as isize % 3 - 1,
-                );
-                if yy < 0 || xx < 0 || yy >= s.h as isize || xx >= s.w as isize {
-                    dst.fill(0.0);
-                } else {
-                    let o = s.at(n, yy as usize, xx as usize);
-                    dst.copy_from_slice(&src[o..o + self.c]);
+/// OIHW weights `[k][c][3][3]` as the GEMM's right operand `[(tap·c + ci)][kp]` (output
+/// channels zero-padded to `kp`), the layout [`gather`]'s columns multiply.
+pub(crate) fn gemm_weights(oihw: &[f32], (c, k): (usize, usize), kp: usize, out: &mut Vec<f32>) {
+    out.clear();
+    out.resize(9 * c * kp, 0.0);
+    for ko in 0..k {
+        for ci in 0..c {
+            for tap in 0..9 {
+                out[(tap * c + ci) * kp + ko] = oihw[(ko * c + ci) * 9 + tap];
+            }
+        }
+    }
+}
+
+/// Writes the 3×3 neighbourhoods of `pixels` (flattened over the batch, `(n·H + y)·W + x`)
+/// of `src` as rows of `col`: per pixel, tap by tap, the `s.c` real channels of the
+/// neighbour `(y + ky − 1, x + kx − 1)`, zeros outside the image.
+pub(crate) fn gather(src: &[f32], s: Shape, pixels: Range<usize>, col: &mut [f32]) {
+    let plane = s.h * s.w;
+    for (p, row) in pixels.zip(col.chunks_exact_mut(9 * s.c)) {
+        let (n, y, x) = (p / plane, p % plane / s.w, p % s.w);
+        for (tap, dst) in row.chunks_exact_mut(s.c).enumerate() {
+            let (sy, sx) = ((y + tap / 3).checked_sub(1), (x + tap % 3).checked_sub(1));
+            match (sy, sx) {
+                (Some(sy), Some(sx)) if sy < s.h && sx < s.w => {
+                    let at = s.at(n, sy, sx);
+                    dst.copy_from_slice(&src[at..at + s.c]);
                 }
+                _ => dst.fill(0.0),
             }
         }
     }

@@ -23,9 +23,10 @@ mod winograd;
 
 use std::fmt;
 
+pub(crate) use im2col::{gather, gemm_weights};
 pub use plan::{ConvChoice, Plan, PlanOptions};
 pub use pool::adaptive_bin;
-pub(crate) use tensor::{Scratch, Shape as PaddedShape};
+pub(crate) use tensor::{Scratch, Shape as PaddedShape, nchw_to_nhwc};
 pub use winograd::Variant as WinogradVariant;
 pub(crate) use winograd::WinogradConv;
 

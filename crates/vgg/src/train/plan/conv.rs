@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use super::Nhwc;
 use crate::engine::gemm::{Mat, matmul_on};
 use crate::engine::simd::{Bf16, Isa};
-use crate::engine::{PaddedShape, Precision, Scratch, WinogradConv, WinogradVariant};
+use crate::engine::{Precision, Scratch, WinogradConv, WinogradVariant, gather, gemm_weights};
 use crate::ops::with_scratch;
 
 /// Pixels per block of the forward and input-gradient GEMMs.
@@ -36,18 +36,6 @@ const PIECE_PIXELS: usize = 512;
 const MAX_COLUMNS: usize = 2 << 20;
 /// Most partial weight gradients held at once.
 const MAX_PIECES: usize = 8;
-
-/// The forward GEMM's right operand from OIHW weights `[K][C][3][3]`: `[(tap·C + c)][K]`.
-fn forward_weights(oihw: &[f32], c: usize, k: usize, out: &mut Vec<f32>) {
-    out.resize(9 * c * k, 0.0);
-    for ko in 0..k {
-        for ci in 0..c {
-            for tap in 0..9 {
-                out[(tap * c + ci) * k + ko] = oihw[(ko * c + ci) * 9 + tap];
-            }
-        }
-    }
-}
 
 /// The input gradient's convolution weights: OIHW `[K][C][3][3]` rotated by 180° and
 /// transposed to `[C][K][3][3]`.
@@ -73,26 +61,6 @@ fn to_oihw(columns: &[f32], c: usize, oihw: &mut [f32]) {
                 }
             }
         });
-}
-
-/// Writes the columns of `pixels` (flattened `(n·H + y)·W + x`) of `src` into `col`:
-/// row `p` holds, tap by tap, the `C` values of the neighbour `(y + ky − 1, x + kx − 1)`
-/// (zeros outside the image).
-fn im2col(src: &[f32], s: Nhwc, pixels: Range<usize>, col: &mut [f32]) {
-    let row_len = 9 * s.c;
-    for (p, row) in pixels.zip(col.chunks_exact_mut(row_len)) {
-        let (img, y, x) = (p / (s.h * s.w), p / s.w % s.h, p % s.w);
-        for (tap, dst) in row.chunks_exact_mut(s.c).enumerate() {
-            let (sy, sx) = ((y + tap / 3).checked_sub(1), (x + tap % 3).checked_sub(1));
-            match (sy, sx) {
-                (Some(sy), Some(sx)) if sy < s.h && sx < s.w => {
-                    let at = ((img * s.h + sy) * s.w + sx) * s.c;
-                    dst.copy_from_slice(&src[at..at + s.c]);
-                }
-                _ => dst.fill(0.0),
-            }
-        }
-    }
 }
 
 /// Buffers the convolutions reuse from step to step.
@@ -167,7 +135,7 @@ pub(super) fn convolve(
     if s.c % 16 == 0 && k % 16 == 0 && s.h.min(s.w) >= 16 {
         let variant = WinogradVariant::F43;
         let conv = WinogradConv::new(variant, Precision::F32, (s.c, k), oihw, bias, relu);
-        let padded = PaddedShape::new(s.n, s.h, s.w, s.c);
+        let padded = s.unpadded();
         let need = conv.scratch_len(padded).f32;
         if work.tiles.f32.len() < need {
             work.tiles.f32.resize(need, 0.0);
@@ -175,7 +143,7 @@ pub(super) fn convolve(
         conv.run(work.isa, src, padded, out, &mut work.tiles, false);
         return;
     }
-    forward_weights(oihw, s.c, k, &mut work.gemm_weights);
+    gemm_weights(oihw, (s.c, k), k, &mut work.gemm_weights);
     gemm_convolve(src, s, &work.gemm_weights, bias, relu, out);
 }
 
@@ -189,7 +157,7 @@ fn gemm_convolve(src: &[f32], s: Nhwc, weights: &[f32], bias: &[f32], relu: bool
             let start = block * BLOCK_PIXELS;
             let np = out.len() / k;
             with_scratch(np * kc, 0, |col, _| {
-                im2col(src, s, start..start + np, col);
+                gather(src, s.unpadded(), start..start + np, col);
                 out.chunks_exact_mut(k)
                     .for_each(|px| px.copy_from_slice(bias));
                 let (a, b) = (Mat::row_major(col, np, kc), Mat::row_major(weights, kc, k));
@@ -235,7 +203,7 @@ fn weight_grad(
                 let np = block.min(piece.end - start);
                 let dy = &dy[start * k..(start + np) * k];
                 with_scratch(np * kc, 0, |col, _| {
-                    im2col(src, s, start..start + np, col);
+                    gather(src, s.unpadded(), start..start + np, col);
                     let a = Mat::row_major(dy, np, k).t();
                     let b = Mat::row_major(col, np, kc);
                     matmul_on(a, b, out, start > piece.start, 1);

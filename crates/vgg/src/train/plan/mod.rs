@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, TensorId};
 
+use crate::engine::{PaddedShape, nchw_to_nhwc};
 use crate::error::{Error, Result};
 use crate::model::Vgg;
 use crate::model::layers::{LayerKind, logits_len};
@@ -61,6 +62,13 @@ impl Nhwc {
 
     fn with_channels(self, c: usize) -> Nhwc {
         Nhwc { c, ..self }
+    }
+
+    /// The engine's description of this layout: its channel stride is the channel count
+    /// (the engine pads to 16 lanes; the plan's kernels do not need it).
+    fn unpadded(self) -> PaddedShape {
+        let Nhwc { n, h, w, c } = self;
+        PaddedShape { n, h, w, c, cp: c }
     }
 }
 
@@ -235,7 +243,8 @@ pub struct TrainPlan {
     steps: Vec<Step>,
     buffers: Vec<Vec<f32>>,
     saved: Vec<Saved>,
-    /// The gradient flowing backward, and the one being computed from it.
+    /// The gradient flowing backward, and the one being computed from it (each as long as
+    /// the largest activation; an op uses the first `len` values).
     grad: Vec<f32>,
     next_grad: Vec<f32>,
     conv_work: conv::ConvWork,
@@ -300,7 +309,7 @@ impl TrainPlan {
         self.lay_out(model, [n, c, h, w])?;
         let input = Nhwc { n, h, w, c };
         with_f32_values(x, |values| {
-            nchw_to_nhwc(values, input, &mut self.buffers[0])
+            nchw_to_nhwc(values, input.unpadded(), &mut self.buffers[0])
         })?;
         for i in 0..self.steps.len() {
             self.forward(model, i)?;
@@ -312,8 +321,8 @@ impl TrainPlan {
             ));
         };
         let logits = &self.buffers[last.dst][..n * features];
-        self.grad.resize(logits.len(), 0.0);
-        let loss = dense::cross_entropy(logits, targets, smoothing, &mut self.grad);
+        let dlogits = &mut self.grad[..logits.len()];
+        let loss = dense::cross_entropy(logits, targets, smoothing, dlogits);
         let logits = Tensor::from_slice(logits, (n, features), model.device())?;
         for i in (0..self.steps.len()).rev() {
             self.backward(model, i)?;
@@ -346,8 +355,8 @@ impl TrainPlan {
         }
         let largest = lens.iter().copied().max().unwrap_or(0);
         self.buffers = lens.into_iter().map(|len| vec![0.0; len]).collect();
-        self.grad = Vec::with_capacity(largest);
-        self.next_grad = Vec::with_capacity(largest);
+        self.grad = vec![0.0; largest];
+        self.next_grad = vec![0.0; largest];
         self.dims = dims;
         Ok(())
     }
@@ -421,22 +430,21 @@ impl TrainPlan {
         if let Some(y) = relu_mask
             && !matches!(step.op, Op::Norm { .. })
         {
-            dense::relu_grad(&mut self.grad, &self.buffers[y]);
+            dense::relu_grad(&mut self.grad[..step.output.len()], &self.buffers[y]);
         }
         let x = &self.buffers[step.src];
         let saved = &self.saved[i];
-        let dy = &self.grad[..];
-        let dx = &mut self.next_grad;
-        dx.resize(step.input.len(), 0.0);
+        let dy = &self.grad[..step.output.len()];
+        let dx = &mut self.next_grad[..step.input.len()];
         match step.op {
             Op::Relu => return Ok(()),
             Op::Dropout { .. } => {
-                dense::scale_by(&mut self.grad, &saved.mask);
+                dense::scale_by(&mut self.grad[..step.output.len()], &saved.mask);
                 return Ok(());
             }
             Op::Conv { layer, .. } => {
                 let (weight, bias) = params(model, layer)?;
-                let dx = (i > 0).then_some(&mut dx[..]);
+                let dx = (i > 0).then_some(dx);
                 let work = &mut self.conv_work;
                 with_f32_values(weight, |w| {
                     self.grads.write(weight, bias, |grads| {
@@ -446,7 +454,8 @@ impl TrainPlan {
             }
             Op::Norm { layer, .. } => {
                 let (weight, bias) = params(model, layer)?;
-                let dy = (&mut self.grad[..], relu_mask.map(|y| &self.buffers[y][..]));
+                let dy = &mut self.grad[..step.output.len()];
+                let dy = (dy, relu_mask.map(|y| &self.buffers[y][..]));
                 with_f32_values(weight, |w| {
                     self.grads.write(weight, bias, |grads| {
                         norm::backward(x, dy, &saved.stats, w, dx, grads);
@@ -548,19 +557,6 @@ fn params(model: &Vgg, layer: usize) -> Result<(&Tensor, &Tensor)> {
 
 fn check_batch_norm_count(s: Nhwc) -> Result<()> {
     crate::model::check_batch_norm_count(&[s.n, s.c, s.h, s.w], s.pixels())
-}
-
-/// Copies NCHW `values` of shape `s` into NHWC `out`.
-fn nchw_to_nhwc(values: &[f32], s: Nhwc, out: &mut [f32]) {
-    let plane = s.h * s.w;
-    for (img, out) in out.chunks_exact_mut(plane * s.c).enumerate() {
-        let src = &values[img * plane * s.c..][..plane * s.c];
-        for (p, px) in out.chunks_exact_mut(s.c).enumerate() {
-            for (ch, v) in px.iter_mut().enumerate() {
-                *v = src[ch * plane + p];
-            }
-        }
-    }
 }
 
 /// Where a training step leaves its gradients: candle's autograd store, or the plan's
