@@ -360,8 +360,12 @@ fn precisions_parse_by_name() {
 }
 
 /// A plan in int8 with the ranges of `x`'s layers: single convolutions on odd shapes (batch,
-/// channels not a multiple of 16, odd sizes) against the f64 direct convolution. u8 inputs
-/// over [0, max] and s8 weights per channel lose about 1% of the output range (at most 2%).
+/// channels not a multiple of 16, odd sizes) against the f64 direct convolution, in both
+/// int8 algorithms. The direct convolution (`ConvChoice::Im2col`) loses about 1% of the
+/// output range (at most 2%), Winograd F(2,3) with per-tile scales (the default) about
+/// 1.5–2% (at most 3%): these uniform random weights quantise well directly, while their
+/// transformed sums do not (on Gaussian weights the two are within 10%, see
+/// `scripts/int8_winograd_error.py`).
 #[test]
 fn int8_convolutions_stay_close_to_direct() {
     let shapes = [
@@ -370,6 +374,12 @@ fn int8_convolutions_stay_close_to_direct() {
         (1, 64, 64, 14, 14),
         (1, 17, 33, 13, 11),
         (3, 40, 19, 9, 6),
+    ];
+    let winograd = "winograd F(2x2,3x3) u8×s8→i32";
+    let algorithms = [
+        (ConvChoice::Auto, winograd, 3e-2),
+        (ConvChoice::Winograd(WinogradVariant::F23), winograd, 3e-2),
+        (ConvChoice::Im2col, "int8 im2col+gemm", 2e-2),
     ];
     for &(n, c, k, h, w) in &shapes {
         let (mut spec, wt, b) = single_conv(c, k, false, (c * 13 + k) as u64);
@@ -382,26 +392,92 @@ fn int8_convolutions_stay_close_to_direct() {
             convs: vec![Some(max)],
             linears: vec![None],
         });
-        let options = PlanOptions {
-            precision: Precision::Int8,
-            ..PlanOptions::default()
-        };
-        let mut plan = Plan::with_options(spec, n, c, h, w, options).unwrap();
-        assert!(
-            plan.describe().contains("int8 im2col+gemm"),
-            "{}",
-            plan.describe()
-        );
-        let got = plan.run_to(&x, Some(0)).unwrap();
         let want = conv_ref(&x, Nchw { n, c, h, w }, &wt, &b, k, true, 0..k);
-        let e = rel_err(&got, &want);
-        println!("int8 n{n} c{c} k{k} {h}x{w}: rel err {e:.2e}");
-        assert!(e > 0.0 && e < 2e-2, "{n}x{c}x{h}x{w}->{k}: {e}");
+        for (conv, algorithm, bound) in algorithms {
+            let options = PlanOptions {
+                precision: Precision::Int8,
+                conv,
+                ..PlanOptions::default()
+            };
+            let mut plan = Plan::with_options(spec.clone(), n, c, h, w, options).unwrap();
+            let description = plan.describe();
+            assert!(description.contains(algorithm), "{description}");
+            let got = plan.run_to(&x, Some(0)).unwrap();
+            let e = rel_err(&got, &want);
+            println!("int8 {conv:?} n{n} c{c} k{k} {h}x{w}: rel err {e:.2e}");
+            assert!(e > 0.0 && e < bound, "{conv:?} {n}x{c}x{h}x{w}->{k}: {e}");
+        }
     }
 }
 
+/// The int8 Winograd convolution with its max-pool fused equals the same convolution
+/// followed by the pool (the pool only picks among values the convolution computed).
+#[test]
+fn int8_winograd_fuses_the_max_pool() {
+    let (c, k, n, hw) = (32, 48, 2, 10);
+    let (mut spec, _, _) = single_conv(c, k, true, 5);
+    let x: Vec<f32> = random(n * c * hw * hw, 3, 1.0)
+        .iter()
+        .map(|v| v.abs())
+        .collect();
+    spec.int8 = Some(Int8Ranges {
+        convs: vec![Some(x.iter().fold(0f32, |m, v| m.max(*v)))],
+        linears: vec![None],
+    });
+    let options = PlanOptions {
+        precision: Precision::Int8,
+        ..PlanOptions::default()
+    };
+    let mut plan = Plan::with_options(spec, n, c, hw, hw, options).unwrap();
+    let description = plan.describe();
+    assert!(
+        description.contains("fused bias+relu+maxpool2x2"),
+        "{description}"
+    );
+    let full = plan.run_to(&x, Some(0)).unwrap();
+    let got = plan.run_to(&x, Some(1)).unwrap();
+    let half = hw / 2;
+    for (i, g) in got.iter().enumerate() {
+        let (img, ch, y, xx) = (
+            i / (k * half * half),
+            i / (half * half) % k,
+            i / half % half,
+            i % half,
+        );
+        let at = |dy: usize, dx: usize| full[((img * k + ch) * hw + 2 * y + dy) * hw + 2 * xx + dx];
+        let want = at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1));
+        assert_eq!(*g, want, "output {i}");
+    }
+}
+
+/// int8 layers run Winograd F(2,3) or the direct convolution; asking for F(4,3) in int8 is
+/// refused rather than silently changed.
+#[test]
+fn int8_refuses_wide_winograd_tiles() {
+    let (mut spec, _, _) = single_conv(16, 16, false, 1);
+    spec.int8 = Some(Int8Ranges {
+        convs: vec![Some(1.0)],
+        linears: vec![None],
+    });
+    let options = PlanOptions {
+        precision: Precision::Int8,
+        conv: ConvChoice::Winograd(WinogradVariant::F43),
+        ..PlanOptions::default()
+    };
+    let err = Plan::with_options(spec, 1, 16, 4, 4, options)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("int8 runs Winograd F(2x2,3x3) only"),
+        "{err}"
+    );
+}
+
 /// Calibration on a vgg16-shaped net: the stem stays f32, every other layer is measured on
-/// its own, and the int8 plan built from the ranges stays within 5% of the f64 reference.
+/// its own (within 4%), and the int8 plan built from the ranges stays within 8% of the f64
+/// reference with Winograd F(2,3), 5% with the direct convolution (13 layers of uniform
+/// random weights: see `int8_convolutions_stay_close_to_direct`).
 #[test]
 fn calibrated_int8_vgg16_stays_close_to_the_reference() {
     let cfg = [
@@ -429,15 +505,10 @@ fn calibrated_int8_vgg16_stays_close_to_the_reference() {
             r.kind, r.index, r.input_min, r.input_max
         );
         assert!(r.input_min >= 0.0 && r.input_max > 0.0);
-        assert!(e.relative_rms > 0.0 && e.relative_rms < 0.03, "{e:?}");
+        assert!(e.relative_rms > 0.0 && e.relative_rms < 0.04, "{e:?}");
     }
     let mut int8 = spec;
     int8.int8 = Some(calibrator.ranges());
-    let options = PlanOptions {
-        precision: Precision::Int8,
-        ..PlanOptions::default()
-    };
-    let mut plan = Plan::with_options(int8, n, 3, hw, hw, options).unwrap();
     let shape = Nchw {
         n,
         c: 3,
@@ -445,14 +516,23 @@ fn calibrated_int8_vgg16_stays_close_to_the_reference() {
         w: hw,
     };
     let (_, want) = forward_ref(&batches[1], shape, &ops, 13, &lins);
-    let mut got = vec![0.0; n * 10];
-    plan.run(&batches[1], &mut got).unwrap();
-    let e = rel_err(&got, &want);
-    println!(
-        "int8 vgg16 {n}x{hw}x{hw} logits rel err {e:.2e}\n{}",
-        plan.describe()
-    );
-    assert!(e > 1e-5 && e < 5e-2, "{e}");
+    // The default (Winograd F(2,3)) and the direct int8 convolution.
+    for (conv, bound) in [(ConvChoice::Auto, 8e-2), (ConvChoice::Im2col, 5e-2)] {
+        let options = PlanOptions {
+            precision: Precision::Int8,
+            conv,
+            ..PlanOptions::default()
+        };
+        let mut plan = Plan::with_options(int8.clone(), n, 3, hw, hw, options).unwrap();
+        let mut got = vec![0.0; n * 10];
+        plan.run(&batches[1], &mut got).unwrap();
+        let e = rel_err(&got, &want);
+        println!(
+            "int8 {conv:?} vgg16 {n}x{hw}x{hw} logits rel err {e:.2e}\n{}",
+            plan.describe()
+        );
+        assert!(e > 1e-5 && e < bound, "{conv:?}: {e}");
+    }
 }
 
 #[test]

@@ -303,9 +303,31 @@ fn bench_describes_the_int8_plan() {
         "--describe",
     ]));
     assert!(out.contains("precision: int8"), "{out}");
-    assert!(out.contains("int8 im2col+gemm"), "{out}");
-    assert!(out.contains("u8×s8→i32"), "{out}");
+    assert!(
+        out.contains("winograd F(2x2,3x3) u8×s8→i32 (tiles scaled per tile and position"),
+        "{out}"
+    );
+    assert!(out.contains("fused bias+relu+maxpool2x2"), "{out}");
+    assert!(
+        out.contains("linear 512→4096 (row-streaming gemv, u8×s8→i32"),
+        "{out}"
+    );
     assert!(out.contains("fast int8 [1, 3, 32, 32]"), "{out}");
+    let args = [
+        "bench",
+        "--arch",
+        "vgg11",
+        "--input",
+        "1x3x32x32",
+        "--iters",
+        "1",
+    ];
+    let direct = ok(&vgg(&[
+        &args[..],
+        &["--precision", "int8", "--conv", "im2col", "--describe"],
+    ]
+    .concat()));
+    assert!(direct.contains("int8 im2col+gemm"), "{direct}");
 }
 
 /// Integer sums are exact and each output is one thread's: int8 output does not depend on

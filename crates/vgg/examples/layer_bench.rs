@@ -1,6 +1,6 @@
 //! Per-layer algorithm comparison on the vgg16 conv shapes (224×224 input, or `--input-hw`):
-//! Winograd F(4,3) vs F(6,3) vs im2col in f32 vs the int8 convolution (u8 inputs over the
-//! input's range), measured round-robin so machine load affects all alike. `cargo run --release --example layer_bench -- --threads 2 --rounds 5 --batch 1`
+//! Winograd F(4,3) vs F(6,3) vs im2col in f32 vs the two int8 convolutions (direct im2col
+//! with u8 inputs over the input's range, and Winograd F(2,3) with per-tile scales), measured round-robin so machine load affects all alike. `cargo run --release --example layer_bench -- --threads 2 --rounds 5 --batch 1`
 //!
 //! Each plan is one conv (+ fused pool where vgg16 has one) and a 1-output
 //! classifier; the shared pool/classifier overhead is included in all columns.
@@ -96,10 +96,11 @@ fn main() {
         ("F43", f32(ConvChoice::Winograd(WinogradVariant::F43))),
         ("F63", f32(ConvChoice::Winograd(WinogradVariant::F63))),
         ("im2col", f32(ConvChoice::Im2col)),
-        ("int8", (ConvChoice::Auto, Precision::Int8)),
+        ("int8 im2col", (ConvChoice::Im2col, Precision::Int8)),
+        ("int8 F23", (ConvChoice::Auto, Precision::Int8)),
     ];
     println!(
-        "layer (c->k @hw, pool)      F43 ms   F63 ms  im2col ms  int8 ms   (median of {rounds}, batch {batch}, {threads} threads)"
+        "layer (c->k @hw, pool)      F43 ms   F63 ms  im2col ms  int8 im2col ms  int8 F23 ms   (median of {rounds}, batch {batch}, {threads} threads)"
     );
     for (c, k, hw, pool) in layers {
         let hw = hw * input_hw / 224;
@@ -126,8 +127,8 @@ fn main() {
         };
         let m: Vec<f64> = times.iter_mut().map(med).collect();
         println!(
-            "{c:>3}->{k:<3} @{hw:<3} pool={pool:<5}       {:7.2}  {:7.2}  {:8.2}  {:7.2}",
-            m[0], m[1], m[2], m[3]
+            "{c:>3}->{k:<3} @{hw:<3} pool={pool:<5}       {:7.2}  {:7.2}  {:8.2}  {:13.2}  {:10.2}",
+            m[0], m[1], m[2], m[3], m[4]
         );
     }
 }

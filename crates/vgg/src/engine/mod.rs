@@ -10,6 +10,7 @@
 //! linear map. Activations live in padded NHWC buffers reused across runs.
 
 mod classifier;
+mod conv;
 mod dense;
 mod disjoint;
 pub mod gemm;
@@ -26,7 +27,7 @@ use std::fmt;
 pub(crate) use im2col::{gather, gemm_weights};
 pub use plan::{ConvChoice, Plan, PlanOptions};
 pub use pool::adaptive_bin;
-pub(crate) use tensor::{Scratch, Shape as PaddedShape, nchw_to_nhwc};
+pub(crate) use tensor::{ScratchBuffers, Shape as PaddedShape, nchw_to_nhwc};
 pub use winograd::Variant as WinogradVariant;
 pub(crate) use winograd::WinogradConv;
 

@@ -1,24 +1,26 @@
 //! Plan compilation (algorithm choice, weight packing, buffer sizing) and execution.
 
 use super::classifier::{self, Fc, Format};
+use super::conv::{Conv, ConvScratch, ConvWeights};
 use super::dense::DenseHead;
-use super::im2col::Im2colConv;
 use super::pool;
-use super::quant::{Int8Conv, Int8Ranges, Int8Scratch};
-use super::simd::{Bf16, Isa};
-use super::tensor::{self, Scratch, Shape};
-use super::winograd::{Variant, WinogradConv};
+use super::quant::Int8Ranges;
+use super::simd::Isa;
+use super::tensor::{self, Shape};
+use super::winograd::Variant;
 use super::{EngineError, FeatureOp, NetworkSpec, Precision};
 
 /// How 3×3 convolutions are computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvChoice {
-    /// Winograd F(4,3) (see [`AUTO_VARIANT`]), F(2,3) in bf16 (see
-    /// [`AUTO_VARIANT_BF16`]); im2col for < 16 input channels.
+    /// Winograd F(4,3) in f32, F(2,3) in bf16 and int8 (see `conv.rs`); im2col for < 16
+    /// input channels.
     Auto,
-    /// Force one Winograd variant wherever the layer has ≥ 16 input channels.
+    /// Force one Winograd variant wherever the layer has ≥ 16 input channels (int8 layers
+    /// take F(2,3) only).
     Winograd(Variant),
-    /// Force im2col + GEMM everywhere (ablation baseline).
+    /// Force im2col + GEMM everywhere (ablation baseline; int8 layers: the direct int8
+    /// convolution).
     Im2col,
 }
 
@@ -48,26 +50,6 @@ impl Default for PlanOptions {
             precision: Precision::F32,
         }
     }
-}
-
-/// Winograd variant chosen by `ConvChoice::Auto`. Measured per vgg16 layer
-/// shape (`examples/layer_bench.rs`, see the report): F(4,3) beat F(6,3) on
-/// every shape but one (within 5% there), since F(6,3)'s saving of 21% GEMM
-/// work is eaten by heavier transforms, more edge waste and 1.8× the filter
-/// memory traffic.
-const AUTO_VARIANT: Variant = Variant::F43;
-
-/// Winograd variant chosen by `ConvChoice::Auto` in bf16. Rounding the transformed tiles
-/// and filters to bf16 is amplified by the transforms' larger entries: on the vgg16 layer
-/// shapes (`tests/engine.rs`, `winograd_error_on_vgg_layer_shapes`) F(4,3)'s max error
-/// is ~6% of the output's range, F(2,3)'s (entries 0, ±1, ±1/2) a fraction of a percent,
-/// close to a direct convolution of bf16-rounded inputs and weights.
-const AUTO_VARIANT_BF16: Variant = Variant::F23;
-
-enum Conv {
-    Winograd(WinogradConv),
-    Im2col(Im2colConv),
-    Int8(Int8Conv),
 }
 
 enum StageOp {
@@ -109,8 +91,7 @@ pub struct Plan {
     head: Head,
     precision: Precision,
     act: [Vec<f32>; 2],
-    scratch: Scratch<Vec<f32>, Vec<Bf16>>,
-    int8: Int8Scratch,
+    scratch: ConvScratch,
     pooled: Vec<f32>,
     fc_io: [Vec<f32>; 2],
     fc_tmp: Vec<f32>,
@@ -191,8 +172,7 @@ impl Plan {
             head,
             precision: opts.precision,
             act: [Vec::new(), Vec::new()],
-            scratch: Scratch::default(),
-            int8: Int8Scratch::default(),
+            scratch: ConvScratch::default(),
             pooled: Vec::new(),
             fc_io: [Vec::new(), Vec::new()],
             fc_tmp: Vec::new(),
@@ -204,37 +184,20 @@ impl Plan {
     /// Sizes every buffer once for the largest use.
     fn allocate(&mut self) {
         let mut act = self.input.len();
-        let mut scratch = Scratch::<usize>::default();
-        let mut int8 = Vec::new();
+        let mut needs = Vec::new();
         let threads = rayon::current_num_threads();
         for st in &self.stages {
             act = act
                 .max(st.output.len())
                 .max(st.input.with_channels(st.output.c).len());
             if let StageOp::Conv { conv, .. } = &st.op {
-                let need = match conv {
-                    Conv::Winograd(w) => w.scratch_len(st.input),
-                    Conv::Im2col(c) => Scratch {
-                        f32: c.scratch_len(st.input),
-                        bf16: 0,
-                    },
-                    Conv::Int8(c) => {
-                        int8.push(c.scratch_len(st.input, threads));
-                        Scratch::default()
-                    }
-                };
-                scratch.f32 = scratch.f32.max(need.f32);
-                scratch.bf16 = scratch.bf16.max(need.bf16);
+                needs.push(conv.needs(st.input, threads));
             }
         }
         let feat = self.features_shape();
         let n = self.input.n;
         self.act = [vec![0.0; act], vec![0.0; act]];
-        self.scratch = Scratch {
-            f32: vec![0.0; scratch.f32],
-            bf16: vec![Bf16::default(); scratch.bf16],
-        };
-        self.int8 = Int8Scratch::with_lengths(int8.into_iter());
+        self.scratch = ConvScratch::for_layers(needs.into_iter());
         match &mut self.head {
             Head::Classifier { pool, folded, fcs } => {
                 let widest = fcs.iter().map(|f| f.out.max(f.inp)).max().unwrap_or(0);
@@ -416,7 +379,6 @@ impl Plan {
         }
         tensor::nchw_to_nhwc(input, s, &mut self.act[0]);
         let (mut cur, mut shape) = (0, s);
-        let threads = rayon::current_num_threads();
         let mut convs = 0;
         for st in &self.stages {
             if st.first > stop {
@@ -433,27 +395,14 @@ impl Plan {
                     pool::max_pool_2x2(src, st.input, dst);
                     st.output
                 }
-                StageOp::Conv {
-                    conv: Conv::Winograd(w),
-                    pool,
-                } => {
+                StageOp::Conv { conv, pool } => {
                     let pool = *pool && stop > st.first;
-                    w.run(self.isa, src, st.input, dst, &mut self.scratch, pool);
-                    w.out_shape(st.input, pool)
-                }
-                StageOp::Conv {
-                    conv: Conv::Im2col(c),
-                    ..
-                } => {
-                    c.run(src, st.input, dst, &mut self.scratch.f32, threads);
-                    st.output
-                }
-                StageOp::Conv {
-                    conv: Conv::Int8(c),
-                    ..
-                } => {
-                    c.run(self.isa, src, st.input, dst, &mut self.int8);
-                    st.output
+                    conv.run(self.isa, (src, st.input), dst, &mut self.scratch, pool);
+                    if pool {
+                        st.output
+                    } else {
+                        st.input.with_channels(st.output.c)
+                    }
                 }
             };
             if let (StageOp::Conv { .. }, Some(probe)) = (&st.op, probe.as_deref_mut()) {
@@ -522,18 +471,7 @@ impl Plan {
         for st in &self.stages {
             let what = match &st.op {
                 StageOp::MaxPool => "maxpool2x2".to_string(),
-                StageOp::Conv {
-                    conv: Conv::Winograd(w),
-                    pool,
-                } => w.describe(*pool),
-                StageOp::Conv {
-                    conv: Conv::Im2col(c),
-                    ..
-                } => c.describe(),
-                StageOp::Conv {
-                    conv: Conv::Int8(c),
-                    ..
-                } => c.describe(),
+                StageOp::Conv { conv, pool } => conv.describe(*pool),
             };
             let (i, o) = (st.input, st.output);
             out += &format!(
@@ -589,15 +527,11 @@ fn build_stages(
                 let out = shape.pooled();
                 match stages.last_mut() {
                     Some(Stage {
-                        op:
-                            StageOp::Conv {
-                                conv: Conv::Winograd(_),
-                                pool,
-                            },
+                        op: StageOp::Conv { conv, pool },
                         last,
                         output,
                         ..
-                    }) if opts.fuse_pool && !*pool && *last + 1 == i => {
+                    }) if opts.fuse_pool && conv.fuses_pool() && !*pool && *last + 1 == i => {
                         *pool = true;
                         *last = i;
                         *output = out;
@@ -632,40 +566,14 @@ fn build_stages(
                 }
                 let int8_range = int8.get(convs).copied().flatten();
                 convs += 1;
-                let variant = match opts.conv {
-                    _ if in_channels < 16 => None,
-                    _ if int8_range.is_some() => None,
-                    ConvChoice::Im2col => None,
-                    ConvChoice::Winograd(v) => Some(v),
-                    ConvChoice::Auto if opts.precision == Precision::Bf16 => {
-                        Some(AUTO_VARIANT_BF16)
-                    }
-                    ConvChoice::Auto => Some(AUTO_VARIANT),
+                let weights = ConvWeights {
+                    in_channels,
+                    out_channels,
+                    weight: &weight,
+                    bias: &bias,
+                    relu,
                 };
-                let conv = match (variant, int8_range) {
-                    (None, Some(max)) if in_channels >= 16 => Conv::Int8(Int8Conv::new(
-                        (in_channels, out_channels),
-                        &weight,
-                        &bias,
-                        relu,
-                        max,
-                    )),
-                    (Some(v), _) => Conv::Winograd(WinogradConv::new(
-                        v,
-                        opts.precision,
-                        (in_channels, out_channels),
-                        &weight,
-                        &bias,
-                        relu,
-                    )),
-                    (None, _) => Conv::Im2col(Im2colConv::new(
-                        in_channels,
-                        out_channels,
-                        &weight,
-                        &bias,
-                        relu,
-                    )),
-                };
+                let conv = Conv::compile(weights, opts, int8_range)?;
                 let out = shape.with_channels(out_channels);
                 stages.push(Stage {
                     op: StageOp::Conv { conv, pool: false },

@@ -2,12 +2,38 @@
 //! (one SIMD lane block). Padding channels always hold zeros, so kernels never
 //! need channel tails; filters are zero-padded to match.
 
+use super::simd::Bf16;
+
 /// Scratch shared by a plan's layers, one buffer per element type; as `Scratch<usize>`,
 /// the lengths one layer needs.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Scratch<F, B = F> {
+pub(crate) struct Scratch<F, B = F, U = F> {
     pub f32: F,
     pub bf16: B,
+    pub u8: U,
+}
+
+/// The buffers themselves.
+pub(crate) type ScratchBuffers = Scratch<Vec<f32>, Vec<Bf16>, Vec<u8>>;
+
+impl Scratch<usize> {
+    /// Room for both `self` and `other`, one at a time.
+    pub(crate) fn max(self, other: Self) -> Self {
+        Scratch {
+            f32: self.f32.max(other.f32),
+            bf16: self.bf16.max(other.bf16),
+            u8: self.u8.max(other.u8),
+        }
+    }
+
+    /// Zeroed buffers of these lengths.
+    pub(crate) fn allocate(self) -> ScratchBuffers {
+        Scratch {
+            f32: vec![0.0; self.f32],
+            bf16: vec![Bf16::default(); self.bf16],
+            u8: vec![0; self.u8],
+        }
+    }
 }
 
 /// Shape of an NHWC activation with padded channel stride `cp`.

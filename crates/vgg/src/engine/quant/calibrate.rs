@@ -5,11 +5,12 @@
 //! decision, from this report.
 
 use super::super::classifier::{self, Fc, Format};
+use super::super::conv::{Conv, ConvScratch, ConvWeights};
 use super::super::plan::{Plan, PlanOptions, Probe};
 use super::super::simd::Isa;
 use super::super::tensor::Shape;
-use super::super::{EngineError, FeatureOp, NetworkSpec};
-use super::{Int8Conv, Int8Ranges, Int8Scratch};
+use super::super::{EngineError, FeatureOp, NetworkSpec, Precision};
+use super::Int8Ranges;
 
 /// Which kind of layer a [`LayerReport`] describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,11 +71,12 @@ impl ErrorSums {
     }
 }
 
-/// The int8 form of each layer that can have one, built once the ranges are known.
+/// The int8 form of each layer that can have one (as an int8 plan compiles it), built
+/// once the ranges are known.
 struct Int8Layers {
-    convs: Vec<Option<Int8Conv>>,
+    convs: Vec<Option<Conv>>,
     linears: Vec<Option<Fc>>,
-    scratch: Int8Scratch,
+    scratch: ConvScratch,
     out: Vec<f32>,
     tmp: Vec<f32>,
 }
@@ -194,6 +196,10 @@ impl Calibrator {
         let mut convs = Vec::new();
         let mut needs = Vec::new();
         let threads = rayon::current_num_threads();
+        let int8_options = PlanOptions {
+            precision: Precision::Int8,
+            ..PlanOptions::default()
+        };
         for (op, shape) in self.spec.features.iter().zip(self.plan.feature_inputs()) {
             let FeatureOp::Conv3x3 {
                 in_channels,
@@ -205,11 +211,21 @@ impl Calibrator {
             else {
                 continue;
             };
-            let conv = ranges.convs[convs.len()]
-                .map(|max| Int8Conv::new((*in_channels, *out_channels), weight, bias, *relu, max));
-            if let Some(conv) = &conv {
-                needs.push(conv.scratch_len(shape, threads));
-            }
+            let conv = match ranges.convs[convs.len()] {
+                Some(max) => {
+                    let weights = ConvWeights {
+                        in_channels: *in_channels,
+                        out_channels: *out_channels,
+                        weight,
+                        bias,
+                        relu: *relu,
+                    };
+                    let conv = Conv::compile(weights, int8_options, Some(max))?;
+                    needs.push(conv.needs(shape, threads));
+                    Some(conv)
+                }
+                None => None,
+            };
             convs.push(conv);
         }
         let (fcs, _) = classifier::compile(
@@ -226,7 +242,7 @@ impl Calibrator {
         Ok(Int8Layers {
             convs,
             linears,
-            scratch: Int8Scratch::with_lengths(needs.into_iter()),
+            scratch: ConvScratch::for_layers(needs.into_iter()),
             out: vec![0.0; widest],
             tmp: vec![0.0; widest],
         })
@@ -285,7 +301,7 @@ impl Probe for ErrorProbe<'_> {
             return;
         };
         let got = &mut self.int8.out[..out.len()];
-        conv.run(isa, src, input, got, &mut self.int8.scratch);
+        conv.run(isa, (src, input), got, &mut self.int8.scratch, false);
         self.conv_sums[index].add(got, out);
     }
 

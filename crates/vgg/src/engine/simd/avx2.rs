@@ -245,6 +245,67 @@ impl Panel<i8, u8, i32> for Avx2 {
     }
 }
 
+/// [`super::int8::quantize_rows_offset`] on 8 lanes: a `vmaxps` pass for each row's
+/// largest magnitude, then `vcvtps2dq` (ties to even, as the portable code) and two
+/// saturating packs to u8 (NaN converts to i32::MIN, which the packs saturate to 0).
+///
+/// # Safety
+/// AVX2 and FMA are available; `row_len` is a multiple of 16, `x` and `q` hold
+/// `scales.len()` rows.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn quantize_rows_offset(x: &[f32], row_len: usize, q: &mut [u8], scales: &mut [f32]) {
+    use super::int8::{ROW_OFFSET, row_scale};
+    unsafe {
+        let magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        for (r, scale) in scales.iter_mut().enumerate() {
+            let (x, q) = (x.as_ptr().add(r * row_len), q.as_mut_ptr().add(r * row_len));
+            let mut m = _mm256_setzero_ps();
+            for i in (0..row_len).step_by(8) {
+                // `vmaxps` returns its second operand when either is NaN: NaNs are skipped.
+                m = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x.add(i)), magnitude), m);
+            }
+            let lanes: [f32; 8] = core::mem::transmute(m);
+            *scale = row_scale(lanes.iter().fold(0.0f32, |a, b| a.max(*b)));
+            let inv = _mm256_set1_ps(1.0 / *scale);
+            let offset = _mm256_set1_ps(f32::from(ROW_OFFSET));
+            for i in (0..row_len).step_by(16) {
+                let lo =
+                    _mm256_cvtps_epi32(_mm256_fmadd_ps(_mm256_loadu_ps(x.add(i)), inv, offset));
+                let hi =
+                    _mm256_cvtps_epi32(_mm256_fmadd_ps(_mm256_loadu_ps(x.add(i + 8)), inv, offset));
+                // Words [lo0-3 hi0-3 | lo4-7 hi4-7], bytes likewise in each lane's low half;
+                // `order` brings the four dwords of bytes back to lo0-7 hi0-7.
+                let words = _mm256_packus_epi32(lo, hi);
+                let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(words, words), order);
+                _mm_storeu_si128(q.add(i).cast(), _mm256_castsi256_si128(bytes));
+            }
+        }
+    }
+}
+
+/// `iters` × 12 independent emulated `vpdpbusd ymm` steps (`vpmaddubsw`, `vpmaddwd`,
+/// `vpaddd`: 32 u8·s8 multiply-adds each), the int8 GEMM's inner step: its peak on this CPU.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot4_peak(iters: usize) -> i32 {
+    let w = _mm256_set1_epi8(1);
+    let mut acc = [_mm256_set1_epi8(1); 12];
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            // Each step reads its own accumulator as the u8 operand, so no product can be
+            // hoisted out of the loop; 12 chains hide the 7-cycle latency.
+            // SAFETY: AVX2 is enabled on this function.
+            *a = unsafe { Avx2::dot4(*a, *a, w) };
+        }
+    }
+    let total = acc
+        .into_iter()
+        .fold(_mm256_setzero_si256(), |s, a| _mm256_add_epi32(s, a));
+    // SAFETY: `__m256i` is 8 packed i32s.
+    let lanes: [i32; 8] = unsafe { core::mem::transmute(total) };
+    lanes.iter().fold(0, |s, v| s.wrapping_add(*v))
+}
+
 /// `iters` × 12 independent `vfmadd231ps ymm` (8 multiply-adds each): the FMA units' peak.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn fma_peak(iters: usize) -> f32 {

@@ -168,6 +168,61 @@ impl SimdTask for Quantize<'_> {
     }
 }
 
+/// Quantises each row of `row_len` values of `x` symmetrically and stores it offset into u8:
+/// per row, `scale = max |x| / 127` (1 for a row of zeros) and `q = round(x / scale) + 128`
+/// (ties to even) in `[1, 255]`; NaN becomes 0. The Winograd int8 convolution's tiles, whose
+/// transformed values are signed (see `winograd/int8.rs`).
+pub fn quantize_rows_offset(isa: Isa, x: &[f32], row_len: usize, q: &mut [u8], scales: &mut [f32]) {
+    assert!(row_len >= 16 && row_len.is_multiple_of(16));
+    assert_eq!(x.len(), q.len());
+    assert_eq!(x.len(), scales.len() * row_len);
+    match isa.kind {
+        // SAFETY: AVX2 and FMA were detected (an AVX-512 `Isa` implies them too); lengths
+        // checked above.
+        #[cfg(target_arch = "x86_64")]
+        Kind::Avx512 | Kind::Avx2 => unsafe {
+            super::avx2::quantize_rows_offset(x, row_len, q, scales)
+        },
+        _ => run_task(isa, QuantizeRowsOffset(x, row_len, q, scales)),
+    }
+}
+
+/// Levels on each side of zero of [`quantize_rows_offset`].
+const ROW_LEVELS: f32 = 127.0;
+
+/// What [`quantize_rows_offset`] adds to each rounded value, so that it fits a u8.
+pub const ROW_OFFSET: u8 = 128;
+
+/// The scale of a row whose largest magnitude is `max`.
+#[inline(always)]
+pub(super) fn row_scale(max: f32) -> f32 {
+    if max > 0.0 { max / ROW_LEVELS } else { 1.0 }
+}
+
+/// Portable [`quantize_rows_offset`].
+struct QuantizeRowsOffset<'a>(&'a [f32], usize, &'a mut [u8], &'a mut [f32]);
+
+impl SimdTask for QuantizeRowsOffset<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<const FMA: bool>(self) {
+        let QuantizeRowsOffset(x, row_len, q, scales) = self;
+        let rows = x.chunks_exact(row_len).zip(q.chunks_exact_mut(row_len));
+        for ((x, q), scale) in rows.zip(scales) {
+            let max = x
+                .iter()
+                .fold(0.0f32, |m, v| if v.abs() > m { v.abs() } else { m });
+            *scale = row_scale(max);
+            let inv = 1.0 / *scale;
+            for (q, v) in q.iter_mut().zip(x) {
+                // Fused, as the AVX2 kernel's `vfmadd`, for the same result everywhere. `as`
+                // maps NaN to 0; everything else lies in [1, 255].
+                *q = v.mul_add(inv, f32::from(ROW_OFFSET)).round_ties_even() as u8;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +332,40 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn row_quantisation_paths_agree_exactly() {
+        let mut seed = 23;
+        let mut x = bytes(48 * 5, &mut seed, |b| (f32::from(b) - 128.0) * 0.37);
+        x[48..96].fill(0.0);
+        x[100] = f32::NAN;
+        // Exact ties after scaling: the row's max is 127, so x / scale = x.
+        for (i, v) in x[144..192].iter_mut().enumerate() {
+            *v = i as f32 - 23.5;
+        }
+        x[191] = 127.0;
+        let mut want = None;
+        for isa in Isa::available() {
+            let (mut q, mut scales) = (vec![7u8; x.len()], vec![0.0; 5]);
+            quantize_rows_offset(isa, &x, 48, &mut q, &mut scales);
+            assert_eq!(q[48..96], [128; 48], "{}: a zero row", isa.name());
+            assert_eq!(scales[1], 1.0);
+            assert_eq!(q[100], 0, "{}: NaN", isa.name());
+            assert_eq!(
+                (q[144], q[145], q[191]),
+                (104, 106, 255),
+                "{}: ties to even",
+                isa.name()
+            );
+            let got = (q, scales);
+            assert_eq!(
+                want.get_or_insert_with(|| got.clone()),
+                &got,
+                "{}",
+                isa.name()
+            );
         }
     }
 

@@ -34,8 +34,8 @@ mod scalar;
 
 pub use bf16::{Bf16, DotRowsBf16, WinoGemmBf16, convert_to_bf16, dot_rows_bf16, wino_gemm_bf16};
 pub use int8::{
-    AVX2_WEIGHT_LIMIT, DotRowsU8I8, GemmU8I8, dot_rows_u8i8, gemm_u8i8, gemm_weight_limit,
-    quantize_u8,
+    AVX2_WEIGHT_LIMIT, DotRowsU8I8, GemmU8I8, ROW_OFFSET, dot_rows_u8i8, gemm_u8i8,
+    gemm_weight_limit, quantize_rows_offset, quantize_u8,
 };
 pub use peak::peak_gflops;
 

@@ -11,8 +11,9 @@ const ITERS: usize = 20_000_000;
 
 /// Peak GFLOP/s (a multiply-add counts 2) of `precision`'s product instruction on `threads`
 /// threads, each running independent chains: `vfmadd231ps` (zmm with AVX-512, else ymm)
-/// for f32, `vdpbf16ps zmm` for bf16, `vpdpbusd zmm` for int8 (with AVX512_VNNI). `None` when this CPU lacks the
-/// instruction (bf16's emulation runs on the f32 FMA units, int8's on `vpmaddwd`).
+/// for f32, `vdpbf16ps zmm` for bf16, `vpdpbusd zmm` for int8 with AVX512_VNNI and its
+/// AVX2 emulation (`vpmaddubsw` + `vpmaddwd` + `vpaddd` on ymm) without. `None` when this
+/// CPU lacks the instruction (bf16's emulation runs on the f32 FMA units).
 pub fn peak_gflops(isa: Isa, precision: Precision, threads: usize) -> Option<f64> {
     let (kernel, macs_per_instruction): (fn(usize) -> f32, usize) = match precision {
         #[cfg(target_arch = "x86_64")]
@@ -34,6 +35,11 @@ pub fn peak_gflops(isa: Isa, precision: Precision, threads: usize) -> Option<f64
         Precision::Int8 if isa.vnni && isa.kind == Kind::Avx512 => {
             // SAFETY: AVX512_VNNI was detected (Isa invariant).
             (|n| unsafe { super::avx512_vnni::dpbusd_peak(n) } as f32, 64)
+        }
+        #[cfg(target_arch = "x86_64")]
+        Precision::Int8 if matches!(isa.kind, Kind::Avx2 | Kind::Avx512) => {
+            // SAFETY: AVX2 was detected (an AVX-512 `Isa` implies it too).
+            (|n| unsafe { super::avx2::dot4_peak(n) } as f32, 32)
         }
         _ => return None,
     };

@@ -17,6 +17,7 @@
 //! precision lost is one rounding of each transformed operand; `M` and the output
 //! transform stay f32.
 
+mod int8;
 mod transform;
 
 use std::cell::RefCell;
@@ -26,7 +27,8 @@ use rayon::prelude::*;
 use super::Precision;
 use super::disjoint::DisjointWriter;
 use super::simd::{self, Bf16, Isa, SimdTask, WinoGemm};
-use super::tensor::{Scratch, Shape, zero_padded};
+use super::tensor::{Scratch, ScratchBuffers, Shape, zero_padded};
+use int8::Int8Filters;
 use transform::{F23, F43, F63, Lane, Wino, ZERO};
 
 /// Output tile size of a Winograd variant.
@@ -59,12 +61,17 @@ impl Variant {
 /// Filter blocks (of 16 output channels) per phase-2 task.
 const GROUP_BLOCKS: usize = 4;
 
+/// Tiles per phase-1 task.
+const INPUT_CHUNK: usize = 4;
+
 /// Transformed filters in the layer's precision (zero-padded channels).
 enum Filters {
     /// `U[t][kb][c][16]`.
     F32(Vec<f32>),
     /// `U[t][kb][c/2][16][2]`: channel pairs interleaved, as `vdpbf16ps` reads them.
     Bf16(Vec<Bf16>),
+    /// s8 per position and output channel (see [`int8`]).
+    Int8(Int8Filters),
 }
 
 /// A compiled Winograd convolution layer.
@@ -110,9 +117,9 @@ impl WinogradConv {
             }
         }
         let u = match precision {
-            // An int8 plan's Winograd layers are those it keeps in f32.
-            Precision::F32 | Precision::Int8 => Filters::F32(u),
+            Precision::F32 => Filters::F32(u),
             Precision::Bf16 => Filters::Bf16(pair_channels(&u, cp)),
+            Precision::Int8 => Filters::Int8(Int8Filters::new(&u, t_len, cp, kp)),
         };
         WinogradConv {
             variant,
@@ -150,6 +157,7 @@ impl WinogradConv {
         let (u_len, elem) = match &self.u {
             Filters::F32(u) => (u.len(), size_of::<f32>()),
             Filters::Bf16(u) => (u.len(), size_of::<Bf16>()),
+            Filters::Int8(u) => (u.len(), size_of::<u8>()),
         };
         let budget = (u_len * elem / 2).clamp(2 << 20, 16 << 20);
         let per_tile = self.positions() * self.cp * elem;
@@ -158,12 +166,20 @@ impl WinogradConv {
         tiles.div_ceil(blocks)
     }
 
-    /// The shared `V` scratch (of the layer's element type) this layer needs for input `s`.
+    /// The shared `V` scratch (of the layer's element type; in int8 also one f32 scale per
+    /// tile and position) this layer needs for input `s`.
     pub(crate) fn scratch_len(&self, s: Shape) -> Scratch<usize> {
-        let len = self.block_tiles(s) * self.positions() * self.cp;
+        let tiles = self.block_tiles(s);
+        let len = tiles * self.positions() * self.cp;
+        let none = Scratch::default();
         match self.u {
-            Filters::F32(_) => Scratch { f32: len, bf16: 0 },
-            Filters::Bf16(_) => Scratch { f32: 0, bf16: len },
+            Filters::F32(_) => Scratch { f32: len, ..none },
+            Filters::Bf16(_) => Scratch { bf16: len, ..none },
+            Filters::Int8(_) => Scratch {
+                f32: tiles * self.positions(),
+                u8: len,
+                ..none
+            },
         }
     }
 
@@ -174,9 +190,10 @@ impl WinogradConv {
             Variant::F43 => "winograd F(4x4,3x3)",
             Variant::F63 => "winograd F(6x6,3x3)",
         };
-        let products = match self.u {
-            Filters::F32(_) => "f32",
-            Filters::Bf16(_) => "bf16×bf16→f32",
+        let products = match &self.u {
+            Filters::F32(_) => "f32".to_string(),
+            Filters::Bf16(_) => "bf16×bf16→f32".to_string(),
+            Filters::Int8(u) => u.describe(),
         };
         let mut fused = String::from("bias");
         if self.relu {
@@ -196,12 +213,13 @@ impl WinogradConv {
         src: &[f32],
         s: Shape,
         dst: &mut [f32],
-        scratch: &mut Scratch<Vec<f32>, Vec<Bf16>>,
+        scratch: &mut ScratchBuffers,
         pool: bool,
     ) {
         match &self.u {
             Filters::F32(u) => self.run_typed(isa, u, (src, s), dst, &mut scratch.f32, pool),
             Filters::Bf16(u) => self.run_typed(isa, u, (src, s), dst, &mut scratch.bf16, pool),
+            Filters::Int8(u) => self.run_int8(isa, u, (src, s), dst, scratch, pool),
         }
     }
 
@@ -215,19 +233,53 @@ impl WinogradConv {
         v_buf: &mut [E],
         pool: bool,
     ) {
+        let row = self.positions() * self.cp;
+        let kblocks = self.kp / 16;
+        self.for_each_block(s, dst, pool, |p0, np, out| {
+            let v = &mut v_buf[..np * row];
+            self.input_phase(isa, src, s, p0, v);
+            let v = &*v;
+            let products = |job: Job, m: &mut [f32]| {
+                let stride = job.n * job.kbn * 16;
+                for (t, mt) in m.chunks_exact_mut(stride).enumerate() {
+                    let u0 = (t * kblocks + job.kb0) * self.cp * 16;
+                    E::gemm(
+                        isa,
+                        WinoGemm {
+                            c_len: self.cp,
+                            kbn: job.kbn,
+                            np: job.n,
+                            u: &u[u0..u0 + job.kbn * self.cp * 16],
+                            v: &v[job.a * row + t * self.cp..],
+                            v_stride: row,
+                            m: mt,
+                        },
+                    );
+                }
+            };
+            self.gemm_output_phase(isa, (s, pool), p0, np, out, products);
+        });
+    }
+
+    /// Calls `block(p0, np, out)` for each block of tiles `p0..p0+np` in order, `out` the
+    /// output (shape `self.out_shape(s, pool)`) that the block's tasks write.
+    fn for_each_block(
+        &self,
+        s: Shape,
+        dst: &mut [f32],
+        pool: bool,
+        mut block: impl FnMut(usize, usize, &DisjointWriter<'_>),
+    ) {
         assert_eq!(s.cp, self.cp, "input channel stride mismatch");
         let os = self.out_shape(s, pool);
         let (ty, tx) = self.tile_grid(s);
         let tiles = s.n * ty * tx;
         let pb = self.block_tiles(s);
-        let row = self.positions() * self.cp;
         let out = DisjointWriter::new(&mut dst[..os.len()]);
         let mut p0 = 0;
         while p0 < tiles {
             let np = pb.min(tiles - p0);
-            let v = &mut v_buf[..np * row];
-            self.input_phase(isa, src, s, p0, v);
-            self.gemm_output_phase(isa, (u, v), (s, os, pool), p0, np, &out);
+            block(p0, np, &out);
             p0 += np;
         }
     }
@@ -235,42 +287,44 @@ impl WinogradConv {
     /// Phase 1: transformed input tiles `p0..p0+np` into `v`.
     fn input_phase<E: TileElem>(&self, isa: Isa, src: &[f32], s: Shape, p0: usize, v: &mut [E]) {
         let row = self.positions() * self.cp;
-        let chunk = 4;
-        let grid = self.tile_grid(s);
-        v.par_chunks_mut(chunk * row)
+        v.par_chunks_mut(INPUT_CHUNK * row)
             .enumerate()
-            .for_each(|(i, v)| {
-                let task = InputTiles {
-                    src,
-                    s,
-                    grid,
-                    first: p0 + i * chunk,
-                    v,
-                };
-                match self.variant {
-                    Variant::F23 => simd::run_task(isa, task.typed::<F23>()),
-                    Variant::F43 => simd::run_task(isa, task.typed::<F43>()),
-                    Variant::F63 => simd::run_task(isa, task.typed::<F63>()),
-                }
-            });
+            .for_each(|(i, v)| self.input_tiles(isa, src, s, p0 + i * INPUT_CHUNK, v));
     }
 
-    /// Phase 2: batched GEMMs and fused output transform, parallel over
-    /// (output-channel group × tile range).
-    fn gemm_output_phase<E: TileElem>(
+    /// The input transform of tiles `first..` (as many as `v` has rows) into `v`.
+    fn input_tiles<E: TileElem>(&self, isa: Isa, src: &[f32], s: Shape, first: usize, v: &mut [E]) {
+        let task = InputTiles {
+            src,
+            s,
+            grid: self.tile_grid(s),
+            first,
+            v,
+        };
+        match self.variant {
+            Variant::F23 => simd::run_task(isa, task.typed::<F23>()),
+            Variant::F43 => simd::run_task(isa, task.typed::<F43>()),
+            Variant::F63 => simd::run_task(isa, task.typed::<F63>()),
+        }
+    }
+
+    /// Phase 2, parallel over (output-channel group × tile range) jobs: `products` fills
+    /// each job's `M[t][p][kbn·16]`, then the fused output transform writes it to `out`.
+    fn gemm_output_phase(
         &self,
         isa: Isa,
-        (u, v): (&[E], &[E]),
-        (s, os, pool): (Shape, Shape, bool),
+        (s, pool): (Shape, bool),
         p0: usize,
         np: usize,
         out: &DisjointWriter<'_>,
+        products: impl Fn(Job, &mut [f32]) + Sync,
     ) {
         let kblocks = self.kp / 16;
         let groups = kblocks.div_ceil(GROUP_BLOCKS);
         let splits = (2 * rayon::current_num_threads()).div_ceil(groups).min(np);
         let per = np.div_ceil(splits);
         let t_len = self.positions();
+        let os = self.out_shape(s, pool);
         (0..groups * splits).into_par_iter().for_each(|job| {
             let (g, sp) = (job / splits, job % splits);
             let (a, b) = (sp * per, ((sp + 1) * per).min(np));
@@ -287,21 +341,7 @@ impl WinogradConv {
                     m.resize(len, 0.0);
                 }
                 let m = &mut m[..len];
-                for (t, mt) in m.chunks_exact_mut(n * kbn * 16).enumerate() {
-                    let u0 = (t * kblocks + kb0) * self.cp * 16;
-                    E::gemm(
-                        isa,
-                        WinoGemm {
-                            c_len: self.cp,
-                            kbn,
-                            np: n,
-                            u: &u[u0..u0 + kbn * self.cp * 16],
-                            v: &v[a * t_len * self.cp + t * self.cp..],
-                            v_stride: t_len * self.cp,
-                            m: mt,
-                        },
-                    );
-                }
+                products(Job { a, n, kb0, kbn }, m);
                 let task = OutputTiles {
                     m,
                     n,
@@ -323,6 +363,15 @@ impl WinogradConv {
             });
         });
     }
+}
+
+/// One phase-2 job: tiles `a..a+n` of the block, filter blocks `kb0..kb0+kbn`.
+#[derive(Clone, Copy)]
+struct Job {
+    a: usize,
+    n: usize,
+    kb0: usize,
+    kbn: usize,
 }
 
 /// Repacks f32 filters `U[t][kb][c][16]` as bf16 `U[t][kb][c/2][16][2]` (`cp` even).

@@ -24,8 +24,10 @@ use rayon::prelude::*;
 
 use super::Nhwc;
 use crate::engine::gemm::{Mat, matmul_on};
-use crate::engine::simd::{Bf16, Isa};
-use crate::engine::{Precision, Scratch, WinogradConv, WinogradVariant, gather, gemm_weights};
+use crate::engine::simd::Isa;
+use crate::engine::{
+    Precision, ScratchBuffers, WinogradConv, WinogradVariant, gather, gemm_weights,
+};
 use crate::ops::with_scratch;
 
 /// Pixels per block of the forward and input-gradient GEMMs.
@@ -69,7 +71,7 @@ pub(super) struct ConvWork {
     /// The im2col GEMM's weight operand.
     gemm_weights: Vec<f32>,
     /// The Winograd convolution's transformed tiles.
-    tiles: Scratch<Vec<f32>, Vec<Bf16>>,
+    tiles: ScratchBuffers,
     /// The input gradient's convolution weights.
     rotated: Vec<f32>,
     /// The weight gradient with taps before channels, and its partial sums.
@@ -82,7 +84,7 @@ impl Default for ConvWork {
         ConvWork {
             isa: Isa::detect(),
             gemm_weights: Vec::new(),
-            tiles: Scratch::default(),
+            tiles: ScratchBuffers::default(),
             rotated: Vec::new(),
             weight_grad: Vec::new(),
             partials: Vec::new(),
