@@ -1,19 +1,21 @@
 """Direct against Winograd-domain int8: what each loses on one 3×3 convolution layer.
 
-Why the int8 engine convolves directly (im2col) rather than in the Winograd domain, measured:
-the same layer (random He-initialised weights, a ReLU-like input: |N(0, 1)|) is computed in
-f64 and in int8 three ways, each with per-output-channel symmetric s8 weights and one
-activation scale calibrated on the operand's maximum:
+How the int8 engine's convolution was chosen, measured: the same layer (random weights, He
+normal or He uniform, a ReLU-like input: |N(0, 1)|) is computed in f64 and in int8 these
+ways, each with symmetric per-output-channel weights:
 
-- direct: u8 inputs over [0, max], s8 weights (what `--precision int8` runs);
-- Winograd F(2,3): tiles V = Bᵀ d B and filters U = G g Gᵀ quantised to s8 (V is signed, so it
-  needs s8 × s8 products), the output transform in float;
+- direct: u8 inputs over [0, max] (one activation scale), s8 weights (`--conv im2col`);
+- Winograd F(2,3): tiles V = Bᵀ d B and filters U = G g Gᵀ quantised to s8 with one scale
+  each (V is signed, so it needs s8 × s8 products), the output transform in float;
 - Winograd F(4,3): the same with F(4,3)'s matrices;
+- each Winograd form with one scale per tile position (per position and output channel for
+  the filters), the finer choice Winograd-domain int8 papers make;
+- each Winograd form with one scale per tile *and* position, over the tile's channels, taken
+  from the tile itself (what `--precision int8` runs, in F(2,3)): the GEMM sums over
+  channels only, so such a scale factors out of every sum.
 
-each Winograd form also with one scale per tile position (per position and output channel
-for the filters), the finer choice Winograd-domain int8 papers make.
-
-Prints the relative RMS error and max |error| / max |output| of each. numpy only:
+Weights get 8 bits (±127, `vpdpbusd`) and 7 (±64, the AVX2 emulation's limit). Prints the
+relative RMS error and max |error| / max |output| of each. numpy only:
 `python3 scripts/int8_winograd_error.py [channels] [size]` (default 64 channels, 28×28).
 """
 
@@ -56,7 +58,8 @@ F43 = (
 
 
 def quantise(x, levels, axis=None):
-    """Symmetric (or, for non-negative x with `levels` 255, unsigned) rounding to `levels`."""
+    """Symmetric (or, for non-negative x with `levels` 255, unsigned) rounding to `levels`;
+    one scale over `axis` (all of x when None)."""
     m = np.abs(x).max(axis=axis, keepdims=axis is not None)
     scale = np.where(m > 0, m / levels, 1.0)
     return np.round(x / scale), scale
@@ -69,13 +72,14 @@ def direct(x, w):
     return np.einsum("kct,cthw->khw", w.reshape(w.shape[0], c, 9), cols)
 
 
-def int8_direct(x, w):
+def int8_direct(x, w, weight_levels):
     qx, sx = quantise(x, 255)
-    qw, sw = quantise(w, 127, axis=(1, 2, 3))
+    qw, sw = quantise(w, weight_levels, axis=(1, 2, 3))
     return direct(qx, qw) * sx * sw.reshape(-1, 1, 1)
 
 
-def int8_winograd(x, w, transform, per_position=False):
+def int8_winograd(x, w, transform, weight_levels, scales="one"):
+    """`scales`: "one" per operand, "position" per tile position, "tile" per tile and position."""
     bt, g, at, m = transform
     t = m + 2
     c, h, wd = x.shape
@@ -87,14 +91,14 @@ def int8_winograd(x, w, transform, per_position=False):
     )
     v = np.einsum("ij,cnjk,lk->cnil", bt, d, bt)
     u = np.einsum("ij,kcjl,ml->kcim", g, w, g)
-    if per_position:
-        qv, sv = quantise(v, 127, axis=(0, 1))
-        qu, su = quantise(u, 127, axis=1)
-        mm = np.einsum("kcij,cnij->knij", qu, qv) * sv * su
-    else:
+    if scales == "one":
         qv, sv = quantise(v, 127)
-        qu, su = quantise(u, 127, axis=(1, 2, 3))
+        qu, su = quantise(u, weight_levels, axis=(1, 2, 3))
         mm = np.einsum("kcij,cnij->knij", qu, qv) * sv * su.reshape(-1, 1, 1, 1)
+    else:
+        qv, sv = quantise(v, 127, axis=(0, 1) if scales == "position" else 0)
+        qu, su = quantise(u, weight_levels, axis=1)
+        mm = np.einsum("kcij,cnij->knij", qu, qv) * sv * su
     y = np.einsum("ij,knjl,ml->knim", at, mm, at)
     out = np.zeros((w.shape[0], tiles_y * m, tiles_x * m))
     for n in range(tiles_y * tiles_x):
@@ -106,23 +110,35 @@ def int8_winograd(x, w, transform, per_position=False):
 def main():
     c = int(sys.argv[1]) if len(sys.argv) > 1 else 64
     size = int(sys.argv[2]) if len(sys.argv) > 2 else 28
+    print(f"{c} -> {c} channels at {size}x{size}; relative RMS error / max error over max output")
+    print("| int8 method | He normal, 8-bit w | He normal, 7-bit w | He uniform, 8-bit w | He uniform, 7-bit w |")
+    print("|---|---|---|---|---|")
+    methods = [("direct (u8 × s8)", None, None)]
+    for name, transform in [("F(2,3)", F23), ("F(4,3)", F43)]:
+        methods += [
+            (f"Winograd {name}, one scale", transform, "one"),
+            (f"Winograd {name}, a scale per position", transform, "position"),
+            (f"Winograd {name}, a scale per tile and position", transform, "tile"),
+        ]
     rng = np.random.default_rng(0)
     x = np.abs(rng.standard_normal((c, size, size)))
-    w = rng.standard_normal((c, c, 3, 3)) * np.sqrt(2 / (9 * c))
-    want = direct(x, w)
-    print(f"{c} -> {c} channels at {size}x{size}")
-    print("| int8 method | relative RMS error | max error / max output |")
-    print("|---|---|---|")
-    for name, got in [
-        ("direct (u8 × s8)", int8_direct(x, w)),
-        ("Winograd F(2,3) (s8 × s8 tiles)", int8_winograd(x, w, F23)),
-        ("Winograd F(4,3) (s8 × s8 tiles)", int8_winograd(x, w, F43)),
-        ("Winograd F(2,3), scale per tile position", int8_winograd(x, w, F23, True)),
-        ("Winograd F(4,3), scale per tile position", int8_winograd(x, w, F43, True)),
-    ]:
-        e = got - want
-        rms = np.sqrt((e**2).sum() / (want**2).sum())
-        print(f"| {name} | {100 * rms:.2f}% | {100 * np.abs(e).max() / np.abs(want).max():.2f}% |")
+    weights = [
+        rng.standard_normal((c, c, 3, 3)) * np.sqrt(2 / (9 * c)),
+        rng.uniform(-1, 1, (c, c, 3, 3)) * np.sqrt(6 / (9 * c)),
+    ]
+    wants = [direct(x, w) for w in weights]
+    for name, transform, scales in methods:
+        cells = []
+        for w, want in zip(weights, wants):
+            for levels in (127, 64):
+                if transform is None:
+                    got = int8_direct(x, w, levels)
+                else:
+                    got = int8_winograd(x, w, transform, levels, scales)
+                e = got - want
+                rms = np.sqrt((e**2).sum() / (want**2).sum())
+                cells.append(f"{100 * rms:.2f}% / {100 * np.abs(e).max() / np.abs(want).max():.2f}%")
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

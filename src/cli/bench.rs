@@ -15,7 +15,7 @@ use vgg::model::footprint::Work;
 /// Convolution algorithms of the fast engine, for ablations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Conv {
-    /// Winograd F(4×4,3×3) (F(2×2,3×3) in bf16), im2col for the 3-channel first layer
+    /// Winograd F(4×4,3×3) (F(2×2,3×3) in bf16 and int8), im2col for the 3-channel first layer
     Auto,
     /// Winograd F(2×2,3×3)
     F23,
@@ -23,7 +23,8 @@ pub enum Conv {
     F43,
     /// Winograd F(6×6,3×3)
     F63,
-    /// im2col + GEMM everywhere (the direct-convolution baseline)
+    /// im2col + GEMM everywhere (the direct-convolution baseline; in int8 the direct int8
+    /// convolution)
     Im2col,
 }
 

@@ -1,15 +1,21 @@
 //! Criterion benches for the engine's kernels: the SIMD micro-kernels on every instruction
-//! set this CPU has (AVX-512 / AVX2+FMA / scalar; bf16: AVX512_BF16 or the emulation), and
-//! single convolution layers of vgg16's shapes by algorithm (Winograd F(4,3), F(6,3), im2col). Whole-network timings against
-//! PyTorch are `vgg bench` + `scripts/bench_compare.py` (BENCHMARKS.md).
+//! set this CPU has (AVX-512 / AVX2+FMA / scalar; bf16: AVX512_BF16 or the emulation; int8:
+//! `vpdpbusd` or the emulation), and single convolution layers of vgg16's shapes by
+//! algorithm (Winograd F(4,3), F(6,3), im2col in f32; Winograd F(2,3) and direct in int8).
+//! Whole-network timings against PyTorch and OpenVINO are `vgg bench` +
+//! `scripts/bench_compare.py` and `scripts/bench_precision.py` (BENCHMARKS.md).
 //!
 //!     cargo bench --bench kernels
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use vgg::engine::quant::Int8Ranges;
 use vgg::engine::simd::{
-    Bf16, DotRows, Isa, WinoGemm, dot_rows, dot_rows_bf16, wino_gemm, wino_gemm_bf16,
+    Bf16, DotRows, DotRowsU8I8, GemmU8I8, Isa, WinoGemm, dot_rows, dot_rows_bf16, dot_rows_u8i8,
+    gemm_u8i8, quantize_rows_offset, wino_gemm, wino_gemm_bf16,
 };
-use vgg::engine::{ConvChoice, FeatureOp, Linear, NetworkSpec, Plan, PlanOptions, WinogradVariant};
+use vgg::engine::{
+    ConvChoice, FeatureOp, Linear, NetworkSpec, Plan, PlanOptions, Precision, WinogradVariant,
+};
 
 fn values(n: usize) -> Vec<f32> {
     (0..n).map(|i| ((i % 17) as f32 - 8.0) * 0.01).collect()
@@ -70,6 +76,58 @@ fn bf16_products(c: &mut Criterion) {
     }
 }
 
+/// The int8 kernels on every instruction set: the u8×s8 GEMM of one Winograd position (512
+/// input channels, 4 blocks of 16 output channels, 64 tiles), fc7-sized dot products, and
+/// the quantisation of 64 transformed tiles' rows.
+fn int8_products(c: &mut Criterion) {
+    let bytes = |n: usize| (0..n).map(|i| (i * 7 % 97) as u8).collect::<Vec<u8>>();
+    let signed = |n: usize| (0..n).map(|i| (i * 5 % 97) as i8 - 48).collect::<Vec<i8>>();
+    let (k_len, kbn, np) = (512, 4, 64);
+    let (u, v) = (signed(kbn * k_len * 16), bytes(np * k_len));
+    let (rows, inp) = (64, 4096);
+    let (w, x) = (signed(rows * inp), bytes(inp));
+    let tiles = values(np * 16 * k_len);
+    let (mut m, mut y) = (vec![0; np * kbn * 16], vec![0; rows]);
+    let (mut q, mut scales) = (vec![0u8; tiles.len()], vec![0.0; np * 16]);
+    let mut group = c.benchmark_group("int8");
+    for isa in Isa::available() {
+        group.bench_function(format!("gemm_u8i8/{}", isa.name()), |b| {
+            b.iter(|| {
+                let (u, v, m) = (&u[..], &v[..], &mut m[..]);
+                let g = GemmU8I8 {
+                    k_len,
+                    kbn,
+                    np,
+                    u,
+                    v,
+                    v_stride: k_len,
+                    m,
+                };
+                gemm_u8i8(isa, g)
+            })
+        });
+        group.bench_function(format!("dot_rows_u8i8/{}", isa.name()), |b| {
+            b.iter(|| {
+                let (w, x, y) = (&w[..], &x[..], &mut y[..]);
+                let batch = 1;
+                dot_rows_u8i8(
+                    isa,
+                    DotRowsU8I8 {
+                        w,
+                        inp,
+                        x,
+                        batch,
+                        y,
+                    },
+                )
+            })
+        });
+        group.bench_function(format!("quantize_rows_offset/{}", isa.name()), |b| {
+            b.iter(|| quantize_rows_offset(isa, &tiles, k_len, &mut q, &mut scales))
+        });
+    }
+}
+
 /// The batched GEMM of one Winograd transform position: 512 input channels, 4 blocks of 16
 /// output channels, 6 tiles — the shape of the micro-kernel's inner loop.
 fn winograd_gemm(c: &mut Criterion) {
@@ -121,8 +179,13 @@ fn fc_dot_rows(c: &mut Criterion) {
     }
 }
 
-/// One 3×3 convolution (+ ReLU) planned with `conv`; a 1-output classifier closes the plan.
-fn conv_plan(channels: usize, out: usize, size: usize, conv: ConvChoice) -> Plan {
+/// One 3×3 convolution (+ ReLU) planned with `conv` in `precision` (int8: inputs up to 1);
+/// a 1-output classifier closes the plan.
+fn conv_plan(
+    (channels, out, size): (usize, usize, usize),
+    conv: ConvChoice,
+    precision: Precision,
+) -> Plan {
     let spec = NetworkSpec {
         features: vec![FeatureOp::Conv3x3 {
             in_channels: channels,
@@ -132,7 +195,10 @@ fn conv_plan(channels: usize, out: usize, size: usize, conv: ConvChoice) -> Plan
             relu: true,
         }],
         pool: 1,
-        int8: None,
+        int8: Some(Int8Ranges {
+            convs: vec![Some(1.0)],
+            linears: vec![None],
+        }),
         classifier: vec![Linear {
             in_features: out,
             out_features: 1,
@@ -149,6 +215,7 @@ fn conv_plan(channels: usize, out: usize, size: usize, conv: ConvChoice) -> Plan
         size,
         PlanOptions {
             conv,
+            precision,
             ..PlanOptions::default()
         },
     )
@@ -159,14 +226,24 @@ fn conv_layers(c: &mut Criterion) {
     let mut group = c.benchmark_group("conv3x3");
     group.sample_size(10);
     let algorithms = [
-        ("F43", ConvChoice::Winograd(WinogradVariant::F43)),
-        ("F63", ConvChoice::Winograd(WinogradVariant::F63)),
-        ("im2col", ConvChoice::Im2col),
+        (
+            "F43",
+            ConvChoice::Winograd(WinogradVariant::F43),
+            Precision::F32,
+        ),
+        (
+            "F63",
+            ConvChoice::Winograd(WinogradVariant::F63),
+            Precision::F32,
+        ),
+        ("im2col", ConvChoice::Im2col, Precision::F32),
+        ("int8 F23", ConvChoice::Auto, Precision::Int8),
+        ("int8 direct", ConvChoice::Im2col, Precision::Int8),
     ];
     for (channels, out, size) in [(64, 64, 56), (256, 256, 28), (512, 512, 14), (512, 512, 4)] {
         let input = values(channels * size * size);
-        for (name, conv) in algorithms {
-            let mut plan = conv_plan(channels, out, size, conv);
+        for (name, conv, precision) in algorithms {
+            let mut plan = conv_plan((channels, out, size), conv, precision);
             let mut logits = [0.0f32];
             let id = BenchmarkId::new(name, format!("{channels}to{out}@{size}"));
             group.bench_function(id, |b| {
@@ -181,6 +258,7 @@ criterion_group!(
     winograd_gemm,
     fc_dot_rows,
     bf16_products,
+    int8_products,
     conv_layers
 );
 criterion_main!(kernels);

@@ -43,11 +43,14 @@ pub enum Precision {
     /// computed by im2col (under 16 input channels, as the 3-channel stem, or
     /// `ConvChoice::Im2col`) and a dense head stay f32.
     Bf16,
-    /// Convolutions and linear layers on u8 activations and s8 weights with i32 sums
-    /// (`vpdpbusd` where the CPU has AVX512_VNNI, an exact emulation elsewhere): symmetric
-    /// per-output-channel weight scales, activation scales from calibration
-    /// ([`NetworkSpec::int8`]). A layer without a calibrated range (the stem, any layer
-    /// calibration kept in f32) and a dense head compute in f32.
+    /// Convolutions and linear layers on u8 operands and s8 weights with i32 sums
+    /// (`vpdpbusd` where the CPU has AVX512_VNNI, an exact emulation elsewhere). Convolutions
+    /// run Winograd F(2,3) with a scale per tile and position taken from the data and per
+    /// position and output channel for the weights (`ConvChoice::Im2col`: the direct
+    /// convolution on calibrated u8 inputs); linear layers take symmetric per-output-channel
+    /// weight scales and calibrated activation scales ([`NetworkSpec::int8`]). A layer
+    /// without a calibrated range (the stem, any layer calibration kept in f32) and a dense
+    /// head compute in f32.
     Int8,
 }
 

@@ -1,10 +1,10 @@
-//! The int8 3×3 convolution: the input quantised to u8 once, its 3×3 neighbourhoods gathered
-//! into rows (im2col: one byte per value, a quarter of f32's), an s8 GEMM with i32 sums, and
-//! one pass that rescales, adds the bias, applies the ReLU and writes f32.
+//! The direct int8 3×3 convolution: the input quantised to u8 once, its 3×3 neighbourhoods
+//! gathered into rows (im2col: one byte per value, a quarter of f32's), an s8 GEMM with i32
+//! sums, and one pass that rescales, adds the bias, applies the ReLU and writes f32.
 //!
-//! Direct (im2col) rather than in the Winograd domain: a Winograd input transform widens
-//! the range (F(2,3)'s tiles need ~10 bits, F(4,3)'s more), so Winograd-domain int8 would
-//! need 16-bit tiles or lose the accuracy int8 is meant to keep.
+//! Plans run int8 convolutions in the Winograd domain by default (`winograd/int8.rs`: 2.25×
+//! fewer products for about the same error); this one is `ConvChoice::Im2col`'s, and loses
+//! less where the weights quantise well directly.
 
 use rayon::prelude::*;
 

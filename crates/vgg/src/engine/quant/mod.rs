@@ -1,11 +1,13 @@
-//! int8 inference: calibrated activation ranges, per-output-channel weight quantisation,
-//! the int8 convolution, and the calibration that measures what each layer loses.
+//! int8 inference: calibrated activation ranges, per-row weight quantisation, the direct
+//! int8 convolution, and the calibration that measures what each layer loses.
 //!
-//! Activations are u8 with zero point 0: every layer the engine quantises reads the output
-//! of a ReLU (or a max- or average-pool of one), so nothing below zero is lost and all 256
-//! steps cover `[0, max]`. Weights are s8 in `[-127, 127]`, one scale per output channel
-//! (symmetric, so the i32 sums need no zero-point corrections); a convolution's in `[-64, 64]`
-//! where the CPU has no `vpdpbusd` (see [`super::simd::gemm_weight_limit`]).
+//! Calibrated activations are u8 with zero point 0: every layer the engine quantises reads
+//! the output of a ReLU (or a max- or average-pool of one), so nothing below zero is lost
+//! and all 256 steps cover `[0, max]` (the Winograd int8 convolution scales its tiles from
+//! the data instead, see `winograd/int8.rs`). Weights are s8 in `[-127, 127]`, one scale
+//! per output channel (symmetric, so the i32 sums need no zero-point corrections); a
+//! convolution's in `[-64, 64]` where the CPU has no `vpdpbusd` (see
+//! [`super::simd::gemm_weight_limit`]).
 
 mod calibrate;
 mod conv;
