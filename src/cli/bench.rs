@@ -19,9 +19,9 @@ pub enum Conv {
     Auto,
     /// Winograd F(2×2,3×3)
     F23,
-    /// Winograd F(4×4,3×3)
+    /// Winograd F(4×4,3×3) (refused with --precision int8)
     F43,
-    /// Winograd F(6×6,3×3)
+    /// Winograd F(6×6,3×3) (refused with --precision int8)
     F63,
     /// im2col + GEMM everywhere (the direct-convolution baseline; in int8 the direct int8
     /// convolution)

@@ -91,8 +91,8 @@ impl Conv {
             (ConvChoice::Im2col, _) => None,
             (ConvChoice::Winograd(v), Precision::Int8) if v != INT8_VARIANT => {
                 return Err(EngineError::InvalidSpec(format!(
-                    "int8 runs Winograd F(2x2,3x3) only (asked for {v:?}): F(4,3) and F(6,3) \
-                     lose 5-10% of a layer's output in 8 bits"
+                    "int8 runs Winograd F(2x2,3x3) only (asked for {v:?}): F(4,3) loses 5-10% \
+                     of a layer's output in 8 bits, F(6,3)'s transforms are wider still"
                 )));
             }
             (ConvChoice::Winograd(v), _) => Some(v),

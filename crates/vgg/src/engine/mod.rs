@@ -3,9 +3,9 @@
 //! turns a layer list plus weights into the [`NetworkSpec`] it compiles.
 //!
 //! A [`Plan`] is compiled once from a [`NetworkSpec`]: 3×3 convolutions become
-//! Winograd F(4×4,3×3)/F(6×6,3×3) layers with pre-transformed filters (or
-//! im2col+GEMM for the 3-channel stem), bias/ReLU and the following 2×2
-//! max-pool are fused into the Winograd output transform, and the adaptive
+//! Winograd layers with pre-transformed filters (F(4×4,3×3) in f32, F(2×2,3×3) in bf16
+//! and int8; or im2col+GEMM for the 3-channel stem; `conv.rs` chooses), bias/ReLU and the
+//! following 2×2 max-pool are fused into the Winograd output transform, and the adaptive
 //! average pool is folded into the first classifier layer when it is a fixed
 //! linear map. Activations live in padded NHWC buffers reused across runs.
 

@@ -17,7 +17,7 @@ pub enum ConvChoice {
     /// input channels.
     Auto,
     /// Force one Winograd variant wherever the layer has ≥ 16 input channels (int8 layers
-    /// take F(2,3) only).
+    /// run F(2,3) only: another variant with int8 layers is refused).
     Winograd(Variant),
     /// Force im2col + GEMM everywhere (ablation baseline; int8 layers: the direct int8
     /// convolution).

@@ -1,6 +1,7 @@
 //! u8 × s8 products with i32 accumulation: the two products the int8 engine needs (the
-//! convolutions' GEMM over im2col rows, and the fully-connected dot products), their safe
-//! wrappers and their portable code.
+//! convolutions' GEMM, over Winograd tiles or im2col rows, and the fully-connected dot
+//! products), the quantisation of activations to u8, their safe wrappers and their portable
+//! code.
 //!
 //! Both work on *quads*, as `vpdpbusd` (AVX512_VNNI, AVX-VNNI) does: each i32 lane adds four
 //! u8·s8 products. Integer sums are exact, so every path — the instruction, the AVX2
@@ -169,9 +170,11 @@ impl SimdTask for Quantize<'_> {
 }
 
 /// Quantises each row of `row_len` values of `x` symmetrically and stores it offset into u8:
-/// per row, `scale = max |x| / 127` (1 for a row of zeros) and `q = round(x / scale) + 128`
-/// (ties to even) in `[1, 255]`; NaN becomes 0. The Winograd int8 convolution's tiles, whose
-/// transformed values are signed (see `winograd/int8.rs`).
+/// per row, `scale = max |x| / 127` and `q = round(x · (1 / scale) + 128)` (one fused
+/// multiply-add, ties to even) in `[1, 255]`; NaN becomes 0. A row whose largest magnitude
+/// is 0 or so small that `1 / scale` would overflow gets scale 1 (its values all round to
+/// 128). The Winograd int8 convolution's tiles, whose transformed values are signed (see
+/// `winograd/int8.rs`).
 pub fn quantize_rows_offset(isa: Isa, x: &[f32], row_len: usize, q: &mut [u8], scales: &mut [f32]) {
     assert!(row_len >= 16 && row_len.is_multiple_of(16));
     assert_eq!(x.len(), q.len());
@@ -193,10 +196,15 @@ const ROW_LEVELS: f32 = 127.0;
 /// What [`quantize_rows_offset`] adds to each rounded value, so that it fits a u8.
 pub const ROW_OFFSET: u8 = 128;
 
-/// The scale of a row whose largest magnitude is `max`.
+/// The scale of a row whose largest magnitude is `max`: 1 where `1 / scale` would not be
+/// finite (a zero or subnormal-sized row), so that no value leaves `[1, 255]`.
 #[inline(always)]
 pub(super) fn row_scale(max: f32) -> f32 {
-    if max > 0.0 { max / ROW_LEVELS } else { 1.0 }
+    if max >= ROW_LEVELS * f32::MIN_POSITIVE {
+        max / ROW_LEVELS
+    } else {
+        1.0
+    }
 }
 
 /// Portable [`quantize_rows_offset`].
@@ -338,7 +346,7 @@ mod tests {
     #[test]
     fn row_quantisation_paths_agree_exactly() {
         let mut seed = 23;
-        let mut x = bytes(48 * 5, &mut seed, |b| (f32::from(b) - 128.0) * 0.37);
+        let mut x = bytes(48 * 6, &mut seed, |b| (f32::from(b) - 128.0) * 0.37);
         x[48..96].fill(0.0);
         x[100] = f32::NAN;
         // Exact ties after scaling: the row's max is 127, so x / scale = x.
@@ -346,9 +354,11 @@ mod tests {
             *v = i as f32 - 23.5;
         }
         x[191] = 127.0;
+        // A row too small for a finite `1 / scale`: scale 1, everything rounds to 128.
+        x[192..240].fill(1e-39);
         let mut want = None;
         for isa in Isa::available() {
-            let (mut q, mut scales) = (vec![7u8; x.len()], vec![0.0; 5]);
+            let (mut q, mut scales) = (vec![7u8; x.len()], vec![0.0; 6]);
             quantize_rows_offset(isa, &x, 48, &mut q, &mut scales);
             assert_eq!(q[48..96], [128; 48], "{}: a zero row", isa.name());
             assert_eq!(scales[1], 1.0);
@@ -359,6 +369,8 @@ mod tests {
                 "{}: ties to even",
                 isa.name()
             );
+            assert_eq!(q[192..240], [128; 48], "{}: a tiny row", isa.name());
+            assert_eq!(scales[4], 1.0);
             let got = (q, scales);
             assert_eq!(
                 want.get_or_insert_with(|| got.clone()),

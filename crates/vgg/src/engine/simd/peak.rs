@@ -12,8 +12,9 @@ const ITERS: usize = 20_000_000;
 /// Peak GFLOP/s (a multiply-add counts 2) of `precision`'s product instruction on `threads`
 /// threads, each running independent chains: `vfmadd231ps` (zmm with AVX-512, else ymm)
 /// for f32, `vdpbf16ps zmm` for bf16, `vpdpbusd zmm` for int8 with AVX512_VNNI and its
-/// AVX2 emulation (`vpmaddubsw` + `vpmaddwd` + `vpaddd` on ymm) without. `None` when this
-/// CPU lacks the instruction (bf16's emulation runs on the f32 FMA units).
+/// AVX2 emulation (`vpmaddubsw` + `vpmaddwd` + `vpaddd` on ymm) without (also on an AVX-VNNI
+/// CPU, whose `vpdpbusd ymm` has no micro-benchmark here). `None` when this CPU lacks the
+/// instruction (bf16's emulation runs on the f32 FMA units).
 pub fn peak_gflops(isa: Isa, precision: Precision, threads: usize) -> Option<f64> {
     let (kernel, macs_per_instruction): (fn(usize) -> f32, usize) = match precision {
         #[cfg(target_arch = "x86_64")]

@@ -102,6 +102,10 @@ impl WinogradConv {
         scratch: &mut ScratchBuffers,
         pool: bool,
     ) {
+        debug_assert!(
+            f.limit <= simd::gemm_weight_limit(isa),
+            "weights too wide for {isa:?}"
+        );
         let t_len = self.positions();
         let row = t_len * self.cp;
         let kblocks = self.kp / 16;

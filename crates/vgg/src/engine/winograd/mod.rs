@@ -616,5 +616,17 @@ mod tests {
             let need = conv.scratch_len(s);
             assert_eq!(need.f32 + need.bf16, pb * 36 * 512);
         }
+        let conv = WinogradConv::new(
+            Variant::F23,
+            Precision::Int8,
+            (512, 512),
+            &w,
+            &[0.0; 512],
+            true,
+        );
+        let pb = conv.block_tiles(s);
+        assert!((1..=8 * 196).contains(&pb));
+        let need = conv.scratch_len(s);
+        assert_eq!((need.u8, need.f32, need.bf16), (pb * 16 * 512, pb * 16, 0));
     }
 }
