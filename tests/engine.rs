@@ -464,14 +464,7 @@ fn int8_refuses_wide_winograd_tiles() {
         conv: ConvChoice::Winograd(WinogradVariant::F43),
         ..PlanOptions::default()
     };
-    let err = Plan::with_options(spec, 1, 16, 4, 4, options)
-        .err()
-        .unwrap();
-    assert!(
-        err.to_string()
-            .contains("int8 runs Winograd F(2x2,3x3) only"),
-        "{err}"
-    );
+    assert_plan_error(spec, options, "int8 runs Winograd F(2x2,3x3) only");
 }
 
 /// Calibration on a vgg16-shaped net: the stem stays f32, every other layer is measured on
@@ -535,6 +528,14 @@ fn calibrated_int8_vgg16_stays_close_to_the_reference() {
     }
 }
 
+/// Compiling `spec` for a 1×16×4×4 input fails with a message containing `wanted`.
+fn assert_plan_error(spec: NetworkSpec, options: PlanOptions, wanted: &str) {
+    let err = Plan::with_options(spec, 1, 16, 4, 4, options)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains(wanted), "{err}");
+}
+
 #[test]
 fn int8_without_ranges_is_an_error() {
     let (spec, _, _) = single_conv(16, 16, false, 1);
@@ -542,12 +543,5 @@ fn int8_without_ranges_is_an_error() {
         precision: Precision::Int8,
         ..PlanOptions::default()
     };
-    let err = Plan::with_options(spec, 1, 16, 4, 4, options)
-        .err()
-        .unwrap();
-    assert!(
-        err.to_string()
-            .contains("int8 needs calibrated activation ranges"),
-        "{err}"
-    );
+    assert_plan_error(spec, options, "int8 needs calibrated activation ranges");
 }

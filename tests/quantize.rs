@@ -290,7 +290,7 @@ fn impossible_int8_requests_are_one_line_errors() {
 
 #[test]
 fn bench_describes_the_int8_plan() {
-    let out = ok(&vgg(&[
+    let args = [
         "bench",
         "--arch",
         "vgg11",
@@ -300,8 +300,8 @@ fn bench_describes_the_int8_plan() {
         "1",
         "--precision",
         "int8",
-        "--describe",
-    ]));
+    ];
+    let out = ok(&vgg(&[&args[..], &["--describe"]].concat()));
     assert!(out.contains("precision: int8"), "{out}");
     assert!(
         out.contains("winograd F(2x2,3x3) u8×s8→i32 (tiles scaled per tile and position"),
@@ -313,20 +313,9 @@ fn bench_describes_the_int8_plan() {
         "{out}"
     );
     assert!(out.contains("fast int8 [1, 3, 32, 32]"), "{out}");
-    let args = [
-        "bench",
-        "--arch",
-        "vgg11",
-        "--input",
-        "1x3x32x32",
-        "--iters",
-        "1",
-    ];
-    let direct = ok(&vgg(&[
-        &args[..],
-        &["--precision", "int8", "--conv", "im2col", "--describe"],
-    ]
-    .concat()));
+    let direct = ok(&vgg(
+        &[&args[..], &["--conv", "im2col", "--describe"]].concat()
+    ));
     assert!(direct.contains("int8 im2col+gemm"), "{direct}");
 }
 

@@ -156,8 +156,8 @@ impl SimdTask for DotRowsTask<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
+#[cfg(any(test, feature = "kernel-checks"))]
+pub(crate) mod tests {
     use super::super::lcg;
     use super::*;
 
@@ -165,8 +165,8 @@ mod tests {
         (0..n).map(|_| Bf16::from_f32(lcg(seed))).collect()
     }
 
-    #[test]
-    fn rounding_is_to_nearest_even() {
+    #[cfg_attr(test, test)]
+    pub(crate) fn rounding_is_to_nearest_even() {
         // 1 + 2^-8 is halfway between bf16 1.0 and 1 + 2^-7: ties go to the even 1.0.
         assert_eq!(Bf16::from_f32(1.0 + 1.0 / 256.0).to_f32(), 1.0);
         assert_eq!(
@@ -189,8 +189,8 @@ mod tests {
     /// Every path (the instruction where present, the emulations) agrees with an f64 sum of
     /// the exact bf16 products, and bit for bit with the portable emulation: each lane adds
     /// the same exact products in the same order.
-    #[test]
-    fn wino_gemm_bf16_paths_match_reference() {
+    #[cfg_attr(test, test)]
+    pub(crate) fn wino_gemm_bf16_paths_match_reference() {
         let mut seed = 11;
         for c_len in [2, 6, 16, 38] {
             for kbn in 1..=4 {
@@ -242,8 +242,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn dot_rows_bf16_paths_match_reference() {
+    #[cfg_attr(test, test)]
+    pub(crate) fn dot_rows_bf16_paths_match_reference() {
         let mut seed = 13;
         for inp in [32, 64, 96, 4096] {
             for rows in [1, 3, 4, 9] {
@@ -278,7 +278,8 @@ mod tests {
                                 let tolerance = 2e-6 * scale + 1e-6;
                                 assert!(
                                     (got - want).abs() < tolerance,
-                                    "{} {inp} {rows} {batch}",
+                                    "{} inp={inp} rows={rows} batch={batch} r={r} b={b}: \
+                                     {got} against {want} ± {tolerance}",
                                     isa.name()
                                 );
                             }

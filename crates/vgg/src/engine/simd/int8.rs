@@ -231,8 +231,8 @@ impl SimdTask for QuantizeRowsOffset<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
+#[cfg(any(test, feature = "kernel-checks"))]
+pub(crate) mod tests {
     use super::*;
 
     fn bytes<T>(n: usize, seed: &mut u64, f: impl Fn(u8) -> T) -> Vec<T> {
@@ -275,8 +275,8 @@ mod tests {
         want
     }
 
-    #[test]
-    fn gemm_paths_match_reference_exactly() {
+    #[cfg_attr(test, test)]
+    pub(crate) fn gemm_paths_match_reference_exactly() {
         let mut seed = 17;
         for extreme in [false, true] {
             for k_len in [4, 12, 64, 148] {
@@ -307,8 +307,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn dot_rows_paths_match_reference_exactly() {
+    #[cfg_attr(test, test)]
+    pub(crate) fn dot_rows_paths_match_reference_exactly() {
         let mut seed = 19;
         for extreme in [false, true] {
             for inp in [64, 128, 4096] {
@@ -343,8 +343,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn row_quantisation_paths_agree_exactly() {
+    #[cfg_attr(test, test)]
+    pub(crate) fn row_quantisation_paths_agree_exactly() {
         let mut seed = 23;
         let mut x = bytes(48 * 6, &mut seed, |b| (f32::from(b) - 128.0) * 0.37);
         x[48..96].fill(0.0);
@@ -381,8 +381,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn quantize_rounds_and_saturates() {
+    #[cfg_attr(test, test)]
+    pub(crate) fn quantize_rounds_and_saturates() {
         let x = [
             -3.0,
             0.0,

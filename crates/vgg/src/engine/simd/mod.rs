@@ -246,8 +246,31 @@ pub fn dot_rows(isa: Isa, d: DotRows<'_>) {
     }
 }
 
+/// The kernels' unit tests, each of which runs its kernel on every [`Isa`] of this CPU
+/// against a reference, by name: `tools/isa-emulation` runs them on an emulated CPU with the
+/// units a development machine may lack (AVX-512, AVX512_BF16, AVX512_VNNI, AVX-VNNI). A
+/// failure panics with the test's message.
+#[cfg(any(test, feature = "kernel-checks"))]
+pub fn kernel_checks() -> Vec<(&'static str, fn())> {
+    macro_rules! named {
+        ($($test:path),* $(,)?) => { vec![$((stringify!($test), $test as fn())),*] };
+    }
+    named![
+        tests::run_task_paths_agree,
+        tests::wino_gemm_paths_match_scalar,
+        tests::dot_rows_paths_match_naive,
+        bf16::tests::rounding_is_to_nearest_even,
+        bf16::tests::wino_gemm_bf16_paths_match_reference,
+        bf16::tests::dot_rows_bf16_paths_match_reference,
+        int8::tests::gemm_paths_match_reference_exactly,
+        int8::tests::dot_rows_paths_match_reference_exactly,
+        int8::tests::row_quantisation_paths_agree_exactly,
+        int8::tests::quantize_rounds_and_saturates,
+    ]
+}
+
 /// Test values in [-0.5, 0.5) from a 64-bit LCG.
-#[cfg(test)]
+#[cfg(any(test, feature = "kernel-checks"))]
 fn lcg(seed: &mut u64) -> f32 {
     *seed = seed
         .wrapping_mul(6364136223846793005)
@@ -255,11 +278,12 @@ fn lcg(seed: &mut u64) -> f32 {
     ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
 }
 
-#[cfg(test)]
-mod tests {
+#[cfg(any(test, feature = "kernel-checks"))]
+pub(crate) mod tests {
     use super::*;
 
     /// The features each kernel file enables, from its `#[target_feature(enable = …)]`s.
+    #[cfg(test)]
     fn enabled_features(source: &str) -> std::collections::BTreeSet<&str> {
         source
             .split("#[target_feature(enable = \"")
@@ -288,10 +312,30 @@ mod tests {
         assert!(!cpu_has("avx512_unknown_feature"));
     }
 
+    /// Every test that `kernel_checks` could list is listed, once: a kernel test added
+    /// without it would never run on the emulated CPU.
+    #[test]
+    fn kernel_checks_list_every_path_test() {
+        // Split, so that this line is not one of the markers it counts.
+        let marker = concat!("#[cfg_attr(test, ", "test)]");
+        let tests: usize = [
+            include_str!("mod.rs"),
+            include_str!("bf16.rs"),
+            include_str!("int8.rs"),
+        ]
+        .iter()
+        .map(|source| source.matches(marker).count())
+        .sum();
+        let checks = kernel_checks();
+        let names: std::collections::BTreeSet<&str> =
+            checks.iter().map(|(name, _)| *name).collect();
+        assert_eq!((checks.len(), names.len()), (tests, tests));
+    }
+
     /// Every dispatched micro-kernel must match the scalar reference on all
     /// (kbn, np) shapes, including the register-block tails.
-    #[test]
-    fn wino_gemm_paths_match_scalar() {
+    #[cfg_attr(test, test)]
+    pub(crate) fn wino_gemm_paths_match_scalar() {
         let mut seed = 7;
         for c_len in [1, 5, 16, 37] {
             for kbn in 1..=4 {
@@ -349,8 +393,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn dot_rows_paths_match_naive() {
+    #[cfg_attr(test, test)]
+    pub(crate) fn dot_rows_paths_match_naive() {
         let mut seed = 5;
         for inp in [1, 15, 16, 33, 100] {
             for rows in [1, 3, 4, 9] {
@@ -387,8 +431,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn run_task_paths_agree() {
+    #[cfg_attr(test, test)]
+    pub(crate) fn run_task_paths_agree() {
         let x: Vec<f32> = (0..100).map(|i| i as f32 * 0.25).collect();
         for isa in Isa::available() {
             let mut y = vec![1.0; 100];
