@@ -35,14 +35,14 @@ TLS = 0x0B00_0000
 PML4 = 0x0F00_0000
 ENTRY = "vgg_isa_run_kernel_check"
 REPORT = "VGG_ISA_REPORT"
-REPORT_BYTES = 1 << 16
 NO_SUCH_CHECK = 1
 FUTEX, FUTEX_WAKE_PRIVATE = 202, 0x81
 # C library calls answered with a fixed result: file lookups fail as they would without the
 # files (the gemm crate reads the CPU's cache sizes from /sys, and falls back to CPUID when
 # it cannot); thread-exit destructors are accepted and never run (the thread never exits).
 CALL_RESULTS = {"opendir": 0, "open": -1, "open64": -1, "__cxa_thread_atexit_impl": 0}
-ERRNO = STACK  # a word at the bottom of the stack: errno, which nothing here reads back
+ERRNO = STACK  # errno: a word at the bottom of the stack, ENOENT (as the failed lookups say)
+ENOENT = 2
 
 # Machine code of the memory functions (System V ABI), assembled from the listing beside each.
 STUB_CODE = {
@@ -86,17 +86,17 @@ class Elf:
         self.symbols = self._dynamic_symbols()
 
     def _dynamic_symbols(self):
-        """[(name, value, defined)] of .dynsym (section type 11)."""
+        """[(name, value, size, defined)] of .dynsym (section type 11)."""
         for sh_type, off, size, link, entsize in self.sections:
             if sh_type == 11:
                 strtab = self.sections[link][1]
                 out = []
                 for j in range(size // entsize):
-                    name, _, _, shndx, value, _ = struct.unpack_from(
+                    name, _, _, shndx, value, size = struct.unpack_from(
                         "<IBBHQQ", self.data, off + j * entsize
                     )
                     end = self.data.index(b"\0", strtab + name)
-                    out.append((self.data[strtab + name : end].decode(), value, shndx != 0))
+                    out.append((self.data[strtab + name : end].decode(), value, size, shndx != 0))
                 return out
         raise SystemExit("error: the library has no dynamic symbol table")
 
@@ -109,9 +109,10 @@ class Elf:
                     yield r_offset, info & 0xFFFF_FFFF, info >> 32, addend
 
     def symbol(self, name):
-        for sym, value, defined in self.symbols:
+        """(address, size) of a symbol the library defines."""
+        for sym, value, size, defined in self.symbols:
             if sym == name and defined:
-                return value
+                return value, size
         raise SystemExit(f"error: the library does not define {name}")
 
 
@@ -131,10 +132,14 @@ def work_around_bochs_disp8(path, code: bytearray, vaddr: int) -> int:
         if len(fields) < 3 or not fields[2].startswith("vdpbf16ps") or "(" not in fields[2]:
             continue
         address = int(fields[0].strip().rstrip(":"), 16)
+        if not vaddr <= address < vaddr + len(code):
+            continue  # in another segment
         raw = bytes.fromhex(fields[1].replace(" ", ""))
+        if raw[0] != 0x62:
+            raise SystemExit(f"error: `{fields[2]}` at {address:#x} does not start with EVEX")
         modrm = raw[5]
-        if raw[0] != 0x62 or raw[3] & 0x10 or modrm >> 6 != 1:
-            continue  # not EVEX, a broadcast (scaled right), or no 8-bit displacement
+        if raw[3] & 0x10 or modrm >> 6 != 1:
+            continue  # a broadcast (Bochs scales it right), or no 8-bit displacement
         at = 7 if modrm & 7 == 4 else 6  # after the SIB byte, if any
         disp8 = struct.unpack_from("<b", raw, at)[0]
         vector_bytes = 16 << ((raw[3] >> 5) & 3)
@@ -223,7 +228,7 @@ class Library:
             elif r_type == 16:  # R_X86_64_DTPMOD64: the library is TLS module 1
                 value = 1
             elif r_type in (1, 6, 7):  # R_X86_64_64, GLOB_DAT, JUMP_SLOT
-                name, symbol_value, defined = self.elf.symbols[sym]
+                name, symbol_value, _, defined = self.elf.symbols[sym]
                 name = name.split("@")[0]
                 if defined:
                     value = SO_BASE + symbol_value
@@ -271,7 +276,7 @@ def initial_state(entry, argument):
 def call(session, library, argument):
     """Calls the entry point with `argument`; returns (its result or None, why it stopped)."""
     library.reset()
-    session.cpu.state = initial_state(SO_BASE + library.elf.symbol(ENTRY), argument)
+    session.cpu.state = initial_state(SO_BASE + library.elf.symbol(ENTRY)[0], argument)
     raised = []
 
     def exception(sess, _cpu, vector, _error_code):
@@ -289,7 +294,7 @@ def call(session, library, argument):
         if not raised:
             return None, f"the CPU stopped without an exception at {state.rip:#x}"
         if raised[0] == 14 and state.rip == RETURN_TRAP:
-            return state.rax, None
+            return state.rax & 0xFFFF_FFFF, None  # a u32
         name = library.trap_name(state.rip)
         if raised[0] == 14 and name == "__tls_get_addr":
             state.rax = TLS + library.memory.u64(state.rdi + 8)
@@ -298,6 +303,7 @@ def call(session, library, argument):
         elif raised[0] == 14 and name in CALL_RESULTS:
             state.rax = CALL_RESULTS[name] & (2**64 - 1)
         elif raised[0] == 14 and name == "__errno_location":
+            library.memory.write(ERRNO, struct.pack("<i", ENOENT))
             state.rax = ERRNO
         elif name == "syscall":
             return None, f"a call to syscall({state.rdi}, {state.rsi:#x}, {state.rdx:#x}, ...)"
@@ -316,7 +322,8 @@ def main():
     memory = Memory()
     library = Library(sys.argv[1], elf, memory)
     memory.commit()
-    report_address = SO_BASE + elf.symbol(REPORT)
+    report_address, report_bytes = elf.symbol(REPORT)
+    report_address += SO_BASE
     session = bochscpu.Session()
 
     def missing_page(gpa):
@@ -327,7 +334,7 @@ def main():
     print(f"(worked around Bochs's vdpbf16ps displacement in {library.patched} instructions)")
     for index in range(1000):
         result, failure = call(session, library, index)
-        text = memory.read(report_address, REPORT_BYTES)
+        text = memory.read(report_address, report_bytes)
         print(text[: text.index(b"\0")].decode(errors="replace"), end="")
         if result == NO_SUCH_CHECK:
             break

@@ -8,7 +8,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 venv=${VGG_EMULATION_VENV:-$HOME/.cache/vgg-isa-emulation}
 python=${PYTHON:-python3}
-if [ ! -x "$venv/bin/python" ]; then
+# find_spec, not import: the extension loads only under the shim below.
+if ! "$venv/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("bochscpu") is None)' 2>/dev/null; then
     "$python" -m venv "$venv"
     "$venv/bin/pip" install --quiet bochscpu-python==0.4.0
 fi

@@ -16,7 +16,7 @@ const BATCH: usize = 2;
 const SIDE: usize = 32;
 const CLASSES: usize = 10;
 
-/// Values with the given standard deviation's range, from a 64-bit LCG.
+/// Uniform values with standard deviation `scale`, from a 64-bit LCG.
 fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
@@ -87,8 +87,8 @@ fn relative_error(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / top
 }
 
-/// Reports how far `got` is from `want`, and holds it within `(1e-6, bound)` (not 0: the
-/// plan must have run in the lower precision) and to the products this CPU has.
+/// Reports how far `got` is from `want`, and holds it within `(1e-5, bound)` (not near 0:
+/// the plan must have run in the lower precision) and to the products this CPU has.
 fn compare(label: &str, got: &[f32], want: &[f32], bound: f32, description: &str, hardware: bool) {
     let e = relative_error(got, want);
     let products = products(description);
@@ -96,7 +96,7 @@ fn compare(label: &str, got: &[f32], want: &[f32], bound: f32, description: &str
         Report,
         "  {label} logits: relative error {e:.2e} ({products})"
     );
-    assert!(e > 1e-6 && e < bound, "{label}: {e}\n{description}");
+    assert!(e > 1e-5 && e < bound, "{label}: {e}\n{description}");
     assert_eq!(!products.contains("emulated"), hardware, "{description}");
 }
 

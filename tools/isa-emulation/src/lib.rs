@@ -15,9 +15,13 @@ use std::cell::UnsafeCell;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
+use vgg::engine::simd::Isa;
+
 /// Bytes of the arena; the checks' largest working set is a few MB at a time.
 const ARENA_BYTES: usize = 96 << 20;
 
+/// All the memory the checks get. Page-aligned so that its pages are the library's own (the
+/// loader maps the library page by page).
 #[repr(C, align(4096))]
 struct Arena(UnsafeCell<[u8; ARENA_BYTES]>);
 
@@ -32,10 +36,23 @@ static ARENA_TOP: AtomicUsize = AtomicUsize::new(0);
 /// stays allocated until the run ends.
 struct StackAllocator;
 
-// SAFETY: blocks are aligned, disjoint and inside the arena; out of room gives null.
+impl StackAllocator {
+    fn base() -> usize {
+        ARENA.0.get() as usize
+    }
+
+    /// Whether `ptr` of `size` bytes is the newest block: it ends at the top.
+    fn is_newest(ptr: *mut u8, size: usize) -> bool {
+        ptr as usize - Self::base() + size == ARENA_TOP.load(Relaxed)
+    }
+}
+
+// SAFETY: blocks are aligned (the address, not just the offset), disjoint and inside the
+// arena; out of room gives null.
 unsafe impl GlobalAlloc for StackAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let start = ARENA_TOP.load(Relaxed).next_multiple_of(layout.align());
+        let base = Self::base();
+        let start = (base + ARENA_TOP.load(Relaxed)).next_multiple_of(layout.align()) - base;
         let Some(end) = start
             .checked_add(layout.size())
             .filter(|&e| e <= ARENA_BYTES)
@@ -48,10 +65,30 @@ unsafe impl GlobalAlloc for StackAllocator {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let start = ptr as usize - ARENA.0.get() as usize;
-        if start + layout.size() == ARENA_TOP.load(Relaxed) {
-            ARENA_TOP.store(start, Relaxed);
+        if Self::is_newest(ptr, layout.size()) {
+            ARENA_TOP.store(ptr as usize - Self::base(), Relaxed);
         }
+    }
+
+    /// Grows or shrinks the newest block where it lies (a growing `Vec` would otherwise
+    /// leave a copy of itself behind at every step).
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let start = ptr as usize - Self::base();
+        if Self::is_newest(ptr, layout.size()) && start + new_size <= ARENA_BYTES {
+            ARENA_TOP.store(start + new_size, Relaxed);
+            return ptr;
+        }
+        // SAFETY: the caller's layout is valid and `new_size` fits it (GlobalAlloc contract).
+        let new =
+            unsafe { self.alloc(Layout::from_size_align_unchecked(new_size, layout.align())) };
+        if !new.is_null() {
+            // SAFETY: both blocks hold at least the smaller size, and they do not overlap
+            // (the new one lies above the old one's end).
+            unsafe { std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size)) };
+            // SAFETY: `ptr` was allocated here with `layout`.
+            unsafe { self.dealloc(ptr, layout) };
+        }
+        new
     }
 }
 
@@ -82,9 +119,10 @@ impl Write for Report {
     }
 }
 
-/// Runs kernel check number `index` (see [`vgg::engine::simd::kernel_checks`]) on every
-/// instruction set the (emulated) CPU has, and reports it; returns 1 if there is no such
-/// check, else 0. A failed check panics: its message ends the report.
+/// Runs check number `index` and reports it; returns 1 if there is no such check, else 0. The
+/// checks: that the CPU has the units this is for, the kernels' unit tests
+/// ([`vgg::engine::simd::kernel_checks`], each over every instruction set the CPU has), and
+/// the engine check (on the best one). A failed check panics: its message ends the report.
 #[unsafe(no_mangle)]
 pub extern "C" fn vgg_isa_run_kernel_check(index: u32) -> u32 {
     std::panic::set_hook(Box::new(|info| {
@@ -95,7 +133,11 @@ pub extern "C" fn vgg_isa_run_kernel_check(index: u32) -> u32 {
         .num_threads(1)
         .use_current_thread()
         .build_global();
-    let mut checks = vgg::engine::simd::kernel_checks();
+    let mut checks: Vec<(&str, fn())> = vec![(
+        "the CPU has AVX512_BF16, AVX512_VNNI and AVX-VNNI",
+        cpu_has_the_units,
+    )];
+    checks.extend(vgg::engine::simd::kernel_checks());
     checks.push((
         "engine: bf16 and int8 plans stay close to f32",
         engine_check::precisions_stay_close_to_f32,
@@ -104,12 +146,20 @@ pub extern "C" fn vgg_isa_run_kernel_check(index: u32) -> u32 {
         return 1;
     };
     if index == 0 {
-        let isas = vgg::engine::simd::Isa::available();
-        let names: Vec<&str> = isas.iter().map(|isa| isa.name()).collect();
+        let names: Vec<&str> = Isa::available().iter().map(|isa| isa.name()).collect();
         let _ = writeln!(Report, "instruction sets: {}", names.join(", "));
     }
     let _ = write!(Report, "{name} ... ");
     check();
     let _ = writeln!(Report, "ok");
     0
+}
+
+/// Fails unless the CPU offers every kernel family this emulation exists to run (were the
+/// emulator's CPU model to change, the checks would otherwise pass on fewer of them).
+fn cpu_has_the_units() {
+    let names: Vec<&str> = Isa::available().iter().map(|isa| isa.name()).collect();
+    for wanted in ["avx512+bf16+vnni", "avx2+fma+vnni"] {
+        assert!(names.contains(&wanted), "no {wanted} among {names:?}");
+    }
 }

@@ -249,7 +249,9 @@ pub fn dot_rows(isa: Isa, d: DotRows<'_>) {
 /// The kernels' unit tests, each of which runs its kernel on every [`Isa`] of this CPU
 /// against a reference, by name: `tools/isa-emulation` runs them on an emulated CPU with the
 /// units a development machine may lack (AVX-512, AVX512_BF16, AVX512_VNNI, AVX-VNNI). A
-/// failure panics with the test's message.
+/// failure panics with the test's message. A kernel test joins the list by being written
+/// `#[cfg_attr(test, test)] pub(crate) fn` (a plain `#[test]` exists only under `cargo
+/// test`); `kernel_checks_list_every_path_test` counts those markers against the list.
 #[cfg(any(test, feature = "kernel-checks"))]
 pub fn kernel_checks() -> Vec<(&'static str, fn())> {
     macro_rules! named {
