@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
 """PyTorch's bf16 (``torch.autocast("cpu", dtype=torch.bfloat16)``) against its own f32, in the
-setting of ``cargo run --release --example precision_agreement``: torchvision's architectures
+setting of ``cargo run --release --example precision_agreement``. With ``--mode rounded``, the
+lowest error any bf16 inference can have instead: every convolution and linear layer's weights
+and inputs rounded to bf16 (to nearest even), their exact products summed in f32, everything
+else in f32 (``vdpbf16ps``'s arithmetic without a Winograd transform). Both modes use torchvision's architectures
 with random weights (torchvision's init, ``torch.manual_seed(0)``), N images of N(0, 1) noise
 at SIZE x SIZE from the same fixed-seed generator as the example (Box-Muller on the same 64-bit
 LCG), batches of 8. Prints the same Markdown table: top-1 agreement with f32, and the median and
 maximum relative logit error (max |bf16 - f32| over an image's logits / max |f32 logit|).
 
     ../torchenv/bin/python scripts/precision_agreement_torch.py [--images 256] [--size 224]
-        [--archs vgg11,vgg13,...] [--threads 2]
+        [--archs vgg11,vgg13,...] [--threads 2] [--mode autocast|rounded]
 
 Pinned: torch==2.15.0 torchvision==0.29.2 numpy==2.4.6.
 """
 import argparse
+import copy
 import math
 
 import numpy as np
@@ -57,6 +61,22 @@ class Normal:
         return np.sqrt(np.float32(-2.0) * np.log(u)) * np.cos(np.float32(2 * math.pi) * v)
 
 
+def bf16(t):
+    return t.bfloat16().float()
+
+
+def rounded_copy(model):
+    """The model with every Conv2d/Linear weight rounded to bf16 and its input rounded as it
+    enters the layer; products of two bf16 values are exact in f32, so the layer sums exact
+    products in f32."""
+    low = copy.deepcopy(model)
+    for m in low.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            m.weight.data = bf16(m.weight.data)
+            m.register_forward_pre_hook(lambda _m, inputs: (bf16(inputs[0]),))
+    return low
+
+
 def compare(exact, low):
     agree = exact.argmax(1) == low.argmax(1)
     scale = np.abs(exact).max(1)
@@ -70,16 +90,18 @@ def main():
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--archs", default=",".join(ARCHS))
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--mode", choices=["autocast", "rounded"], default="autocast")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     batches = -(-args.images // BATCH)
     print(f"{batches * BATCH} N(0,1) images at {args.size}x{args.size}, torch.manual_seed(0) weights, "
-          f"torch {torch.__version__}\n")
+          f"torch {torch.__version__}, bf16 by {args.mode}\n")
     print("| arch | top-1 agreement | median rel. logit error | max rel. logit error |")
     print("|---|---|---|---|")
     for arch in args.archs.split(","):
         torch.manual_seed(0)
         model = getattr(torchvision.models, arch)(weights=None).eval()
+        rounded = rounded_copy(model) if args.mode == "rounded" else None
         normal = Normal(1)
         results = []
         for _ in range(batches):
@@ -87,8 +109,11 @@ def main():
                 BATCH, 3, args.size, args.size)
             with torch.inference_mode():
                 exact = model(x).numpy()
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    low = model(x).float().numpy()
+                if rounded is not None:
+                    low = rounded(x).numpy()
+                else:
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        low = model(x).float().numpy()
             results += compare(exact, low)
         agree = sum(bool(a) for a, _ in results)
         errors = sorted(float(e) for _, e in results)

@@ -14,6 +14,7 @@ exits 0 only if every check passed.
 
 import ctypes
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -116,8 +117,13 @@ class Elf:
         raise SystemExit(f"error: the library does not define {name}")
 
 
-def work_around_bochs_disp8(path, code: bytearray, vaddr: int) -> int:
-    """Bochs scales the compressed 8-bit displacement of `vdpbf16ps` by 4 bytes (its
+BOCHS_UNDEFINED_GATHER = re.compile(r"^v(p)?(gather|scatter)\S* .*\(.*,%zmm(1[6-9]|2[0-9]|3[01]),")
+
+
+def prepare_code_for_bochs(path, code: bytearray, vaddr: int) -> int:
+    """Refuses EVEX gathers and scatters indexed by zmm16-31, on which Bochs raises #UD
+    (run.sh's build asks LLVM for none: `prefer-no-gather`), with a one-line error.
+    Bochs scales the compressed 8-bit displacement of `vdpbf16ps` by 4 bytes (its
     broadcast element) even without broadcast, where the CPU scales it by the vector size:
     `vdpbf16ps zmm0, zmm1, [rdx-0x40]` reads `[rdx-4]` there. This rewrites each such
     displacement, in the emulator's copy of the code at `vaddr`, so that Bochs's scaling
@@ -129,9 +135,17 @@ def work_around_bochs_disp8(path, code: bytearray, vaddr: int) -> int:
     patched = 0
     for line in listing.splitlines():
         fields = line.split("\t")
-        if len(fields) < 3 or not fields[2].startswith("vdpbf16ps") or "(" not in fields[2]:
+        if len(fields) < 3:
             continue
         address = int(fields[0].strip().rstrip(":"), 16)
+        if BOCHS_UNDEFINED_GATHER.match(fields[2]):
+            raise SystemExit(
+                f"error: `{fields[2].strip()}` at {address:#x}: Bochs raises #UD on gathers and "
+                "scatters indexed by zmm16-31; build with RUSTFLAGS=\"-C target-feature="
+                "+prefer-no-gather,+prefer-no-scatter\" (as run.sh does)"
+            )
+        if not fields[2].startswith("vdpbf16ps") or "(" not in fields[2]:
+            continue
         if not vaddr <= address < vaddr + len(code):
             continue  # in another segment
         raw = bytes.fromhex(fields[1].replace(" ", ""))
@@ -204,7 +218,7 @@ class Library:
             image = bytearray(elf.data[off : off + filesz])
             if p_type == 1:  # PT_LOAD
                 if flags & 1:  # executable
-                    patched += work_around_bochs_disp8(path, image, vaddr)
+                    patched += prepare_code_for_bochs(path, image, vaddr)
                 self.images.append((SO_BASE + vaddr, image, memsz))
             elif p_type == 7:  # PT_TLS: one block, the initial image then zeros
                 self.images.append((TLS, image, memsz))
