@@ -155,3 +155,50 @@ fn json_rows_and_totals() {
     assert_eq!(fc8["mult_adds"], 2 * 4_097_000);
     assert_eq!(fc8["input_shape"], serde_json::json!([2, 4096]));
 }
+
+#[test]
+fn a_checkpoint_keeps_its_input_channels() {
+    let scratch = common::Scratch::new("gray_summary");
+    let path = scratch.join("gray.safetensors");
+    let zeros = |shape: &[usize]| {
+        candle_core::Tensor::zeros(shape, candle_core::DType::F32, &candle_core::Device::Cpu)
+            .unwrap()
+    };
+    let tensors: std::collections::HashMap<String, candle_core::Tensor> = [
+        ("features.0.weight", zeros(&[8, 1, 3, 3])),
+        ("features.0.bias", zeros(&[8])),
+        ("classifier.0.weight", zeros(&[16, 8])),
+        ("classifier.0.bias", zeros(&[16])),
+        ("classifier.3.weight", zeros(&[16, 16])),
+        ("classifier.3.bias", zeros(&[16])),
+        ("classifier.6.weight", zeros(&[10, 16])),
+        ("classifier.6.bias", zeros(&[10])),
+    ]
+    .into_iter()
+    .map(|(k, t)| (k.to_string(), t))
+    .collect();
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    let weights = path.to_str().unwrap();
+    let out = vgg(&["summary", "auto", "--weights", weights]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.contains("Conv2d-1          [-1, 8, 224, 224]              80"),
+        "the checkpoint's one channel at the default size:\n{table}"
+    );
+    let out = vgg(&[
+        "summary",
+        "auto",
+        "--weights",
+        weights,
+        "--input",
+        "3x32x32",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("expects 1 input channels, got 3"), "{err}");
+}

@@ -68,7 +68,7 @@ pub fn run(args: &ConvertArgs) -> Result<String> {
     let tensors = match args.names {
         _ if args.dense => dense_state_dict(state)?,
         Naming::Torchvision => state.tensors,
-        Naming::Timm => to_timm(&state.tensors, detect_config(&state.shapes())?.pool())?,
+        Naming::Timm => to_timm(&state.tensors, &detect_config(&state.shapes())?)?,
     };
     let recorded = match args.names == Naming::Torchvision && !args.dense {
         true => recorded,

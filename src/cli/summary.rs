@@ -8,7 +8,7 @@ use crate::cli::args::{ModelArgs, Part, parse_shape};
 use vgg::error::{Error, Result};
 use vgg::model::VggConfig;
 use vgg::model::layers::{Container, Form};
-use vgg::summary::{Style, Summary, render};
+use vgg::summary::{Channels, Style, Summary, render};
 use vgg::weights::{self, detect::detect_config};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -32,9 +32,10 @@ pub struct SummaryArgs {
     /// a `vgg train` checkpoint included)
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
-    /// Input shape CxHxW (or NxCxHxW); C other than 3 changes the first convolution
-    #[arg(long, default_value = "3x224x224", allow_hyphen_values = true)]
-    pub input: String,
+    /// Input shape CxHxW (or NxCxHxW); with an arch name, C other than 3 changes the first
+    /// convolution [default: 3x224x224; with --weights, the checkpoint's channels x224x224]
+    #[arg(long, allow_hyphen_values = true)]
+    pub input: Option<String>,
     /// Batch size: -1 (torchsummary's default, printed as such; torchinfo's is 1) or at least 1
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = batch_size)]
     pub batch_size: Option<BatchSize>,
@@ -77,7 +78,11 @@ fn batch_size(text: &str) -> std::result::Result<BatchSize, String> {
 }
 
 pub fn run(args: &SummaryArgs) -> Result<String> {
-    let shape = parse_shape(&args.input)?;
+    let (config, channels) = config(args)?;
+    let shape = match &args.input {
+        Some(text) => parse_shape(text)?,
+        None => vec![config.in_channels(), 224, 224],
+    };
     let given = match args.batch_size {
         Some(BatchSize::Unspecified) | None => None,
         Some(BatchSize::Images(n)) => Some(n),
@@ -96,7 +101,6 @@ pub fn run(args: &SummaryArgs) -> Result<String> {
     if batch == Some(0) {
         return Err(Error::BadArgument("--batch-size must be at least 1".into()));
     }
-    let config = config(args)?.with_in_channels(chw[0])?;
     let columns: Option<Vec<String>> =
         (args.columns.as_deref()).map(|list| list.split(',').map(String::from).collect());
     let format = match args.format {
@@ -112,20 +116,24 @@ pub fn run(args: &SummaryArgs) -> Result<String> {
     } else {
         Form::Standard
     };
-    let summary = Summary::of_form(&config, form, batch.unwrap_or(1), chw, &frozen)?;
+    let summary = Summary::of_input(&config, channels, form, batch.unwrap_or(1), chw, &frozen)?;
     Ok(render(&summary, &style))
 }
 
-/// The named config, or the one a checkpoint holds (`auto --weights FILE`).
-fn config(args: &SummaryArgs) -> Result<VggConfig> {
+/// The named config, or the one a checkpoint holds (`auto --weights FILE`), with where
+/// its input channels come from.
+fn config(args: &SummaryArgs) -> Result<(VggConfig, Channels)> {
     match (args.arch.as_str(), &args.weights) {
-        ("auto", Some(path)) => detect_config(&weights::read(path)?.shapes()),
+        ("auto", Some(path)) => Ok((
+            detect_config(&weights::read(path)?.shapes())?,
+            Channels::Own,
+        )),
         ("auto", None) => Err(Error::BadArgument(
             "arch `auto` summarises a checkpoint: give --weights FILE".into(),
         )),
         (arch, Some(_)) => Err(Error::BadArgument(format!(
             "--weights goes with arch `auto` (the layout comes from the file), not `{arch}`"
         ))),
-        (arch, None) => args.model.config(arch),
+        (arch, None) => Ok((args.model.config(arch)?, Channels::FromInput)),
     }
 }

@@ -16,7 +16,7 @@ use vgg::data::RgbImage;
 use vgg::data::preprocess::Preprocess;
 use vgg::model::config::parse_cfg;
 use vgg::model::layers::{Container, Form};
-use vgg::summary::{Style, Summary, compare, render};
+use vgg::summary::{Channels, Style, Summary, compare, render};
 use vgg::{Arch, VggConfig};
 
 use crate::errors::{PyResult, WeightsError, check};
@@ -89,14 +89,13 @@ fn summary_tables(
     dense: bool,
 ) -> PyResult<(String, String)> {
     let config = config_from(source)?;
-    // An arch name or a config without channels takes the input's (as the CLI does); a
-    // model has its own, and another channel count is an error, as in torchsummary.
-    let own_channels = source.is_instance_of::<Model>()
-        || source.get_item("in_channels").is_ok_and(|c| !c.is_none());
-    let config = if own_channels {
-        config
+    // A config dict that names its channels has them, as a model does.
+    let channels = if source.is_instance_of::<Model>()
+        || source.get_item("in_channels").is_ok_and(|c| !c.is_none())
+    {
+        Channels::Own
     } else {
-        check(config.with_in_channels(input_size[0]))?
+        Channels::FromInput
     };
     let batch = match batch_size {
         -1 => 1,
@@ -110,7 +109,9 @@ fn summary_tables(
     let frozen: Vec<Container> = check(frozen.iter().map(|part| part.parse()).collect())?;
     let style = check(Style::parse(format, batch_size, columns.as_deref(), depth))?;
     let form = if dense { Form::Dense } else { Form::Standard };
-    let summary = check(Summary::of_form(&config, form, batch, input_size, &frozen))?;
+    let summary = check(Summary::of_input(
+        &config, channels, form, batch, input_size, &frozen,
+    ))?;
     Ok((render(&summary, &style), render(&summary, &Style::Json)))
 }
 

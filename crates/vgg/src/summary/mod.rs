@@ -7,7 +7,7 @@ pub mod torchinfo;
 pub mod torchsummary;
 pub mod trace;
 
-pub use trace::{Row, Summary};
+pub use trace::{Channels, Row, Summary};
 
 use crate::error::{Error, Result};
 use torchinfo::Column;

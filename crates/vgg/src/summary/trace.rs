@@ -49,7 +49,36 @@ pub struct Summary {
     pub rows: Vec<Row>,
 }
 
+/// Where the summarised network's input channels come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channels {
+    /// An architecture without weights (a name, a config): it takes the input's, so a
+    /// `1x28x28` input summarises a one-channel variant.
+    FromInput,
+    /// A model or a checkpoint: its first convolution fixes them, and an input with
+    /// another count is refused, as torchsummary fails on it.
+    Own,
+}
+
 impl Summary {
+    /// Like [`Summary::of_form`], the config's input channels settled by `channels`.
+    pub fn of_input(
+        config: &VggConfig,
+        channels: Channels,
+        form: Form,
+        batch: usize,
+        chw: [usize; 3],
+        frozen: &[Container],
+    ) -> Result<Self> {
+        match channels {
+            Channels::Own => Self::of_form(config, form, batch, chw, frozen),
+            Channels::FromInput => {
+                let config = config.with_in_channels(chw[0])?;
+                Self::of_form(&config, form, batch, chw, frozen)
+            }
+        }
+    }
+
     /// Builds the rows for `config` on a batch of `batch` images of shape `[C, H, W]`;
     /// parameters of the `frozen` containers count as non-trainable.
     pub fn new(

@@ -6,15 +6,48 @@
 
 use candle_core::Tensor;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::model::config::{Arch, VggConfig};
+use crate::model::head::head_string;
+use crate::model::layers::{Container, LayerKind, build_layers};
 use crate::weights::StateDict;
 
-/// timm module ↔ torchvision module.
-const TIMM_MODULES: [(&str, &str); 3] = [
-    ("pre_logits.fc1", "classifier.0"),
-    ("pre_logits.fc2", "classifier.3"),
-    ("head.fc", "classifier.6"),
-];
+/// timm's names for the classifier's three linear layers, in order.
+const TIMM_LINEARS: [&str; 3] = ["pre_logits.fc1", "pre_logits.fc2", "head.fc"];
+
+/// One classifier linear under both names, and the kernel size timm's convolution form
+/// gives its weight (fc6 sees the whole `pool×pool` map, fc7 and fc8 one position).
+struct TimmModule {
+    timm: &'static str,
+    torchvision: String,
+    kernel: usize,
+}
+
+/// The timm ↔ torchvision module pairs of `config`'s classifier, read off its layer list.
+/// timm's VGG has torchvision's head only, so any other head is refused.
+fn timm_modules(config: &VggConfig) -> Result<Vec<TimmModule>> {
+    if config.hidden().is_none() {
+        return Err(Error::BadArgument(format!(
+            "--names timm needs torchvision's classifier (Linear, ReLU, Dropout, Linear, ReLU, \
+             Dropout, Linear), the only head timm's VGG has; this checkpoint's head is `{}`: \
+             write torchvision names",
+            head_string(config.head())
+        )));
+    }
+    let linears = build_layers(config).into_iter().filter(|layer| {
+        layer.container == Container::Classifier && matches!(layer.kind, LayerKind::Linear { .. })
+    });
+    Ok(TIMM_LINEARS
+        .into_iter()
+        .zip(linears)
+        .enumerate()
+        .map(|(i, (timm, layer))| TimmModule {
+            timm,
+            torchvision: layer.path(),
+            kernel: if i == 0 { config.pool() } else { 1 },
+        })
+        .collect())
+}
 
 /// Renames (and reshapes) a checkpoint's tensors to torchvision's names; notes what changed.
 pub fn to_torchvision(mut state: StateDict) -> StateDict {
@@ -27,14 +60,13 @@ pub fn to_torchvision(mut state: StateDict) -> StateDict {
             .push("dropped the `module.` prefix (a DataParallel checkpoint)".into());
     }
     let mut mapped = false;
+    let modules = timm_modules(&VggConfig::from_arch(Arch::Vgg11))
+        .expect("torchvision's own head has timm names");
     for (key, tensor) in &mut state.tensors {
-        let Some((timm, torchvision)) = TIMM_MODULES
-            .iter()
-            .find(|(t, _)| key.starts_with(&format!("{t}.")))
-        else {
+        let Some(module) = find_module(&modules, key, |m| m.timm) else {
             continue;
         };
-        *key = key.replacen(timm, torchvision, 1);
+        *key = key.replacen(module.timm, &module.torchvision, 1);
         if tensor.rank() == 4
             && let Ok(flat) = tensor.flatten_from(1)
         {
@@ -73,28 +105,34 @@ fn flatten_dense_classifier(mut state: StateDict) -> StateDict {
     state
 }
 
-/// torchvision's tensors under timm's names, with fc6 and fc7 as convolution weights;
-/// `pool` is the adaptive-pool size the classifier's first layer was built for.
-pub fn to_timm(tensors: &[(String, Tensor)], pool: usize) -> Result<Vec<(String, Tensor)>> {
+/// The module `key` belongs to, by the module name `name` picks.
+fn find_module<'m>(
+    modules: &'m [TimmModule],
+    key: &str,
+    name: impl Fn(&TimmModule) -> &str,
+) -> Option<&'m TimmModule> {
+    modules.iter().find(|m| {
+        key.strip_prefix(name(m))
+            .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// torchvision's tensors of a `config` network under timm's names, with its classifier's
+/// linear weights as the convolution weights timm stores. Refuses a head timm does not have.
+pub fn to_timm(tensors: &[(String, Tensor)], config: &VggConfig) -> Result<Vec<(String, Tensor)>> {
+    let modules = timm_modules(config)?;
     tensors
         .iter()
         .map(|(key, tensor)| {
-            let Some((timm, torchvision)) = TIMM_MODULES
-                .iter()
-                .find(|(_, tv)| key.starts_with(&format!("{tv}.")))
-            else {
+            let Some(module) = find_module(&modules, key, |m| &m.torchvision) else {
                 return Ok((key.clone(), tensor.clone()));
             };
-            let renamed = key.replacen(torchvision, timm, 1);
+            let renamed = key.replacen(&module.torchvision, module.timm, 1);
             if tensor.rank() != 2 {
                 return Ok((renamed, tensor.clone()));
             }
             let (out, inputs) = tensor.dims2()?;
-            let k = if *torchvision == "classifier.0" {
-                pool
-            } else {
-                1
-            };
+            let k = module.kernel;
             Ok((renamed, tensor.reshape((out, inputs / (k * k), k, k))?))
         })
         .collect()
@@ -131,7 +169,16 @@ mod tests {
         );
         assert_eq!(state.tensors[0].1.dims(), [2, 32]);
         assert_eq!(state.notes.len(), 2);
-        let back = to_timm(&state.tensors, 2).unwrap();
+        let config = VggConfig::custom("8", false)
+            .unwrap()
+            .with_overrides(&crate::model::config::ConfigOverrides {
+                pool: Some(2),
+                hidden: Some(2),
+                num_classes: Some(3),
+                ..Default::default()
+            })
+            .unwrap();
+        let back = to_timm(&state.tensors, &config).unwrap();
         assert_eq!(back[0].0, "pre_logits.fc1.weight");
         let same = back[0]
             .1
@@ -142,5 +189,23 @@ mod tests {
             .min(0)
             .unwrap();
         assert_eq!(same.to_scalar::<u8>().unwrap(), 1);
+    }
+
+    #[test]
+    fn timm_names_refuse_a_head_timm_does_not_have() {
+        let config = VggConfig::custom("8", false)
+            .unwrap()
+            .with_overrides(&crate::model::config::ConfigOverrides {
+                head: Some(crate::model::head::parse_head("16,bn,relu,16,relu,3").unwrap()),
+                ..Default::default()
+            })
+            .unwrap();
+        let tensors = [(
+            "classifier.3.weight".to_string(),
+            Tensor::zeros((16, 16), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        )];
+        let err = to_timm(&tensors, &config).unwrap_err().to_string();
+        assert!(err.contains("`16,bn,relu,16,relu,3`"), "{err}");
+        assert!(err.contains("--names timm"), "{err}");
     }
 }
