@@ -270,4 +270,18 @@ fn features_as_npy_and_safetensors() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no module `features.99`"));
+    let out = vgg(&[
+        "features",
+        "--weights",
+        arg(&weights),
+        "--layer",
+        "avgpool",
+        arg(&images[0]),
+        arg(&images[0]),
+        "--output",
+        arg(&st),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is given twice"), "{err}");
 }

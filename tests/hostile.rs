@@ -705,27 +705,36 @@ fn outputs_go_through_links_and_never_replace_special_files() {
         &forward_args(&vgg11, &ok, &dir.join("nodir/x.npy"), &[]),
         &["nodir/x.npy", "does not exist"],
     );
-    // New files get the umask's mode.
-    let fresh = dir.join("fresh.npy");
-    let command = format!(
-        "umask 027 && exec '{}' forward --weights '{}' --input '{}' --output '{}'",
-        env!("CARGO_BIN_EXE_vgg"),
-        s(&weights),
-        s(&input),
-        s(&fresh)
-    );
-    assert!(
-        Command::new("sh")
-            .args(["-c", &command])
-            .status()
-            .unwrap()
-            .success()
-    );
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
-        0o640
-    );
+    // New files get the umask's mode, whatever their format.
+    let (fresh_npy, fresh_safetensors) = (dir.join("fresh.npy"), dir.join("fresh.safetensors"));
+    let commands = [
+        format!(
+            "forward --weights '{}' --input '{}' --output '{}'",
+            s(&weights),
+            s(&input),
+            s(&fresh_npy)
+        ),
+        format!("convert '{}' '{}'", s(&weights), s(&fresh_safetensors)),
+    ];
+    for (command, fresh) in commands.iter().zip([&fresh_npy, &fresh_safetensors]) {
+        let command = format!(
+            "umask 027 && exec '{}' {command}",
+            env!("CARGO_BIN_EXE_vgg")
+        );
+        assert!(
+            Command::new("sh")
+                .args(["-c", &command])
+                .status()
+                .unwrap()
+                .success()
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(fresh).unwrap().permissions().mode() & 0o777,
+            0o640,
+            "{command}"
+        );
+    }
 }
 
 fn temporaries(dir: &Path) -> Vec<String> {

@@ -253,6 +253,31 @@ fn timm_names_convert_both_ways() {
     }
 }
 
+#[test]
+fn two_tensors_under_one_name_are_refused_not_dropped() {
+    let scratch = Scratch::new("mixed_names");
+    let mixed = scratch.join("mixed.safetensors");
+    let mut tensors: HashMap<String, Tensor> = weights::read(&fixture("forward/tiny.safetensors"))
+        .unwrap()
+        .tensors
+        .into_iter()
+        .collect();
+    let bias = tensors["classifier.0.bias"].clone();
+    tensors.insert("pre_logits.fc1.bias".into(), bias);
+    candle_core::safetensors::save(&tensors, &mixed).unwrap();
+    for output in ["out.safetensors", "out.pth"] {
+        let out = scratch.join(output);
+        let run = vgg(&["convert", mixed.to_str().unwrap(), out.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("two tensors are named `classifier.0.bias`"),
+            "{err}"
+        );
+        assert!(!out.exists());
+    }
+}
+
 fn tiny_config(batch_norm: bool, num_classes: usize) -> VggConfig {
     (VggConfig::custom("8,M,16,M,16,16,M,32,M,32,M", batch_norm).unwrap())
         .with_overrides(&ConfigOverrides {

@@ -87,6 +87,15 @@ pub fn write_features(path: &Path, rows: &[(String, Tensor)]) -> Result<()> {
             let stacked = Tensor::stack(&rows.iter().map(|(_, t)| t).collect::<Vec<_>>(), 0)?;
             write_atomically(path, |tmp| Ok(stacked.write_npy(tmp)?))
         }
-        FeatureFile::Safetensors => weights::write(path, rows),
+        FeatureFile::Safetensors => {
+            if let Some(name) = weights::first_repeated_name(rows) {
+                return Err(Error::BadArgument(format!(
+                    "cannot write {}: image `{name}` is given twice, and a .safetensors output \
+                     keys each image by its path (a .npy output stacks them in order)",
+                    path.display()
+                )));
+            }
+            weights::write(path, rows)
+        }
     }
 }

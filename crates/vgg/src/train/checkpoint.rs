@@ -74,12 +74,8 @@ pub fn save(
         ("run".to_string(), run_json),
     ]);
     write_atomically(path, |tmp| {
-        safetensors::serialize_to_file(
-            tensors.iter().map(|(k, t)| (k.as_str(), t)),
-            Some(metadata),
-            tmp,
-        )
-        .map_err(|e| Error::cannot_encode(tmp, e))?;
+        weights::safetensors::write_file(tmp, &tensors, &metadata)
+            .map_err(|e| Error::write(path, e))?;
         #[cfg(feature = "fault-injection")]
         crate::io::fault_injection::at_write("VGG_FAULT_CHECKPOINT_WRITE", tmp);
         Ok(())

@@ -414,6 +414,7 @@ pub fn write_recording(
     tensors: &[(String, Tensor)],
     recorded: &Recorded,
 ) -> Result<()> {
+    refuse_duplicate_names(path, tensors)?;
     match path.extension().and_then(|e| e.to_str()) {
         Some("safetensors") => safetensors::write(path, tensors, recorded),
         Some("pth" | "pt") => pth::write::write(path, tensors),
@@ -423,4 +424,25 @@ pub fn write_recording(
             path.display()
         ))),
     }
+}
+
+/// Refuses to write two tensors under one name, which no checkpoint format can hold
+/// (a checkpoint with both timm's and torchvision's names for a layer maps to such a pair).
+pub(crate) fn refuse_duplicate_names(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    match first_repeated_name(tensors) {
+        Some(name) => Err(Error::BadArgument(format!(
+            "cannot write {}: two tensors are named `{name}`; a checkpoint holds each name once",
+            path.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The first name that `tensors` gives a second time.
+pub fn first_repeated_name(tensors: &[(String, Tensor)]) -> Option<&str> {
+    let mut seen = std::collections::HashSet::new();
+    tensors
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .find(|name| !seen.insert(*name))
 }

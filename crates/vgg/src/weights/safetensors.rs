@@ -194,18 +194,58 @@ pub fn metadata(path: &Path) -> Result<HashMap<String, String>> {
 const MAX_HEADER: u64 = 4 << 20;
 
 /// Writes the tensors (to CPU memory first) as a safetensors file, with what `recorded`
-/// holds in the metadata.
+/// holds in the metadata, atomically. A name given twice is refused: the format holds each
+/// name once.
 pub fn write(path: &Path, tensors: &[(String, Tensor)], recorded: &Recorded) -> Result<()> {
+    super::refuse_duplicate_names(path, tensors)?;
     let tensors = tensors
         .iter()
         .map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?)))
         .collect::<Result<Vec<(String, Tensor)>>>()?;
     let metadata: HashMap<String, String> = recorded.to_metadata().into_iter().collect();
-    let metadata = (!metadata.is_empty()).then_some(metadata);
     write_atomically(path, |tmp| {
-        safetensors::serialize_to_file(tensors.iter().map(|(k, t)| (k.as_str(), t)), metadata, tmp)
-            .map_err(|e| Error::cannot_encode(tmp, e))
+        write_file(tmp, &tensors, &metadata).map_err(|e| Error::write(path, e))
     })
+}
+
+/// Writes CPU tensors with unique names to `path` as a safetensors file, streamed (for
+/// [`write_atomically`]'s temporary file): the crate's `serialize_to_file` makes a temporary file of
+/// its own beside ours (mode 0600, outside [`write_atomically`]'s cleanup on signals), and
+/// its `serialize` holds the whole file in memory. Tensors are laid out as the crate lays
+/// them out: by descending dtype size, then by name, so every tensor stays aligned.
+pub(crate) fn write_file(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: &HashMap<String, String>,
+) -> std::io::Result<()> {
+    use safetensors::tensor::View;
+    use std::io::Write;
+    let mut order: Vec<&(String, Tensor)> = tensors.iter().collect();
+    order.sort_by(|(a, x), (b, y)| View::dtype(y).cmp(&View::dtype(x)).then(a.cmp(b)));
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), serde_json::json!(metadata));
+    }
+    let mut offset = 0;
+    for (name, tensor) in &order {
+        let end = offset + View::data_len(tensor);
+        let info = serde_json::json!({
+            "dtype": View::dtype(tensor),
+            "shape": View::shape(tensor),
+            "data_offsets": [offset, end],
+        });
+        header.insert(name.clone(), info);
+        offset = end;
+    }
+    let mut header = serde_json::to_vec(&header)?;
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    out.write_all(&(header.len() as u64).to_le_bytes())?;
+    out.write_all(&header)?;
+    for (_, tensor) in order {
+        out.write_all(&View::data(tensor))?;
+    }
+    out.flush()
 }
 
 /// Sorts dotted names with numeric parts compared as numbers.
