@@ -225,6 +225,32 @@ fn empty_inputs_are_errors() {
         &quick(&["evaluate", "--weights", s(&weights), "--data", s(&data)]),
         &["dog", "holds no images"],
     );
+    std::fs::copy(fixture("images/landscape.jpg"), data.join("dog/b.jpg")).unwrap();
+    refused(
+        &quick(&[
+            "evaluate",
+            "--weights",
+            s(&weights),
+            "--data",
+            s(&data),
+            "--limit",
+            "0",
+        ]),
+        &["--limit 0", "no images"],
+    );
+    let batch = dir.join("batch.npy");
+    npy_claiming(&batch, "(0, 3, 32, 32)", "<f4", 0);
+    for extra in [&[][..], &["--engine", "reference"], &["--train"]] {
+        refused(
+            &quick(&forward_args(
+                &["--weights", s(&weights)],
+                &batch,
+                &out,
+                extra,
+            )),
+            &["batch.npy", "the batch is empty (shape [0, 3, 32, 32])"],
+        );
+    }
 }
 
 #[test]

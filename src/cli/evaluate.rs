@@ -37,6 +37,11 @@ pub struct EvaluateArgs {
 /// Returns whether every image was evaluated.
 pub fn run(args: &EvaluateArgs, out: &mut dyn Write) -> Result<bool> {
     args.classifier.engine()?;
+    if args.limit == Some(0) {
+        return Err(Error::BadArgument(
+            "--limit 0 leaves no images to evaluate: give at least 1".into(),
+        ));
+    }
     let class_map = args.class_map.as_deref().map(read_class_map).transpose()?;
     let mut folder = ImageFolder::open(&args.data, class_map.as_ref())?;
     folder.samples.truncate(args.limit.unwrap_or(usize::MAX));

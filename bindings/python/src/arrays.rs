@@ -39,12 +39,7 @@ pub fn contiguous<'py>(x: &Bound<'py, PyAny>, dtype: &str) -> PyResult<Bound<'py
 
 /// An NCHW float32 batch: its shape and its elements, read in place.
 pub fn nchw<'a>(x: &'a PyReadonlyArrayDyn<'_, f32>) -> PyResult<([usize; 4], &'a [f32])> {
-    let shape: [usize; 4] = x.shape().try_into().map_err(|_| {
-        PyValueError::new_err(format!(
-            "expected an NCHW float32 array (4 dimensions), got shape {:?}",
-            x.shape()
-        ))
-    })?;
+    let shape = vgg::model::nchw(x.shape()).map_err(crate::errors::to_py)?;
     let data = x
         .as_slice()
         .map_err(|_| PyValueError::new_err("the array must be C-contiguous"))?;

@@ -41,6 +41,8 @@ def test_a_checkpoint_of_another_arch_is_a_weights_error():
 def test_bad_shapes_and_arguments_are_value_errors(tiny_bn):
     with pytest.raises(ValueError, match="NCHW"):
         tiny_bn(np.zeros((3, 64, 64), np.float32))
+    with pytest.raises(ValueError, match="the batch is empty"):
+        tiny_bn(np.zeros((0, 3, 64, 64), np.float32))
     with pytest.raises(ValueError, match="needs at least 32"):
         tiny_bn(np.zeros((1, 3, 8, 8), np.float32))
     with pytest.raises(ValueError, match="expects 3 input channels"):

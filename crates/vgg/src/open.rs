@@ -165,15 +165,12 @@ impl ModelSource {
     /// refusal costs nothing. The engines check again in any case. `what` prefixes the
     /// message.
     pub fn check_input(&self, x: &candle_core::Tensor, what: impl Fn() -> String) -> Result<()> {
-        let &[n, c, h, w] = x.dims() else {
-            return Err(Error::BadArgument(format!(
-                "{}expected an NCHW input with 4 dimensions, got shape {:?}",
-                what(),
-                x.dims()
-            )));
-        };
+        let input = crate::model::nchw(x.dims()).map_err(|e| match e {
+            Error::BadArgument(why) => Error::BadArgument(format!("{}{why}", what())),
+            other => other,
+        })?;
         crate::ops::with_f32_values(x, crate::model::check_finite)??;
-        self.check_work([n, c, h, w], Work::Inference, what)
+        self.check_work(input, Work::Inference, what)
     }
 
     /// Refuses `work` on an NCHW `input` that the network does not accept or that would not

@@ -148,6 +148,11 @@ pub fn evaluate(
     batch_size: usize,
     progress: &dyn Progress,
 ) -> Result<Evaluation> {
+    if folder.samples.is_empty() {
+        return Err(Error::BadArgument(
+            "no images to evaluate: the image list is empty".into(),
+        ));
+    }
     let num_classes = classifier.backend.config().num_classes();
     if folder.classes.len() > num_classes {
         return Err(Error::BadArgument(format!(

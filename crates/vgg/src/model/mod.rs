@@ -14,6 +14,20 @@ pub use layers::{Container, LayerKind, LayerSpec};
 pub(crate) use vgg::check_batch_norm_count;
 pub use vgg::{Mode, Vgg};
 
+/// The `[N, C, H, W]` sizes of an input the network can take: four dimensions and at
+/// least one image (an empty batch has no output to give).
+pub fn nchw(dims: &[usize]) -> crate::Result<[usize; 4]> {
+    match *dims {
+        [0, ..] => Err(crate::Error::BadArgument(format!(
+            "the batch is empty (shape {dims:?}); give at least one image"
+        ))),
+        [n, c, h, w] => Ok([n, c, h, w]),
+        _ => Err(crate::Error::BadArgument(format!(
+            "expected an NCHW input with 4 dimensions, got shape {dims:?}"
+        ))),
+    }
+}
+
 /// An input with NaN or infinity is refused: the max-pools would drop NaN silently and
 /// return finite logits for garbage, where PyTorch returns NaN.
 pub fn check_finite(values: &[f32]) -> crate::Result<()> {

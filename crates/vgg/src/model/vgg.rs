@@ -377,12 +377,7 @@ impl Vgg {
     }
 
     fn check_input(&self, x: &Tensor) -> Result<()> {
-        let dims = x.dims();
-        let &[n, c, h, w] = dims else {
-            return Err(Error::BadArgument(format!(
-                "expected an NCHW input with 4 dimensions, got shape {dims:?}"
-            )));
-        };
+        let [n, c, h, w] = super::nchw(x.dims())?;
         footprint::check(&self.config, [n, c, h, w], Work::Inference, String::new)?;
         if self.form == Form::Dense {
             propagate_shapes(&self.config, &self.layers, [c, h, w])?;
