@@ -359,6 +359,42 @@ fn refused_cheaply(args: &[&str], needles: &[&str]) {
     );
 }
 
+#[test]
+fn huge_test_scales_are_refused_before_allocating() {
+    let weights = fixture("forward/tiny.safetensors");
+    let image = fixture("images/small.png");
+    for (protocol, scale, needle) in [
+        ("dense", "8000", "a forward pass"),
+        ("multi-crop", "12000", "the views"),
+        (
+            "multi-crop",
+            "8000,10000",
+            "--scales 10000 on a 150x100 image: the views",
+        ),
+    ] {
+        let args = [
+            "classify",
+            "--weights",
+            s(&weights),
+            "--protocol",
+            protocol,
+            "--scales",
+            scale,
+            s(&image),
+        ];
+        let run = run_within(&args, &[], Duration::from_secs(20));
+        let stdout = String::from_utf8_lossy(&run.output.stdout);
+        assert_eq!(run.output.status.code(), Some(1), "{stdout}");
+        assert!(stdout.contains(needle), "`{needle}` not in: {stdout}");
+        assert!(stdout.contains("over the memory budget"), "{stdout}");
+        assert!(
+            run.peak_mib <= REFUSAL_PEAK_MIB,
+            "{args:?}: {} MiB",
+            run.peak_mib
+        );
+    }
+}
+
 /// An NCHW float32 `.npy` whose header claims `shape` over `data_bytes` zero bytes.
 fn npy_claiming(path: &Path, shape: &str, descr: &str, data_bytes: usize) {
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");

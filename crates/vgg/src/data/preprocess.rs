@@ -125,6 +125,18 @@ impl Preprocess {
     }
 }
 
+/// The `(width, height)` a `w×h` image (neither 0) takes when its shorter side is resized
+/// to `target`, the longer one scaled and rounded down, as torchvision's `Resize(int)`;
+/// `None` on overflow.
+pub fn shorter_side_size(w: usize, h: usize, target: usize) -> Option<(usize, usize)> {
+    let scaled = |long: usize, short: usize| Some(target.checked_mul(long)? / short);
+    if w <= h {
+        Some((target, scaled(h, w)?))
+    } else {
+        Some((scaled(w, h)?, target))
+    }
+}
+
 /// Resize so the shorter side is `target`, the longer `int(target · long / short)`, with
 /// PIL's antialiased bilinear filter.
 pub fn resize_shorter_side(image: &RgbImage, target: usize) -> Result<RgbImage> {
@@ -133,17 +145,7 @@ pub fn resize_shorter_side(image: &RgbImage, target: usize) -> Result<RgbImage> 
         return Err(Error::BadArgument("the image has no pixels".into()));
     }
     let what = || format!("--resize {target}: resizing a {w}x{h} image");
-    let scaled = |long: usize, short: usize| {
-        target
-            .checked_mul(long)
-            .map(|t| t / short)
-            .ok_or_else(|| too_large(what()))
-    };
-    let (new_w, new_h) = if w <= h {
-        (target, scaled(h, w)?)
-    } else {
-        (scaled(w, h)?, target)
-    };
+    let (new_w, new_h) = shorter_side_size(w, h, target).ok_or_else(|| too_large(what()))?;
     if (new_w, new_h) == (w, h) {
         return Ok(image.clone());
     }

@@ -154,6 +154,8 @@ pub struct Preparation {
     pub preprocess: Preprocess,
     /// The test scales of a scale protocol.
     pub scales: Option<Vec<usize>>,
+    /// A dense protocol's network, which each view runs through whole.
+    pub dense: Option<VggConfig>,
 }
 
 impl Preparation {
@@ -161,6 +163,8 @@ impl Preparation {
         let Some(scales) = &self.scales else {
             return Ok(Prepared::Crop(self.preprocess.apply(image)?));
         };
+        let size = (image.width() as usize, image.height() as usize);
+        protocol::check_views(scales, self.dense.as_ref(), size)?;
         let views = scales
             .iter()
             .map(|&q| View::of(image, q, &self.preprocess))
@@ -198,9 +202,11 @@ impl Classifier {
 
     /// What [`Classifier::posteriors`] expects, made by `preprocess`.
     pub fn preparation(&self, preprocess: &Preprocess) -> Preparation {
+        let dense = self.scales.as_ref().and_then(|s| s.dense.as_ref());
         Preparation {
             preprocess: preprocess.clone(),
             scales: self.scales.as_ref().map(|s| s.scales.clone()),
+            dense: dense.map(|d| d.config().clone()),
         }
     }
 

@@ -9,11 +9,13 @@
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 
-use crate::data::preprocess::{Preprocess, resize_shorter_side};
+use crate::data::preprocess::{Preprocess, resize_shorter_side, shorter_side_size};
 use crate::engine::PlanOptions;
 use crate::error::{Error, Result};
 use crate::fast::FastVgg;
 use crate::infer::{Backend, Classifier, Engine};
+use crate::limits::{array_bytes, reserve, too_large};
+use crate::model::footprint::{self, Work};
 use crate::model::{Mode, Vgg, VggConfig};
 
 /// How each image is evaluated.
@@ -105,7 +107,7 @@ pub enum DenseBackend {
 }
 
 impl DenseBackend {
-    fn config(&self) -> &VggConfig {
+    pub(crate) fn config(&self) -> &VggConfig {
         match self {
             DenseBackend::Reference(model) => model.config(),
             DenseBackend::Fast(engine) => engine.config(),
@@ -183,6 +185,32 @@ impl ScaleProtocol {
         }
         Ok((sum.expect("validated: at least one scale") / views.len() as f64)?)
     }
+}
+
+/// Refuses an image of `(width, height)` (neither 0) whose views at the test `scales` would
+/// not fit the memory budget, before any is made: the normalised f32 views, held together,
+/// each beside the resized u8 image it is made from (the resize checks its own passes),
+/// and under a `dense` protocol the network's pass over each view and its mirror image.
+pub fn check_views(
+    scales: &[usize],
+    dense: Option<&VggConfig>,
+    (width, height): (usize, usize),
+) -> Result<()> {
+    let mut views: u64 = 0;
+    for &q in scales {
+        let what = || format!("--scales {q} on a {width}x{height} image: ");
+        let (w, h) = shorter_side_size(width, height, q).ok_or_else(|| too_large(what()))?;
+        let view = array_bytes(&[3, w, h], 4 + 1);
+        views = view
+            .and_then(|v| v.checked_add(views))
+            .ok_or_else(|| too_large(what()))?;
+        reserve(Some(views), || format!("{}the views", what()))?;
+        if let Some(config) = dense {
+            let input = [2, config.in_channels(), h, w];
+            footprint::check(config, input, Work::Inference, what)?;
+        }
+    }
+    Ok(())
 }
 
 /// The crops of the multi-crop grid of a `height × width` view: offsets
