@@ -308,6 +308,27 @@ fn thread_counts_are_capped() {
         &quick(&["--threads", "0", "summary", "vgg11"]),
         &["--threads", "1..=256"],
     );
+    let summary = ["summary", "vgg11", "--input", "3x32x32"];
+    let run = run_within(
+        &summary,
+        &[("RAYON_NUM_THREADS", "100000")],
+        Duration::from_secs(10),
+    );
+    let stderr = String::from_utf8_lossy(&run.output.stderr);
+    assert!(run.output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("RAYON_NUM_THREADS 100000 is capped at 256"),
+        "{stderr}"
+    );
+    refused(
+        &run_within(
+            &summary,
+            &[("RAYON_NUM_THREADS", "many")],
+            Duration::from_secs(10),
+        )
+        .output,
+        &["RAYON_NUM_THREADS", "`many`"],
+    );
 }
 
 /// A real JPEG whose frame header claims `side`×`side` pixels.
@@ -797,6 +818,30 @@ fn outputs_go_through_links_and_never_replace_special_files() {
             "{command}"
         );
     }
+}
+
+#[test]
+fn an_output_that_is_an_input_is_refused() {
+    let dir = Scratch::new("clobber");
+    let input = dir.join("input.npy");
+    std::fs::copy(fixture("forward/tiny_bn_input.npy"), &input).unwrap();
+    let link = dir.join("link.npy");
+    std::os::unix::fs::symlink(&input, &link).unwrap();
+    let weights = dir.join("w.pth");
+    std::fs::copy(fixture("forward/tiny_bn.pth"), &weights).unwrap();
+    let before = std::fs::read(&input).unwrap();
+    for output in [&input, &link] {
+        refused_cheaply(
+            &forward_args(&["--weights", s(&weights)], &input, output, &[]),
+            &["is the input", "input.npy"],
+        );
+    }
+    refused_cheaply(
+        &forward_args(&["--weights", s(&weights)], &input, &weights, &[]),
+        &["is the input", "w.pth"],
+    );
+    refused_cheaply(&["convert", s(&weights), s(&weights)], &["is the input"]);
+    assert_eq!(std::fs::read(&input).unwrap(), before);
 }
 
 fn temporaries(dir: &Path) -> Vec<String> {

@@ -50,7 +50,7 @@ pub struct ConvertArgs {
 }
 
 pub fn run(args: &ConvertArgs) -> Result<String> {
-    vgg::io::check_output(&args.output)?;
+    vgg::io::check_output(&args.output, &[&args.input])?;
     let onnx = args.output.extension().is_some_and(|e| e == "onnx");
     check_flags(args, onnx)?;
     let state = weights::read(&args.input)?;

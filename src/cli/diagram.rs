@@ -28,7 +28,7 @@ pub struct DiagramArgs {
 }
 
 pub fn run(args: &DiagramArgs) -> Result<String> {
-    vgg::io::check_output(&args.out)?;
+    vgg::io::check_output(&args.out, &[])?;
     let [c, h, w] = *parse_shape(&args.input)?.as_slice() else {
         return Err(Error::BadArgument(format!(
             "--input `{}`: expected CxHxW",

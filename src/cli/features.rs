@@ -32,7 +32,9 @@ pub struct FeaturesArgs {
 }
 
 pub fn run(args: &FeaturesArgs) -> Result<String> {
-    vgg::io::check_output(&args.output)?;
+    let mut inputs: Vec<&std::path::Path> = args.paths.iter().map(|p| p.as_path()).collect();
+    inputs.extend(args.source.weights.as_deref());
+    vgg::io::check_output(&args.output, &inputs)?;
     FeatureFile::for_path(&args.output)?;
     let source = args.source.source()?;
     let preprocess = args.preprocess.preprocess_for(&source)?;

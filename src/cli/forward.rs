@@ -54,7 +54,9 @@ pub fn run(args: &ForwardArgs) -> Result<String> {
             args.precision
         )));
     }
-    vgg::io::check_output(&args.output)?;
+    let mut inputs = vec![args.input.as_path()];
+    inputs.extend(args.source.weights.as_deref());
+    vgg::io::check_output(&args.output, &inputs)?;
     let input = vgg::data::npy::read_f32(&args.input)?;
     let source = args.source.source()?;
     source.check_input(&input, || format!("--input {}: ", args.input.display()))?;

@@ -87,8 +87,8 @@ pub enum Outcome {
 
 /// Runs a parsed command line, printing results to `out` as they are produced.
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome> {
-    if let Some(threads) = cli.threads {
-        set_threads(threads)?;
+    if let Some((threads, source)) = thread_request(cli.threads)? {
+        set_threads(threads, source)?;
     }
     set_memory_limit(cli.memory_limit.as_deref())?;
     // After the environment is set: the watcher is the process's first other thread.
@@ -121,11 +121,31 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// Sizes the library's thread pool, and candle's (which reads the environment).
-fn set_threads(threads: usize) -> Result<()> {
+/// The thread count asked for and where: `--threads`, else `RAYON_NUM_THREADS` (which
+/// rayon would otherwise read unchecked: a huge count spawned threads until it failed);
+/// its 0, as rayon reads it, means one per core.
+fn thread_request(flag: Option<usize>) -> Result<Option<(usize, &'static str)>> {
+    if let Some(threads) = flag {
+        return Ok(Some((threads, "--threads")));
+    }
+    let Ok(text) = std::env::var("RAYON_NUM_THREADS") else {
+        return Ok(None);
+    };
+    match text.trim().parse::<usize>() {
+        Ok(0) => Ok(None),
+        Ok(threads) => Ok(Some((threads, "RAYON_NUM_THREADS"))),
+        Err(_) => Err(Error::BadArgument(format!(
+            "RAYON_NUM_THREADS: expected a number of threads, got `{text}`"
+        ))),
+    }
+}
+
+/// Sizes the library's thread pool, and candle's (which reads the environment), to the
+/// `threads` that `source` asked for.
+fn set_threads(threads: usize, source: &str) -> Result<()> {
     let cap = vgg::threads::MAX_THREADS;
     if threads > cap {
-        eprintln!("note: --threads {threads} is capped at {cap}");
+        eprintln!("note: {source} {threads} is capped at {cap}");
     }
     let threads = threads.min(cap);
     if threads > 0 {
@@ -133,7 +153,7 @@ fn set_threads(threads: usize) -> Result<()> {
         unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
     }
     vgg::threads::set_num_threads(threads).map_err(|e| match e {
-        Error::BadArgument(why) => Error::BadArgument(format!("--threads: {why}")),
+        Error::BadArgument(why) => Error::BadArgument(format!("{source}: {why}")),
         other => other,
     })
 }

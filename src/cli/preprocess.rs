@@ -22,7 +22,8 @@ pub struct PreprocessCmd {
 }
 
 pub fn run(args: &PreprocessCmd) -> Result<String> {
-    vgg::io::check_output(&args.output)?;
+    let inputs: Vec<&std::path::Path> = args.images.iter().map(|p| p.as_path()).collect();
+    vgg::io::check_output(&args.output, &inputs)?;
     let preprocess = args.preprocess.preprocess()?;
     let mut data = Vec::new();
     for path in &args.images {

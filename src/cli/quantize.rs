@@ -87,7 +87,7 @@ fn check_args(args: &QuantizeArgs) -> Result<()> {
             args.out.display()
         )));
     }
-    vgg::io::check_output(&args.out)?;
+    vgg::io::check_output(&args.out, &[&args.weights])?;
     if args.images == 0 {
         return Err(Error::BadArgument("--images must be at least 1".into()));
     }

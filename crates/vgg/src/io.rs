@@ -71,8 +71,17 @@ fn keep_permissions(target: &Path, tmp: &Path, path: &Path) -> Result<()> {
 
 /// Refuses an output path that a later [`write_atomically`] would refuse (a device, FIFO or
 /// folder there, or a folder that does not exist), so that a command fails before its work,
-/// not after it.
-pub fn check_output(path: &Path) -> Result<()> {
+/// not after it; and one that is the same file as any of the command's `inputs` (by any
+/// path or link), which the write would replace with its own result.
+pub fn check_output(path: &Path, inputs: &[&Path]) -> Result<()> {
+    if let Some(input) = inputs.iter().find(|input| same_file(path, input)) {
+        return Err(Error::BadArgument(format!(
+            "the output {} is the input {}: writing it would replace what is read; \
+             choose another output",
+            path.display(),
+            input.display()
+        )));
+    }
     let target = write_target(path)?;
     let dir = match target.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -88,6 +97,22 @@ pub fn check_output(path: &Path) -> Result<()> {
             format!("its folder {} does not exist", dir.display()),
         ),
     ))
+}
+
+/// Whether `a` and `b` are the same existing regular file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (Ok(a), Ok(b)) = (std::fs::metadata(a), std::fs::metadata(b)) else {
+            return false;
+        };
+        a.is_file() && (a.dev(), a.ino()) == (b.dev(), b.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        a.is_file() && std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok()
+    }
 }
 
 /// The file a write of `path` replaces: `path` itself, or where a link there points (to any
