@@ -742,6 +742,25 @@ fn non_finite_weights_are_refused() {
 }
 
 #[test]
+fn weights_that_overflow_are_an_error_not_a_ranking() {
+    let dir = Scratch::new("overflow");
+    let state = vgg::weights::read(&fixture("forward/tiny.safetensors")).unwrap();
+    let scaled: Vec<(String, candle_core::Tensor)> = (state.tensors.iter())
+        .map(|(k, t)| match k.ends_with(".weight") {
+            true => (k.clone(), (t * 1e12).unwrap()),
+            false => (k.clone(), t.clone()),
+        })
+        .collect();
+    let weights = dir.join("w.safetensors");
+    vgg::weights::safetensors::write(&weights, &scaled, &Default::default()).unwrap();
+    let image = fixture("images/small.png");
+    refused(
+        &quick(&["classify", "--weights", s(&weights), s(&image)]),
+        &["the network's outputs hold", "overflow"],
+    );
+}
+
+#[test]
 fn outputs_go_through_links_and_never_replace_special_files() {
     let dir = Scratch::new("outputs");
     let input = fixture("forward/tiny_bn_input.npy");

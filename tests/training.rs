@@ -337,7 +337,7 @@ fn bad_training_input_is_refused_clearly() {
     let base = [
         "train", "--arch", "custom", "--cfg", "8,M", "--hidden", "8", "--data", data, "--out", out,
     ];
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 11] = [
         (
             &[],
             "has 10 classes but the model has 1000 outputs: pass --num-classes 10",
@@ -357,6 +357,37 @@ fn bad_training_input_is_refused_clearly() {
         (
             &["--num-classes", "10", "--batch-size", "0"],
             "--batch-size must be at least 1",
+        ),
+        (
+            &["--num-classes", "10", "--momentum", "nan"],
+            "--momentum must be a non-negative number, got NaN",
+        ),
+        (
+            &["--num-classes", "10", "--weight-decay=-1"],
+            "--weight-decay must be a non-negative number, got -1",
+        ),
+        (
+            &["--num-classes", "10", "--dampening", "5"],
+            "--dampening must be in [0, 1], got 5",
+        ),
+        (
+            &[
+                "--num-classes",
+                "10",
+                "--schedule",
+                "step",
+                "--step-size",
+                "0",
+            ],
+            "--step-size must be at least 1",
+        ),
+        (
+            &["--num-classes", "10", "--gamma", "1.5"],
+            "--gamma must be in (0, 1) for --schedule plateau, got 1.5",
+        ),
+        (
+            &["--num-classes", "10", "--lr", "1e30", "--epochs", "1"],
+            "the weights diverged in epoch 1: the validation loss is NaN",
         ),
     ];
     for (extra, message) in cases {

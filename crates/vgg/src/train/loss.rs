@@ -42,14 +42,15 @@ pub fn clip_grad_norm(grads: &mut impl Gradients, params: &[Var], max_norm: f64)
 }
 
 /// How many rows of `logits` (`[N, K]`, row-major) have their target among the `k`
-/// largest: the target counts when fewer than `k` logits are strictly larger.
+/// largest: the target counts when fewer than `k` logits are strictly larger. A row with
+/// a NaN ranks nothing (no comparison with NaN is true) and is a miss.
 pub fn top_k_hits(logits: &[f32], classes: usize, targets: &[u32], k: usize) -> usize {
     logits
         .chunks_exact(classes)
         .zip(targets)
         .filter(|&(row, &target)| {
             let score = row[target as usize];
-            row.iter().filter(|&&v| v > score).count() < k
+            !row.iter().any(|v| v.is_nan()) && row.iter().filter(|&&v| v > score).count() < k
         })
         .count()
 }
@@ -66,6 +67,9 @@ mod tests {
         assert_eq!(top_k_hits(&logits, 3, &[0, 2], 2), 0);
         assert_eq!(top_k_hits(&logits, 3, &[2, 1], 2), 2);
         assert_eq!(top_k_hits(&logits, 3, &[0, 2], 3), 2);
+        let diverged = [f32::NAN, f32::NAN, 0.5];
+        assert_eq!(top_k_hits(&diverged, 3, &[0], 1), 0);
+        assert_eq!(top_k_hits(&diverged, 3, &[2], 3), 0);
     }
 
     #[test]

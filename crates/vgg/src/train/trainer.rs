@@ -81,6 +81,17 @@ pub struct TrainOptions {
     pub color_shift: Option<f64>,
 }
 
+/// Refuses a `flag` value that is negative, NaN or infinite.
+fn non_negative(value: f64, flag: &str) -> Result<()> {
+    if value >= 0.0 && value.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::BadArgument(format!(
+            "{flag} must be a non-negative number, got {value}"
+        )))
+    }
+}
+
 impl TrainOptions {
     fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::BadArgument(m.to_string()));
@@ -105,7 +116,60 @@ impl TrainOptions {
         {
             return bad("--color-shift must be a non-negative number, e.g. 0.1");
         }
+        self.validate_optimizer()?;
+        self.validate_schedule()?;
         self.augmentation().map(|_| ())
+    }
+
+    /// torch.optim.SGD's and AdamW's own checks, with NaN and infinity refused too.
+    fn validate_optimizer(&self) -> Result<()> {
+        let (momentum, dampening, weight_decay, nesterov) = match self.optimizer {
+            OptimizerOptions::Sgd {
+                momentum,
+                dampening,
+                weight_decay,
+                nesterov,
+            } => (momentum, dampening, weight_decay, nesterov),
+            OptimizerOptions::AdamW { weight_decay, .. } => (0.0, 0.0, weight_decay, false),
+        };
+        non_negative(momentum, "--momentum")?;
+        non_negative(weight_decay, "--weight-decay")?;
+        if !(0.0..=1.0).contains(&dampening) {
+            return Err(Error::BadArgument(format!(
+                "--dampening must be in [0, 1], got {dampening}"
+            )));
+        }
+        if nesterov && (momentum == 0.0 || dampening != 0.0) {
+            return Err(Error::BadArgument(
+                "--nesterov needs --momentum above 0 and --dampening 0 (as torch.optim.SGD)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The schedule's factors and sizes: PyTorch's checks, and none that stops learning
+    /// (a `--gamma` of 0 or below, a step every 0 epochs).
+    fn validate_schedule(&self) -> Result<()> {
+        let gamma = match &self.schedule.schedule {
+            Schedule::Step { step_size: 0, .. } => {
+                return Err(Error::BadArgument("--step-size must be at least 1".into()));
+            }
+            Schedule::Step { gamma, .. } | Schedule::MultiStep { gamma, .. } => Some(*gamma),
+            Schedule::Cosine { eta_min, .. } => return non_negative(*eta_min, "--min-lr"),
+            Schedule::Constant => None,
+        };
+        if gamma.is_some_and(|g| !(g > 0.0 && g.is_finite())) {
+            return Err(Error::BadArgument(format!(
+                "--gamma must be a positive number, got {}",
+                gamma.unwrap_or_default()
+            )));
+        }
+        match self.plateau {
+            Some((factor, _)) if !(factor > 0.0 && factor < 1.0) => Err(Error::BadArgument(
+                format!("--gamma must be in (0, 1) for --schedule plateau, got {factor}"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// How training images are augmented: scale jittering when `scale` is set, else `augment`.
@@ -341,6 +405,14 @@ impl Trainer {
         self.optimizer.set_lr(lr);
         let train = self.train_epoch(epoch, progress)?;
         let val = self.validate(progress)?;
+        if !val.loss.is_finite() {
+            return Err(Error::BadArgument(format!(
+                "the weights diverged in epoch {}: the validation loss is {} (no checkpoint \
+                 of it is written); lower --lr or set --clip-grad-norm",
+                epoch + 1,
+                val.loss
+            )));
+        }
         if let Some((factor, patience)) = self.run.options.plateau {
             self.run
                 .plateau
