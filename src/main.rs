@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) if err.use_stderr() => {
-            eprintln!("{}", one_line(&err.render().to_string()));
+            eprintln!("{}", clap_message(&err.render().to_string()));
             return ExitCode::from(2);
         }
         Err(err) => err.exit(),
@@ -25,7 +25,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("error: {}", vgg::error::one_line(&err.to_string()));
             ExitCode::from(2)
         }
     }
@@ -34,12 +34,12 @@ fn main() -> ExitCode {
 /// clap's error as one line: the error and its tips, without the usage block (`--help`
 /// has it), e.g. `error: unexpected argument '--outpt' found (tip: a similar argument
 /// exists: '--output'); see --help`.
-fn one_line(rendered: &str) -> String {
+fn clap_message(rendered: &str) -> String {
     let mut parts = rendered
         .lines()
         .map(str::trim)
         .take_while(|line| !line.starts_with("Usage:"))
-        .filter(|line| !line.is_empty());
+        .filter(|line| !line.is_empty() && !line.starts_with("For more information"));
     let mut text = parts.next().unwrap_or("error: bad arguments").to_string();
     for part in parts {
         if part.starts_with("tip:") {

@@ -87,10 +87,10 @@ fn render(path: &Path, top: &[Prediction], labels: &[String], json: bool) -> Str
 }
 
 fn render_error(path: &Path, error: &Error, json: bool) -> String {
-    let error = match error {
+    let error = vgg::error::one_line(&match error {
         Error::BadImage { why, .. } => why.clone(),
         other => other.to_string(),
-    };
+    });
     if json {
         serde_json::json!({"path": path.display().to_string(), "error": error.to_string()})
             .to_string()

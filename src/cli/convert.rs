@@ -51,7 +51,7 @@ pub struct ConvertArgs {
 
 pub fn run(args: &ConvertArgs) -> Result<String> {
     vgg::io::check_output(&args.output, &[&args.input])?;
-    let onnx = args.output.extension().is_some_and(|e| e == "onnx");
+    let onnx = vgg::io::extension(&args.output).as_deref() == Some("onnx");
     check_flags(args, onnx)?;
     let state = weights::read(&args.input)?;
     let format = state.format;

@@ -80,7 +80,7 @@ fn options(args: &QuantizeArgs) -> CalibrationOptions {
 
 /// Refuses bad flags before any weights or images are read.
 fn check_args(args: &QuantizeArgs) -> Result<()> {
-    if args.out.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+    if vgg::io::extension(&args.out).as_deref() != Some("safetensors") {
         return Err(Error::BadArgument(format!(
             "--out {}: the calibration is stored in a safetensors file's metadata; give a \
              .safetensors path",

@@ -158,6 +158,20 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// Longest message [`one_line`] gives: a quoted input (a header, a config) can be huge.
+const MAX_MESSAGE: usize = 1000;
+
+/// `text` as one line for a terminal: line breaks from a decoder's or parser's message
+/// become spaces, and past [`MAX_MESSAGE`] characters it is cut with `…`.
+pub fn one_line(text: &str) -> String {
+    let mut line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some((cut, _)) = line.char_indices().nth(MAX_MESSAGE) {
+        line.truncate(cut);
+        line.push('…');
+    }
+    line
+}
+
 /// `a, b, c, … and 7 more`: at most `shown` items of a list in a message, so that a file with
 /// millions of entries never makes a message of megabytes.
 pub fn capped_list(items: &[String], shown: usize) -> String {
@@ -174,3 +188,19 @@ pub fn capped_list(items: &[String], shown: usize) -> String {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_one_bounded_line() {
+        assert_eq!(
+            one_line("cannot decode: bad marker\n\n  expected 12 but found 2\n"),
+            "cannot decode: bad marker expected 12 but found 2"
+        );
+        let long = one_line(&format!("bad header {}", "(".repeat(5000)));
+        assert_eq!(long.chars().count(), MAX_MESSAGE + 1);
+        assert!(long.ends_with('…'));
+    }
+}

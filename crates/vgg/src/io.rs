@@ -69,6 +69,12 @@ fn keep_permissions(target: &Path, tmp: &Path, path: &Path) -> Result<()> {
     }
 }
 
+/// A path's extension in lower case (`model.SAFETENSORS` is a safetensors file), the
+/// way every format chosen by extension is read.
+pub fn extension(path: &Path) -> Option<String> {
+    Some(path.extension()?.to_str()?.to_ascii_lowercase())
+}
+
 /// Refuses an output path that a later [`write_atomically`] would refuse (a device, FIFO or
 /// folder there, or a folder that does not exist), so that a command fails before its work,
 /// not after it; and one that is the same file as any of the command's `inputs` (by any

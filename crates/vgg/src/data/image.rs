@@ -25,7 +25,11 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
         path: path.display().to_string(),
         why,
     };
-    let reader = open_reader(path)?;
+    let mut reader = open_reader(path)?;
+    // The decoder's own cap (512 MiB by default) would refuse what the budget below allows.
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(crate::limits::memory_budget());
+    reader.limits(limits);
     let Some(format) = reader.format() else {
         return Err(bad(
             "not an image (JPEG, PNG, WebP, BMP or GIF expected)".into()

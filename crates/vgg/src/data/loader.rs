@@ -61,9 +61,7 @@ fn walk(dir: &Path, visited: &mut HashSet<PathBuf>, found: &mut Vec<PathBuf>) ->
 }
 
 pub fn has_image_extension(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+    crate::io::extension(path).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
 }
 
 /// Decodes and preprocesses `paths` in batches of `batch_size`, in order, on a background

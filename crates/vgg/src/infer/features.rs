@@ -27,7 +27,7 @@ pub enum FeatureFile {
 impl FeatureFile {
     /// The format `path`'s extension names.
     pub fn for_path(path: &Path) -> Result<Self> {
-        match path.extension().and_then(|e| e.to_str()) {
+        match crate::io::extension(path).as_deref() {
             Some("npy") => Ok(FeatureFile::Npy),
             Some("safetensors") => Ok(FeatureFile::Safetensors),
             _ => Err(Error::BadArgument(format!(

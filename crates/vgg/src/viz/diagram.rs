@@ -162,7 +162,7 @@ fn text(x: f64, y: f64, size: u32, weight: &str, content: &str) -> Text {
 
 /// Writes the SVG, or a PNG rendering of it when `path` ends in `.png`.
 pub fn write(path: &Path, svg: &str) -> Result<()> {
-    match path.extension().and_then(|e| e.to_str()) {
+    match crate::io::extension(path).as_deref() {
         Some("svg") => write_atomically(path, |tmp| {
             std::fs::write(tmp, svg).map_err(|e| Error::io(tmp, "cannot write", e))
         }),

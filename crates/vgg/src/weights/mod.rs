@@ -59,7 +59,7 @@ impl WeightFormat {
             [0x80, 2..=5, ..] => Ok(WeightFormat::PthLegacy),
             [_, _, _, _, _, _, _, _, b'{'] => Ok(WeightFormat::Safetensors),
             [0x08, ..] => Ok(WeightFormat::Onnx),
-            _ if path.extension().is_some_and(|e| e == "onnx") => Ok(WeightFormat::Onnx),
+            _ if crate::io::extension(path).as_deref() == Some("onnx") => Ok(WeightFormat::Onnx),
             _ => Err(Error::BadWeights {
                 path: path.display().to_string(),
                 why: "not a checkpoint: expected a PyTorch .pth (zip or legacy pickle), a \
@@ -415,7 +415,7 @@ pub fn write_recording(
     recorded: &Recorded,
 ) -> Result<()> {
     refuse_duplicate_names(path, tensors)?;
-    match path.extension().and_then(|e| e.to_str()) {
+    match crate::io::extension(path).as_deref() {
         Some("safetensors") => safetensors::write(path, tensors, recorded),
         Some("pth" | "pt") => pth::write::write(path, tensors),
         _ => Err(Error::BadArgument(format!(
