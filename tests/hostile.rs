@@ -840,6 +840,45 @@ fn outputs_go_through_links_and_never_replace_special_files() {
 }
 
 #[test]
+fn flags_that_cannot_work_are_refused_before_the_work() {
+    refused_cheaply(
+        &[
+            "bench",
+            "--arch",
+            "vgg11",
+            "--conv",
+            "f63",
+            "--precision",
+            "int8",
+        ],
+        &["--conv", "F(2x2,3x3) only"],
+    );
+    refused_cheaply(&["bench", "--arch", "vgg11", "--iters", "0"], &["--iters"]);
+    let dir = Scratch::new("dissect-out");
+    let file = dir.join("report");
+    std::fs::write(&file, "not a folder").unwrap();
+    let image = fixture("images/small.png");
+    refused_cheaply(
+        &["dissect", "--arch", "vgg11", s(&image), "--out", s(&file)],
+        &["--out", "is a file"],
+    );
+    refused_cheaply(
+        &[
+            "classify",
+            "--arch",
+            "vgg11",
+            "--precision",
+            "int8",
+            "--calib",
+        ]
+        .into_iter()
+        .chain([s(&dir), "--calib-images", "0", s(&image)])
+        .collect::<Vec<_>>(),
+        &["--calib-images must be at least 1"],
+    );
+}
+
+#[test]
 fn an_output_that_is_an_input_is_refused() {
     let dir = Scratch::new("clobber");
     let input = dir.join("input.npy");

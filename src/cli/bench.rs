@@ -8,8 +8,8 @@ use clap::{Args, ValueEnum};
 use crate::cli::args::parse_shape;
 use crate::cli::model::{self, EngineFlag, ModelFlags};
 use vgg::bench::{Workload, bench};
-use vgg::engine::{ConvChoice, PlanOptions, Precision, WinogradVariant};
-use vgg::error::Result;
+use vgg::engine::{ConvChoice, EngineError, PlanOptions, Precision, WinogradVariant};
+use vgg::error::{Error, Result};
 use vgg::model::footprint::Work;
 
 /// Convolution algorithms of the fast engine, for ablations.
@@ -89,6 +89,16 @@ pub fn run(args: &BenchArgs) -> Result<String> {
         [n, c, h, w] => [n, c, h, w],
         _ => unreachable!("parse_shape returns 3 or 4 sizes"),
     };
+    if args.iters == 0 {
+        return Err(Error::BadArgument("--iters must be at least 1".into()));
+    }
+    let options = PlanOptions {
+        precision: args.precision,
+        ..args.plan_options()
+    };
+    if let Err(EngineError::InvalidSpec(why)) = options.check() {
+        return Err(Error::BadArgument(format!("--conv: {why}")));
+    }
     let source = args.source.source()?;
     let work = if args.train {
         Work::Training

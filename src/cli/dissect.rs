@@ -30,6 +30,7 @@ pub struct DissectArgs {
 }
 
 pub fn run(args: &DissectArgs) -> Result<String> {
+    report::check_out(&args.out, args.force)?;
     let source = args.source.source()?;
     let preprocess = args.preprocess.preprocess_for(&source)?;
     let image = preprocess.apply(&preprocess.load(&args.image)?)?;

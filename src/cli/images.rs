@@ -115,6 +115,11 @@ impl ClassifierArgs {
         let mut source = flags.source()?;
         let preprocess = self.preprocess.preprocess_for(&source)?;
         if let Some(dir) = &self.calib {
+            if self.calib_images == 0 {
+                return Err(Error::BadArgument(
+                    "--calib-images must be at least 1".into(),
+                ));
+            }
             let options = CalibrationOptions::default();
             let dirs = [dir.clone()];
             let limit = self.calib_images;

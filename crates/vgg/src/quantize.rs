@@ -115,7 +115,7 @@ pub fn load_images(
     let paths: Vec<PathBuf> = paths.into_iter().take(limit).collect();
     if paths.is_empty() {
         return Err(Error::BadArgument(
-            "calibration needs at least one image (--images ≥ 1)".into(),
+            "calibration needs at least one image, and the image limit is 0".into(),
         ));
     }
     let crop = preprocess.crop;

@@ -26,7 +26,7 @@ const AUTO_VARIANT_BF16: Variant = Variant::F23;
 
 /// The only Winograd variant int8 runs: F(4,3)'s tiles lose 5–10% in 8 bits, F(2,3)'s
 /// about what the direct int8 convolution does (see `winograd/int8.rs`).
-const INT8_VARIANT: Variant = Variant::F23;
+pub(super) const INT8_VARIANT: Variant = Variant::F23;
 
 /// A 3×3 convolution's weights, as the network spec gives them (OIHW).
 pub(crate) struct ConvWeights<'a> {
@@ -89,11 +89,9 @@ impl Conv {
         let variant = match (opts.conv, precision) {
             _ if c < 16 => None,
             (ConvChoice::Im2col, _) => None,
-            (ConvChoice::Winograd(v), Precision::Int8) if v != INT8_VARIANT => {
-                return Err(EngineError::InvalidSpec(format!(
-                    "int8 runs Winograd F(2x2,3x3) only (asked for {v:?}): F(4,3) loses 5-10% \
-                     of a layer's output in 8 bits, F(6,3)'s transforms are wider still"
-                )));
+            (ConvChoice::Winograd(v), Precision::Int8) => {
+                opts.check()?;
+                Some(v)
             }
             (ConvChoice::Winograd(v), _) => Some(v),
             (ConvChoice::Auto, Precision::Bf16) => Some(AUTO_VARIANT_BF16),

@@ -52,6 +52,22 @@ impl Default for PlanOptions {
     }
 }
 
+impl PlanOptions {
+    /// Refuses options no int8 plan compiles, before any weights are packed or calibrated:
+    /// int8 runs Winograd F(2,3) only.
+    pub fn check(&self) -> Result<(), EngineError> {
+        match (self.conv, self.precision) {
+            (ConvChoice::Winograd(v), Precision::Int8) if v != super::conv::INT8_VARIANT => {
+                Err(EngineError::InvalidSpec(format!(
+                    "int8 runs Winograd F(2x2,3x3) only (asked for {v:?}): F(4,3) loses 5-10% \
+                     of a layer's output in 8 bits, F(6,3)'s transforms are wider still"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 enum StageOp {
     /// A convolution, optionally with the next max-pool fused in.
     Conv {

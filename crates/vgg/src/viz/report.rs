@@ -20,6 +20,18 @@ table{border-collapse:collapse}td,th{padding:2px 12px;text-align:left}\
 td.prob{text-align:right;font-variant-numeric:tabular-nums}\
 pre{background:#f4f4f4;padding:1em;overflow-x:auto}";
 
+/// Refuses an output folder the report cannot be written to, before the work: a file in
+/// its place, or (unless `overwrite`) a report already there.
+pub fn check_out(dir: &Path, overwrite: bool) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::BadArgument(format!(
+            "--out {} is a file: the report is a folder (index.html and its PNGs)",
+            dir.display()
+        )));
+    }
+    crate::io::refuse_to_replace(dir, &["index.html"], overwrite, "")
+}
+
 /// Writes every figure as its own PNG and the page as `index.html` in `dir` (created if
 /// missing); `title` names what was dissected (the image). Files of those names already in
 /// `dir` are replaced only when `overwrite` says so.

@@ -177,6 +177,7 @@ pub fn metadata(path: &Path) -> Result<HashMap<String, String>> {
         .map_err(|e| bad(format!("cannot read the header: {e}")))?;
     let header: serde_json::Value =
         serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+    check_layout(&header, file_len - 8 - length).map_err(bad)?;
     Ok(header
         .get("__metadata__")
         .and_then(|m| m.as_object())
@@ -186,6 +187,94 @@ pub fn metadata(path: &Path) -> Result<HashMap<String, String>> {
                 .collect()
         })
         .unwrap_or_default())
+}
+
+/// Bits per element of the dtypes candle reads.
+const DTYPE_BITS: [(&str, u64); 15] = [
+    ("F4", 4),
+    ("F6_E2M3", 6),
+    ("F6_E3M2", 6),
+    ("U8", 8),
+    ("F8_E4M3", 8),
+    ("F8_E8M0", 8),
+    ("U16", 16),
+    ("I16", 16),
+    ("F16", 16),
+    ("BF16", 16),
+    ("U32", 32),
+    ("I32", 32),
+    ("F32", 32),
+    ("I64", 64),
+    ("F64", 64),
+];
+
+/// Checks every tensor entry of a parsed header against the `data_len` bytes after it, so
+/// that a broken file's error names the tensor (the safetensors crate's names none, or
+/// another): a dtype candle reads, a shape, offsets inside the data whose length fits
+/// shape and dtype, and entries that tile the data without gaps or overlaps.
+fn check_layout(header: &serde_json::Value, data_len: u64) -> std::result::Result<(), String> {
+    let entries = header
+        .as_object()
+        .ok_or("the header is not a JSON object")?;
+    let metadata = entries.get("__metadata__");
+    if metadata.is_some_and(|m| {
+        !m.as_object()
+            .is_some_and(|m| m.values().all(|v| v.is_string()))
+    }) {
+        return Err("`__metadata__` is not a map of strings".into());
+    }
+    let mut spans = Vec::with_capacity(entries.len());
+    for (name, entry) in entries.iter().filter(|(name, _)| *name != "__metadata__") {
+        let bad = |why: &str| format!("tensor `{name}`: {why}");
+        let dtype = entry["dtype"].as_str().ok_or_else(|| bad("no dtype"))?;
+        let bits = (DTYPE_BITS.iter().find(|(d, _)| *d == dtype)).ok_or_else(|| {
+            let known: Vec<&str> = DTYPE_BITS.iter().map(|(d, _)| *d).collect();
+            bad(&format!("dtype {dtype} is not one of {}", known.join(", ")))
+        })?;
+        let shape = (entry["shape"].as_array().into_iter().flatten())
+            .map(serde_json::Value::as_u64)
+            .collect::<Option<Vec<u64>>>()
+            .filter(|_| entry["shape"].is_array())
+            .ok_or_else(|| bad("the shape is not a list of sizes"))?;
+        let (start, end) = match entry["data_offsets"].as_array().map(Vec::as_slice) {
+            Some([start, end]) => (start.as_u64(), end.as_u64()),
+            _ => (None, None),
+        };
+        let (Some(start), Some(end)) = (start, end) else {
+            return Err(bad("data_offsets is not [start, end]"));
+        };
+        if start > end || end > data_len {
+            return Err(bad(&format!(
+                "bytes {start}..{end} are not inside the {data_len} bytes of data"
+            )));
+        }
+        let bytes =
+            (shape.iter().try_fold(bits.1, |n, &d| n.checked_mul(d))).map(|bits| bits.div_ceil(8));
+        if bytes != Some(end - start) {
+            return Err(bad(&format!(
+                "shape {shape:?} of {dtype} does not fill its {} bytes",
+                end - start
+            )));
+        }
+        spans.push((start, end, name));
+    }
+    spans.sort();
+    let mut at = 0;
+    for (start, end, name) in spans {
+        if start != at {
+            return Err(format!(
+                "tensor `{name}` starts at byte {start} of the data, expected {at} (the \
+                 tensors must tile the data without gaps or overlaps)"
+            ));
+        }
+        at = end;
+    }
+    if at != data_len {
+        return Err(format!(
+            "the tensors end at byte {at} of {data_len} bytes of data"
+        ));
+    }
+    Ok(())
 }
 
 /// Cap on the JSON header: the format allows 100 MB, but parsing a header takes about 25
@@ -256,4 +345,52 @@ pub fn natural_key(name: &str) -> Vec<(u64, String)> {
             Err(_) => (u64::MAX, part.to_string()),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(entries: &str, data_len: u64) -> std::result::Result<(), String> {
+        check_layout(&serde_json::from_str(entries).unwrap(), data_len)
+    }
+
+    #[test]
+    fn broken_layouts_name_the_tensor() {
+        let a = r#""a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}"#;
+        let b = r#""b": {"dtype": "I64", "shape": [], "data_offsets": [8, 16]}"#;
+        assert_eq!(layout(&format!("{{{a}, {b}}}"), 16), Ok(()));
+        let cases = [
+            (format!("{{{a}}}"), 16, "end at byte 8 of 16"),
+            (
+                format!("{{{a}, {b}}}"),
+                12,
+                "tensor `b`: bytes 8..16 are not inside",
+            ),
+            (
+                format!("{{{}}}", a.replace("F32", "BOOL")),
+                8,
+                "tensor `a`: dtype BOOL",
+            ),
+            (
+                format!("{{{}}}", a.replace("[2]", "[3]")),
+                8,
+                "`a`: shape [3] of F32",
+            ),
+            (
+                format!("{{{}, {b}}}", a.replace("[0, 8]", "[8, 16]")),
+                16,
+                "`a` starts at",
+            ),
+            (
+                format!(r#"{{"__metadata__": 5, {a}}}"#),
+                8,
+                "`__metadata__`",
+            ),
+        ];
+        for (header, data_len, needle) in cases {
+            let err = layout(&header, data_len).unwrap_err();
+            assert!(err.contains(needle), "{header}: {err}");
+        }
+    }
 }
