@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use crate::cli::args::{ModelArgs, Part, parse_shape};
+use vgg::ModelSource;
 use vgg::error::{Error, Result};
 use vgg::model::VggConfig;
 use vgg::model::layers::{Container, Form};
@@ -33,7 +34,8 @@ pub struct SummaryArgs {
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
     /// Input shape CxHxW (or NxCxHxW); with an arch name, C other than 3 changes the first
-    /// convolution [default: 3x224x224; with --weights, the checkpoint's channels x224x224]
+    /// convolution [default: 3x224x224; with --weights, the checkpoint's channels at the crop
+    /// it was trained on, else 224]
     #[arg(long, allow_hyphen_values = true)]
     pub input: Option<String>,
     /// Batch size: -1 (torchsummary's default, printed as such; torchinfo's is 1) or at least 1
@@ -79,9 +81,13 @@ fn batch_size(text: &str) -> std::result::Result<BatchSize, String> {
 
 pub fn run(args: &SummaryArgs) -> Result<String> {
     let (config, channels) = config(args)?;
-    let shape = match &args.input {
-        Some(text) => parse_shape(text)?,
-        None => vec![config.in_channels(), 224, 224],
+    let shape = match (&args.input, &args.weights) {
+        (Some(text), _) => parse_shape(text)?,
+        (None, Some(path)) => {
+            let crop = ModelSource::checkpoint(path).preprocess().crop;
+            vec![config.in_channels(), crop, crop]
+        }
+        (None, None) => vec![3, 224, 224],
     };
     let given = match args.batch_size {
         Some(BatchSize::Unspecified) | None => None,
