@@ -262,7 +262,7 @@ fn impossible_int8_requests_are_one_line_errors() {
                 "--protocol",
                 "dense",
             ],
-            "--protocol center only",
+            "int8 evaluates with the center protocol only",
             &out,
         ),
         (

@@ -147,13 +147,7 @@ impl ClassifierArgs {
                 "--calib calibrates int8: add --precision int8".into(),
             ));
         }
-        if self.precision == Precision::Int8 && self.protocol != Protocol::Center {
-            return Err(Error::BadArgument(format!(
-                "--precision int8 evaluates with --protocol center only (the {} protocol's \
-                 engines compute in f32 or bf16)",
-                self.protocol.name()
-            )));
-        }
+        self.protocol.check_precision(self.precision)?;
         model::engine(self.engine, self.precision)
     }
 

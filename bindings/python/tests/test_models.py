@@ -171,3 +171,5 @@ def test_int8_after_calibration_stays_close_to_f32():
     for a, b in zip(top_f32, top_int8):
         assert a[0][0] == b[0][0]
         assert abs(a[0][2] - b[0][2]) < 0.02
+    with pytest.raises(ValueError, match="int8 evaluates with the center protocol only"):
+        model.classify(images[:1], protocol="dense", scales=[32])

@@ -157,8 +157,6 @@ impl ModelSource {
         base.with_overrides(&self.overrides)
     }
 
-    /// The reference model (module by module, any batch size, trainable), and the load
-    /// report when weights were given.
     /// Refuses an input that is not NCHW, holds NaN or infinity, or (without a checkpoint,
     /// whose layout is known only once it is read) that the network does not accept or
     /// that would not fit the memory budget: before any weights are initialised, so that a
@@ -187,6 +185,8 @@ impl ModelSource {
         }
     }
 
+    /// The reference model (module by module, any batch size, trainable), and the load
+    /// report when weights were given.
     pub fn open(&self, device: &Device) -> Result<(Vgg, Option<LoadReport>)> {
         let Some(path) = &self.weights else {
             let config = self.config(None)?;

@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use image::RgbImage;
 
 use crate::data::preprocess::{Preprocess, resize_shorter_side, shorter_side_size};
-use crate::engine::PlanOptions;
+use crate::engine::{PlanOptions, Precision};
 use crate::error::{Error, Result};
 use crate::fast::FastVgg;
 use crate::infer::{Backend, Classifier, Engine};
@@ -68,6 +68,19 @@ impl Protocol {
     /// Whether it runs the grid of crops.
     pub fn multi_crop(self) -> bool {
         matches!(self, Protocol::MultiCrop | Protocol::DenseMultiCrop)
+    }
+
+    /// Refuses a precision this protocol's engines do not compute in: the dense and
+    /// multi-crop engines are compiled without an int8 calibration.
+    pub fn check_precision(self, precision: Precision) -> Result<()> {
+        if precision == Precision::Int8 && self != Protocol::Center {
+            return Err(Error::BadArgument(format!(
+                "int8 evaluates with the center protocol only (the {} protocol's engines \
+                 compute in f32 or bf16)",
+                self.name()
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -245,6 +258,9 @@ pub fn scale_classifier(
     protocol: Protocol,
     scales: &[usize],
 ) -> Result<Classifier> {
+    if let Engine::Fast(precision) = engine {
+        protocol.check_precision(precision)?;
+    }
     let config = model.config();
     let native = config.native_input_size();
     let mut scales = ScaleProtocol {

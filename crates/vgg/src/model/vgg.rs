@@ -310,13 +310,6 @@ impl Vgg {
         self.forward_range(x, mode, 0..end)
     }
 
-    /// Runs the layers from index `first` (in [`Vgg::layers`]) to the end on `x`, the output
-    /// of layer `first − 1`: with [`Vgg::forward_to`] it splits a forward pass in two, so an
-    /// intermediate activation can be made a `Var` and differentiated against (Grad-CAM).
-    pub fn forward_from(&self, x: &Tensor, mode: Mode, first: usize) -> Result<Tensor> {
-        self.forward_range(x, mode, first..self.layers.len())
-    }
-
     /// Runs the layers at indices `range` on `x`, the output of layer `range.start − 1`:
     /// consecutive ranges continue one pass, keeping the activations in between.
     pub fn forward_range(&self, x: &Tensor, mode: Mode, range: Range<usize>) -> Result<Tensor> {

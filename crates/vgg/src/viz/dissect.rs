@@ -64,7 +64,9 @@ pub fn dissect(
     let mut marks = pools.clone();
     marks.push(target);
     marks.sort_unstable();
-    let outputs = outputs_at(model, &x, &marks)?;
+    let paths: Vec<String> = marks.iter().map(|&i| model.layers()[i].path()).collect();
+    let names: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let outputs = model.forward_taps(&x, Mode::Eval, &names)?;
     let output = |layer: usize| &outputs[marks.binary_search(&layer).expect("a marked layer")];
 
     let cam = grad_cam(model, output(target), None)?;
@@ -132,22 +134,6 @@ fn stage_ends(model: &Vgg) -> Vec<usize> {
         .filter(|(_, l)| l.container == Container::Features && l.kind == LayerKind::MaxPool2d)
         .map(|(i, _)| i)
         .collect()
-}
-
-/// The outputs of the layers at `marks` (ascending indices), from one pass: each segment
-/// starts from the previous one's output.
-fn outputs_at(model: &Vgg, x: &Tensor, marks: &[usize]) -> Result<Vec<Tensor>> {
-    let mut outputs: Vec<Tensor> = Vec::with_capacity(marks.len());
-    let mut start = 0;
-    for &mark in marks {
-        let output = match outputs.last() {
-            None => model.forward_to(x, Mode::Eval, Some(&model.layers()[mark].path()))?,
-            Some(previous) => model.forward_range(previous, Mode::Eval, start..mark + 1)?,
-        };
-        outputs.push(output);
-        start = mark + 1;
-    }
-    Ok(outputs)
 }
 
 fn first_conv_weight(model: &Vgg) -> Result<Tensor> {

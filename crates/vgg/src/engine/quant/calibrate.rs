@@ -14,7 +14,7 @@ use super::Int8Ranges;
 
 /// Which kind of layer a [`LayerReport`] describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LayerKind {
+pub enum QuantLayer {
     Conv,
     Linear,
 }
@@ -32,7 +32,7 @@ pub struct LayerError {
 /// can compute in int8 at all, and (once measured) its error there.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerReport {
-    pub kind: LayerKind,
+    pub kind: QuantLayer,
     /// Position among the layers of its kind.
     pub index: usize,
     pub input_min: f32,
@@ -113,10 +113,10 @@ impl Calibrator {
         });
         for (index, c) in convs.enumerate() {
             let stem = (c < 16).then_some("under 16 input channels (im2col in f32, as the stem)");
-            reports.push(report(LayerKind::Conv, index, stem));
+            reports.push(report(QuantLayer::Conv, index, stem));
         }
         for index in 0..spec.classifier.len() {
-            reports.push(report(LayerKind::Linear, index, None));
+            reports.push(report(QuantLayer::Linear, index, None));
         }
         let sums = vec![ErrorSums::default(); reports.len()];
         Ok(Calibrator {
@@ -150,7 +150,7 @@ impl Calibrator {
         let convs = self
             .reports
             .iter()
-            .filter(|r| r.kind == LayerKind::Conv)
+            .filter(|r| r.kind == QuantLayer::Conv)
             .count();
         let (conv_sums, linear_sums) = self.sums.split_at_mut(convs);
         let mut probe = ErrorProbe {
@@ -181,8 +181,8 @@ impl Calibrator {
                 .collect()
         };
         Int8Ranges {
-            convs: of(LayerKind::Conv),
-            linears: of(LayerKind::Linear),
+            convs: of(QuantLayer::Conv),
+            linears: of(QuantLayer::Linear),
         }
     }
 
@@ -249,7 +249,7 @@ impl Calibrator {
     }
 }
 
-fn report(kind: LayerKind, index: usize, ineligible: Option<&'static str>) -> LayerReport {
+fn report(kind: QuantLayer, index: usize, ineligible: Option<&'static str>) -> LayerReport {
     LayerReport {
         kind,
         index,
@@ -264,7 +264,7 @@ fn report(kind: LayerKind, index: usize, ineligible: Option<&'static str>) -> La
 struct RangeProbe<'a>(&'a mut [LayerReport]);
 
 impl RangeProbe<'_> {
-    fn record(&mut self, kind: LayerKind, index: usize, x: &[f32]) {
+    fn record(&mut self, kind: QuantLayer, index: usize, x: &[f32]) {
         if let Some(r) = self
             .0
             .iter_mut()
@@ -280,11 +280,11 @@ impl RangeProbe<'_> {
 
 impl Probe for RangeProbe<'_> {
     fn conv(&mut self, index: usize, _isa: Isa, src: &[f32], _input: Shape, _out: &[f32]) {
-        self.record(LayerKind::Conv, index, src);
+        self.record(QuantLayer::Conv, index, src);
     }
 
     fn linear(&mut self, index: usize, _isa: Isa, x: &[f32], _batch: usize, _y: &[f32]) {
-        self.record(LayerKind::Linear, index, x);
+        self.record(QuantLayer::Linear, index, x);
     }
 }
 

@@ -12,7 +12,7 @@
 mod calibrate;
 mod conv;
 
-pub use calibrate::{Calibrator, LayerError, LayerKind, LayerReport};
+pub use calibrate::{Calibrator, LayerError, LayerReport, QuantLayer};
 pub(crate) use conv::{Int8Conv, Int8Scratch};
 
 /// The calibrated input range (the largest input seen) of each layer that computes in int8,
