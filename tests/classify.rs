@@ -240,17 +240,13 @@ fn features_as_npy_and_safetensors() {
     assert_eq!(Tensor::read_npy(&npy).unwrap().dims(), [2, 16, 56, 56]);
     let scratch = Scratch::new("f.safetensors");
     let st = scratch.join("f.safetensors");
-    let out = vgg(&[
-        "features",
-        "--weights",
-        arg(&weights),
-        "--layer",
-        "avgpool",
-        arg(&images[0]),
-        arg(&images[1]),
-        "--output",
-        arg(&st),
-    ]);
+    let features = |layer: &str, images: &[&Path]| {
+        let mut args = vec!["features", "--weights", arg(&weights), "--layer", layer];
+        args.extend(images.iter().map(|p| arg(p)));
+        args.extend(["--output", arg(&st)]);
+        vgg(&args)
+    };
+    let out = features("avgpool", &[&images[0], &images[1]]);
     assert!(
         out.status.success(),
         "{}",
@@ -258,29 +254,10 @@ fn features_as_npy_and_safetensors() {
     );
     let map = candle_core::safetensors::load(&st, &candle_core::Device::Cpu).unwrap();
     assert_eq!(map[arg(&images[1])].dims(), [32, 7, 7]);
-    let out = vgg(&[
-        "features",
-        "--weights",
-        arg(&weights),
-        "--layer",
-        "features.99",
-        arg(&images[0]),
-        "--output",
-        arg(&st),
-    ]);
+    let out = features("features.99", &[&images[0]]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no module `features.99`"));
-    let out = vgg(&[
-        "features",
-        "--weights",
-        arg(&weights),
-        "--layer",
-        "avgpool",
-        arg(&images[0]),
-        arg(&images[0]),
-        "--output",
-        arg(&st),
-    ]);
+    let out = features("avgpool", &[&images[0], &images[0]]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("is given twice"), "{err}");
