@@ -117,27 +117,19 @@ fn export(args: &ConvertArgs, state: StateDict) -> Result<String> {
     let preprocess = source.preprocess();
     let config = detect_config(&state.shapes())?;
     let (model, _) = load(config, state, true, 0, &Device::Cpu)?;
-    let channels = model.config().in_channels();
     let input = match args.input_shape.as_deref().map(parse_shape).transpose()? {
-        None => [1, channels, preprocess.crop, preprocess.crop],
-        Some(s) if s.len() == 3 => [1, s[0], s[1], s[2]],
-        Some(s) => [s[0], s[1], s[2], s[3]],
+        None => None,
+        Some(s) if s.len() == 3 => Some([1, s[0], s[1], s[2]]),
+        Some(s) => Some([s[0], s[1], s[2], s[3]]),
     };
     let classes = source.class_names(model.config().num_classes());
-    let recorded = Recorded {
-        config: None,
-        preprocess: Some(preprocess),
-        classes: Some(classes),
-        int8: None,
-    };
     let options = onnx::ExportOptions {
-        input,
         dynamic_batch: args.dynamic_batch,
         opset: args.opset,
-        recorded,
+        ..onnx::ExportOptions::for_model(&model, preprocess, classes, input)
     };
     onnx::write(&args.output, &model, &options)?;
-    let [n, c, h, w] = input;
+    let [n, c, h, w] = options.input;
     let batch = if args.dynamic_batch {
         "N".to_string()
     } else {

@@ -193,20 +193,13 @@ impl Model {
         dynamic_batch: bool,
         opset: i64,
     ) -> PyResult<()> {
-        let crop = self.preprocess.crop;
-        let channels = self.config().in_channels();
+        let model = self.model();
+        let (preprocess, classes) = (self.preprocess.clone(), self.names.clone());
         let options = vgg::weights::onnx::ExportOptions {
-            input: input_shape.unwrap_or([1, channels, crop, crop]),
             dynamic_batch,
             opset,
-            recorded: vgg::weights::recorded::Recorded {
-                config: None,
-                preprocess: Some(self.preprocess.clone()),
-                classes: Some(self.names.clone()),
-                int8: None,
-            },
+            ..vgg::weights::onnx::ExportOptions::for_model(&model, preprocess, classes, input_shape)
         };
-        let model = self.model();
         py.detach(|| vgg::weights::onnx::write(&path, &model, &options))
             .map_err(crate::errors::to_py)
     }

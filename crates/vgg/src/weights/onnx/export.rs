@@ -10,6 +10,7 @@ use std::path::Path;
 
 use prost::Message;
 
+use crate::data::preprocess::Preprocess;
 use crate::error::{Error, Result};
 use crate::io::write_atomically;
 use candle_core::DType;
@@ -41,6 +42,31 @@ pub struct ExportOptions {
     pub opset: i64,
     /// The preprocessing and class names to record (the config is the model's).
     pub recorded: Recorded,
+}
+
+impl ExportOptions {
+    /// The graph of `model`, trained with `preprocess` on `classes`, for `input` (by
+    /// default one image at the trained crop), both recorded in its metadata; a fixed
+    /// batch and the default opset.
+    pub fn for_model(
+        model: &Vgg,
+        preprocess: Preprocess,
+        classes: Vec<String>,
+        input: Option<[usize; 4]>,
+    ) -> Self {
+        let crop = preprocess.crop;
+        ExportOptions {
+            input: input.unwrap_or([1, model.config().in_channels(), crop, crop]),
+            dynamic_batch: false,
+            opset: DEFAULT_OPSET,
+            recorded: Recorded {
+                config: None,
+                preprocess: Some(preprocess),
+                classes: Some(classes),
+                int8: None,
+            },
+        }
+    }
 }
 
 /// Writes `model` to `path` as an ONNX graph.
