@@ -231,10 +231,12 @@ fn check_layout(header: &serde_json::Value, data_len: u64) -> std::result::Resul
             let known: Vec<&str> = DTYPE_BITS.iter().map(|(d, _)| *d).collect();
             bad(&format!("dtype {dtype} is not one of {}", known.join(", ")))
         })?;
-        let shape = (entry["shape"].as_array().into_iter().flatten())
-            .map(serde_json::Value::as_u64)
-            .collect::<Option<Vec<u64>>>()
-            .filter(|_| entry["shape"].is_array())
+        let shape = (entry["shape"].as_array())
+            .and_then(|dims| {
+                dims.iter()
+                    .map(serde_json::Value::as_u64)
+                    .collect::<Option<Vec<_>>>()
+            })
             .ok_or_else(|| bad("the shape is not a list of sizes"))?;
         let (start, end) = match entry["data_offsets"].as_array().map(Vec::as_slice) {
             Some([start, end]) => (start.as_u64(), end.as_u64()),
