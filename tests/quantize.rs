@@ -349,45 +349,80 @@ fn int8_output_is_independent_of_threads() {
     assert_eq!(outputs[0], outputs[1]);
 }
 
-/// A calibration whose ranges cannot be used is named as such, not taken for a missing one.
+/// A calibration whose ranges cannot be used, or that describes another network, is named
+/// as such, not taken for a missing one, and never leaves layers in f32 silently.
 #[test]
 fn a_damaged_calibration_is_a_one_line_error() {
     let dir = Scratch::new("quantize-damaged");
     let (weights, _) = quantize(&dir);
-    let mut calibration = vgg::weights::recorded_int8(&weights).unwrap().unwrap();
-    let layer = calibration.layers.iter_mut().find(|l| l.int8).unwrap();
-    layer.input_max = -1.0;
-    let damaged = dir.join("damaged.safetensors");
-    let state = vgg::weights::read(&weights).unwrap();
-    let recorded = vgg::weights::recorded::Recorded {
-        int8: Some(calibration),
-        ..Default::default()
-    };
-    vgg::weights::write_recording(&damaged, &state.tensors, &recorded).unwrap();
-    let input = fixture("forward/tiny_input.npy");
-    let out = dir.join("out.npy");
-    let result = vgg(&[
-        "forward",
-        "--weights",
-        arg(&damaged),
-        "--input",
-        arg(&input),
-        "--output",
-        arg(&out),
-        "--precision",
-        "int8",
-    ]);
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert_eq!(result.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.contains("int8 calibration (metadata `vgg.int8`) is not usable"),
-        "{stderr}"
-    );
-    assert!(!out.exists());
-    let described = ok(&vgg(&["weights", arg(&damaged)]));
+    type Damage = fn(&mut vgg::weights::recorded::Int8Calibration);
+    let damages: [(&str, Damage, &str); 5] = [
+        (
+            "negative",
+            |c| first_int8(c).input_max = -1.0,
+            "int8 calibration (metadata `vgg.int8`) is not usable",
+        ),
+        (
+            "subnormal",
+            |c| first_int8(c).input_max = 1e-38,
+            "int8 calibration (metadata `vgg.int8`) is not usable",
+        ),
+        (
+            "renamed",
+            |c| first_int8(c).path = "features.99".into(),
+            "records layer features.99, which the model does not have",
+        ),
+        (
+            "dropped",
+            |c| {
+                c.layers.pop();
+            },
+            "records no range for layer classifier.",
+        ),
+        (
+            "repeated",
+            |c| c.layers.push(c.layers[0].clone()),
+            "records layer features.0 twice",
+        ),
+    ];
+    for (name, damage, expected) in damages {
+        let mut calibration = vgg::weights::recorded_int8(&weights).unwrap().unwrap();
+        damage(&mut calibration);
+        let damaged = dir.join(format!("{name}.safetensors"));
+        let state = vgg::weights::read(&weights).unwrap();
+        let recorded = vgg::weights::recorded::Recorded {
+            int8: Some(calibration),
+            ..Default::default()
+        };
+        vgg::weights::write_recording(&damaged, &state.tensors, &recorded).unwrap();
+        let input = fixture("forward/tiny_input.npy");
+        let out = dir.join("out.npy");
+        let result = vgg(&[
+            "forward",
+            "--weights",
+            arg(&damaged),
+            "--input",
+            arg(&input),
+            "--output",
+            arg(&out),
+            "--precision",
+            "int8",
+        ]);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(2), "{name}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(!out.exists(), "{name}");
+    }
+    let described = ok(&vgg(&["weights", arg(&dir.join("negative.safetensors"))]));
     assert!(
         described.contains("int8 calibration: unusable"),
         "{described}"
     );
+}
+
+fn first_int8(
+    calibration: &mut vgg::weights::recorded::Int8Calibration,
+) -> &mut vgg::weights::recorded::CalibratedLayer {
+    calibration.layers.iter_mut().find(|l| l.int8).unwrap()
 }

@@ -163,6 +163,26 @@ fn four_epochs_equal_two_plus_resumed_two() {
         again.starts_with("nothing to do: the run has trained 4 of 4 epochs"),
         "{again}"
     );
+    // Classes renamed since (a label file added): every label would change meaning.
+    let names: Vec<String> = (0..10).map(|i| format!("kind {i}")).collect();
+    std::fs::write(dir.join("batches.meta.txt"), names.join("\n")).unwrap();
+    let renamed = vgg(
+        &[
+            "train",
+            "--resume",
+            split.to_str().unwrap(),
+            "--epochs",
+            "5",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&renamed.stderr);
+    assert_eq!(renamed.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("class 0 is now `kind 0`, was `class 0`"),
+        "{stderr}"
+    );
+    std::fs::remove_file(dir.join("batches.meta.txt")).unwrap();
     assert_identical(
         &straight.join("last.safetensors"),
         &split.join("last.safetensors"),

@@ -99,7 +99,7 @@ impl Model {
         // Asked for int8, a missing or damaged calibration is the error; otherwise a damaged
         // one only leaves int8 unavailable.
         let int8 = match precision {
-            Precision::Int8 => Some(check(source.int8_calibration())?),
+            Precision::Int8 => Some(check(source.int8_calibration_for(model.config()))?),
             _ => (source.weights.as_deref())
                 .and_then(|path| vgg::weights::recorded_int8(path).ok().flatten()),
         };

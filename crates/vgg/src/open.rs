@@ -11,7 +11,7 @@ use crate::data::labels::imagenet_classes;
 use crate::data::preprocess::Preprocess;
 use crate::engine::{PlanOptions, Precision};
 use crate::error::{Error, Result};
-use crate::fast::{FastOptions, FastVgg};
+use crate::fast::{FastOptions, FastVgg, layer_paths};
 use crate::infer::protocol::{Protocol, scale_classifier};
 use crate::infer::{Backend, Classifier, Engine};
 use crate::model::Vgg;
@@ -208,12 +208,18 @@ impl ModelSource {
         size: [usize; 2],
         options: PlanOptions,
     ) -> Result<(FastVgg, Option<LoadReport>)> {
-        let options = FastOptions {
-            plan: options,
-            int8: match options.precision {
-                Precision::Int8 => Some(self.int8_calibration()?),
-                _ => None,
-            },
+        let int8 = match options.precision {
+            Precision::Int8 => Some(self.int8_calibration()?),
+            _ => None,
+        };
+        let options = |config: &VggConfig| -> Result<FastOptions> {
+            if let Some(calibration) = &int8 {
+                self.check_calibration(calibration, config)?;
+            }
+            Ok(FastOptions {
+                plan: options,
+                int8: int8.clone(),
+            })
         };
         let input = |config: &VggConfig| [batch, config.in_channels(), size[0], size[1]];
         if self.weights.is_none() {
@@ -227,6 +233,7 @@ impl ModelSource {
             let report = check(&config, &shapes);
             if report.is_exact() {
                 let shape = input(&config);
+                let options = options(&config)?;
                 let engine = FastVgg::from_pth(config, &checkpoint, shape, options)?;
                 return Ok((engine, Some(report)));
             }
@@ -236,7 +243,16 @@ impl ModelSource {
         }
         let (model, report) = self.open(&Device::Cpu)?;
         let shape = input(model.config());
+        let options = options(model.config())?;
         Ok((FastVgg::from_model(&model, shape, options)?, report))
+    }
+
+    /// The calibration `--precision int8` compiles the opened model `config` with (see
+    /// [`ModelSource::int8_calibration`]), checked to describe its layers.
+    pub fn int8_calibration_for(&self, config: &VggConfig) -> Result<Int8Calibration> {
+        let calibration = self.int8_calibration()?;
+        self.check_calibration(&calibration, config)?;
+        Ok(calibration)
     }
 
     /// The calibration `--precision int8` compiles with: the one given, else the one the
@@ -259,6 +275,26 @@ impl ModelSource {
                 path.display(),
                 path.display()
             ))
+        })
+    }
+
+    /// Refuses a calibration that does not describe `config`'s layers, naming the weights
+    /// file that recorded it (one made at load with `--calib` always does).
+    fn check_calibration(&self, calibration: &Int8Calibration, config: &VggConfig) -> Result<()> {
+        let (convs, linears) = layer_paths(config);
+        let paths = convs.iter().chain(&linears).map(String::as_str);
+        calibration.check_layers(paths).map_err(|why| {
+            let mismatch = format!(
+                "does not describe this {} network: {why}; calibrate again with `vgg quantize` or --calib DIR",
+                config.name()
+            );
+            match (&self.int8, &self.weights) {
+                (None, Some(path)) => Error::BadWeights {
+                    path: path.display().to_string(),
+                    why: format!("its int8 calibration (metadata `vgg.int8`) {mismatch}"),
+                },
+                _ => Error::BadArgument(format!("--precision int8: the calibration {mismatch}")),
+            }
         })
     }
 

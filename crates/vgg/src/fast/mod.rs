@@ -84,7 +84,7 @@ impl FastVgg {
                         .into(),
                 ));
             }
-            (Precision::Int8, Some(calibration)) => Some(int8_ranges(&config, calibration)),
+            (Precision::Int8, Some(calibration)) => Some(int8_ranges(&config, calibration)?),
             _ => None,
         };
         let spec = NetworkSpec {
@@ -189,14 +189,25 @@ pub fn model_spec(model: &Vgg) -> Result<NetworkSpec> {
 }
 
 /// The engine's per-position ranges of a calibration recorded by module path: the layer
-/// list gives each convolution's and linear layer's path, in the engine's order.
-pub fn int8_ranges(config: &VggConfig, calibration: &Int8Calibration) -> Int8Ranges {
+/// list gives each convolution's and linear layer's path, in the engine's order. A
+/// calibration made for another network (a layer it does not record, or one this model
+/// does not have) is refused: its ranges would silently leave layers in f32.
+pub fn int8_ranges(config: &VggConfig, calibration: &Int8Calibration) -> Result<Int8Ranges> {
     let (convs, linears) = layer_paths(config);
+    calibration
+        .check_layers(convs.iter().chain(&linears).map(String::as_str))
+        .map_err(|why| {
+            Error::BadArgument(format!(
+                "--precision int8: the calibration does not describe this {} network: {why}; \
+                 calibrate it with `vgg quantize` or --calib DIR",
+                config.name()
+            ))
+        })?;
     let ranges = |paths: Vec<String>| paths.iter().map(|p| calibration.int8_range(p)).collect();
-    Int8Ranges {
+    Ok(Int8Ranges {
         convs: ranges(convs),
         linears: ranges(linears),
-    }
+    })
 }
 
 /// The module path of each convolution, then of each linear layer, in the engine's order.

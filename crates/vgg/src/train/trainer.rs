@@ -222,6 +222,28 @@ pub fn check_run(options: &TrainOptions, config: &VggConfig) -> Result<()> {
     })
 }
 
+/// Refuses to resume a run on a dataset whose classes are not the ones it started with
+/// (a class folder added or renamed since): every label would silently change meaning.
+fn check_same_classes(run: &RunState, classes: &[String], out: &Path) -> Result<()> {
+    if classes == run.classes {
+        return Ok(());
+    }
+    let differs = match classes.iter().zip(&run.classes).position(|(a, b)| a != b) {
+        Some(i) => format!(
+            "class {i} is now `{}`, was `{}`",
+            classes[i], run.classes[i]
+        ),
+        None => format!("{} classes now, {} then", classes.len(), run.classes.len()),
+    };
+    Err(Error::BadArgument(format!(
+        "cannot resume {}: the classes of {} are not the ones the run started with ({differs}); \
+         start a new run, or fine-tune from {} with --weights",
+        out.display(),
+        run.options.data.display(),
+        out.join(LAST).display()
+    )))
+}
+
 /// One epoch's training totals.
 struct EpochTrain {
     loss: f64,
@@ -292,12 +314,19 @@ impl Trainer {
             }
             run.options.epochs = epochs;
         }
-        // The options come from a file: checked as a new run's are.
-        check_run(&run.options, &run.config)?;
+        // The options come from a file: checked as a new run's are, the message saying so
+        // (it names the flag that sets each one).
+        check_run(&run.options, &run.config).map_err(|e| {
+            Error::BadArgument(format!(
+                "cannot resume {}: its run state records options a new run would refuse: {e}",
+                out.display()
+            ))
+        })?;
         let config = run.config.clone();
         let (model, _) =
             crate::weights::load::load(config, checkpoint.model, true, run.options.seed, device)?;
         let data = data::open(&run.options.data, run.options.val_split, run.options.seed)?;
+        check_same_classes(&run, &data.classes, out)?;
         let steps = run.optimizer_steps;
         let mut trainer = Self::assemble(model, run, data.train, data.val, out)?;
         let keys: Vec<String> = trainer.trainable.iter().map(|(k, _)| k.clone()).collect();

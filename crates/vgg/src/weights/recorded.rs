@@ -55,15 +55,41 @@ impl Int8Calibration {
             .map(|l| l.input_max)
     }
 
-    /// Refuses ranges no layer could use (from a hand-edited or damaged file).
+    /// Refuses ranges no layer could use (from a hand-edited or damaged file): an int8
+    /// layer's input maximum is 0 (it never saw a positive input) or a finite value whose
+    /// u8 step, `max / 255`, is a normal f32, so that inputs divide by it without
+    /// overflowing.
     pub fn validate(&self) -> Result<(), String> {
-        match (self.layers.iter())
-            .find(|l| l.int8 && !(l.input_max.is_finite() && l.input_max >= 0.0))
-        {
+        let usable = |max: f32| max == 0.0 || (max.is_finite() && max / 255.0 >= f32::MIN_POSITIVE);
+        match (self.layers.iter()).find(|l| l.int8 && !usable(l.input_max)) {
             Some(l) => Err(format!(
-                "layer {} has input maximum {}, expected a finite value ≥ 0",
-                l.path, l.input_max
+                "layer {} has input maximum {:?}, expected 0 or a finite value from {:?}",
+                l.path,
+                l.input_max,
+                255.0 * f32::MIN_POSITIVE
             )),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses a calibration that does not record exactly the layers at `paths` (every
+    /// convolution and linear layer of a model), each once.
+    pub fn check_layers<'a>(&self, paths: impl Iterator<Item = &'a str>) -> Result<(), String> {
+        let paths: Vec<&str> = paths.collect();
+        let mut seen = std::collections::HashSet::new();
+        for layer in &self.layers {
+            if !paths.contains(&layer.path.as_str()) {
+                return Err(format!(
+                    "it records layer {}, which the model does not have",
+                    layer.path
+                ));
+            }
+            if !seen.insert(layer.path.as_str()) {
+                return Err(format!("it records layer {} twice", layer.path));
+            }
+        }
+        match paths.iter().find(|p| !seen.contains(*p)) {
+            Some(missing) => Err(format!("it records no range for layer {missing}")),
             None => Ok(()),
         }
     }
