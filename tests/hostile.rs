@@ -707,38 +707,49 @@ fn bad_arrays_say_why() {
 }
 
 #[test]
-fn non_finite_weights_are_refused() {
+fn non_finite_weights_and_negative_variances_are_refused() {
     let dir = Scratch::new("nan-weights");
     let state = vgg::weights::read(&fixture("forward/tiny_bn.pth")).unwrap();
-    let mut tensors = state.tensors.clone();
-    let (key, weight) = tensors
-        .iter_mut()
-        .find(|(k, _)| k.ends_with(".weight"))
-        .unwrap();
-    let mut values = weight.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    values[3] = f32::INFINITY;
-    *weight =
-        candle_core::Tensor::from_vec(values, weight.dims(), &candle_core::Device::Cpu).unwrap();
-    let key = key.clone();
-    let (st, pth) = (dir.join("w.safetensors"), dir.join("w.pth"));
-    vgg::weights::safetensors::write(&st, &tensors, &Default::default()).unwrap();
-    vgg::weights::pth::write::write(&pth, &tensors).unwrap();
-    let input = fixture("forward/tiny_bn_input.npy");
-    let out = dir.join("out.npy");
-    for weights in [&st, &pth] {
-        for engine in ["fast", "reference"] {
-            refused_cheaply(
-                &forward_args(
-                    &["--weights", s(weights)],
-                    &input,
-                    &out,
-                    &["--engine", engine],
-                ),
-                &[s(weights), &key, "inf at element 3", "finite"],
-            );
+    let damages = [
+        (".weight", f32::INFINITY, "inf at element 3", "finite"),
+        (
+            ".running_var",
+            -0.5,
+            "-0.5 at element 3",
+            "a variance is at least 0",
+        ),
+    ];
+    for (suffix, value, found, rule) in damages {
+        let mut tensors = state.tensors.clone();
+        let (key, tensor) = tensors
+            .iter_mut()
+            .find(|(k, _)| k.ends_with(suffix))
+            .unwrap();
+        let mut values = tensor.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        values[3] = value;
+        *tensor = candle_core::Tensor::from_vec(values, tensor.dims(), &candle_core::Device::Cpu)
+            .unwrap();
+        let key = key.clone();
+        let (st, pth) = (dir.join("w.safetensors"), dir.join("w.pth"));
+        vgg::weights::safetensors::write(&st, &tensors, &Default::default()).unwrap();
+        vgg::weights::pth::write::write(&pth, &tensors).unwrap();
+        let input = fixture("forward/tiny_bn_input.npy");
+        let out = dir.join("out.npy");
+        for weights in [&st, &pth] {
+            for engine in ["fast", "reference"] {
+                refused_cheaply(
+                    &forward_args(
+                        &["--weights", s(weights)],
+                        &input,
+                        &out,
+                        &["--engine", engine],
+                    ),
+                    &[s(weights), &key, found, rule],
+                );
+            }
         }
+        assert!(!out.exists());
     }
-    assert!(!out.exists());
 }
 
 #[test]

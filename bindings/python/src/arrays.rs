@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use numpy::{PyArray, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -27,6 +27,36 @@ pub fn float32<'py>(x: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArrayDyn<'py, f
         return contiguous(&array, "float32")?.extract();
     }
     contiguous(x, "float32")?.extract()
+}
+
+/// An image given as an array: refused unless its values are uint8, since a cast would
+/// silently turn floats in [0, 1] black and wrap integers outside 0..=255.
+pub fn uint8_image<'py>(image: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let not_an_image = || {
+        PyTypeError::new_err(format!(
+            "images are paths, PIL images or HxWx3 uint8 arrays, got {}",
+            image
+                .get_type()
+                .name()
+                .map_or_else(|_| "?".into(), |n| n.to_string())
+        ))
+    };
+    let numpy = image.py().import("numpy")?;
+    let array = (numpy.call_method1("asarray", (image,))).map_err(|_| not_an_image())?;
+    let dtype = array.getattr("dtype")?;
+    let kind: String = dtype.getattr("kind")?.extract()?;
+    let ndim: usize = array.getattr("ndim")?.extract()?;
+    if ndim == 0 || !"biuf".contains(kind.as_str()) {
+        return Err(not_an_image());
+    }
+    let name: String = dtype.getattr("name")?.extract()?;
+    if name != "uint8" {
+        return Err(PyTypeError::new_err(format!(
+            "an image array must be uint8 (HxWx3, values 0-255), got {name}; convert floats \
+             in [0, 1] with (x * 255).round().astype(numpy.uint8)"
+        )));
+    }
+    Ok(array)
 }
 
 /// `x` as a C-contiguous numpy array of `dtype` (itself when it already is one).

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use numpy::{PyReadonlyArray3, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString};
+use pyo3::types::{PyDict, PyList, PyString};
 use vgg::data::RgbImage;
 use vgg::data::preprocess::Preprocess;
 use vgg::model::config::parse_cfg;
@@ -30,6 +30,9 @@ fn config_from(source: &Bound<'_, PyAny>) -> PyResult<VggConfig> {
     }
     if let Ok(name) = source.extract::<String>() {
         return check(name.parse::<Arch>().map(VggConfig::from_arch));
+    }
+    if let Ok(dict) = source.cast::<PyDict>() {
+        refuse_unknown_keys(dict)?;
     }
     let get = |key: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
         Ok(source.get_item(key).ok().filter(|v| !v.is_none()))
@@ -60,6 +63,33 @@ fn config_from(source: &Bound<'_, PyAny>) -> PyResult<VggConfig> {
     let features = check(parse_cfg(&items.join(",")))?;
     let base = check(VggConfig::from_features(features, batch_norm))?;
     check(base.with_overrides(&overrides))
+}
+
+/// The arguments of `vgg.models.custom` that a config dict may hold.
+const CONFIG_KEYS: [&str; 8] = [
+    "cfg",
+    "batch_norm",
+    "head",
+    "in_channels",
+    "num_classes",
+    "dropout",
+    "hidden",
+    "pool",
+];
+
+/// Refuses a config dict with a key no config has (a misspelt `num_clases` would otherwise
+/// leave the default in place without a word).
+fn refuse_unknown_keys(dict: &Bound<'_, PyDict>) -> PyResult<()> {
+    for key in dict.keys() {
+        let name = key.str()?.to_string();
+        if !CONFIG_KEYS.contains(&name.as_str()) {
+            return Err(PyValueError::new_err(format!(
+                "unknown config key `{name}`; a config dict holds {}",
+                CONFIG_KEYS.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A head given as `--head` text or as a list of items (`[64, "relu", "bn", 4]`).
@@ -170,9 +200,7 @@ pub fn decode_images(
             } else {
                 image
             };
-            let pixels = arrays::contiguous(&image, "uint8").map_err(|_| {
-                PyValueError::new_err("images are paths, PIL images or HxWx3 uint8 arrays")
-            })?;
+            let pixels = arrays::contiguous(&arrays::uint8_image(&image)?, "uint8")?;
             let pixels: PyReadonlyArray3<'_, u8> = pixels.extract().map_err(|_| {
                 PyValueError::new_err("an image array must have 3 dimensions (HxWx3 RGB)")
             })?;
@@ -204,15 +232,10 @@ fn preprocess<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let settings =
         preprocess_settings(Preprocess::imagenet(), Some(resize), Some(crop), mean, std)?;
+    check(settings.reserve_batch(images.len()))?;
     let decoded = decode_images(py, images, &settings)?;
     let data = py
-        .detach(|| -> vgg::Result<Vec<f32>> {
-            let mut data = Vec::new();
-            for image in &decoded {
-                data.extend(settings.apply(image)?);
-            }
-            Ok(data)
-        })
+        .detach(|| Ok(settings.apply_all(&decoded)?.concat()))
         .map_err(errors::to_py)?;
     arrays::array(py, data, &[decoded.len(), 3, crop, crop])
 }

@@ -317,12 +317,11 @@ impl Model {
         check(options.validate())?;
         let preprocess =
             crate::preprocess_settings(self.preprocess.clone(), resize, crop, mean, std)?;
+        check(preprocess.reserve_batch(images.len()))?;
         let decoded = crate::decode_images(py, images, &preprocess)?;
         let calibration = py
             .detach(|| -> vgg::Result<Int8Calibration> {
-                let inputs = (decoded.iter())
-                    .map(|image| preprocess.apply(image))
-                    .collect::<vgg::Result<Vec<Vec<f32>>>>()?;
+                let inputs = preprocess.apply_all(&decoded)?;
                 let size = [preprocess.crop, preprocess.crop];
                 let calibration = calibrate(&self.model(), &inputs, size, options, &Silent)?;
                 let mut slot = self.slot();

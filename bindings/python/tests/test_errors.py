@@ -92,9 +92,45 @@ def test_requests_over_the_memory_budget_are_memory_errors():
         vgg.set_memory_limit("lots")
 
 
-def test_non_finite_weights_are_weights_errors(tiny_bn):
+def test_non_finite_weights_and_negative_variances_are_weights_errors(tiny_bn):
     state = {k: np.array(v) for k, v in tiny_bn.state_dict().items()}
     key = next(k for k in state if k.endswith(".weight"))
     state[key].flat[2] = np.nan
     with pytest.raises(vgg.WeightsError, match=f"`{key}` holds NaN at element 2"):
         tiny_bn.load_state_dict(state)
+    state = {k: np.array(v) for k, v in tiny_bn.state_dict().items()}
+    key = next(k for k in state if k.endswith(".running_var"))
+    state[key].flat[1] = -0.5
+    with pytest.raises(vgg.WeightsError, match=f"`{key}` holds -0.5 at element 1"):
+        tiny_bn.load_state_dict(state)
+
+
+def test_image_arrays_must_be_uint8(tiny_bn):
+    image = np.full((40, 40, 3), 0.5, np.float32)
+    with pytest.raises(TypeError, match="an image array must be uint8 .* got float32"):
+        vgg.preprocess([image], resize=32, crop=32)
+    with pytest.raises(TypeError, match="got int64"):
+        tiny_bn.classify([np.full((40, 40, 3), 300)], resize=32, crop=32)
+    with pytest.raises(TypeError, match="images are paths, PIL images or HxWx3 uint8 arrays, got NoneType"):
+        tiny_bn.classify([None])
+
+
+def test_many_images_are_refused_by_the_memory_budget(tiny_bn):
+    images = [np.zeros((1, 1, 3), np.uint8)] * 1000
+    try:
+        vgg.set_memory_limit("1M")
+        with pytest.raises(MemoryError, match="1000 images preprocessed at 64x64"):
+            vgg.preprocess(images, resize=64, crop=64)
+        with pytest.raises(MemoryError, match="1000 images preprocessed at 32x32"):
+            tiny_bn.calibrate(images, resize=32, crop=32)
+    finally:
+        vgg.set_memory_limit(None)
+
+
+def test_config_dicts_and_heads_are_checked():
+    with pytest.raises(ValueError, match="unknown config key `num_clases`"):
+        vgg.summary({"cfg": [8, "M"], "num_clases": 4}, (3, 32, 32))
+    with pytest.raises(ValueError, match="disagree"):
+        vgg.models.custom([8, "M"], head="8,4", hidden=16)
+    with pytest.raises(ValueError, match="has none"):
+        vgg.models.custom([8, "M"], head="8,relu,4", dropout=0.3)

@@ -12,7 +12,6 @@ use crate::engine::quant::{Calibrator, LayerReport};
 use crate::engine::{PlanOptions, Precision};
 use crate::error::{Error, Result};
 use crate::fast::{FastOptions, FastVgg, layer_paths, model_spec};
-use crate::limits::{array_bytes, reserve};
 use crate::model::Vgg;
 use crate::open::ModelSource;
 use crate::progress::Progress;
@@ -118,10 +117,7 @@ pub fn load_images(
             "calibration needs at least one image, and the image limit is 0".into(),
         ));
     }
-    let crop = preprocess.crop;
-    reserve(array_bytes(&[paths.len(), 3, crop, crop], 4), || {
-        format!("{} calibration images at {crop}x{crop}", paths.len())
-    })?;
+    preprocess.reserve_batch(paths.len())?;
     let mut images = Vec::with_capacity(paths.len());
     for batch in batches(paths, preprocess.clone(), 16) {
         for (path, image) in batch {

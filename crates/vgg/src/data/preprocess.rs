@@ -98,6 +98,22 @@ impl Preprocess {
         Ok(self.normalise(&self.resize_and_crop(image)?))
     }
 
+    /// Every image's CHW tensor, the memory for all of them reserved first: a long list
+    /// of small images is refused with the memory it would take, not left to the allocator.
+    pub fn apply_all(&self, images: &[RgbImage]) -> Result<Vec<Vec<f32>>> {
+        self.reserve_batch(images.len())?;
+        images.iter().map(|image| self.apply(image)).collect()
+    }
+
+    /// Refuses `count` preprocessed images held at once when they would not fit the memory
+    /// budget.
+    pub fn reserve_batch(&self, count: usize) -> Result<()> {
+        let crop = self.crop;
+        reserve(array_bytes(&[count, 3, crop, crop], 4), || {
+            format!("{count} images preprocessed at {crop}x{crop}")
+        })
+    }
+
     /// Scale to [0, 1], normalise, and lay out as CHW.
     pub fn normalise(&self, image: &RgbImage) -> Vec<f32> {
         let plane = image.width() as usize * image.height() as usize;

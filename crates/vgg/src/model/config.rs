@@ -317,6 +317,53 @@ pub struct ConfigOverrides {
     pub pool: Option<usize>,
 }
 
+impl ConfigOverrides {
+    /// `head` with `hidden`, `dropout` and `num_classes` applied. A change that would not
+    /// show (a head with no dropout or no hidden Linear) and a change to a head given in
+    /// the same overrides (two values for one layer) are errors, not silently dropped.
+    fn apply_to_head(&self, head: &[HeadItem]) -> Result<Vec<HeadItem>> {
+        let last_linear = head.iter().rposition(|i| matches!(i, HeadItem::Linear(_)));
+        let mut changed = head.to_vec();
+        let (mut hidden_layers, mut dropouts) = (0, 0);
+        for (index, item) in changed.iter_mut().enumerate() {
+            match item {
+                HeadItem::Linear(n) if Some(index) == last_linear => {
+                    *n = self.num_classes.unwrap_or(*n);
+                }
+                HeadItem::Linear(n) => {
+                    hidden_layers += 1;
+                    *n = self.hidden.unwrap_or(*n);
+                }
+                HeadItem::Dropout(p) => {
+                    dropouts += 1;
+                    *p = self.dropout.unwrap_or(*p);
+                }
+                _ => {}
+            }
+        }
+        let text = crate::model::head::head_string(head);
+        let absent = |what: &str, kind: &str| {
+            Err(Error::BadConfig(format!(
+                "{what} changes the head's {kind}, and the head `{text}` has none"
+            )))
+        };
+        if self.hidden.is_some() && hidden_layers == 0 {
+            return absent("hidden", "hidden Linear layers");
+        }
+        if self.dropout.is_some() && dropouts == 0 {
+            return absent("dropout", "dropout layers");
+        }
+        if self.head.is_some() && changed != head {
+            return Err(Error::BadConfig(format!(
+                "the head `{text}` and hidden/dropout/num_classes disagree (together they make \
+                 `{}`); write the widths and dropout into the head",
+                crate::model::head::head_string(&changed)
+            )));
+        }
+        Ok(changed)
+    }
+}
+
 /// Largest channel count, class count, hidden width or pool size accepted: far beyond any
 /// real VGG, small enough that no single shape overflows (the parameter count as a whole is
 /// checked too).
@@ -384,18 +431,7 @@ impl VggConfig {
             }
         }
         let f = &self.0;
-        let mut head = overrides.head.clone().unwrap_or_else(|| f.head.clone());
-        let last_linear = head.iter().rposition(|i| matches!(i, HeadItem::Linear(_)));
-        for (index, item) in head.iter_mut().enumerate() {
-            match item {
-                HeadItem::Linear(n) if Some(index) == last_linear => {
-                    *n = overrides.num_classes.unwrap_or(*n);
-                }
-                HeadItem::Linear(n) => *n = overrides.hidden.unwrap_or(*n),
-                HeadItem::Dropout(p) => *p = overrides.dropout.unwrap_or(*p),
-                _ => {}
-            }
-        }
+        let head = overrides.apply_to_head(overrides.head.as_deref().unwrap_or(&f.head))?;
         // torchvision's arch functions build torchvision's head; any other makes a custom net.
         let name = match as_torchvision(&head) {
             None if self.arch().is_some() => "custom".to_string(),
@@ -667,6 +703,58 @@ mod tests {
         old["num_classes"] = 10.into();
         let back: VggConfig = serde_json::from_value(old).unwrap();
         assert_eq!(back.head(), torchvision_head(256, 0.5, 10));
+    }
+
+    #[test]
+    fn overrides_that_would_not_show_or_contradict_the_head_are_errors() {
+        let head = |text: &str| Some(crate::model::head::parse_head(text).unwrap());
+        let base = VggConfig::from_arch(Arch::Vgg11);
+        let refused = |overrides: ConfigOverrides, expected: &str| {
+            let err = base.with_overrides(&overrides).unwrap_err().to_string();
+            assert!(err.contains(expected), "{overrides:?}: {err}");
+        };
+        refused(
+            ConfigOverrides {
+                head: head("8,4"),
+                hidden: Some(16),
+                ..Default::default()
+            },
+            "the head `8,4` and hidden/dropout/num_classes disagree (together they make `16,4`)",
+        );
+        refused(
+            ConfigOverrides {
+                head: head("8,relu,4"),
+                dropout: Some(0.3),
+                ..Default::default()
+            },
+            "dropout changes the head's dropout layers, and the head `8,relu,4` has none",
+        );
+        refused(
+            ConfigOverrides {
+                head: head("4"),
+                hidden: Some(8),
+                ..Default::default()
+            },
+            "hidden changes the head's hidden Linear layers",
+        );
+        // Values that agree with the head, and changes to the config's own head, are fine.
+        let agreeing = ConfigOverrides {
+            head: head("16,relu,bn,3,softmax"),
+            hidden: Some(16),
+            num_classes: Some(3),
+            ..Default::default()
+        };
+        assert!(base.with_overrides(&agreeing).is_ok());
+        let own = ConfigOverrides {
+            hidden: Some(16),
+            dropout: Some(0.1),
+            num_classes: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(
+            base.with_overrides(&own).unwrap().head(),
+            torchvision_head(16, 0.1, 3)
+        );
     }
 
     #[test]

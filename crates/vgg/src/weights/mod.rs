@@ -192,15 +192,29 @@ pub fn check_all_finite(path: &Path, tensors: &[(String, Tensor)]) -> Result<()>
 }
 
 /// Weights with NaN or infinity are refused: every output would be NaN (or worse, the
-/// max-pools would hide it), and the file is broken, not the input.
+/// max-pools and ReLUs would hide it), and the file is broken, not the input. So is a
+/// batch norm's negative running variance, whose square root is NaN.
 fn check_finite(path: &Path, key: &str, values: &[f32]) -> Result<()> {
-    match crate::model::first_non_finite(values) {
-        None => Ok(()),
-        Some((i, value)) => Err(Error::BadWeights {
+    let bad = |why: String| {
+        Err(Error::BadWeights {
             path: path.display().to_string(),
-            why: format!("`{key}` holds {value} at element {i}; weights must be finite"),
-        }),
+            why,
+        })
+    };
+    if let Some((i, value)) = crate::model::first_non_finite(values) {
+        return bad(format!(
+            "`{key}` holds {value} at element {i}; weights must be finite"
+        ));
     }
+    if key.ends_with("running_var")
+        && let Some(i) = values.iter().position(|v| *v < 0.0)
+    {
+        return bad(format!(
+            "`{key}` holds {} at element {i}; a variance is at least 0",
+            values[i]
+        ));
+    }
+    Ok(())
 }
 
 /// Reads a `.pth` state_dict into tensors: floats as f32, integers as i64, each read
