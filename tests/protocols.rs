@@ -254,11 +254,15 @@ fn protocol_flags_are_checked() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (&["--scales", "256"], "--scales goes with --protocol dense"),
         (
             &["--protocol", "dense", "--scales", "200"],
-            "every scale must be at least the network's native size 224",
+            "every scale must be at least the dense network's native size 224",
+        ),
+        (
+            &["--protocol", "multi-crop", "--crop", "96", "--scales", "80"],
+            "every scale must be at least the multi-crop crop size 96",
         ),
         (
             &["--protocol", "dense", "--tta", "flip"],
@@ -269,6 +273,16 @@ fn protocol_flags_are_checked() {
             "valid: center, dense, multi-crop, dense+multi-crop",
         ),
     ];
+    // Multi-crop takes crops of the size the model is evaluated at, not only 224.
+    let (code, stderr) = run(&[
+        "--protocol",
+        "multi-crop",
+        "--crop",
+        "96",
+        "--scales",
+        "100",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
     for (extra, message) in cases {
         let (code, stderr) = run(extra);
         assert_eq!(code, Some(2), "{extra:?}: {stderr}");

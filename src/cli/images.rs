@@ -9,7 +9,7 @@ use crate::cli::progress::Bar;
 use vgg::data::preprocess::Preprocess;
 use vgg::engine::Precision;
 use vgg::error::{Error, Result};
-use vgg::infer::protocol::{PAPER_SCALES, Protocol};
+use vgg::infer::protocol::{Protocol, TrainingScale};
 use vgg::infer::{Classifier, Engine};
 use vgg::open::ModelSource;
 use vgg::quantize::{CalibrationOptions, calibrate_on_images};
@@ -94,11 +94,13 @@ pub struct ClassifierArgs {
     #[arg(long, value_name = "N", default_value_t = 128)]
     pub calib_images: usize,
     /// How each image is evaluated: center (one crop), or the paper's dense, multi-crop
-    /// (5×5 crops × 2 flips per scale) or dense+multi-crop, over --scales
+    /// (5×5 crops of --crop's size × 2 flips per scale) or dense+multi-crop, over --scales
     #[arg(long, default_value = "center", value_parser = parse_protocol)]
     pub protocol: Protocol,
     /// Test scales Q of the dense and multi-crop protocols: the shorter side is resized to
-    /// each, posteriors are averaged over them [default: 256,384,512, the paper's]
+    /// each, posteriors are averaged over them [default: the paper's choice for the
+    /// training scale S: S-32,S,S+32 for a checkpoint trained here at a fixed S (32 at
+    /// 224 crops, in proportion to --crop), else 256,384,512 (in proportion to --crop)]
     #[arg(long, value_name = "Q,Q,…")]
     pub scales: Option<String>,
 }
@@ -128,7 +130,7 @@ impl ClassifierArgs {
                 calibrate_on_images(&source, &dirs, &preprocess, limit, options, &bar)?;
             source.int8 = Some(calibrated.calibration);
         }
-        let scales = self.scales()?;
+        let scales = self.scales(source.training_scale(), preprocess.crop)?;
         let classifier = source.classifier(
             engine,
             batch_size,
@@ -151,11 +153,12 @@ impl ClassifierArgs {
         model::engine(self.engine, self.precision)
     }
 
-    /// `--scales`, which only the paper's protocols take.
-    fn scales(&self) -> Result<Vec<usize>> {
+    /// `--scales`, which only the paper's protocols take; by default those the paper pairs
+    /// with the model's `training` scale, for `crop`-sized crops.
+    fn scales(&self, training: TrainingScale, crop: usize) -> Result<Vec<usize>> {
         let centre = self.protocol == Protocol::Center;
         match &self.scales {
-            None => Ok(PAPER_SCALES.to_vec()),
+            None => Ok(training.test_scales(crop)),
             Some(_) if centre => Err(Error::BadArgument(
                 "--scales goes with --protocol dense, multi-crop or dense+multi-crop; \
                  center uses --resize and --crop"

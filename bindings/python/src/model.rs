@@ -13,7 +13,7 @@ use vgg::data::preprocess::Preprocess;
 use vgg::engine::Precision;
 use vgg::fast::{FastOptions, FastVgg};
 use vgg::infer::classify::classify_images;
-use vgg::infer::protocol::{PAPER_SCALES, Protocol, scale_classifier};
+use vgg::infer::protocol::{Protocol, TrainingScale, scale_classifier};
 use vgg::infer::{Backend, Classifier, Engine};
 use vgg::progress::Silent;
 use vgg::quantize::{CalibrationOptions, calibrate};
@@ -42,6 +42,8 @@ pub struct Model {
     names: Vec<String>,
     /// The preprocessing a `vgg train` checkpoint was trained with, else ImageNet's.
     preprocess: Preprocess,
+    /// The scale it was trained at, which the paper's protocols choose their scales by.
+    training_scale: TrainingScale,
 }
 
 #[pymethods]
@@ -116,6 +118,7 @@ impl Model {
             report,
             names,
             preprocess: source.preprocess(),
+            training_scale: source.training_scale(),
         })
     }
 
@@ -363,7 +366,9 @@ impl Model {
     /// checkpoint says; else resize 256, crop 224, ImageNet's statistics):
     /// `[(index, name, probability), …]` per image.
     /// `protocol`: "center" (resize, crop), or the paper's "dense", "multi-crop" or
-    /// "dense+multi-crop" over `scales` (default 256, 384, 512).
+    /// "dense+multi-crop" over `scales` (default: the paper's choice for the training scale
+    /// S, S-32, S, S+32 for a checkpoint trained at a fixed S, else 256, 384, 512; in
+    /// proportion to `crop`); multi-crop takes `crop`-sized crops.
     #[pyo3(signature = (images, topk=5, resize=None, crop=None, mean=None, std=None, batch_size=8,
                         protocol="center", scales=None))]
     #[allow(clippy::too_many_arguments)]
@@ -386,7 +391,6 @@ impl Model {
                 "scales go with protocol 'dense', 'multi-crop' or 'dense+multi-crop'",
             ));
         }
-        let scales = scales.unwrap_or_else(|| PAPER_SCALES.to_vec());
         if batch_size == 0 || topk == 0 {
             return Err(pyo3::exceptions::PyValueError::new_err(
                 "batch_size and topk must be at least 1",
@@ -395,6 +399,7 @@ impl Model {
         let base = self.preprocess.clone();
         let preprocess = crate::preprocess_settings(base, resize, crop, mean, std)?;
         let crop = preprocess.crop;
+        let scales = scales.unwrap_or_else(|| self.training_scale.test_scales(crop));
         let decoded = crate::decode_images(py, images, &preprocess)?;
         let names = &self.names;
         let batch = batch_size.min(decoded.len()).max(1);
@@ -406,7 +411,7 @@ impl Model {
                     let engine = Engine::Fast(self.slot().precision);
                     let model = self.model();
                     let mut classifier =
-                        scale_classifier(&model, engine, batch, protocol, &scales)?;
+                        scale_classifier(&model, engine, batch, protocol, &scales, crop)?;
                     classify_images(&mut classifier, &decoded, &preprocess, batch, topk)
                 }
             })

@@ -90,8 +90,12 @@ def test_protocol_arguments_are_checked(tiny_bn):
         tiny_bn.classify(image, protocol="ten-crop")
     with pytest.raises(ValueError, match="scales go with"):
         tiny_bn.classify(image, scales=[256])
-    with pytest.raises(ValueError, match="at least the network's native size 224"):
+    with pytest.raises(ValueError, match="at least the dense network's native size 224"):
         tiny_bn.classify(image, protocol="dense", scales=[200])
+    with pytest.raises(ValueError, match="at least the multi-crop crop size 96"):
+        tiny_bn.classify(image, protocol="multi-crop", crop=96, scales=[80])
+    # Multi-crop takes crops of the size asked for, not only the native 224.
+    assert len(tiny_bn.classify(image, protocol="multi-crop", crop=96, scales=[100])) == 1
 
 
 def test_dense_summary_matches_the_cli():

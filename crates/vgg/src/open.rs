@@ -12,7 +12,7 @@ use crate::data::preprocess::Preprocess;
 use crate::engine::{PlanOptions, Precision};
 use crate::error::{Error, Result};
 use crate::fast::{FastOptions, FastVgg, layer_paths};
-use crate::infer::protocol::{Protocol, scale_classifier};
+use crate::infer::protocol::{Protocol, TrainingScale, scale_classifier};
 use crate::infer::{Backend, Classifier, Engine};
 use crate::model::Vgg;
 use crate::model::config::{Arch, ConfigOverrides, VggConfig};
@@ -334,7 +334,7 @@ impl ModelSource {
             )));
         }
         let (model, _) = self.open(&Device::Cpu)?;
-        scale_classifier(&model, engine, batch, protocol, scales)
+        scale_classifier(&model, engine, batch, protocol, scales, preprocess.crop)
     }
 
     /// A model to fine-tune: the checkpoint's weights where they fit; when the class count
@@ -387,6 +387,21 @@ impl ModelSource {
     /// ImageNet's for 1000 classes, else `class N`.
     pub fn class_names(&self, num_classes: usize) -> Vec<String> {
         class_names(num_classes, self.weights.as_deref())
+    }
+
+    /// The scale the model was trained at, which the paper's protocols choose their test
+    /// scales by: the resize of the preprocessing its checkpoint records (a `vgg train`
+    /// run, a file converted from one), else the paper's scale augmentation (torchvision's
+    /// weights were trained with one).
+    pub fn training_scale(&self) -> TrainingScale {
+        match self
+            .weights
+            .as_deref()
+            .and_then(weights::recorded_preprocess)
+        {
+            Some(trained) => TrainingScale::Fixed(trained.resize),
+            None => TrainingScale::Paper,
+        }
     }
 
     /// How the model's inputs were made in training (a `vgg train` checkpoint records it),

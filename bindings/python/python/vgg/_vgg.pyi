@@ -87,7 +87,9 @@ class Model:
     ) -> List[List[Tuple[int, str, float]]]:
         """The ``topk`` classes of each image (paths, PIL images, HxWx3 uint8 arrays);
         ``protocol`` "center", or the paper's "dense", "multi-crop", "dense+multi-crop"
-        over ``scales`` (default [256, 384, 512])."""
+        over ``scales`` (default: the paper's for the training scale S, [S-32, S, S+32] for
+        a checkpoint trained here at a fixed S, else [256, 384, 512]; in proportion to
+        ``crop``); multi-crop takes ``crop``-sized crops."""
 
 class Dissection:
     def html(self) -> str: ...

@@ -84,8 +84,42 @@ impl Protocol {
     }
 }
 
-/// The paper's test scales (Table 5: Q ∈ {256, 384, 512}).
+/// The paper's test scales (Table 5: Q ∈ {256, 384, 512}), for its 224×224 crops.
 pub const PAPER_SCALES: [usize; 3] = [256, 384, 512];
+
+/// How a model was trained to see images (paper §3.1), which the paper's protocols choose
+/// their test scales by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainingScale {
+    /// Its shorter side resized to one size S.
+    Fixed(usize),
+    /// The paper's best models' scale augmentation (torchvision's were trained with one
+    /// too): S jittered over [256, 512] for 224 crops, in proportion to the crop.
+    Paper,
+}
+
+impl TrainingScale {
+    /// The test scales Q the paper evaluates such a model at (§4.1-4.2): {S − 32, S, S + 32}
+    /// for a fixed S (32 pixels at 224 crops, in proportion to `crop`), {256, 384, 512} for
+    /// its jittered ones (in proportion to `crop`); none below `crop`, each once.
+    pub fn test_scales(self, crop: usize) -> Vec<usize> {
+        let mut scales = match self {
+            TrainingScale::Fixed(s) => {
+                let margin = (32 * crop).div_ceil(224).max(1);
+                vec![s.saturating_sub(margin), s, s.saturating_add(margin)]
+            }
+            TrainingScale::Paper => (PAPER_SCALES.iter())
+                .map(|&q| (q.saturating_mul(crop) + 112) / 224)
+                .collect(),
+        };
+        scales.retain(|&q| q >= crop);
+        scales.dedup();
+        if scales.is_empty() {
+            scales.push(crop);
+        }
+        scales
+    }
+}
 
 /// Crops per side of the multi-crop grid.
 const GRID: usize = 5;
@@ -150,27 +184,44 @@ pub struct ScaleProtocol {
     pub protocol: Protocol,
     /// Shorter-side sizes Q.
     pub scales: Vec<usize>,
-    /// Side of the multi-crop crops: the network's native input size.
+    /// Side of the multi-crop crops: the size the network was trained and is evaluated at
+    /// (the paper's 224).
     pub crop: usize,
     /// The dense network, for the dense protocols.
     pub dense: Option<DenseBackend>,
 }
 
 impl ScaleProtocol {
-    /// Checks the scales against the crop size (every view must hold a crop or a dense window).
+    /// Checks the scales against the windows each protocol evaluates: every view must hold
+    /// a multi-crop crop, and a window of the dense network's fc6.
     pub fn validate(&self) -> Result<()> {
         if self.scales.is_empty() {
             return Err(Error::BadArgument(
                 "--scales needs at least one size, e.g. 256,384,512".into(),
             ));
         }
-        if let Some(&q) = self.scales.iter().find(|&&q| q < self.crop) {
-            return Err(Error::BadArgument(format!(
-                "--scales {q}: every scale must be at least the network's native size {} \
-                 (the {} protocol evaluates {0}×{0} windows)",
+        let windows = [
+            (
+                self.protocol.multi_crop(),
                 self.crop,
-                self.protocol.name()
-            )));
+                "the multi-crop crop size",
+            ),
+            (
+                self.protocol.dense(),
+                self.dense
+                    .as_ref()
+                    .map_or(0, |d| d.config().native_input_size()),
+                "the dense network's native size",
+            ),
+        ];
+        for (used, size, what) in windows {
+            if let Some(&q) = self.scales.iter().find(|&&q| used && q < size) {
+                return Err(Error::BadArgument(format!(
+                    "--scales {q}: every scale must be at least {what} {size} (the {} \
+                     protocol evaluates {size}×{size} windows)",
+                    self.protocol.name()
+                )));
+            }
         }
         if self.protocol.dense() && self.dense.is_none() {
             return Err(Error::BadArgument(
@@ -250,35 +301,31 @@ pub fn grid_crops(view: &View, crop: usize) -> Vec<Vec<f32>> {
 }
 
 /// A classifier that evaluates each image of `model` with a scale `protocol` (not
-/// `center`) at the test `scales`, on `engine`; multi-crop runs up to `batch` crops at once.
+/// `center`) at the test `scales`, on `engine`; multi-crop takes `crop × crop` crops (the
+/// size the model was trained at), up to `batch` at once.
 pub fn scale_classifier(
     model: &Vgg,
     engine: Engine,
     batch: usize,
     protocol: Protocol,
     scales: &[usize],
+    crop: usize,
 ) -> Result<Classifier> {
     if let Engine::Fast(precision) = engine {
         protocol.check_precision(precision)?;
     }
     let config = model.config();
-    let native = config.native_input_size();
     let mut scales = ScaleProtocol {
         protocol,
         scales: scales.to_vec(),
-        crop: native,
+        crop,
         dense: None,
     };
     if protocol.dense() {
         scales.dense = Some(dense_backend(model, engine)?);
     }
     scales.validate()?;
-    let crops = [
-        batch.clamp(1, GRID_CROPS),
-        config.in_channels(),
-        native,
-        native,
-    ];
+    let crops = [batch.clamp(1, GRID_CROPS), config.in_channels(), crop, crop];
     let backend = match (engine, protocol.multi_crop()) {
         (Engine::Fast(_), true) => {
             Backend::Fast(FastVgg::from_model(model, crops, engine.plan_options())?)
@@ -308,4 +355,19 @@ fn dense_backend(model: &Vgg, engine: Engine) -> Result<DenseBackend> {
         }
         Engine::Reference => DenseBackend::Reference(model.dense()?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_scales_follow_the_training_scale_as_in_the_paper() {
+        assert_eq!(TrainingScale::Paper.test_scales(224), PAPER_SCALES);
+        assert_eq!(TrainingScale::Paper.test_scales(112), [128, 192, 256]);
+        assert_eq!(TrainingScale::Fixed(256).test_scales(224), [224, 256, 288]);
+        // A digits net trained at 32: 32 ± 5, none below the crop.
+        assert_eq!(TrainingScale::Fixed(32).test_scales(32), [32, 37]);
+        assert_eq!(TrainingScale::Fixed(20).test_scales(32), [32]);
+    }
 }
