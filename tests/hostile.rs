@@ -380,6 +380,35 @@ fn refused_cheaply(args: &[&str], needles: &[&str]) {
     );
 }
 
+/// A budget raised past what the process can have lets a plan through its estimate; the
+/// engine's buffers then fail to allocate, which is an error, not an abort.
+#[test]
+fn memory_the_system_refuses_is_an_error_not_an_abort() {
+    let out = vgg_within(
+        &[
+            "--threads",
+            "1",
+            "--memory-limit",
+            "100G",
+            "bench",
+            "--arch",
+            "custom",
+            "--cfg",
+            "64,M",
+            "--hidden",
+            "8",
+            "--pool",
+            "1",
+            "--input",
+            "1x3x4000x4000",
+            "--iters",
+            "1",
+        ],
+        Duration::from_secs(30),
+    );
+    refused(&out, &["the system refused", "lower --memory-limit"]);
+}
+
 #[test]
 fn huge_test_scales_are_refused_before_allocating() {
     let weights = fixture("forward/tiny.safetensors");

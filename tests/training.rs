@@ -785,8 +785,17 @@ fn a_configured_head_trains_and_travels_to_onnx() {
     assert!(shown.contains("--crop 20"), "{shown}");
     // The paper's protocols test it at its training scale S = 24: S ± 3 (32 at 224 crops),
     // with crops of its 20×20.
-    let args = ["evaluate", "--weights", best.to_str().unwrap(), "--limit", "2"];
+    let args = [
+        "evaluate",
+        "--weights",
+        best.to_str().unwrap(),
+        "--limit",
+        "2",
+    ];
     let args = [&args[..], &["--data", val.to_str().unwrap()]].concat();
-    let report = ok(&vgg(&[&args[..], &["--protocol", "multi-crop"]].concat(), &[]));
+    let report = ok(&vgg(
+        &[&args[..], &["--protocol", "multi-crop"]].concat(),
+        &[],
+    ));
     assert!(report.contains("multi-crop at 21,24,27"), "{report}");
 }

@@ -7,6 +7,7 @@ use pyo3::exceptions::{
 };
 use pyo3::{PyErr, create_exception};
 use vgg::Error;
+use vgg::engine::EngineError;
 
 create_exception!(
     _vgg,
@@ -29,7 +30,9 @@ pub fn to_py(error: Error) -> PyErr {
             PyFileNotFoundError::new_err(message)
         }
         Error::Io { .. } | Error::Write { .. } => PyOSError::new_err(message),
-        Error::OverBudget { .. } => PyMemoryError::new_err(message),
+        Error::OverBudget { .. } | Error::Engine(EngineError::OutOfMemory { .. }) => {
+            PyMemoryError::new_err(message)
+        }
         Error::Candle(_) => PyRuntimeError::new_err(message),
         _ => PyValueError::new_err(message),
     }

@@ -79,12 +79,14 @@ pub enum Error {
     StateDictMismatch(Box<dyn std::error::Error + Send + Sync>),
 
     /// A request for more memory than the budget allows (`need`: None when its size
-    /// overflows 64 bits); see [`crate::limits`].
-    #[error("{what} {}", over_budget(*need, *budget))]
+    /// overflows 64 bits), `held` of it taken by compiled engines still alive; see
+    /// [`crate::limits`].
+    #[error("{what} {}", over_budget(*need, *budget, *held))]
     OverBudget {
         what: String,
         need: Option<u64>,
         budget: u64,
+        held: u64,
     },
 
     #[error(transparent)]
@@ -106,10 +108,16 @@ impl Error {
     /// its description; any other error unchanged.
     pub fn for_request(self, request: impl FnOnce() -> String) -> Self {
         match self {
-            Error::OverBudget { what, need, budget } => Error::OverBudget {
+            Error::OverBudget {
+                what,
+                need,
+                budget,
+                held,
+            } => Error::OverBudget {
                 what: format!("{}{what}", request()),
                 need,
                 budget,
+                held,
             },
             other => other,
         }
@@ -129,12 +137,19 @@ impl Error {
     }
 }
 
-fn over_budget(need: Option<u64>, budget: u64) -> String {
+fn over_budget(need: Option<u64>, budget: u64, held: u64) -> String {
+    let held = match held {
+        0 => String::new(),
+        held => format!(
+            ", {} of which compiled models still alive hold (drop those not needed)",
+            human_bytes(held)
+        ),
+    };
     match need {
         Some(need) => format!(
-            "would need {}, over the memory budget of {} (raise it with --memory-limit, \
-             VGG_MEMORY_LIMIT or vgg.set_memory_limit(); the default is 3/4 of this machine's \
-             memory)",
+            "would need {}, over the memory budget of {}{held} (raise it with \
+             --memory-limit, VGG_MEMORY_LIMIT or vgg.set_memory_limit(); the default is 3/4 \
+             of the memory this process may use)",
             human_bytes(need),
             human_bytes(budget)
         ),

@@ -19,6 +19,33 @@ use crate::error::{Error, Result};
 /// 0: not set, use the machine's default.
 static BUDGET: AtomicU64 = AtomicU64::new(0);
 
+/// Bytes that live compiled engines hold (see [`Held`]), which every new request must fit
+/// beside: a notebook's third model is refused, not aborted, when the first two hold most
+/// of the budget.
+static HELD: AtomicU64 = AtomicU64::new(0);
+
+/// Memory a long-lived object holds (a compiled engine's weights and buffers), counted
+/// against the budget until it is dropped.
+#[derive(Debug, Default)]
+pub struct Held(u64);
+
+impl Held {
+    /// Holds `bytes` instead of what this holds now, when they fit beside the rest.
+    pub fn replace(&mut self, bytes: Option<u64>, what: impl FnOnce() -> String) -> Result<()> {
+        let others = HELD.load(Ordering::Relaxed).saturating_sub(self.0);
+        let bytes = fits(bytes, others, what)?;
+        HELD.fetch_add(bytes, Ordering::Relaxed);
+        HELD.fetch_sub(std::mem::replace(&mut self.0, bytes), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD.fetch_sub(self.0, Ordering::Relaxed);
+    }
+}
+
 /// Sets the memory budget in bytes; `None` restores the default sized from the machine.
 pub fn set_memory_budget(bytes: Option<u64>) -> Result<()> {
     if bytes == Some(0) {
@@ -123,16 +150,22 @@ fn rlimit(_resource: libc::c_int) -> Option<u64> {
 }
 
 /// Refuses `bytes` (None: a size that overflowed) of memory for `what` when they exceed the
-/// budget. `what` is built only on refusal and names the request as the user made it: a
+/// budget left beside what live engines hold. `what` is built only on refusal and names the request as the user made it: a
 /// file, a flag and its value.
 pub fn reserve(bytes: Option<u64>, what: impl FnOnce() -> String) -> Result<()> {
+    fits(bytes, HELD.load(Ordering::Relaxed), what).map(|_| ())
+}
+
+/// `bytes`, when they fit the budget beside `held`.
+fn fits(bytes: Option<u64>, held: u64, what: impl FnOnce() -> String) -> Result<u64> {
     let budget = memory_budget();
     match bytes {
-        Some(bytes) if bytes <= budget => Ok(()),
+        Some(bytes) if bytes.saturating_add(held) <= budget => Ok(bytes),
         need => Err(Error::OverBudget {
             what: what(),
             need,
             budget,
+            held,
         }),
     }
 }
@@ -143,6 +176,7 @@ pub fn too_large(what: String) -> Error {
         what,
         need: None,
         budget: memory_budget(),
+        held: 0,
     }
 }
 

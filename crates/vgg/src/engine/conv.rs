@@ -59,16 +59,16 @@ pub(crate) struct ConvNeeds {
 
 impl ConvScratch {
     /// Room for every layer in `needs`.
-    pub(crate) fn for_layers(needs: impl Iterator<Item = ConvNeeds>) -> Self {
+    pub(crate) fn for_layers(needs: impl Iterator<Item = ConvNeeds>) -> Result<Self, EngineError> {
         let (mut tiles, mut int8) = (Scratch::<usize>::default(), Vec::new());
         for need in needs {
             tiles = tiles.max(need.tiles);
             int8.push(need.int8);
         }
-        ConvScratch {
-            tiles: tiles.allocate(),
-            int8: Int8Scratch::with_lengths(int8.into_iter()),
-        }
+        Ok(ConvScratch {
+            tiles: tiles.allocate()?,
+            int8: Int8Scratch::with_lengths(int8.into_iter())?,
+        })
     }
 }
 

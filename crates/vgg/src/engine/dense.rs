@@ -7,6 +7,7 @@ use super::classifier::{Fc, Format, compile};
 use super::simd::Isa;
 use super::tensor::Shape;
 use super::{EngineError, Linear};
+use crate::engine::tensor::zeroed;
 
 /// Windows at or below this count use the row-streaming kernel (bound by reading the
 /// weights once); more windows use a GEMM (bound by arithmetic).
@@ -55,13 +56,14 @@ impl DenseHead {
     }
 
     /// Sizes the buffers for feature map `feat` (which must hold a window).
-    pub(crate) fn allocate(&mut self, feat: Shape) {
+    pub(crate) fn allocate(&mut self, feat: Shape) -> Result<(), EngineError> {
         let (h, w) = self.map_size(feat).unwrap_or((0, 0));
         let rows = feat.n * h * w;
         let widest = self.fcs.iter().map(|f| f.out).max().unwrap_or(0);
-        self.windows = vec![0.0; rows * self.fcs[0].inp];
-        self.io = [vec![0.0; rows * widest], vec![0.0; rows * widest]];
-        self.tmp = vec![0.0; rows * widest];
+        self.windows = zeroed(rows * self.fcs[0].inp)?;
+        self.io = [zeroed(rows * widest)?, zeroed(rows * widest)?];
+        self.tmp = zeroed(rows * widest)?;
+        Ok(())
     }
 
     /// The score map `[n, classes, h', w']` (NCHW) of NHWC features `x` of shape `feat`.

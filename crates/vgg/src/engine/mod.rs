@@ -136,6 +136,8 @@ pub enum EngineError {
         expected: usize,
         got: usize,
     },
+    /// The system refused the memory for a buffer of `bytes`.
+    OutOfMemory { bytes: u64 },
 }
 
 impl fmt::Display for EngineError {
@@ -149,6 +151,13 @@ impl fmt::Display for EngineError {
             } => {
                 write!(f, "{what} has {got} elements, expected {expected}")
             }
+            EngineError::OutOfMemory { bytes } => write!(
+                f,
+                "the system refused {} for the engine's buffers, within the memory budget: \
+                 the budget is more than this machine can give (lower --memory-limit / \
+                 vgg.set_memory_limit(), or free memory)",
+                crate::error::human_bytes(*bytes)
+            ),
         }
     }
 }

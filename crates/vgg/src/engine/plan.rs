@@ -9,6 +9,7 @@ use super::simd::Isa;
 use super::tensor::{self, Shape};
 use super::winograd::Variant;
 use super::{EngineError, FeatureOp, NetworkSpec, Precision};
+use crate::engine::tensor::zeroed;
 
 /// How 3×3 convolutions are computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,12 +194,12 @@ impl Plan {
             fc_io: [Vec::new(), Vec::new()],
             fc_tmp: Vec::new(),
         };
-        plan.allocate();
+        plan.allocate()?;
         Ok(plan)
     }
 
     /// Sizes every buffer once for the largest use.
-    fn allocate(&mut self) {
+    fn allocate(&mut self) -> Result<(), EngineError> {
         let mut act = self.input.len();
         let mut needs = Vec::new();
         let threads = rayon::current_num_threads();
@@ -212,21 +213,22 @@ impl Plan {
         }
         let feat = self.features_shape();
         let n = self.input.n;
-        self.act = [vec![0.0; act], vec![0.0; act]];
-        self.scratch = ConvScratch::for_layers(needs.into_iter());
+        self.act = [zeroed(act)?, zeroed(act)?];
+        self.scratch = ConvScratch::for_layers(needs.into_iter())?;
         match &mut self.head {
             Head::Classifier { pool, folded, fcs } => {
                 let widest = fcs.iter().map(|f| f.out.max(f.inp)).max().unwrap_or(0);
                 self.pooled = if *folded {
                     Vec::new()
                 } else {
-                    vec![0.0; n * *pool * *pool * feat.cp]
+                    zeroed(n * *pool * *pool * feat.cp)?
                 };
-                self.fc_io = [vec![0.0; n * widest], vec![0.0; n * widest]];
-                self.fc_tmp = vec![0.0; n * widest];
+                self.fc_io = [zeroed(n * widest)?, zeroed(n * widest)?];
+                self.fc_tmp = zeroed(n * widest)?;
             }
-            Head::Dense(head) => head.allocate(feat),
+            Head::Dense(head) => head.allocate(feat)?,
         }
+        Ok(())
     }
 
     /// Recompiles a dense plan for `height × width` inputs, keeping its weights: the paper's
@@ -265,8 +267,7 @@ impl Plan {
             st.output = output;
         }
         self.input = input;
-        self.allocate();
-        Ok(())
+        self.allocate()
     }
 
     /// Elements `run` writes: `[N, classes]` logits, or a dense plan's `[N, classes, h, w]` map.

@@ -2,7 +2,21 @@
 //! (one SIMD lane block). Padding channels always hold zeros, so kernels never
 //! need channel tails; filters are zero-padded to match.
 
+use super::EngineError;
 use super::simd::Bf16;
+
+/// `len` zeroed elements, or an error when the system refuses the memory (a budget raised
+/// past what the machine has): never an abort in the allocator.
+pub(crate) fn zeroed<T: Clone + Default>(len: usize) -> Result<Vec<T>, EngineError> {
+    let mut buffer = Vec::new();
+    buffer
+        .try_reserve_exact(len)
+        .map_err(|_| EngineError::OutOfMemory {
+            bytes: (len as u64).saturating_mul(std::mem::size_of::<T>() as u64),
+        })?;
+    buffer.resize(len, T::default());
+    Ok(buffer)
+}
 
 /// Scratch shared by a plan's layers, one buffer per element type; as `Scratch<usize>`,
 /// the lengths one layer needs.
@@ -27,12 +41,12 @@ impl Scratch<usize> {
     }
 
     /// Zeroed buffers of these lengths.
-    pub(crate) fn allocate(self) -> ScratchBuffers {
-        Scratch {
-            f32: vec![0.0; self.f32],
-            bf16: vec![Bf16::default(); self.bf16],
-            u8: vec![0; self.u8],
-        }
+    pub(crate) fn allocate(self) -> Result<ScratchBuffers, EngineError> {
+        Ok(Scratch {
+            f32: zeroed(self.f32)?,
+            bf16: zeroed(self.bf16)?,
+            u8: zeroed(self.u8)?,
+        })
     }
 }
 

@@ -12,6 +12,7 @@ use crate::engine::quant::Int8Ranges;
 use crate::engine::{NetworkSpec, Plan, PlanOptions, Precision};
 use crate::error::{Error, Result};
 use crate::fast::network::network_spec;
+use crate::limits::Held;
 use crate::model::footprint::{self, Work};
 use crate::model::layers::{Form, LayerKind, build_layers, build_layers_in, propagate_shapes};
 use crate::model::{Vgg, VggConfig};
@@ -37,6 +38,8 @@ pub struct FastVgg {
     config: VggConfig,
     input: [usize; 4],
     plan: Plan,
+    /// The plan's memory, counted against the budget while it lives.
+    held: Held,
 }
 
 impl FastVgg {
@@ -72,7 +75,8 @@ impl FastVgg {
         spec: impl FnOnce(&VggConfig) -> Result<NetworkSpec>,
     ) -> Result<Self> {
         let [n, c, h, w] = input;
-        footprint::check(&config, input, Work::Inference, String::new)?;
+        let mut held = Held::default();
+        footprint::hold(&mut held, &config, input, Work::Inference, String::new)?;
         if options.plan.dense {
             check_dense_input(&config, [c, h, w])?;
         }
@@ -96,6 +100,7 @@ impl FastVgg {
             config,
             input,
             plan,
+            held,
         })
     }
 
@@ -139,8 +144,9 @@ impl FastVgg {
         let [n, c, h, w] = self.input;
         if [h, w] != [height, width] {
             let shape = [n, c, height, width];
-            footprint::check(&self.config, shape, Work::Inference, String::new)?;
             check_dense_input(&self.config, [c, height, width])?;
+            let config = &self.config;
+            footprint::hold(&mut self.held, config, shape, Work::Inference, String::new)?;
             self.plan.set_input_size(height, width)?;
             self.input = shape;
         }

@@ -8,7 +8,7 @@
 //! that a run under the budget fits.
 
 use crate::error::Result;
-use crate::limits::{array_bytes, reserve};
+use crate::limits::{Held, array_bytes, reserve};
 use crate::model::config::VggConfig;
 use crate::model::layers::{build_layers, propagate_shapes};
 
@@ -92,11 +92,35 @@ pub fn check(
     work: Work,
     what: impl FnOnce() -> String,
 ) -> Result<()> {
+    let (need, request) = need(config, input, work, what)?;
+    reserve(need, request)
+}
+
+/// [`check`], then `held` holds the estimate (instead of what it held) against the budget
+/// for as long as it lives: a compiled engine's buffers stay allocated between calls.
+pub fn hold(
+    held: &mut Held,
+    config: &VggConfig,
+    input: [usize; 4],
+    work: Work,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    let (need, request) = need(config, input, work, what)?;
+    held.replace(need, request)
+}
+
+/// The [`estimate`] of `work` on `input`, and the request's description for a refusal.
+fn need(
+    config: &VggConfig,
+    input: [usize; 4],
+    work: Work,
+    what: impl FnOnce() -> String,
+) -> Result<(Option<u64>, impl FnOnce() -> String)> {
     let need = match estimate(config, input, work) {
         Ok(need) => need,
         Err(e) => return Err(e.for_request(what)),
     };
-    reserve(need, || {
+    let request = move || {
         let [n, c, h, w] = input;
         let verb = match work {
             Work::Inference => "a forward pass",
@@ -107,7 +131,8 @@ pub fn check(
             what(),
             describe(config)
         )
-    })
+    };
+    Ok((need, request))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use super::super::simd::Isa;
 use super::super::tensor::Shape;
 use super::super::{EngineError, FeatureOp, NetworkSpec, Precision};
 use super::Int8Ranges;
+use crate::engine::tensor::zeroed;
 
 /// Which kind of layer a [`LayerReport`] describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,9 +243,9 @@ impl Calibrator {
         Ok(Int8Layers {
             convs,
             linears,
-            scratch: ConvScratch::for_layers(needs.into_iter()),
-            out: vec![0.0; widest],
-            tmp: vec![0.0; widest],
+            scratch: ConvScratch::for_layers(needs.into_iter())?,
+            out: zeroed(widest)?,
+            tmp: zeroed(widest)?,
         })
     }
 }

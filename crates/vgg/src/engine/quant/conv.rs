@@ -6,6 +6,8 @@
 //! fewer products for about the same error); this one is `ConvChoice::Im2col`'s, and loses
 //! less where the weights quantise well directly.
 
+use crate::engine::EngineError;
+use crate::engine::tensor::zeroed;
 use rayon::prelude::*;
 
 use super::super::simd::{self, GemmU8I8, Isa};
@@ -29,15 +31,17 @@ pub(crate) struct Int8Scratch {
 
 impl Int8Scratch {
     /// A scratch large enough for every layer in `needs` (as `Int8Conv::scratch_len` gives).
-    pub(crate) fn with_lengths(needs: impl Iterator<Item = [usize; 3]>) -> Self {
+    pub(crate) fn with_lengths(
+        needs: impl Iterator<Item = [usize; 3]>,
+    ) -> Result<Self, EngineError> {
         let [input, col, acc] = needs.fold([0; 3], |a, b| {
             [a[0].max(b[0]), a[1].max(b[1]), a[2].max(b[2])]
         });
-        Int8Scratch {
-            input: vec![0; input],
-            col: vec![0; col],
-            acc: vec![0; acc],
-        }
+        Ok(Int8Scratch {
+            input: zeroed(input)?,
+            col: zeroed(col)?,
+            acc: zeroed(acc)?,
+        })
     }
 }
 
