@@ -262,3 +262,68 @@ fn features_as_npy_and_safetensors() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("is given twice"), "{err}");
 }
+
+/// Images decode to RGB: a network of another channel count is refused by every command
+/// that feeds it images, saying so (not with an engine's shape error).
+#[test]
+fn images_into_a_network_without_three_channels_are_refused() {
+    let dir = Scratch::new("grey-net");
+    let config = vgg::VggConfig::custom("8,M,16,M", false)
+        .unwrap()
+        .with_overrides(&vgg::ConfigOverrides {
+            in_channels: Some(1),
+            hidden: Some(8),
+            num_classes: Some(3),
+            ..Default::default()
+        })
+        .unwrap();
+    let model = vgg::model::Vgg::new(config, 0, &candle_core::Device::Cpu).unwrap();
+    let weights = dir.join("grey.safetensors");
+    let recorded = vgg::weights::recorded::Recorded {
+        config: Some(model.config().clone()),
+        ..Default::default()
+    };
+    vgg::weights::write_recording(&weights, &model.state_dict().unwrap(), &recorded).unwrap();
+    let image = fixture("images/small.png");
+    let data = fixture("imagefolder");
+    let (weights, image, data) = (arg(&weights), arg(&image), arg(&data));
+    let (out, quantized) = (dir.join("f.npy"), dir.join("q.safetensors"));
+    for args in [
+        &["classify", "--weights", weights, image][..],
+        &[
+            "classify",
+            "--weights",
+            weights,
+            "--protocol",
+            "dense",
+            image,
+        ],
+        &["evaluate", "--weights", weights, "--data", data],
+        &[
+            "features",
+            "--weights",
+            weights,
+            "--layer",
+            "avgpool",
+            image,
+            "--output",
+            arg(&out),
+        ],
+        &[
+            "quantize",
+            weights,
+            "--calib",
+            data,
+            "--out",
+            arg(&quantized),
+        ],
+    ] {
+        let result = vgg(args);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("images decode to 3 channels (RGB), and this custom network takes 1"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

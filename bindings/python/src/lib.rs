@@ -323,12 +323,41 @@ fn get_num_threads() -> usize {
 fn set_memory_limit(limit: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
     let bytes = match limit {
         None => None,
-        Some(value) => match value.extract::<u64>() {
-            Ok(bytes) => Some(bytes),
-            Err(_) => Some(check(vgg::limits::parse_size(&value.extract::<String>()?))?),
-        },
+        Some(value) => Some(memory_size(value)?),
     };
     check(vgg::limits::set_memory_budget(bytes))
+}
+
+/// A memory limit given as bytes (an int, or a float such as 4e9) or a size string.
+fn memory_size(value: &Bound<'_, PyAny>) -> PyResult<u64> {
+    let bad = || {
+        PyValueError::new_err(format!(
+            "memory limit must be a positive number of bytes or a size like '4G', got {value}"
+        ))
+    };
+    if let Ok(text) = value.extract::<String>() {
+        return check(vgg::limits::parse_size(&text));
+    }
+    if value.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(pyo3::exceptions::PyTypeError::new_err(
+            "memory limit must be bytes (an int) or a size like '4G', got a bool",
+        ));
+    }
+    let bytes: f64 = value.extract().map_err(|_| {
+        pyo3::exceptions::PyTypeError::new_err(format!(
+            "memory limit must be bytes (an int) or a size like '4G', got {}",
+            value
+                .get_type()
+                .name()
+                .map_or_else(|_| "?".into(), |n| n.to_string())
+        ))
+    })?;
+    match value.extract::<u64>() {
+        Ok(bytes) if bytes >= 1 => Ok(bytes),
+        Ok(_) => Err(bad()),
+        Err(_) if bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64 => Ok(bytes as u64),
+        Err(_) => Err(bad()),
+    }
 }
 
 /// The memory budget in bytes.

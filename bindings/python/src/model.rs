@@ -318,6 +318,7 @@ impl Model {
             max_error,
         };
         check(options.validate())?;
+        check(vgg::infer::check_takes_images(&self.config()))?;
         let preprocess =
             crate::preprocess_settings(self.preprocess.clone(), resize, crop, mean, std)?;
         check(preprocess.reserve_batch(images.len()))?;
@@ -386,6 +387,7 @@ impl Model {
         scales: Option<Vec<usize>>,
     ) -> PyResult<Vec<Vec<(usize, String, f32)>>> {
         let protocol: Protocol = protocol.parse().map_err(crate::errors::to_py)?;
+        check(vgg::infer::check_takes_images(&self.config()))?;
         if protocol == Protocol::Center && scales.is_some() {
             return Err(pyo3::exceptions::PyValueError::new_err(
                 "scales go with protocol 'dense', 'multi-crop' or 'dense+multi-crop'",

@@ -134,3 +134,27 @@ def test_config_dicts_and_heads_are_checked():
         vgg.models.custom([8, "M"], head="8,4", hidden=16)
     with pytest.raises(ValueError, match="has none"):
         vgg.models.custom([8, "M"], head="8,relu,4", dropout=0.3)
+
+
+def test_memory_limits_of_the_wrong_kind_are_named():
+    try:
+        for bad in (-1, 0, 2**64, float("nan"), "0"):
+            with pytest.raises(ValueError, match="memory"):
+                vgg.set_memory_limit(bad)
+        with pytest.raises(TypeError, match="got a bool"):
+            vgg.set_memory_limit(True)
+        with pytest.raises(TypeError, match="got list"):
+            vgg.set_memory_limit([1])
+        vgg.set_memory_limit(4e9)
+        assert vgg.get_memory_limit() == 4_000_000_000
+    finally:
+        vgg.set_memory_limit(None)
+
+
+def test_images_into_a_network_without_three_channels_are_refused():
+    grey = vgg.models.custom([8, "M"], hidden=8, num_classes=3, in_channels=1)
+    image = np.zeros((40, 40, 3), np.uint8)
+    for call in (lambda: grey.classify([image], resize=32, crop=32),
+                 lambda: grey.calibrate([image], resize=32, crop=32)):
+        with pytest.raises(ValueError, match="images decode to 3 channels .* takes 1"):
+            call()

@@ -13,7 +13,7 @@ use crate::engine::{PlanOptions, Precision};
 use crate::error::{Error, Result};
 use crate::fast::{FastOptions, FastVgg, layer_paths};
 use crate::infer::protocol::{Protocol, TrainingScale, scale_classifier};
-use crate::infer::{Backend, Classifier, Engine};
+use crate::infer::{Backend, Classifier, Engine, check_takes_images};
 use crate::model::Vgg;
 use crate::model::config::{Arch, ConfigOverrides, VggConfig};
 use crate::model::footprint::{self, Work};
@@ -322,10 +322,9 @@ impl ModelSource {
     ) -> Result<Classifier> {
         if protocol == Protocol::Center {
             let size = [preprocess.crop, preprocess.crop];
-            return Ok(Classifier::new(
-                self.backend(engine, batch, size)?,
-                tta_flip,
-            ));
+            let backend = self.backend(engine, batch, size)?;
+            check_takes_images(backend.config())?;
+            return Ok(Classifier::new(backend, tta_flip));
         }
         if tta_flip {
             return Err(Error::BadArgument(format!(
@@ -334,6 +333,7 @@ impl ModelSource {
             )));
         }
         let (model, _) = self.open(&Device::Cpu)?;
+        check_takes_images(model.config())?;
         scale_classifier(&model, engine, batch, protocol, scales, preprocess.crop)
     }
 

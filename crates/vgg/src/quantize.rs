@@ -275,6 +275,7 @@ pub fn calibrate_on_images(
         )));
     }
     let (model, _) = source.open(&Device::Cpu)?;
+    crate::infer::check_takes_images(model.config())?;
     let images = load_images(paths, preprocess, limit)?;
     let size = [preprocess.crop, preprocess.crop];
     let calibration = calibrate(&model, &images, size, options, progress)?;

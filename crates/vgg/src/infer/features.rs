@@ -50,6 +50,7 @@ pub fn extract_features(
     if paths.is_empty() {
         return Err(crate::infer::classify::no_images());
     }
+    crate::infer::check_takes_images(model.config())?;
     let size = preprocess.crop;
     // Every image's activation is kept, then stacked into one more copy to be written.
     let index = model.layer_index(layer)?;

@@ -311,6 +311,19 @@ impl Classifier {
     }
 }
 
+/// Refuses to feed images to a network that does not take 3 channels: they decode to RGB,
+/// and the mismatch would otherwise surface as an engine's shape error.
+pub fn check_takes_images(config: &VggConfig) -> Result<()> {
+    match config.in_channels() {
+        3 => Ok(()),
+        n => Err(Error::BadArgument(format!(
+            "images decode to 3 channels (RGB), and this {} network takes {n}; run it on \
+             {n}-channel arrays (`vgg forward --input X.npy`, or calling the model in Python)",
+            config.name()
+        ))),
+    }
+}
+
 /// Class probabilities over the last dimension of a network's `outputs`: the outputs
 /// themselves when its head ends with a softmax, else their softmax. Outputs with NaN or
 /// infinity are an error, not a ranking: finite weights (a diverged run's) can overflow.

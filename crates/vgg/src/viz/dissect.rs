@@ -57,6 +57,7 @@ pub fn dissect(
     preprocess: &Preprocess,
     labels: &[String],
 ) -> Result<Dissection> {
+    crate::infer::check_takes_images(model.config())?;
     let size = preprocess.crop;
     let x = Tensor::from_vec(image.to_vec(), (1, 3, size, size), &Device::Cpu)?;
     let target = target_layer(model)?;
