@@ -302,6 +302,49 @@ impl LayerSpec {
     }
 }
 
+/// One stage of the feature stack (the paper's conv blocks): its layers before a max-pool
+/// (convolutions, batch norms, ReLUs) and that max-pool, as indices into the layer list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    pub layers: std::ops::Range<usize>,
+    /// The max-pool that ends it; `None` for convolutions after the last one.
+    pub pool: Option<usize>,
+}
+
+impl Stage {
+    /// Indices of its convolutions.
+    pub fn convs<'a>(&'a self, layers: &'a [LayerSpec]) -> impl Iterator<Item = usize> + 'a {
+        (self.layers.clone()).filter(|&i| matches!(layers[i].kind, LayerKind::Conv2d { .. }))
+    }
+}
+
+/// The stages of `layers`' feature stack, one per max-pool (a pool right after another
+/// ends a stage without convolutions), then any layers after the last pool.
+pub fn stages(layers: &[LayerSpec]) -> Vec<Stage> {
+    let features = layers
+        .iter()
+        .take_while(|l| l.container == Container::Features)
+        .count();
+    let mut stages = Vec::new();
+    let mut start = 0;
+    for (i, layer) in layers[..features].iter().enumerate() {
+        if layer.kind == LayerKind::MaxPool2d {
+            stages.push(Stage {
+                layers: start..i,
+                pool: Some(i),
+            });
+            start = i + 1;
+        }
+    }
+    if start < features {
+        stages.push(Stage {
+            layers: start..features,
+            pool: None,
+        });
+    }
+    stages
+}
+
 /// Builds the layer list exactly as torchvision's `make_layers` and `VGG.__init__` do.
 pub fn build_layers(config: &VggConfig) -> Vec<LayerSpec> {
     build_layers_in(config, Form::Standard)
@@ -536,6 +579,28 @@ mod tests {
             .map(|i| format!("features.{i}"))
             .collect();
         assert_eq!(convs, expected);
+    }
+
+    #[test]
+    fn stages_end_at_each_max_pool() {
+        let config = VggConfig::custom("8,8,M,M,16,M,32", true).unwrap();
+        let layers = build_layers(&config);
+        let got: Vec<(Vec<String>, Option<String>)> = (stages(&layers).iter())
+            .map(|s| {
+                let convs = s.convs(&layers).map(|i| layers[i].path()).collect();
+                (convs, s.pool.map(|p| layers[p].path()))
+            })
+            .collect();
+        let paths = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            got,
+            [
+                (paths(&["features.0", "features.3"]), Some("features.6".into())),
+                (paths(&[]), Some("features.7".into())),
+                (paths(&["features.8"]), Some("features.11".into())),
+                (paths(&["features.12"]), None),
+            ]
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::model::config::{Arch, CfgItem, VggConfig};
-use crate::model::layers::Container;
+use crate::model::config::{Arch, VggConfig};
+use crate::model::layers::{self, Container, LayerKind, build_layers};
 use crate::summary::Summary;
 
 /// One arch's numbers at one input size (batch 1).
@@ -71,27 +71,21 @@ fn stats(arch: Arch, chw: [usize; 3]) -> Result<ArchStats> {
     })
 }
 
-/// Convolutions between max-pools.
+/// The stages with convolutions: how many, and the width of the last.
 fn stages(config: &VggConfig) -> Vec<Stage> {
-    let mut stages = vec![Stage {
-        convs: 0,
-        channels: 0,
-    }];
-    for item in config.features() {
-        match *item {
-            CfgItem::Conv(channels) => {
-                let stage = stages.last_mut().expect("never empty");
-                stage.convs += 1;
-                stage.channels = channels;
+    let layers = build_layers(config);
+    (layers::stages(&layers).iter())
+        .filter_map(|stage| {
+            let convs: Vec<usize> = stage.convs(&layers).collect();
+            match layers[*convs.last()?].kind {
+                LayerKind::Conv2d { out_channels, .. } => Some(Stage {
+                    convs: convs.len(),
+                    channels: out_channels,
+                }),
+                _ => None,
             }
-            CfgItem::Pool => stages.push(Stage {
-                convs: 0,
-                channels: 0,
-            }),
-        }
-    }
-    stages.retain(|s| s.convs > 0);
-    stages
+        })
+        .collect()
 }
 
 /// The cells of one table row, in [`HEADER`] order.

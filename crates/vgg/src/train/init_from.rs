@@ -12,7 +12,7 @@ use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::Vgg;
-use crate::model::layers::{LayerKind, LayerSpec, build_layers};
+use crate::model::layers::{LayerKind, LayerSpec, build_layers, stages};
 use crate::weights::detect::detect_config;
 use crate::weights::load::load;
 use crate::weights::{self, StateDict};
@@ -120,19 +120,9 @@ fn batch_norm_after(layers: &[LayerSpec], k: usize) -> Option<&LayerSpec> {
 
 /// Each convolution's `(stage, position in stage)` and index in the layer list.
 fn conv_places(layers: &[LayerSpec]) -> Vec<((usize, usize), usize)> {
-    let (mut stage, mut position) = (0, 0);
-    let mut places = Vec::new();
-    for (i, layer) in layers.iter().enumerate() {
-        match layer.kind {
-            LayerKind::MaxPool2d => (stage, position) = (stage + 1, 0),
-            LayerKind::Conv2d { .. } => {
-                places.push(((stage, position), i));
-                position += 1;
-            }
-            _ => {}
-        }
-    }
-    places
+    (stages(layers).iter().enumerate())
+        .flat_map(|(s, stage)| (stage.convs(layers).enumerate()).map(move |(p, i)| ((s, p), i)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use svg::node::element::{Rectangle, Text};
 use crate::error::{Error, Result};
 use crate::io::write_atomically;
 use crate::model::VggConfig;
+use crate::model::layers::{build_layers, stages};
 use crate::summary::{Row, Summary};
 
 /// Fonts for our SVGs: resvg maps the generic `sans-serif` to Arial, which a Linux machine
@@ -34,26 +35,33 @@ struct Block {
     colour: &'static str,
 }
 
-/// The stages (convolutions up to each max-pool), the adaptive pool and each linear layer.
-fn blocks(summary: &Summary) -> Vec<Block> {
+/// The stages (convolutions up to each max-pool, from the layer list of `config`, whose
+/// summary is `summary`), the adaptive pool and each linear layer.
+fn blocks(summary: &Summary, config: &VggConfig) -> Vec<Block> {
+    let layers = build_layers(config);
+    let row = |i: usize| -> &Row {
+        let path = layers[i].path();
+        (summary.leaves().find(|r| r.path == path)).expect("the summary has a row per layer")
+    };
     let mut blocks = Vec::new();
-    let mut stage: Vec<&Row> = Vec::new();
+    for stage in stages(&layers) {
+        let Some(pool) = stage.pool.map(row) else {
+            continue;
+        };
+        let convs: Vec<&Row> = stage.convs(&layers).map(row).collect();
+        let out = &convs.last().map_or(&pool.input_shape, |r| &r.output_shape);
+        blocks.push(Block {
+            title: format!("{} × conv3-{}", convs.len(), out[0]),
+            detail: format!(
+                "{}×{} → {}×{}",
+                out[1], out[2], pool.output_shape[1], pool.output_shape[2]
+            ),
+            params: stage.layers.clone().map(|i| row(i).params).sum(),
+            colour: COLOURS[blocks.len().min(4)],
+        });
+    }
     for row in summary.leaves() {
         match row.class_name {
-            "MaxPool2d" => {
-                let convs: Vec<&&Row> = stage.iter().filter(|r| r.class_name == "Conv2d").collect();
-                let out = &convs.last().map_or(&row.input_shape, |r| &r.output_shape);
-                blocks.push(Block {
-                    title: format!("{} × conv3-{}", convs.len(), out[0]),
-                    detail: format!(
-                        "{}×{} → {}×{}",
-                        out[1], out[2], row.output_shape[1], row.output_shape[2]
-                    ),
-                    params: stage.iter().map(|r| r.params).sum(),
-                    colour: COLOURS[blocks.len().min(4)],
-                });
-                stage.clear();
-            }
             "AdaptiveAvgPool2d" => blocks.push(Block {
                 title: "adaptive avg pool".into(),
                 detail: format!(
@@ -69,7 +77,6 @@ fn blocks(summary: &Summary) -> Vec<Block> {
                 params: row.params,
                 colour: COLOURS[6],
             }),
-            _ if row.path.starts_with("features") => stage.push(row),
             _ => {}
         }
     }
@@ -82,7 +89,9 @@ pub fn diagram(configs: &[VggConfig], chw: [usize; 3]) -> Result<String> {
         .iter()
         .map(|c| Summary::new(&c.with_in_channels(chw[0])?, 1, chw, &[]))
         .collect::<Result<Vec<_>>>()?;
-    let columns: Vec<Vec<Block>> = summaries.iter().map(blocks).collect();
+    let columns: Vec<Vec<Block>> = (summaries.iter().zip(configs))
+        .map(|(summary, config)| blocks(summary, config))
+        .collect();
     let rows = columns.iter().map(Vec::len).max().unwrap_or(0) as f64;
     let (width, height) = (
         COLUMN * configs.len() as f64 + GAP,
@@ -199,9 +208,9 @@ mod tests {
 
     #[test]
     fn vgg16_blocks_and_shares() {
-        let summary =
-            Summary::new(&VggConfig::from_arch(Arch::Vgg16), 1, [3, 224, 224], &[]).unwrap();
-        let blocks = blocks(&summary);
+        let config = VggConfig::from_arch(Arch::Vgg16);
+        let summary = Summary::new(&config, 1, [3, 224, 224], &[]).unwrap();
+        let blocks = blocks(&summary, &config);
         let titles: Vec<&str> = blocks.iter().map(|b| b.title.as_str()).collect();
         assert_eq!(
             titles,

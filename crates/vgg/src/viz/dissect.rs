@@ -7,7 +7,8 @@ use candle_core::{D, Device, Tensor};
 use crate::data::preprocess::Preprocess;
 use crate::error::{Error, Result};
 use crate::infer::top_k;
-use crate::model::{Container, LayerKind, Mode, Vgg};
+use crate::model::layers::stages;
+use crate::model::{Mode, Vgg};
 use crate::summary::{Summary, torchsummary};
 use crate::viz::gradcam::{grad_cam, target_layer};
 use crate::viz::grid::{MAX_CHANNELS, feature_grid, filter_grid, overlay, png};
@@ -61,7 +62,10 @@ pub fn dissect(
     let size = preprocess.crop;
     let x = Tensor::from_vec(image.to_vec(), (1, 3, size, size), &Device::Cpu)?;
     let target = target_layer(model)?;
-    let pools = stage_ends(model);
+    let pools: Vec<usize> = stages(model.layers())
+        .iter()
+        .filter_map(|s| s.pool)
+        .collect();
     let mut marks = pools.clone();
     marks.push(target);
     marks.sort_unstable();
@@ -124,17 +128,6 @@ pub fn dissect(
         top,
         summary: torchsummary::render(&Summary::new(model.config(), 1, [3, size, size], &[])?, -1),
     })
-}
-
-/// Indices of the max-pools in `features`: where each conv block ends.
-fn stage_ends(model: &Vgg) -> Vec<usize> {
-    model
-        .layers()
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.container == Container::Features && l.kind == LayerKind::MaxPool2d)
-        .map(|(i, _)| i)
-        .collect()
 }
 
 fn first_conv_weight(model: &Vgg) -> Result<Tensor> {
