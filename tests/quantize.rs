@@ -42,6 +42,21 @@ fn quantize(dir: &Scratch) -> (std::path::PathBuf, String) {
     (out, stdout)
 }
 
+/// `vgg forward --precision int8` of `input` with `weights` into `out`.
+fn forward_int8<'a>(weights: &'a Path, input: &'a Path, out: &'a Path) -> Vec<&'a str> {
+    let (weights, input, out) = (arg(weights), arg(input), arg(out));
+    let args = [
+        "forward",
+        "--weights",
+        weights,
+        "--input",
+        input,
+        "--output",
+        out,
+    ];
+    [&args[..], &["--precision", "int8"]].concat()
+}
+
 /// Top-1 class and probability per image, from `evaluate`'s sibling `classify --json`.
 fn top1(weights: &Path, precision: &str, extra: &[&str]) -> Vec<(u64, f64)> {
     let data = fixture("imagefolder/class_03");
@@ -173,17 +188,7 @@ fn impossible_int8_requests_are_one_line_errors() {
     let q = dir.join("q.safetensors");
     let cases: Vec<(Vec<&str>, &str, &Path)> = vec![
         (
-            vec![
-                "forward",
-                "--weights",
-                arg(&weights),
-                "--input",
-                arg(&input),
-                "--output",
-                arg(&out),
-                "--precision",
-                "int8",
-            ],
+            forward_int8(&weights, &input, &out),
             "records no int8 calibration",
             &out,
         ),
@@ -331,18 +336,10 @@ fn int8_output_is_independent_of_threads() {
         .map(|threads| {
             let out = dir.join(format!("int8_{threads}.npy"));
             ok(&vgg(&[
-                "--threads",
-                threads,
-                "forward",
-                "--weights",
-                arg(&weights),
-                "--input",
-                arg(&input),
-                "--output",
-                arg(&out),
-                "--precision",
-                "int8",
-            ]));
+                &["--threads", threads][..],
+                &forward_int8(&weights, &input, &out),
+            ]
+            .concat()));
             std::fs::read(&out).unwrap()
         })
         .collect();
@@ -397,17 +394,7 @@ fn a_damaged_calibration_is_a_one_line_error() {
         vgg::weights::write_recording(&damaged, &state.tensors, &recorded).unwrap();
         let input = fixture("forward/tiny_input.npy");
         let out = dir.join("out.npy");
-        let result = vgg(&[
-            "forward",
-            "--weights",
-            arg(&damaged),
-            "--input",
-            arg(&input),
-            "--output",
-            arg(&out),
-            "--precision",
-            "int8",
-        ]);
+        let result = vgg(&forward_int8(&damaged, &input, &out));
         let stderr = String::from_utf8_lossy(&result.stderr);
         assert_eq!(result.status.code(), Some(2), "{name}: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: {stderr}");

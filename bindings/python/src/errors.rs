@@ -21,7 +21,7 @@ pub type PyResult<T> = Result<T, PyErr>;
 
 /// The Python exception for a library error, with the library's message.
 pub fn to_py(error: Error) -> PyErr {
-    let message = error.to_string();
+    let message = vgg::error::one_line(&error.to_string());
     match error {
         Error::BadWeights { .. } | Error::StateDictMismatch(_) => WeightsError::new_err(message),
         Error::Io { source, .. } | Error::Write { source, .. }

@@ -158,3 +158,17 @@ def test_images_into_a_network_without_three_channels_are_refused():
                  lambda: grey.calibrate([image], resize=32, crop=32)):
         with pytest.raises(ValueError, match="images decode to 3 channels .* takes 1"):
             call()
+
+
+def test_empty_and_degenerate_requests_are_refused(tmp_path, tiny_bn):
+    with pytest.raises(ValueError, match="at least one model"):
+        vgg.diagram([])
+    with pytest.raises(ValueError, match="batch of 0 images"):
+        tiny_bn.to_onnx(tmp_path / "m.onnx", input_shape=(0, 3, 64, 64))
+    assert not (tmp_path / "m.onnx").exists()
+    with pytest.raises(ValueError, match="empty path"):
+        vgg.dissect(tiny_bn, np.zeros((64, 64, 3), np.uint8)).save("")
+    # A 5000-item config's error stays one readable line.
+    with pytest.raises(ValueError) as error:
+        vgg.models.custom([0] * 5000)
+    assert len(str(error.value)) <= 1001 and "\n" not in str(error.value)

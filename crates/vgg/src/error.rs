@@ -19,9 +19,7 @@ pub enum Error {
     #[error("bad input shape `{text}`: {why}")]
     BadInputShape { text: String, why: String },
 
-    #[error(
-        "{model} needs at least {min}×{min} input: {pools} 2×2 max-pools; got {height}×{width}"
-    )]
+    #[error("{model} needs at least {min}×{min} input: {pools}; got {height}×{width}")]
     InputTooSmall {
         model: String,
         min: usize,

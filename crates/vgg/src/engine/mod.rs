@@ -153,10 +153,10 @@ impl fmt::Display for EngineError {
             }
             EngineError::OutOfMemory { bytes } => write!(
                 f,
-                "the system refused {} for the engine's buffers, within the memory budget: \
-                 the budget is more than this machine can give (lower --memory-limit / \
-                 vgg.set_memory_limit(), or free memory)",
-                crate::error::human_bytes(*bytes)
+                "the system refused {:.1} MiB for the engine's buffers, within the memory \
+                 budget: the budget is more than this machine can give (lower \
+                 --memory-limit / vgg.set_memory_limit(), or free memory)",
+                *bytes as f64 / f64::from(1 << 20)
             ),
         }
     }

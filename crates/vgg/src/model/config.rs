@@ -177,6 +177,16 @@ fn check_features(features: &[CfgItem]) -> Result<()> {
             features.len()
         )));
     }
+    let pools = features
+        .iter()
+        .filter(|i| matches!(i, CfgItem::Pool))
+        .count();
+    if pools > MAX_POOLS {
+        return Err(Error::BadConfig(format!(
+            "the features have {pools} max-pools; at most {MAX_POOLS} are accepted (each \
+             halves the input, which would need 2^{pools} pixels a side)"
+        )));
+    }
     match features.iter().find_map(|i| match i {
         CfgItem::Conv(c) if !(1..=MAX_WIDTH).contains(c) => Some(*c),
         _ => None,
@@ -370,6 +380,8 @@ impl ConfigOverrides {
 pub const MAX_WIDTH: usize = 1 << 20;
 /// Most entries in a feature config.
 pub const MAX_FEATURES: usize = 1 << 10;
+/// Most max-pools in a feature config: the input then needs 2^30 pixels a side already.
+pub const MAX_POOLS: usize = 30;
 
 impl VggConfig {
     /// torchvision's model with its defaults (1000 classes, dropout 0.5, RGB input).
@@ -754,6 +766,17 @@ mod tests {
         assert_eq!(
             base.with_overrides(&own).unwrap().head(),
             torchvision_head(16, 0.1, 3)
+        );
+    }
+
+    #[test]
+    fn too_many_max_pools_are_refused() {
+        let cfg = |pools: usize| format!("8{}", ",M".repeat(pools));
+        assert!(VggConfig::custom(&cfg(MAX_POOLS), false).is_ok());
+        let err = VggConfig::custom(&cfg(64), false).unwrap_err().to_string();
+        assert!(
+            err.contains("the features have 64 max-pools; at most 30"),
+            "{err}"
         );
     }
 

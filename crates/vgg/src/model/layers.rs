@@ -502,7 +502,7 @@ pub fn propagate_shapes(
         return Err(Error::InputTooSmall {
             model: config.name().to_string(),
             min,
-            pools: count_in_words(config.num_pools()),
+            pools: pools_in_words(config.num_pools()),
             height,
             width,
         });
@@ -538,10 +538,10 @@ fn dense_too_small(config: &VggConfig, height: usize, width: usize) -> Error {
     let min = config.native_input_size();
     Error::BadArgument(format!(
         "the dense form of {} needs at least {min}×{min} input (fc6 becomes a {p}×{p} \
-         convolution over the feature map after {pools} 2×2 max-pools); got {height}×{width}",
+         convolution over the feature map after {pools}); got {height}×{width}",
         config.name(),
         p = config.pool(),
-        pools = count_in_words(config.num_pools()),
+        pools = pools_in_words(config.num_pools()),
     ))
 }
 
@@ -552,13 +552,15 @@ fn per_pixel(count: u64, output: &[usize]) -> Option<u64> {
         .checked_mul(output[2] as u64)
 }
 
-fn count_in_words(n: usize) -> String {
+/// `five 2×2 max-pools`, `one 2×2 max-pool`.
+fn pools_in_words(n: usize) -> String {
     const WORDS: [&str; 11] = [
         "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
     ];
-    WORDS
+    let count = WORDS
         .get(n)
-        .map_or_else(|| n.to_string(), |w| w.to_string())
+        .map_or_else(|| n.to_string(), |w| w.to_string());
+    format!("{count} 2×2 max-pool{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
@@ -595,11 +597,26 @@ mod tests {
         assert_eq!(
             got,
             [
-                (paths(&["features.0", "features.3"]), Some("features.6".into())),
+                (
+                    paths(&["features.0", "features.3"]),
+                    Some("features.6".into())
+                ),
                 (paths(&[]), Some("features.7".into())),
                 (paths(&["features.8"]), Some("features.11".into())),
                 (paths(&["features.12"]), None),
             ]
+        );
+    }
+
+    #[test]
+    fn one_pool_reads_as_one() {
+        let config = VggConfig::custom("8,M", false).unwrap();
+        let err = propagate_shapes(&config, &build_layers(&config), [3, 1, 1])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("at least 2×2 input: one 2×2 max-pool; got 1×1"),
+            "{err}"
         );
     }
 

@@ -85,6 +85,11 @@ fn blocks(summary: &Summary, config: &VggConfig) -> Vec<Block> {
 
 /// An SVG with one column per config, at input `[C, H, W]`.
 pub fn diagram(configs: &[VggConfig], chw: [usize; 3]) -> Result<String> {
+    if configs.is_empty() {
+        return Err(Error::BadArgument(
+            "a diagram needs at least one model".into(),
+        ));
+    }
     let summaries = configs
         .iter()
         .map(|c| Summary::new(&c.with_in_channels(chw[0])?, 1, chw, &[]))

@@ -36,6 +36,11 @@ pub fn check_out(dir: &Path, overwrite: bool) -> Result<()> {
 /// missing); `title` names what was dissected (the image). Files of those names already in
 /// `dir` are replaced only when `overwrite` says so.
 pub fn write(dir: &Path, dissection: &Dissection, title: &str, overwrite: bool) -> Result<()> {
+    if dir.as_os_str().is_empty() {
+        return Err(Error::BadArgument(
+            "the report's folder is an empty path; name a folder (it is created if missing)".into(),
+        ));
+    }
     let mut names: Vec<&str> = dissection.figures().map(|f| f.file.as_str()).collect();
     names.push("index.html");
     crate::io::refuse_to_replace(dir, &names, overwrite, "")?;

@@ -106,6 +106,13 @@ fn model_proto(
     options: &ExportOptions,
 ) -> Result<ModelProto> {
     let [n, c, h, w] = options.input;
+    if n == 0 {
+        return Err(Error::BadArgument(format!(
+            "an ONNX graph for a batch of 0 images (input {:?}) computes nothing; give a batch \
+             of at least 1 (or a dynamic batch)",
+            options.input
+        )));
+    }
     let layers = build_layers(config);
     let shapes = propagate_shapes(config, &layers, [c, h, w])?;
     let mut graph = GraphBuilder::default();
