@@ -163,6 +163,13 @@ fn diagram_svg(sources: &Bound<'_, PyList>, input_size: [usize; 3]) -> PyResult<
     check(vgg::viz::diagram::diagram(&configs, input_size))
 }
 
+/// Writes `svg` to `path` atomically: the SVG, or a PNG rendering of it for a `.png` path.
+#[pyfunction]
+fn save_svg(py: Python<'_>, path: PathBuf, svg: &str) -> PyResult<()> {
+    py.detach(|| vgg::viz::diagram::write(&path, svg))
+        .map_err(errors::to_py)
+}
+
 /// Validated preprocessing settings (torchvision's ImageNet mean and std by default).
 pub fn preprocess_settings(
     base: Preprocess,
@@ -380,6 +387,7 @@ fn _vgg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(summary_tables, m)?)?;
     m.add_function(wrap_pyfunction!(compare_json, m)?)?;
     m.add_function(wrap_pyfunction!(diagram_svg, m)?)?;
+    m.add_function(wrap_pyfunction!(save_svg, m)?)?;
     m.add_function(wrap_pyfunction!(preprocess, m)?)?;
     m.add_function(wrap_pyfunction!(dissect, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;

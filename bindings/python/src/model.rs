@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
 
 use candle_core::{Device, Tensor};
+use numpy::PyReadonlyArrayDyn;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use vgg::data::RgbImage;
@@ -15,6 +16,7 @@ use vgg::fast::{FastOptions, FastVgg};
 use vgg::infer::classify::classify_images;
 use vgg::infer::protocol::{Protocol, TrainingScale, scale_classifier};
 use vgg::infer::{Backend, Classifier, Engine};
+use vgg::model::footprint::{self, Work};
 use vgg::progress::Silent;
 use vgg::quantize::{CalibrationOptions, calibrate};
 use vgg::weights::StateDict;
@@ -125,7 +127,7 @@ impl Model {
     /// Logits `[N, num_classes]` for an NCHW float32 batch: the fast engine in eval mode, the
     /// module-by-module model (dropout, batch statistics) in training mode.
     fn __call__<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let x = float32(x)?;
+        let x = self.input(x)?;
         let (shape, data) = nchw(&x)?;
         let classes = self.config().num_classes();
         let logits = if self.training.load(Ordering::Relaxed) {
@@ -152,7 +154,7 @@ impl Model {
         x: &Bound<'py, PyAny>,
         layers: Vec<String>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let x = float32(x)?;
+        let x = self.input(x)?;
         let (shape, data) = nchw(&x)?;
         let mode = self.mode();
         let names: Vec<&str> = layers.iter().map(String::as_str).collect();
@@ -453,6 +455,21 @@ impl Model {
 
     pub fn class_names_for_report(&self) -> Vec<String> {
         self.names.clone()
+    }
+
+    /// `x` as a float32 array, its shape (when it has one) checked against the network and
+    /// the memory budget first: a huge or misshapen array is refused before it is copied.
+    fn input<'py>(&self, x: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
+        if let Ok(dims) = x.getattr("shape").and_then(|s| s.extract::<Vec<usize>>()) {
+            let shape = check(vgg::model::nchw(&dims))?;
+            check(footprint::check(
+                &self.config(),
+                shape,
+                Work::Inference,
+                String::new,
+            ))?;
+        }
+        float32(x)
     }
 
     /// A training-mode pass updated batch norm's running statistics: the engine, compiled

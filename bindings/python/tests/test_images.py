@@ -50,6 +50,9 @@ def test_diagram_is_svg(tmp_path):
     assert svg._repr_svg_().startswith("<svg")
     svg.save(tmp_path / "d.svg")
     assert (tmp_path / "d.svg").read_text() == str(svg)
+    svg.save(tmp_path / "d.png")
+    assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.png", "d.svg"]  # no temporaries
 
 
 def test_dissect_report_renders_and_saves(tiny_bn, tmp_path):

@@ -68,9 +68,11 @@ class SVG:
         return self.svg
 
     def save(self, path: "os.PathLike[str] | str") -> None:
-        """Writes the SVG to ``path``."""
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(self.svg)
+        """Writes the SVG to ``path`` (a ``.svg``, or a ``.png`` rendering of it), atomically:
+        an interrupted save leaves any previous file whole."""
+        from . import _vgg
+
+        _vgg.save_svg(os.fspath(path), self.svg)
 
 
 class Report:
