@@ -14,7 +14,7 @@ use crate::model::config::VggConfig;
 use crate::model::footprint::{self, Work};
 use crate::model::init::{Init, init_values};
 use crate::model::layers::{
-    Form, LayerKind, LayerSpec, TensorSpec, build_layers, build_layers_in, logits_len,
+    Form, LayerKind, LayerSpec, TensorRole, TensorSpec, build_layers, build_layers_in, logits_len,
     propagate_shapes,
 };
 use crate::ops::tensor_pool::adaptive_avg_pool2d;
@@ -52,6 +52,32 @@ enum Module {
 }
 
 impl Module {
+    /// Its tensors in the order of [`LayerKind::tensors`], which names them.
+    fn tensors(&self, device: &Device) -> Result<Vec<Tensor>> {
+        Ok(match self {
+            Module::Conv2d(a) | Module::Linear(a) => {
+                vec![a.weight.as_detached_tensor(), a.bias.as_detached_tensor()]
+            }
+            Module::BatchNorm2d(bn) => vec![
+                bn.weight.as_detached_tensor(),
+                bn.bias.as_detached_tensor(),
+                bn.running_mean.as_detached_tensor(),
+                bn.running_var.as_detached_tensor(),
+                Tensor::new(bn.num_batches_tracked.load(Ordering::Relaxed), device)?,
+            ],
+            Module::Stateless => Vec::new(),
+        })
+    }
+
+    /// Its trainable tensors, in the order of [`LayerKind::tensors`]' parameters.
+    fn parameters(&self) -> Vec<Var> {
+        match self {
+            Module::Conv2d(a) | Module::Linear(a) => vec![a.weight.clone(), a.bias.clone()],
+            Module::BatchNorm2d(bn) => vec![bn.weight.clone(), bn.bias.clone()],
+            Module::Stateless => Vec::new(),
+        }
+    }
+
     /// The same tensors, for a second view of the network (its dense form).
     fn share(&self) -> Module {
         let affine = |a: &Affine| Affine {
@@ -248,24 +274,9 @@ impl Vgg {
         let mut entries = Vec::new();
         for (layer, module) in self.layers.iter().zip(&self.modules) {
             let path = layer.path();
-            let tensors: Vec<(&str, Tensor)> = match module {
-                Module::Conv2d(a) | Module::Linear(a) => vec![
-                    ("weight", a.weight.as_detached_tensor()),
-                    ("bias", a.bias.as_detached_tensor()),
-                ],
-                Module::BatchNorm2d(bn) => {
-                    let tracked = bn.num_batches_tracked.load(Ordering::Relaxed);
-                    vec![
-                        ("weight", bn.weight.as_detached_tensor()),
-                        ("bias", bn.bias.as_detached_tensor()),
-                        ("running_mean", bn.running_mean.as_detached_tensor()),
-                        ("running_var", bn.running_var.as_detached_tensor()),
-                        ("num_batches_tracked", Tensor::new(tracked, &self.device)?),
-                    ]
-                }
-                Module::Stateless => vec![],
-            };
-            entries.extend(tensors.into_iter().map(|(n, t)| (format!("{path}.{n}"), t)));
+            let tensors = module.tensors(&self.device)?;
+            let names = layer.kind.tensors().into_iter().map(|spec| spec.name);
+            entries.extend(names.zip(tensors).map(|(n, t)| (format!("{path}.{n}"), t)));
         }
         Ok(entries)
     }
@@ -275,13 +286,14 @@ impl Vgg {
         let mut params = Vec::new();
         for (layer, module) in self.layers.iter().zip(&self.modules) {
             let path = layer.path();
-            let (weight, bias) = match module {
-                Module::Conv2d(a) | Module::Linear(a) => (&a.weight, &a.bias),
-                Module::BatchNorm2d(bn) => (&bn.weight, &bn.bias),
-                Module::Stateless => continue,
-            };
-            params.push((format!("{path}.weight"), weight.clone()));
-            params.push((format!("{path}.bias"), bias.clone()));
+            let names = (layer.kind.tensors().into_iter())
+                .filter(|spec| spec.role == TensorRole::Parameter)
+                .map(|spec| spec.name);
+            params.extend(
+                names
+                    .zip(module.parameters())
+                    .map(|(n, v)| (format!("{path}.{n}"), v)),
+            );
         }
         params
     }
