@@ -16,7 +16,7 @@ use vgg::fast::{FastOptions, FastVgg};
 use vgg::infer::classify::classify_images;
 use vgg::infer::protocol::{Protocol, TrainingScale, scale_classifier};
 use vgg::infer::{Backend, Classifier, Engine};
-use vgg::model::footprint::{self, Work};
+use vgg::limits::array_bytes;
 use vgg::progress::Silent;
 use vgg::quantize::{CalibrationOptions, calibrate};
 use vgg::weights::StateDict;
@@ -457,17 +457,16 @@ impl Model {
         self.names.clone()
     }
 
-    /// `x` as a float32 array, its shape (when it has one) checked against the network and
-    /// the memory budget first: a huge or misshapen array is refused before it is copied.
+    /// `x` as a float32 array, its shape (when it has one) checked first: a misshapen array,
+    /// or one whose float32 copy would not fit the memory budget, is refused before it is
+    /// copied. (The pass itself is checked where its engine is compiled, which knows that
+    /// this model's own plan is replaced, not added to.)
     fn input<'py>(&self, x: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
         if let Ok(dims) = x.getattr("shape").and_then(|s| s.extract::<Vec<usize>>()) {
             let shape = check(vgg::model::nchw(&dims))?;
-            check(footprint::check(
-                &self.config(),
-                shape,
-                Work::Inference,
-                String::new,
-            ))?;
+            check(vgg::limits::reserve(array_bytes(&shape, 4), || {
+                format!("an input array of shape {shape:?}")
+            }))?;
         }
         float32(x)
     }
