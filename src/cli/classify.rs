@@ -41,8 +41,7 @@ pub fn run(args: &ClassifyArgs, out: &mut dyn Write) -> Result<bool> {
     }
     args.classifier.engine()?;
     let paths = collect_images(&args.paths)?;
-    // A batch never needs to be larger than the images.
-    let batch_size = args.batch_size.min(paths.len().max(1));
+    let batch_size = vgg::infer::batch_for(args.batch_size, paths.len());
     let (mut classifier, preprocess) = args.classifier.build(&args.source, batch_size)?;
     let labels = (args.source.source()?).class_names(classifier.backend.config().num_classes());
     let bar = Bar::default();

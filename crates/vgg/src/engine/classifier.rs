@@ -154,78 +154,16 @@ impl Fc {
     pub(crate) fn run(&self, isa: Isa, x: &[f32], batch: usize, y: &mut [f32], tmp: &mut [f32]) {
         let tmp = &mut tmp[..batch * self.out];
         match &self.w {
-            Weights::F32(w) => dot_blocks(tmp, batch, |r0, t| {
-                let w = &w[r0 * self.inp..(r0 + t.len() / batch) * self.inp];
-                let (inp, y) = (self.inp, t);
-                simd::dot_rows(
-                    isa,
-                    DotRows {
-                        w,
-                        inp,
-                        x,
-                        batch,
-                        y,
-                    },
-                );
-            }),
-            Weights::Bf16 { w, stride } => {
-                // The input in bf16, padded like the weight rows: `batch` rows against the
-                // layer's `out` weight rows, so small beside the weights each run streams.
-                let mut x_bf16 = vec![Bf16::default(); batch * stride];
-                for (dst, src) in x_bf16
-                    .chunks_exact_mut(*stride)
-                    .zip(x.chunks_exact(self.inp))
-                {
-                    simd::convert_to_bf16(isa, src, &mut dst[..self.inp]);
-                }
-                let x = &x_bf16[..];
-                dot_blocks(tmp, batch, |r0, t| {
-                    let w = &w[r0 * stride..(r0 + t.len() / batch) * stride];
-                    let (inp, y) = (*stride, t);
-                    simd::dot_rows_bf16(
-                        isa,
-                        DotRowsBf16 {
-                            w,
-                            inp,
-                            x,
-                            batch,
-                            y,
-                        },
-                    );
-                });
-            }
+            Weights::F32(w) => self.products_f32(isa, w, x, batch, tmp),
+            Weights::Bf16 { w, stride } => self.products_bf16(isa, (w, *stride), x, batch, tmp),
             Weights::Int8 {
                 w,
                 stride,
                 rescale,
                 inv_input_scale,
             } => {
-                let mut x_u8 = vec![0u8; batch * stride];
-                for (dst, src) in x_u8.chunks_exact_mut(*stride).zip(x.chunks_exact(self.inp)) {
-                    simd::quantize_u8(isa, src, *inv_input_scale, &mut dst[..self.inp]);
-                }
-                let x = &x_u8[..];
-                dot_blocks(tmp, batch, |r0, t| {
-                    let rows = t.len() / batch;
-                    let mut sums = vec![0i32; t.len()];
-                    let d = DotRowsU8I8 {
-                        w: &w[r0 * stride..(r0 + rows) * stride],
-                        inp: *stride,
-                        x,
-                        batch,
-                        y: &mut sums,
-                    };
-                    simd::dot_rows_u8i8(isa, d);
-                    for (r, (t, s)) in t
-                        .chunks_exact_mut(batch)
-                        .zip(sums.chunks_exact(batch))
-                        .enumerate()
-                    {
-                        for (t, s) in t.iter_mut().zip(s) {
-                            *t = *s as f32 * rescale[r0 + r];
-                        }
-                    }
-                });
+                let rows = (&w[..], *stride, &rescale[..], *inv_input_scale);
+                self.products_int8(isa, rows, x, batch, tmp);
             }
         }
         for (r, t) in tmp.chunks_exact(batch).enumerate() {
@@ -234,6 +172,95 @@ impl Fc {
                 y[b * self.out + r] = if self.relu { v.max(0.0) } else { v };
             }
         }
+    }
+
+    /// The products `W x` in f32 into the transposed `tmp` (`[out][batch]`).
+    fn products_f32(&self, isa: Isa, w: &[f32], x: &[f32], batch: usize, tmp: &mut [f32]) {
+        dot_blocks(tmp, batch, |r0, t| {
+            let w = &w[r0 * self.inp..(r0 + t.len() / batch) * self.inp];
+            let (inp, y) = (self.inp, t);
+            simd::dot_rows(
+                isa,
+                DotRows {
+                    w,
+                    inp,
+                    x,
+                    batch,
+                    y,
+                },
+            );
+        });
+    }
+
+    /// The products with bf16 weight rows `w` of `stride` values, the input rounded to bf16.
+    fn products_bf16(
+        &self,
+        isa: Isa,
+        (w, stride): (&[Bf16], usize),
+        x: &[f32],
+        batch: usize,
+        tmp: &mut [f32],
+    ) {
+        // The input in bf16, padded like the weight rows: `batch` rows against the
+        // layer's `out` weight rows, so small beside the weights each run streams.
+        let mut x_bf16 = vec![Bf16::default(); batch * stride];
+        for (dst, src) in x_bf16
+            .chunks_exact_mut(stride)
+            .zip(x.chunks_exact(self.inp))
+        {
+            simd::convert_to_bf16(isa, src, &mut dst[..self.inp]);
+        }
+        let x = &x_bf16[..];
+        dot_blocks(tmp, batch, |r0, t| {
+            let w = &w[r0 * stride..(r0 + t.len() / batch) * stride];
+            let (inp, y) = (stride, t);
+            simd::dot_rows_bf16(
+                isa,
+                DotRowsBf16 {
+                    w,
+                    inp,
+                    x,
+                    batch,
+                    y,
+                },
+            );
+        });
+    }
+
+    /// The products in u8 × s8 with int32 sums, rescaled to f32: int8 weight rows `w` of
+    /// `stride` values, output `r` scaled by `rescale[r]`, the input quantised at
+    /// `inv_input_scale`.
+    fn products_int8(
+        &self,
+        isa: Isa,
+        (w, stride, rescale, inv_input_scale): (&[i8], usize, &[f32], f32),
+        x: &[f32],
+        batch: usize,
+        tmp: &mut [f32],
+    ) {
+        let mut x_u8 = vec![0u8; batch * stride];
+        for (dst, src) in x_u8.chunks_exact_mut(stride).zip(x.chunks_exact(self.inp)) {
+            simd::quantize_u8(isa, src, inv_input_scale, &mut dst[..self.inp]);
+        }
+        let x = &x_u8[..];
+        dot_blocks(tmp, batch, |r0, t| {
+            let rows = t.len() / batch;
+            let mut sums = vec![0i32; t.len()];
+            let d = DotRowsU8I8 {
+                w: &w[r0 * stride..(r0 + rows) * stride],
+                inp: stride,
+                x,
+                batch,
+                y: &mut sums,
+            };
+            simd::dot_rows_u8i8(isa, d);
+            let rows = t.chunks_exact_mut(batch).zip(sums.chunks_exact(batch));
+            for (r, (t, s)) in rows.enumerate() {
+                for (t, s) in t.iter_mut().zip(s) {
+                    *t = *s as f32 * rescale[r0 + r];
+                }
+            }
+        });
     }
 }
 

@@ -87,6 +87,24 @@ struct Stage {
     output: Shape,
 }
 
+impl Stage {
+    /// Takes in the 2×2 max-pool of feature op `i` (to `output`) when this is the
+    /// convolution just before it and can fuse it.
+    fn fuse_pool(&mut self, i: usize, output: Shape, opts: PlanOptions) -> bool {
+        match &mut self.op {
+            StageOp::Conv { conv, pool }
+                if opts.fuse_pool && conv.fuses_pool() && !*pool && self.last + 1 == i =>
+            {
+                *pool = true;
+                self.last = i;
+                self.output = output;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// What follows the features.
 enum Head {
     /// Adaptive pool to `pool×pool` (folded into `fcs[0]` when `folded`), then linear layers.
@@ -533,7 +551,7 @@ fn build_stages(
     let mut shape = input;
     let mut convs = 0;
     for (i, op) in features.into_iter().enumerate() {
-        match op {
+        let stage = match op {
             FeatureOp::MaxPool2x2 => {
                 if shape.h < 2 || shape.w < 2 {
                     return Err(invalid(format!(
@@ -541,27 +559,17 @@ fn build_stages(
                         shape.h, shape.w
                     )));
                 }
-                let out = shape.pooled();
-                match stages.last_mut() {
-                    Some(Stage {
-                        op: StageOp::Conv { conv, pool },
-                        last,
-                        output,
-                        ..
-                    }) if opts.fuse_pool && conv.fuses_pool() && !*pool && *last + 1 == i => {
-                        *pool = true;
-                        *last = i;
-                        *output = out;
-                    }
-                    _ => stages.push(Stage {
-                        op: StageOp::MaxPool,
-                        first: i,
-                        last: i,
-                        input: shape,
-                        output: out,
-                    }),
-                }
-                shape = out;
+                let output = shape.pooled();
+                let fused = stages
+                    .last_mut()
+                    .is_some_and(|s| s.fuse_pool(i, output, opts));
+                (!fused).then_some(Stage {
+                    op: StageOp::MaxPool,
+                    first: i,
+                    last: i,
+                    input: shape,
+                    output,
+                })
             }
             FeatureOp::Conv3x3 {
                 in_channels,
@@ -570,19 +578,6 @@ fn build_stages(
                 bias,
                 relu,
             } => {
-                if in_channels != shape.c || out_channels == 0 {
-                    return Err(invalid(format!(
-                        "op {i}: expects {in_channels} input channels, gets {}",
-                        shape.c
-                    )));
-                }
-                if weight.len() != out_channels * in_channels * 9 || bias.len() != out_channels {
-                    return Err(invalid(format!(
-                        "op {i}: weight/bias sizes do not match the channel counts"
-                    )));
-                }
-                let int8_range = int8.get(convs).copied().flatten();
-                convs += 1;
                 let weights = ConvWeights {
                     in_channels,
                     out_channels,
@@ -590,20 +585,52 @@ fn build_stages(
                     bias: &bias,
                     relu,
                 };
-                let conv = Conv::compile(weights, opts, int8_range)?;
-                let out = shape.with_channels(out_channels);
-                stages.push(Stage {
-                    op: StageOp::Conv { conv, pool: false },
-                    first: i,
-                    last: i,
-                    input: shape,
-                    output: out,
-                });
-                shape = out;
+                let int8_range = int8.get(convs).copied().flatten();
+                convs += 1;
+                Some(conv_stage(i, shape, weights, opts, int8_range)?)
             }
+        };
+        match stage {
+            Some(stage) => {
+                shape = stage.output;
+                stages.push(stage);
+            }
+            None => shape = shape.pooled(),
         }
     }
     Ok(stages)
+}
+
+/// The stage of feature op `i`, a convolution, on input `shape`.
+fn conv_stage(
+    i: usize,
+    shape: Shape,
+    w: ConvWeights<'_>,
+    opts: PlanOptions,
+    int8_range: Option<f32>,
+) -> Result<Stage, EngineError> {
+    let (c, k) = (w.in_channels, w.out_channels);
+    if c != shape.c || k == 0 {
+        return Err(invalid(format!(
+            "op {i}: expects {c} input channels, gets {}",
+            shape.c
+        )));
+    }
+    if w.weight.len() != k * c * 9 || w.bias.len() != k {
+        return Err(invalid(format!(
+            "op {i}: weight/bias sizes do not match the channel counts"
+        )));
+    }
+    Ok(Stage {
+        op: StageOp::Conv {
+            conv: Conv::compile(w, opts, int8_range)?,
+            pool: false,
+        },
+        first: i,
+        last: i,
+        input: shape,
+        output: shape.with_channels(k),
+    })
 }
 
 /// Sees each convolution's and linear layer's input and output during [`Plan::probe`];

@@ -39,12 +39,7 @@ pub fn network_spec(
             }),
             LayerKind::BatchNorm2d { eps, .. } => {
                 let affine = Affine::of_batch_norm(&mut tensor, eps)?;
-                let Some(FeatureOp::Conv3x3 { weight, bias, .. }) = spec.features.last_mut() else {
-                    return Err(Error::BadArgument(format!(
-                        "{path}: batch norm without a convolution before it"
-                    )));
-                };
-                affine.fold_into_output(weight, bias)?;
+                fold_into_conv(&mut spec, &path, affine)?;
             }
             LayerKind::ReLU => match &pending {
                 Some((norm, _)) => return Err(unfoldable(norm)),
@@ -69,21 +64,9 @@ pub fn network_spec(
             }
             LayerKind::BatchNorm1d { eps, .. } => {
                 let affine = Affine::of_batch_norm(&mut tensor, eps)?;
-                pending = match (pending.take(), spec.classifier.last_mut()) {
-                    (Some((first, before)), _) => Some((first, before.then(affine)?)),
-                    (None, Some(linear)) if !linear.relu => {
-                        affine.fold_into_output(&mut linear.weight, &mut linear.bias)?;
-                        None
-                    }
-                    (None, _) => Some((path, affine)),
-                };
+                pending = fold_into_linear(&mut spec, pending.take(), path, affine)?;
             }
-            LayerKind::FcConv { .. } => {
-                return Err(Error::BadConfig(format!(
-                    "{path}: the engine's network is the standard form (PlanOptions::dense \
-                     makes the dense one)"
-                )));
-            }
+            LayerKind::FcConv { .. } => return Err(not_standard(&path)),
             LayerKind::AdaptiveAvgPool2d { .. }
             | LayerKind::Flatten
             | LayerKind::Dropout { .. }
@@ -94,6 +77,42 @@ pub fn network_spec(
         Some((path, _)) => Err(unfoldable(&path)),
         None => Ok(spec),
     }
+}
+
+/// Folds a 2-d batch norm into the convolution before it.
+fn fold_into_conv(spec: &mut NetworkSpec, path: &str, affine: Affine) -> Result<()> {
+    let Some(FeatureOp::Conv3x3 { weight, bias, .. }) = spec.features.last_mut() else {
+        return Err(Error::BadArgument(format!(
+            "{path}: batch norm without a convolution before it"
+        )));
+    };
+    affine.fold_into_output(weight, bias)
+}
+
+/// Folds a 1-d batch norm into the Linear before it when no ReLU comes between; otherwise
+/// returns it (after any batch norm already `pending`) to fold into the next Linear.
+fn fold_into_linear(
+    spec: &mut NetworkSpec,
+    pending: Option<(String, Affine)>,
+    path: String,
+    affine: Affine,
+) -> Result<Option<(String, Affine)>> {
+    Ok(match (pending, spec.classifier.last_mut()) {
+        (Some((first, before)), _) => Some((first, before.then(affine)?)),
+        (None, Some(linear)) if !linear.relu => {
+            affine.fold_into_output(&mut linear.weight, &mut linear.bias)?;
+            None
+        }
+        (None, _) => Some((path, affine)),
+    })
+}
+
+/// A dense (fully convolutional) head's layer in a standard network.
+fn not_standard(path: &str) -> Error {
+    Error::BadConfig(format!(
+        "{path}: the engine's network is the standard form (PlanOptions::dense makes the \
+         dense one)"
+    ))
 }
 
 /// The ReLU after a layer runs fused into it.

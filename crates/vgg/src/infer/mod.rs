@@ -311,6 +311,12 @@ impl Classifier {
     }
 }
 
+/// The batch size to compile for `images` images when `requested` was asked for: never
+/// larger than the images (a plan's memory grows with its batch), and at least 1.
+pub fn batch_for(requested: usize, images: usize) -> usize {
+    requested.clamp(1, images.max(1))
+}
+
 /// Refuses to feed images to a network that does not take 3 channels: they decode to RGB,
 /// and the mismatch would otherwise surface as an engine's shape error.
 pub fn check_takes_images(config: &VggConfig) -> Result<()> {

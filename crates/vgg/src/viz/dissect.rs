@@ -75,12 +75,7 @@ pub fn dissect(
     let output = |layer: usize| &outputs[marks.binary_search(&layer).expect("a marked layer")];
 
     let cam = grad_cam(model, output(target), None)?;
-    let logits = Tensor::new(cam.logits.as_slice(), &Device::Cpu)?;
-    let probs = candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec1::<f32>()?;
-    let top = top_k(&probs, TOP_CLASSES)
-        .into_iter()
-        .map(|p| (labels[p.index].clone(), p.prob))
-        .collect();
+    let top = top_classes(&cam.logits, labels)?;
 
     let input = preprocess.denormalise(image, size as u32);
     let heat = overlay(&input, &cam.upsample(size, size));
@@ -89,19 +84,9 @@ pub fn dissect(
         caption,
         png,
     };
-    let mut stages = Vec::new();
-    for (i, &pool) in pools.iter().enumerate() {
-        let activation = output(pool);
-        let (_, c, h, w) = activation.dims4()?;
-        let caption = format!(
-            "Stage {}: {} output, {c}×{h}×{w}; {} most active channels",
-            i + 1,
-            model.layers()[pool].path(),
-            c.min(MAX_CHANNELS)
-        );
-        let file = format!("stage{}.png", i + 1);
-        stages.push(figure(&file, caption, png(feature_grid(activation)?)?));
-    }
+    let stages = (pools.iter().enumerate())
+        .map(|(i, &pool)| stage_figure(model, i + 1, pool, output(pool)))
+        .collect::<Result<_>>()?;
     let first_conv = first_conv_weight(model)?;
     Ok(Dissection {
         model: model.config().name().to_string(),
@@ -127,6 +112,31 @@ pub fn dissect(
         ),
         top,
         summary: torchsummary::render(&Summary::new(model.config(), 1, [3, size, size], &[])?, -1),
+    })
+}
+
+/// The [`TOP_CLASSES`] most probable classes of `logits`, named by `labels`.
+fn top_classes(logits: &[f32], labels: &[String]) -> Result<Vec<(String, f32)>> {
+    let logits = Tensor::new(logits, &Device::Cpu)?;
+    let probs = candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec1::<f32>()?;
+    Ok(top_k(&probs, TOP_CLASSES)
+        .into_iter()
+        .map(|p| (labels[p.index].clone(), p.prob))
+        .collect())
+}
+
+/// Stage `number`'s picture: the most active channels of `activation`, the output of its
+/// max-pool (layer `pool`).
+fn stage_figure(model: &Vgg, number: usize, pool: usize, activation: &Tensor) -> Result<Figure> {
+    let (_, c, h, w) = activation.dims4()?;
+    Ok(Figure {
+        file: format!("stage{number}.png"),
+        caption: format!(
+            "Stage {number}: {} output, {c}×{h}×{w}; {} most active channels",
+            model.layers()[pool].path(),
+            c.min(MAX_CHANNELS)
+        ),
+        png: png(feature_grid(activation)?)?,
     })
 }
 

@@ -2,6 +2,7 @@
 //! pickle code), safetensors in and out, name mapping, arch detection and loading.
 
 pub mod detect;
+pub mod inspect;
 pub mod load;
 pub mod names;
 pub mod onnx;

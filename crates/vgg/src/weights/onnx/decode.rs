@@ -189,34 +189,7 @@ impl OnnxFile {
                 "tensor `{name}` has external data without a location"
             ))
         })?;
-        let relative = Path::new(&location);
-        if !relative
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)))
-        {
-            return Err(self.error(format!(
-                "tensor `{name}`'s external data `{location}` is not a plain path inside the \
-                 model's folder; only such paths are read"
-            )));
-        }
-        let folder = match self.path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        let folder = folder
-            .canonicalize()
-            .map_err(|e| Error::io(folder, "cannot read", e))?;
-        let file_path = folder.join(relative);
-        let resolved = file_path
-            .canonicalize()
-            .map_err(|e| Error::io(&file_path, "cannot read external data of", e))?;
-        if !resolved.starts_with(&folder) {
-            return Err(self.error(format!(
-                "tensor `{name}`'s external data `{location}` leads outside the model's folder \
-                 (to {}); only files inside it are read",
-                resolved.display()
-            )));
-        }
+        let resolved = self.inside_folder(name, &location)?;
         let number = |key: &str| -> Result<Option<u64>> {
             field(key)
                 .map(|v| {
@@ -250,6 +223,40 @@ impl OnnxFile {
             .and_then(|_| file.read_exact(&mut bytes))
             .map_err(|e| Error::io(&resolved, "cannot read", e))?;
         Ok(bytes)
+    }
+
+    /// The file an external-data `location` names, when it is inside the model's folder
+    /// (a relative path of plain names that no link leads out of).
+    fn inside_folder(&self, name: &str, location: &str) -> Result<PathBuf> {
+        let relative = Path::new(location);
+        if !relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+        {
+            return Err(self.error(format!(
+                "tensor `{name}`'s external data `{location}` is not a plain path inside the \
+                 model's folder; only such paths are read"
+            )));
+        }
+        let folder = match self.path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let folder = folder
+            .canonicalize()
+            .map_err(|e| Error::io(folder, "cannot read", e))?;
+        let file_path = folder.join(relative);
+        let resolved = file_path
+            .canonicalize()
+            .map_err(|e| Error::io(&file_path, "cannot read external data of", e))?;
+        if !resolved.starts_with(&folder) {
+            return Err(self.error(format!(
+                "tensor `{name}`'s external data `{location}` leads outside the model's folder \
+                 (to {}); only files inside it are read",
+                resolved.display()
+            )));
+        }
+        Ok(resolved)
     }
 }
 

@@ -285,6 +285,47 @@ impl<R: BufRead> Unpickler<R> {
             op::EMPTY_LIST => self.push(Value::List(node(Vec::new(), 1))),
             op::EMPTY_TUPLE => self.push(Value::Tuple(node(Vec::new(), 1))),
             op::MARK => self.mark(),
+            op::TUPLE => self.tuple_from_mark(),
+            op::TUPLE1 => self.tuple_of(1),
+            op::TUPLE2 => self.tuple_of(2),
+            op::TUPLE3 => self.tuple_of(3),
+            op::LIST => self.list_from_mark(),
+            op::DICT => self.dict_from_mark(),
+            op::APPEND => self.append(),
+            op::APPENDS => self.appends(),
+            op::SETITEM => self.setitem(),
+            op::SETITEMS => self.setitems(),
+            op::BINPUT => {
+                let key = self.read_u8()?;
+                self.memo_put(u32::from(key))
+            }
+            op::LONG_BINPUT => {
+                let key = u32::from_le_bytes(self.read_array()?);
+                self.memo_put(key)
+            }
+            op::MEMOIZE => self.memoize(),
+            op::BINGET => {
+                let key = self.read_u8()?;
+                self.memo_get(u32::from(key))
+            }
+            op::LONG_BINGET => {
+                let key = u32::from_le_bytes(self.read_array()?);
+                self.memo_get(key)
+            }
+            op::GLOBAL => self.global(),
+            op::STACK_GLOBAL => self.stack_global(),
+            op::REDUCE => self.reduce(),
+            op::NEWOBJ => self.newobj(),
+            op::BUILD => self.build(),
+            op::BINPERSID => self.binpersid(),
+            op::PERSID => self.persid(),
+            _ => self.literal(op),
+        }
+    }
+
+    /// Executes an opcode that pushes a literal (string, bytes, number, `None`, bool).
+    fn literal(&mut self, op: u8) -> Result<(), PthError> {
+        match op {
             op::BINUNICODE => {
                 let len = self.read_u32()?;
                 self.unicode(len)
@@ -330,40 +371,6 @@ impl<R: BufRead> Unpickler<R> {
             op::NONE => self.push(Value::None),
             op::NEWTRUE => self.push(Value::Bool(true)),
             op::NEWFALSE => self.push(Value::Bool(false)),
-            op::TUPLE => self.tuple_from_mark(),
-            op::TUPLE1 => self.tuple_of(1),
-            op::TUPLE2 => self.tuple_of(2),
-            op::TUPLE3 => self.tuple_of(3),
-            op::LIST => self.list_from_mark(),
-            op::DICT => self.dict_from_mark(),
-            op::APPEND => self.append(),
-            op::APPENDS => self.appends(),
-            op::SETITEM => self.setitem(),
-            op::SETITEMS => self.setitems(),
-            op::BINPUT => {
-                let key = self.read_u8()?;
-                self.memo_put(u32::from(key))
-            }
-            op::LONG_BINPUT => {
-                let key = u32::from_le_bytes(self.read_array()?);
-                self.memo_put(key)
-            }
-            op::MEMOIZE => self.memoize(),
-            op::BINGET => {
-                let key = self.read_u8()?;
-                self.memo_get(u32::from(key))
-            }
-            op::LONG_BINGET => {
-                let key = u32::from_le_bytes(self.read_array()?);
-                self.memo_get(key)
-            }
-            op::GLOBAL => self.global(),
-            op::STACK_GLOBAL => self.stack_global(),
-            op::REDUCE => self.reduce(),
-            op::NEWOBJ => self.newobj(),
-            op::BUILD => self.build(),
-            op::BINPERSID => self.binpersid(),
-            op::PERSID => self.persid(),
             _ => Err(PthError::UnknownOpcode {
                 opcode: op,
                 name: unsupported_opcode_name(op),

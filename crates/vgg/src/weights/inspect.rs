@@ -1,0 +1,172 @@
+//! What a checkpoint holds and which model it fits (`vgg weights FILE`): the facts as
+//! data, and their report as text, so that every front end shows the same thing.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::data::preprocess::Preprocess;
+use crate::error::Result;
+use crate::model::VggConfig;
+use crate::model::config::cfg_string;
+use crate::model::head::head_string;
+use crate::summary::with_commas;
+use crate::weights::detect::detect_config;
+use crate::weights::load::{LoadReport, check};
+use crate::weights::recorded::Int8Calibration;
+use crate::weights::{read, recorded_int8, recorded_preprocess};
+
+/// One tensor of a checkpoint: its key, element type and shape.
+#[derive(Debug, Clone)]
+pub struct TensorInfo {
+    pub key: String,
+    pub dtype: String,
+    pub dims: Vec<usize>,
+}
+
+/// What a checkpoint holds, the network its shapes describe, what it records, and how a
+/// strict load into a model went.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    pub path: PathBuf,
+    /// The container, in words (`WeightFormat::describe`).
+    pub format: &'static str,
+    /// What was changed on the way in (name mapping, nesting).
+    pub notes: Vec<String>,
+    pub tensors: Vec<TensorInfo>,
+    pub parameters: usize,
+    /// The network the shapes describe, or why none could be told.
+    pub detected: std::result::Result<VggConfig, String>,
+    /// The preprocessing the checkpoint records.
+    pub preprocess: Option<Preprocess>,
+    /// The int8 calibration the checkpoint records, or why it cannot be used.
+    pub int8: std::result::Result<Option<Int8Calibration>, String>,
+    /// The strict load into the model asked for, else into the detected one (`None` when
+    /// there was neither).
+    pub load: Option<LoadReport>,
+}
+
+impl Inspection {
+    /// Reads `path` and checks it against `model` (by default the network it describes).
+    pub fn read(path: &Path, model: Option<VggConfig>) -> Result<Inspection> {
+        let state = read(path)?;
+        let shapes = state.shapes();
+        let detected = detect_config(&shapes).map_err(|e| e.to_string());
+        let load = model
+            .or_else(|| detected.clone().ok())
+            .map(|config| check(&config, &shapes));
+        let tensors = (state.tensors.iter())
+            .map(|(key, tensor)| TensorInfo {
+                key: key.clone(),
+                dtype: format!("{:?}", tensor.dtype()).to_lowercase(),
+                dims: tensor.dims().to_vec(),
+            })
+            .collect();
+        Ok(Inspection {
+            path: path.to_path_buf(),
+            format: state.format.describe(),
+            notes: state.notes.clone(),
+            tensors,
+            parameters: state.num_params(),
+            detected,
+            preprocess: recorded_preprocess(path),
+            int8: recorded_int8(path).map_err(|e| e.to_string()),
+            load,
+        })
+    }
+
+    /// Whether the checkpoint loads strictly into the model checked (true when none was).
+    pub fn fits(&self) -> bool {
+        self.load.as_ref().is_none_or(LoadReport::is_exact)
+    }
+
+    fn write_detected(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = match &self.detected {
+            Ok(c) => c,
+            Err(why) => return writeln!(f, "detected: nothing ({why})"),
+        };
+        let cfg = match c.name() {
+            "custom" => format!(
+                " --cfg {}{}",
+                cfg_string(c.features()),
+                if c.batch_norm() { " --batch-norm" } else { "" }
+            ),
+            _ => String::new(),
+        };
+        writeln!(
+            f,
+            "detected: {}{cfg} (num_classes {}, in_channels {}, pool {}, head {})",
+            c.name(),
+            c.num_classes(),
+            c.in_channels(),
+            c.pool(),
+            head_string(c.head()),
+        )
+    }
+
+    fn write_recorded(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(p) = &self.preprocess {
+            let three = |v: [f32; 3]| v.map(|x| x.to_string()).join(",");
+            writeln!(
+                f,
+                "preprocessing (trained with; the default of classify, evaluate, features and \
+                 dissect): --resize {} --crop {} --mean {} --std {}",
+                p.resize,
+                p.crop,
+                three(p.mean),
+                three(p.std)
+            )?;
+        }
+        match &self.int8 {
+            Ok(Some(calibration)) => {
+                let int8: Vec<&str> = (calibration.layers.iter())
+                    .filter(|l| l.int8)
+                    .map(|l| l.path.as_str())
+                    .collect();
+                writeln!(
+                    f,
+                    "int8 calibration (`--precision int8`; `vgg quantize` wrote it): {} of {} \
+                     layers in int8, calibrated on {} images at {}x{}: {}",
+                    int8.len(),
+                    calibration.layers.len(),
+                    calibration.images,
+                    calibration.size[0],
+                    calibration.size[1],
+                    int8.join(", ")
+                )
+            }
+            Ok(None) => Ok(()),
+            Err(why) => writeln!(f, "int8 calibration: unusable ({why})"),
+        }
+    }
+}
+
+impl fmt::Display for Inspection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.tensors.len();
+        writeln!(
+            f,
+            "{}: {}, {count} tensors",
+            self.path.display(),
+            self.format
+        )?;
+        for note in &self.notes {
+            writeln!(f, "note: {note}")?;
+        }
+        let width = self.tensors.iter().map(|t| t.key.len()).max().unwrap_or(0);
+        for TensorInfo { key, dtype, dims } in &self.tensors {
+            writeln!(f, "  {key:<width$}  {dtype:<4}  {dims:?}")?;
+        }
+        writeln!(f, "parameters: {}", with_commas(self.parameters as i128))?;
+        self.write_detected(f)?;
+        self.write_recorded(f)?;
+        match &self.load {
+            None => Ok(()),
+            Some(report) if report.is_exact() => writeln!(
+                f,
+                "matches {}: yes, every key and shape fits (strict load)",
+                report.model
+            ),
+            Some(report) => writeln!(f, "matches {}: no\n{report}", report.model),
+        }
+    }
+}
