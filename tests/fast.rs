@@ -108,3 +108,31 @@ fn wrong_input_shape_is_an_error() {
     assert!(err.contains("compiled for input [1, 3, 8, 8]"), "{err}");
     assert!(FastVgg::from_model(&model, [1, 3, 3, 3], PlanOptions::default()).is_err());
 }
+
+/// Inputs near float32's range overflow the Winograd transforms (whose sums reach ~100×
+/// the input) where the direct convolution does not: an error naming the layer, not the
+/// zeros the ReLU would make of the NaN.
+#[test]
+fn a_winograd_overflow_is_an_error_not_zeros() {
+    let config = VggConfig::from_arch(Arch::Vgg11)
+        .with_num_classes(10)
+        .unwrap();
+    let model = random_model(config, 5);
+    let shape = [1, 3, 32, 32];
+    let x = (Tensor::randn(0f32, 1.0, shape.as_slice(), &Device::Cpu).unwrap() * 1e37).unwrap();
+    let reference = model.forward(&x, Mode::Eval).unwrap();
+    let reference = reference.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(reference.iter().all(|v| v.is_finite()), "{reference:?}");
+    let mut fast = FastVgg::from_model(&model, shape, PlanOptions::default()).unwrap();
+    let message = fast.forward(&x).unwrap_err().to_string();
+    // The stem convolution (im2col) keeps the magnitude; the first Winograd layer's
+    // input is its output.
+    assert!(
+        message.contains("Winograd convolution features.3 overflowed float32")
+            && message.contains("e37 in magnitude")
+            && message.contains("~100× headroom"),
+        "{message}"
+    );
+    let ordinary = (x / 1e37).unwrap();
+    assert!(fast.forward(&ordinary).is_ok(), "the engine still runs");
+}

@@ -796,6 +796,17 @@ fn weights_that_overflow_are_an_error_not_a_ranking() {
     let image = fixture("images/small.png");
     refused(
         &quick(&["classify", "--weights", s(&weights), s(&image)]),
+        &["Winograd convolution features.8 overflowed float32"],
+    );
+    refused(
+        &quick(&[
+            "classify",
+            "--weights",
+            s(&weights),
+            s(&image),
+            "--engine",
+            "reference",
+        ]),
         &["the network's outputs hold", "overflow"],
     );
 }

@@ -7,7 +7,7 @@ use super::plan::{ConvChoice, PlanOptions};
 use super::quant::{Int8Conv, Int8Scratch};
 use super::simd::Isa;
 use super::tensor::{Scratch, ScratchBuffers, Shape};
-use super::winograd::{Variant, WinogradConv};
+use super::winograd::{Overflow, Variant, WinogradConv};
 use super::{EngineError, Precision};
 
 /// Winograd variant chosen by `ConvChoice::Auto`. Measured per vgg16 layer
@@ -137,7 +137,8 @@ impl Conv {
     }
 
     /// Convolves `src` (shape `s`) into `dst`, with the following 2×2 max-pool if `pool`
-    /// (only where [`Conv::fuses_pool`]).
+    /// (only where [`Conv::fuses_pool`]). Only a Winograd layer can overflow where the
+    /// direct convolution would not; the others compute what the reference path does.
     pub(crate) fn run(
         &self,
         isa: Isa,
@@ -145,15 +146,16 @@ impl Conv {
         dst: &mut [f32],
         scratch: &mut ConvScratch,
         pool: bool,
-    ) {
+    ) -> Result<(), Overflow> {
         match self {
-            Conv::Winograd(w) => w.run(isa, src, s, dst, &mut scratch.tiles, pool),
+            Conv::Winograd(w) => return w.run(isa, src, s, dst, &mut scratch.tiles, pool),
             Conv::Im2col(c) => {
                 let threads = rayon::current_num_threads();
                 c.run(src, s, dst, &mut scratch.tiles.f32, threads);
             }
             Conv::Int8(c) => c.run(isa, src, s, dst, &mut scratch.int8),
         }
+        Ok(())
     }
 
     pub(crate) fn describe(&self, pool: bool) -> String {

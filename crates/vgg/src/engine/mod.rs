@@ -126,7 +126,7 @@ pub struct NetworkSpec {
 }
 
 /// Errors from plan construction or execution.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum EngineError {
     /// The network description is inconsistent (sizes, channel counts, weights).
     InvalidSpec(String),
@@ -138,6 +138,15 @@ pub enum EngineError {
     },
     /// The system refused the memory for a buffer of `bytes`.
     OutOfMemory { bytes: u64 },
+    /// The network's Winograd convolution number `conv` (from 0; named `layer` where the
+    /// caller knows its path) overflowed float32 on an input whose largest magnitude is
+    /// `input_max`: its transforms' sums reach ~100× their input, so this can happen where
+    /// a direct convolution would not, and the ReLU would make zeros of the NaN.
+    Overflow {
+        conv: usize,
+        layer: Option<String>,
+        input_max: f32,
+    },
 }
 
 impl fmt::Display for EngineError {
@@ -157,6 +166,20 @@ impl fmt::Display for EngineError {
                  budget: the budget is more than this machine can give (lower \
                  --memory-limit / vgg.set_memory_limit(), or free memory)",
                 *bytes as f64 / f64::from(1 << 20)
+            ),
+            EngineError::Overflow {
+                conv,
+                layer,
+                input_max,
+            } => write!(
+                f,
+                "the fast engine's Winograd convolution {} overflowed float32: its input \
+                 reaches {input_max:.1e} in magnitude, and the Winograd transforms need \
+                 ~100× headroom (weights or inputs this large are out of range; the \
+                 reference engine, `--engine reference`, convolves directly)",
+                layer
+                    .clone()
+                    .unwrap_or_else(|| format!("number {}", conv + 1))
             ),
         }
     }

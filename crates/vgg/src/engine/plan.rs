@@ -432,7 +432,13 @@ impl Plan {
                 }
                 StageOp::Conv { conv, pool } => {
                     let pool = *pool && stop > st.first;
-                    conv.run(self.isa, (src, st.input), dst, &mut self.scratch, pool);
+                    conv.run(self.isa, (src, st.input), dst, &mut self.scratch, pool)
+                        .map_err(|_| EngineError::Overflow {
+                            conv: convs,
+                            layer: None,
+                            input_max: (src[..st.input.len()].iter())
+                                .fold(0.0, |m, v| m.max(v.abs())),
+                        })?;
                     if pool {
                         st.output
                     } else {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor};
 
 use crate::engine::quant::Int8Ranges;
-use crate::engine::{NetworkSpec, Plan, PlanOptions, Precision};
+use crate::engine::{EngineError, NetworkSpec, Plan, PlanOptions, Precision};
 use crate::error::{Error, Result};
 use crate::fast::network::network_spec;
 use crate::limits::Held;
@@ -163,12 +163,31 @@ impl FastVgg {
     pub fn forward_slice(&mut self, input: &[f32]) -> Result<Vec<f32>> {
         crate::model::check_finite(input)?;
         let mut out = vec![0.0; self.plan.output_len()];
-        self.plan.run(input, &mut out)?;
+        self.plan.run(input, &mut out).map_err(|e| self.named(e))?;
         if self.config.outputs_probabilities() {
             let spatial = self.plan.score_map_size().map_or(1, |(h, w)| h * w);
             softmax_over_classes(&mut out, self.config.num_classes(), spatial);
         }
         Ok(out)
+    }
+
+    /// `error` with the layer it concerns named by its path, where the engine counted it.
+    fn named(&self, error: EngineError) -> Error {
+        match error {
+            EngineError::Overflow {
+                conv, input_max, ..
+            } => {
+                let mut convs = (build_layers(&self.config).into_iter())
+                    .filter(|l| matches!(l.kind, LayerKind::Conv2d { .. }));
+                EngineError::Overflow {
+                    conv,
+                    layer: convs.nth(conv).map(|l| l.path()),
+                    input_max,
+                }
+                .into()
+            }
+            other => other.into(),
+        }
     }
 
     /// The number format the engine computes in.

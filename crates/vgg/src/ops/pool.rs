@@ -96,14 +96,16 @@ impl CustomOp1 for MaxPool2x2 {
     }
 }
 
-/// Pools one plane, recording the first maximum of each window.
+/// Pools one plane, recording the first maximum of each window; a NaN wins, as in
+/// PyTorch (`val > max || isnan(val)`), so that an overflow shows in the output.
 fn pool_plane(src: &[f32], p: Planes, out: &mut [f32], winners: &mut [u8]) {
     for i in 0..p.oh {
         for j in 0..p.ow {
             let cells = p.window(i, j);
             let mut best = 0;
             for q in 1..4 {
-                if src[cells[q]] > src[cells[best]] {
+                let v = src[cells[q]];
+                if v > src[cells[best]] || v.is_nan() {
                     best = q;
                 }
             }
@@ -149,5 +151,21 @@ impl CustomOp1 for Unpool<'_> {
                 });
         }
         Ok((CpuStorage::F32(dx), Shape::from((n, c, p.h, p.w))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn a_nan_anywhere_in_the_window_wins_as_in_pytorch() {
+        for at in 0..4 {
+            let mut cells = [1.0f32, 5.0, -2.0, 3.0];
+            cells[at] = f32::NAN;
+            let x = Tensor::from_vec(cells.to_vec(), (1, 1, 2, 2), &Device::Cpu).unwrap();
+            let y = super::max_pool2x2(&x).unwrap().flatten_all().unwrap();
+            assert!(y.to_vec1::<f32>().unwrap()[0].is_nan(), "NaN at {at}");
+        }
     }
 }

@@ -12,7 +12,8 @@ use super::{contiguous_f32, cpu_f32};
 /// Elements per parallel task: big enough to amortise the task, small enough to balance.
 const TASK_LEN: usize = 1 << 14;
 
-/// `max(x, 0)`, elementwise; the gradient flows where the output is positive.
+/// `max(x, 0)`, elementwise, NaN kept (as PyTorch's, so that an overflow shows in the
+/// output rather than as zeros); the gradient flows where the output is positive.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     if !cpu_f32(&[x]) {
         return x.relu();
@@ -35,7 +36,7 @@ impl CustomOp1 for Relu {
             .zip(x.par_chunks(TASK_LEN))
             .for_each(|(y, x)| {
                 for (o, &v) in y.iter_mut().zip(x) {
-                    *o = v.max(0.0);
+                    *o = if v.is_nan() { v } else { v.max(0.0) };
                 }
             });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
@@ -71,5 +72,18 @@ impl CustomOp2 for ReluGrad {
                 }
             });
         Ok((CpuStorage::F32(dx), gl.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn relu_keeps_nan_as_pytorch_does() {
+        let x = Tensor::new(&[-1.0f32, f32::NAN, 2.0, f32::INFINITY], &Device::Cpu).unwrap();
+        let y = super::relu(&x).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!((y[0], y[2], y[3]), (0.0, 2.0, f32::INFINITY));
+        assert!(y[1].is_nan());
     }
 }

@@ -101,7 +101,7 @@ impl WinogradConv {
         dst: &mut [f32],
         scratch: &mut ScratchBuffers,
         pool: bool,
-    ) {
+    ) -> Result<(), super::Overflow> {
         debug_assert!(
             f.limit <= simd::gemm_weight_limit(isa),
             "weights too wide for {isa:?}"
@@ -158,7 +158,7 @@ impl WinogradConv {
                 });
             };
             self.gemm_output_phase(isa, (s, pool), p0, np, out, products);
-        });
+        })
     }
 }
 

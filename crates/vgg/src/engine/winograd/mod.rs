@@ -21,6 +21,7 @@ mod int8;
 mod transform;
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
@@ -215,7 +216,7 @@ impl WinogradConv {
         dst: &mut [f32],
         scratch: &mut ScratchBuffers,
         pool: bool,
-    ) {
+    ) -> Result<(), Overflow> {
         match &self.u {
             Filters::F32(u) => self.run_typed(isa, u, (src, s), dst, &mut scratch.f32, pool),
             Filters::Bf16(u) => self.run_typed(isa, u, (src, s), dst, &mut scratch.bf16, pool),
@@ -232,7 +233,7 @@ impl WinogradConv {
         dst: &mut [f32],
         v_buf: &mut [E],
         pool: bool,
-    ) {
+    ) -> Result<(), Overflow> {
         let row = self.positions() * self.cp;
         let kblocks = self.kp / 16;
         self.for_each_block(s, dst, pool, |p0, np, out| {
@@ -258,29 +259,37 @@ impl WinogradConv {
                 }
             };
             self.gemm_output_phase(isa, (s, pool), p0, np, out, products);
-        });
+        })
     }
 
     /// Calls `block(p0, np, out)` for each block of tiles `p0..p0+np` in order, `out` the
-    /// output (shape `self.out_shape(s, pool)`) that the block's tasks write.
+    /// output (shape `self.out_shape(s, pool)`) that the block's tasks write; an error if
+    /// any output value, before the activation, was not finite.
     fn for_each_block(
         &self,
         s: Shape,
         dst: &mut [f32],
         pool: bool,
-        mut block: impl FnMut(usize, usize, &DisjointWriter<'_>),
-    ) {
+        mut block: impl FnMut(usize, usize, &Sink<'_>),
+    ) -> Result<(), Overflow> {
         assert_eq!(s.cp, self.cp, "input channel stride mismatch");
         let os = self.out_shape(s, pool);
         let (ty, tx) = self.tile_grid(s);
         let tiles = s.n * ty * tx;
         let pb = self.block_tiles(s);
-        let out = DisjointWriter::new(&mut dst[..os.len()]);
+        let out = Sink {
+            out: DisjointWriter::new(&mut dst[..os.len()]),
+            overflowed: AtomicBool::new(false),
+        };
         let mut p0 = 0;
         while p0 < tiles {
             let np = pb.min(tiles - p0);
             block(p0, np, &out);
             p0 += np;
+        }
+        match out.overflowed.into_inner() {
+            true => Err(Overflow),
+            false => Ok(()),
         }
     }
 
@@ -316,7 +325,7 @@ impl WinogradConv {
         (s, pool): (Shape, bool),
         p0: usize,
         np: usize,
-        out: &DisjointWriter<'_>,
+        out: &Sink<'_>,
         products: impl Fn(Job, &mut [f32]) + Sync,
     ) {
         let kblocks = self.kp / 16;
@@ -496,6 +505,19 @@ impl<W: Wino, E: TileElem> SimdTask for Typed<InputTiles<'_, E>, W> {
     }
 }
 
+/// The output that phase 2's tasks write, and whether any of them met a value that is not
+/// finite.
+struct Sink<'w> {
+    out: DisjointWriter<'w>,
+    overflowed: AtomicBool,
+}
+
+/// A Winograd convolution met a value that is not finite: its transforms overflowed
+/// float32 (their sums reach several times the input's magnitude, which a direct
+/// convolution of the same input may not), which the ReLU would otherwise turn into 0.
+#[derive(Debug)]
+pub(crate) struct Overflow;
+
 /// Phase-2 output task: inverse transform of `n` tiles for filter blocks
 /// `kb0..kb0+kbn`, bias, optional ReLU and 2×2 max-pool, stored into `out`.
 struct OutputTiles<'a, 'w> {
@@ -510,7 +532,7 @@ struct OutputTiles<'a, 'w> {
     bias: &'a [f32],
     relu: bool,
     pool: bool,
-    out: &'a DisjointWriter<'w>,
+    out: &'a Sink<'w>,
 }
 
 impl<'a, 'w> OutputTiles<'a, 'w> {
@@ -518,12 +540,15 @@ impl<'a, 'w> OutputTiles<'a, 'w> {
         Typed(self, std::marker::PhantomData)
     }
 
-    /// Bias + optional ReLU on one lane.
+    /// Bias + optional ReLU on one lane; `seen` stays 0 while every value is finite.
     #[inline(always)]
-    fn activate(&self, x: &Lane, bias: &Lane) -> Lane {
+    fn activate(&self, x: &Lane, bias: &Lane, seen: &mut Lane) -> Lane {
         let mut r = ZERO;
         for l in 0..16 {
             let y = x[l] + bias[l];
+            // y·0 is ±0 for a finite y and NaN for an infinite or NaN one, which `max`
+            // would hide: the sum keeps the NaN at the cost of one vector FMA.
+            seen[l] += y * 0.0;
             r[l] = if self.relu { y.max(0.0) } else { y };
         }
         r
@@ -548,7 +573,7 @@ impl<'a, 'w> OutputTiles<'a, 'w> {
                         }
                     }
                     // SAFETY: each (pixel, channel block) belongs to exactly one task.
-                    unsafe { self.out.write(os.at(n, oy, ox) + ch, &r) };
+                    unsafe { self.out.out.write(os.at(n, oy, ox) + ch, &r) };
                 }
             }
         } else {
@@ -557,7 +582,7 @@ impl<'a, 'w> OutputTiles<'a, 'w> {
                     let (oy, ox) = (y0 + dy, x0 + dx);
                     if oy < os.h && ox < os.w {
                         // SAFETY: each (pixel, channel block) belongs to exactly one task.
-                        unsafe { self.out.write(os.at(n, oy, ox) + ch, lane) };
+                        unsafe { self.out.out.write(os.at(n, oy, ox) + ch, lane) };
                     }
                 }
             }
@@ -576,6 +601,7 @@ impl<W: Wino> SimdTask for Typed<OutputTiles<'_, '_>, W> {
         // As in the input task: each tile overwrites the lanes it reads (α×α of `t` and
         // `mrow`, m×m of `y`), so they are zeroed once.
         let (mut t, mut mrow, mut y) = ([[ZERO; 8]; 8], [ZERO; 8], [[ZERO; 8]; 8]);
+        let mut seen = ZERO;
         for p in 0..o.n {
             let (n, ty, tx) = tile_pos(o.first + p, o.grid);
             for kb in 0..o.kbn {
@@ -593,11 +619,14 @@ impl<W: Wino> SimdTask for Typed<OutputTiles<'_, '_>, W> {
                         std::array::from_fn(|i| if i < a { t[i][x] } else { ZERO });
                     let r = W::output_1d(&col);
                     for (yy, lane) in r.iter().enumerate().take(mm) {
-                        y[yy][x] = o.activate(lane, &bias);
+                        y[yy][x] = o.activate(lane, &bias, &mut seen);
                     }
                 }
                 o.store(&y, mm, n, ty * mm, tx * mm, ch);
             }
+        }
+        if seen.iter().any(|v| v.is_nan()) {
+            o.out.overflowed.store(true, Ordering::Relaxed);
         }
     }
 }

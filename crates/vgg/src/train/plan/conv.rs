@@ -125,7 +125,8 @@ pub(super) fn backward(
 
 /// `out[P][K] = conv(src, oihw) + bias`, then ReLU when `relu`: `src` is `s`, `oihw` the
 /// weights `[K][C][3][3]`. Winograd where it pays (see the module documentation),
-/// im2col + GEMM otherwise.
+/// im2col + GEMM otherwise, and where the Winograd transforms overflow float32 (a
+/// diverging run's activations), so that the step computes what PyTorch would.
 pub(super) fn convolve(
     (src, s): (&[f32], Nhwc),
     (oihw, bias): (&[f32], &[f32]),
@@ -142,8 +143,12 @@ pub(super) fn convolve(
         if work.tiles.f32.len() < need {
             work.tiles.f32.resize(need, 0.0);
         }
-        conv.run(work.isa, src, padded, out, &mut work.tiles, false);
-        return;
+        if conv
+            .run(work.isa, src, padded, out, &mut work.tiles, false)
+            .is_ok()
+        {
+            return;
+        }
     }
     gemm_weights(oihw, (s.c, k), k, &mut work.gemm_weights);
     gemm_convolve(src, s, &work.gemm_weights, bias, relu, out);
@@ -230,4 +235,56 @@ fn weight_grad(
     db.iter_mut()
         .zip(bias_sums)
         .for_each(|(d, s)| *d = s as f32);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 16→16-channel layer on a 16×16 map (Winograd's shape), weights within ±1e-3 and
+    /// the input within ±6·`scale`: its output by [`convolve`] and by the direct product.
+    fn both_ways(scale: f32) -> (Vec<f32>, Vec<f32>) {
+        let s = Nhwc {
+            n: 1,
+            h: 16,
+            w: 16,
+            c: 16,
+        };
+        let x: Vec<f32> = (0..s.len())
+            .map(|i| scale * (((i * 7919) % 13) as f32 - 6.0))
+            .collect();
+        let oihw: Vec<f32> = (0..16 * 16 * 9)
+            .map(|i| ((i * 104_729) % 11) as f32 / 5000.0 - 1e-3)
+            .collect();
+        let bias = [0.01; 16];
+        let mut work = ConvWork::default();
+        let mut winograd = vec![0.0; s.len()];
+        convolve((&x, s), (&oihw, &bias), true, &mut winograd, &mut work);
+        let mut weights = Vec::new();
+        gemm_weights(&oihw, (16, 16), 16, &mut weights);
+        let mut direct = vec![0.0; s.len()];
+        gemm_convolve(&x, s, &weights, &bias, true, &mut direct);
+        (winograd, direct)
+    }
+
+    #[test]
+    fn an_overflowing_winograd_transform_falls_back_to_the_direct_convolution() {
+        // Inputs up to 3e38: the F(4,3) input transform's sums exceed float32's 3.4e38.
+        let (winograd, direct) = both_ways(5e37);
+        assert!(direct.iter().all(|v| v.is_finite()));
+        assert!(
+            direct.iter().any(|&v| v > 1e35),
+            "the layer's output is large"
+        );
+        assert!(winograd == direct, "the direct convolution's result");
+    }
+
+    #[test]
+    fn ordinary_inputs_run_on_winograd() {
+        let (winograd, direct) = both_ways(1.0);
+        assert!(winograd != direct, "the two algorithms round differently");
+        for (a, b) in winograd.iter().zip(&direct) {
+            assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+        }
+    }
 }
