@@ -4,6 +4,8 @@
 # images and the example notebook).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The bindings' own Rust unit tests (the message translation), outside the default members.
+cargo test --release -p vgg-python
 venv=target/python-venv
 python3 -m venv "$venv"
 export PATH="$PWD/$venv/bin:$PATH"  # the build backend runs the venv's maturin

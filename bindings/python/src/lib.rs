@@ -40,16 +40,13 @@ fn config_from(source: &Bound<'_, PyAny>) -> PyResult<VggConfig> {
     let cfg = get("cfg")?.ok_or_else(|| {
         PyValueError::new_err("expected a vgg Model, an arch name or a dict with a `cfg` list")
     })?;
-    let items: Vec<String> = cfg
-        .try_iter()?
-        .map(|item| item.and_then(|i| Ok(i.str()?.to_string())))
-        .collect::<PyResult<_>>()?;
+    let cfg = items_text(&cfg)?;
     let batch_norm = get("batch_norm")?.map_or(Ok(false), |v| v.extract())?;
     let size =
         |key: &str| -> PyResult<Option<usize>> { get(key)?.map(|v| v.extract()).transpose() };
     let head = match get("head")? {
         None => None,
-        Some(head) => Some(check(vgg::model::head::parse_head(&head_text(&head)?))?),
+        Some(head) => Some(check(vgg::model::head::parse_head(&items_text(&head)?))?),
     };
     let overrides = vgg::ConfigOverrides {
         head,
@@ -60,7 +57,7 @@ fn config_from(source: &Bound<'_, PyAny>) -> PyResult<VggConfig> {
         pool: size("pool")?,
     };
     // A torchvision arch's layout keeps its name.
-    let features = check(parse_cfg(&items.join(",")))?;
+    let features = check(parse_cfg(&cfg))?;
     let base = check(VggConfig::from_features(features, batch_norm))?;
     check(base.with_overrides(&overrides))
 }
@@ -92,12 +89,14 @@ fn refuse_unknown_keys(dict: &Bound<'_, PyDict>) -> PyResult<()> {
     Ok(())
 }
 
-/// A head given as `--head` text or as a list of items (`[64, "relu", "bn", 4]`).
-pub(crate) fn head_text(head: &Bound<'_, PyAny>) -> PyResult<String> {
-    if let Ok(text) = head.extract::<String>() {
+/// A cfg or head given as text (`"64,M,128"`) or as a list of items (`[64, "relu", "bn",
+/// 4]`), as the text the library parses. A string is taken whole: iterating it would read
+/// `"64"` as the items 6 and 4.
+pub(crate) fn items_text(items: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Ok(text) = items.extract::<String>() {
         return Ok(text);
     }
-    let items: Vec<String> = head
+    let items: Vec<String> = items
         .try_iter()?
         .map(|item| item.and_then(|i| Ok(i.str()?.to_string())))
         .collect::<PyResult<_>>()?;

@@ -77,7 +77,7 @@ impl Model {
         let head = match head {
             None => None,
             Some(head) => Some(crate::errors::check(vgg::model::head::parse_head(
-                &crate::head_text(&head)?,
+                &crate::items_text(&head)?,
             ))?),
         };
         let source = ModelSource {
@@ -406,7 +406,7 @@ impl Model {
         let scales = scales.unwrap_or_else(|| self.training_scale.test_scales(crop));
         let decoded = crate::decode_images(py, images, &preprocess)?;
         let names = &self.names;
-        let batch = batch_size.min(decoded.len()).max(1);
+        let batch = vgg::infer::batch_for(batch_size, decoded.len());
         let shape = [batch, self.config().in_channels(), crop, crop];
         let predictions = py
             .detach(|| match protocol {

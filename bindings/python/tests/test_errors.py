@@ -1,6 +1,8 @@
 """Bad input raises Python exceptions with the library's messages; nothing takes the
 interpreter down."""
 
+import io
+
 import numpy as np
 import pytest
 
@@ -51,7 +53,7 @@ def test_bad_shapes_and_arguments_are_value_errors(tiny_bn):
         tiny_bn.features(np.zeros((1, 3, 64, 64), np.float32), layers=["features.99"])
     with pytest.raises(ValueError, match="unknown arch"):
         vgg.Model.open("vgg12")
-    with pytest.raises(ValueError, match="needs --cfg"):
+    with pytest.raises(ValueError, match="needs cfg"):
         vgg.Model.open("custom")
     with pytest.raises(ValueError, match="dropout"):
         vgg.models.vgg11(dropout=1.5)
@@ -181,3 +183,29 @@ def test_huge_arrays_are_refused_before_they_are_copied(tiny_bn):
         tiny_bn(x)
     with pytest.raises(ValueError, match="NCHW"):
         tiny_bn(np.broadcast_to(np.float32(0), (3, 100000, 100000)))
+
+
+def test_messages_name_python_arguments_not_command_line_flags(tiny_bn):
+    image = np.zeros((40, 40, 3), np.uint8)
+    with pytest.raises(ValueError, match="resize and crop must be at least 1") as error:
+        tiny_bn.classify([image], crop=0)
+    assert "--" not in str(error.value)
+    with pytest.raises(ValueError, match="^bad cfg") as error:
+        vgg.models.custom([8, "X"])
+    with pytest.raises(ValueError, match="scales") as error:
+        tiny_bn.classify([image], protocol="dense", scales=[])
+    assert "--" not in str(error.value)
+
+
+def test_text_is_not_split_into_characters():
+    # "64" as a cfg is one 64-channel layer, never the layers 6 and 4.
+    as_text = vgg.models.custom("64,M", hidden=8, num_classes=2)
+    as_list = vgg.models.custom([64, "M"], hidden=8, num_classes=2)
+    tables = [vgg.summary(m, (3, 32, 32), file=io.StringIO()).text for m in (as_text, as_list)]
+    assert tables[0] == tables[1]
+    summary = vgg.summary({"cfg": "16,M", "hidden": 8}, (3, 32, 32), file=io.StringIO())
+    assert "[-1, 16, 32, 32]" in summary.text
+    for call in (lambda: vgg.summary("vgg11", "332"), lambda: vgg.compare("3,32,32"),
+                 lambda: vgg.preprocess(np.zeros((8, 8, 3), np.uint8), mean="0.5")):
+        with pytest.raises(TypeError, match="got '"):
+            call()

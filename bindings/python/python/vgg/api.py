@@ -48,9 +48,7 @@ def summary(
     del device
     if isinstance(input_size, list) and len(input_size) == 1:
         input_size = input_size[0]
-    size = tuple(int(s) for s in input_size)
-    if len(size) != 3:
-        raise ValueError(f"input_size must be (C, H, W), got {input_size!r}")
+    size = _chw(input_size)
     source = _source(model)
     text, data = _vgg.summary_tables(
         source, size, batch_size, format, None if columns is None else list(columns), depth, list(frozen), dense
@@ -117,9 +115,22 @@ def preprocess(
     return _vgg.preprocess(_images(images), resize, crop, _three(mean), _three(std))
 
 
+def _chw(input_size: Any) -> Tuple[int, int, int]:
+    """``input_size`` as three ints, (C, H, W); a string is refused rather than split into
+    its characters ("332" would be (3, 3, 2))."""
+    if isinstance(input_size, (str, bytes)) or not hasattr(input_size, "__iter__"):
+        raise TypeError(f"input_size must be (C, H, W), a tuple of three ints, got {input_size!r}")
+    size = tuple(int(s) for s in input_size)
+    if len(size) != 3:
+        raise ValueError(f"input_size must be (C, H, W), got {input_size!r}")
+    return size  # type: ignore[return-value]
+
+
 def _three(values: Optional[Sequence[float]]) -> Optional[Tuple[float, float, float]]:
     if values is None:
         return None
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"expected three numbers (R, G, B), got {values!r}")
     values = tuple(float(v) for v in values)
     if len(values) != 3:
         raise ValueError(f"expected three values (R, G, B), got {len(values)}")
@@ -130,7 +141,7 @@ def compare(input_size: Tuple[int, int, int] = (3, 224, 224)):
     """The eight variants side by side at ``input_size``: layers, parameters, GFLOPs,
     activation memory and torchvision's ImageNet accuracy. A pandas DataFrame when pandas
     is installed, else a list of dicts."""
-    rows = json.loads(_vgg.compare_json(tuple(int(s) for s in input_size)))
+    rows = json.loads(_vgg.compare_json(_chw(input_size)))
     try:
         import pandas as pd
     except ImportError:
@@ -144,7 +155,7 @@ def diagram(models: Any = None, input_size: Tuple[int, int, int] = (3, 224, 224)
     if models is None:
         models = ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]
     items: Iterable[Any] = models if isinstance(models, (list, tuple)) else [models]
-    return SVG(_vgg.diagram_svg([_source(m) for m in items], tuple(int(s) for s in input_size)))
+    return SVG(_vgg.diagram_svg([_source(m) for m in items], _chw(input_size)))
 
 
 def dissect(model: Model, image: Any, *, resize: Optional[int] = None, crop: Optional[int] = None) -> Report:

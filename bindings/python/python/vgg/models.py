@@ -78,7 +78,7 @@ def custom(
 ) -> Model:
     """A VGG-style network: ``cfg`` lists 3×3 convolutions by their output channels and
     2×2 max-pools as ``"M"``, as torchvision's ``cfgs`` table does, e.g.
-    ``[32, "M", 64, "M", 128, 128, "M"]``.
+    ``[32, "M", 64, "M", 128, 128, "M"]`` (or as text, ``"32,M,64,M,128,128,M"``).
 
     Args:
         batch_norm: a BatchNorm2d after every convolution.
@@ -94,7 +94,8 @@ def custom(
             ``[4096, "relu", "dropout", 4096, "relu", "dropout", 1000]``.
         weights, strict, seed: as for :func:`vgg16`.
     """
-    text = ",".join(str(item) for item in cfg)
+    # A string is the cfg as text ("64,M,128"); iterating it would split "64" into 6 and 4.
+    text = cfg if isinstance(cfg, str) else ",".join(str(item) for item in cfg)
     return _open(
         "custom",
         weights,
