@@ -136,3 +136,36 @@ fn a_winograd_overflow_is_an_error_not_zeros() {
     let ordinary = (x / 1e37).unwrap();
     assert!(fast.forward(&ordinary).is_ok(), "the engine still runs");
 }
+
+/// A linear layer whose sums overflow both ways (+inf + −inf = NaN) gives non-finite
+/// outputs on both engines, as in PyTorch, never the finite numbers a NaN-dropping ReLU
+/// would make of them.
+#[test]
+fn a_nan_in_the_classifier_reaches_the_outputs() {
+    let config = VggConfig::from_arch(Arch::Vgg11)
+        .with_num_classes(10)
+        .unwrap();
+    let model = Vgg::build(config, 0, &Device::Cpu, |layer, key, spec| {
+        let mut values = initial_values(&layer.kind, spec, 0, key);
+        if key == "classifier.0.weight" {
+            (values.iter_mut().enumerate()).for_each(|(i, v)| *v = [3e38, -3e38][i % 2]);
+        }
+        Ok(Tensor::from_vec(
+            values,
+            spec.shape.as_slice(),
+            &Device::Cpu,
+        )?)
+    })
+    .unwrap();
+    let shape = [1, 3, 32, 32];
+    let x = Tensor::randn(0f32, 1.0, shape.as_slice(), &Device::Cpu).unwrap();
+    let reference = model.forward(&x, Mode::Eval).unwrap();
+    let mut fast = FastVgg::from_model(&model, shape, PlanOptions::default()).unwrap();
+    for (engine, out) in [
+        ("reference", reference),
+        ("fast", fast.forward(&x).unwrap()),
+    ] {
+        let out = out.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(out.iter().any(|v| !v.is_finite()), "{engine}: {out:?}");
+    }
+}

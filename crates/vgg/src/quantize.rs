@@ -11,7 +11,7 @@ use crate::data::preprocess::Preprocess;
 use crate::engine::quant::{Calibrator, LayerReport};
 use crate::engine::{PlanOptions, Precision};
 use crate::error::{Error, Result};
-use crate::fast::{FastOptions, FastVgg, layer_paths, model_spec};
+use crate::fast::{FastOptions, FastVgg, layer_paths, model_spec, with_layer_path};
 use crate::model::Vgg;
 use crate::open::ModelSource;
 use crate::progress::Progress;
@@ -66,8 +66,13 @@ pub fn calibrate(
     let spec = model_spec(model)?;
     let [n, c, h, w] = groups.shape;
     let mut calibrator = Calibrator::new(spec, n, c, h, w)?;
-    groups.each(progress, "input ranges", |batch| calibrator.observe(batch))?;
-    groups.each(progress, "int8 errors", |batch| calibrator.measure(batch))?;
+    let named = |e| with_layer_path(model.config(), e);
+    groups.each(progress, "input ranges", |batch| {
+        calibrator.observe(batch).map_err(named)
+    })?;
+    groups.each(progress, "int8 errors", |batch| {
+        calibrator.measure(batch).map_err(named)
+    })?;
     let (convs, linears) = layer_paths(model.config());
     let paths = convs.iter().chain(&linears);
     let layers = (calibrator.report().iter().zip(paths))

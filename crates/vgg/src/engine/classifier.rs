@@ -144,7 +144,7 @@ impl Fc {
             for (v, b) in row.iter_mut().zip(&self.b) {
                 *v += b;
                 if self.relu {
-                    *v = v.max(0.0);
+                    *v = super::relu(*v);
                 }
             }
         }
@@ -169,7 +169,7 @@ impl Fc {
         for (r, t) in tmp.chunks_exact(batch).enumerate() {
             for (b, v) in t.iter().enumerate() {
                 let v = v + self.b[r];
-                y[b * self.out + r] = if self.relu { v.max(0.0) } else { v };
+                y[b * self.out + r] = if self.relu { super::relu(v) } else { v };
             }
         }
     }

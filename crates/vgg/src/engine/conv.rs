@@ -137,8 +137,9 @@ impl Conv {
     }
 
     /// Convolves `src` (shape `s`) into `dst`, with the following 2×2 max-pool if `pool`
-    /// (only where [`Conv::fuses_pool`]). Only a Winograd layer can overflow where the
-    /// direct convolution would not; the others compute what the reference path does.
+    /// (only where [`Conv::fuses_pool`]). Only a Winograd layer can overflow where a
+    /// direct convolution would not: im2col computes the same sums as the reference path,
+    /// and int8 clamps to its calibrated range.
     pub(crate) fn run(
         &self,
         isa: Isa,

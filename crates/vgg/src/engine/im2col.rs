@@ -82,7 +82,7 @@ impl Im2colConv {
                     threads,
                 );
                 if self.relu {
-                    out.iter_mut().for_each(|v| *v = v.max(0.0));
+                    out.iter_mut().for_each(|v| *v = super::relu(*v));
                 }
                 p0 += np;
             }

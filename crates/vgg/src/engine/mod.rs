@@ -31,6 +31,20 @@ pub(crate) use tensor::{ScratchBuffers, Shape as PaddedShape, nchw_to_nhwc};
 pub use winograd::Variant as WinogradVariant;
 pub(crate) use winograd::WinogradConv;
 
+/// `max(v, 0)`, except that NaN stays NaN, as in PyTorch's ReLU: `f32::max` returns 0 for
+/// it, which would turn an overflow into a plausible zero.
+#[inline(always)]
+pub(crate) fn relu(v: f32) -> f32 {
+    if v.is_nan() { v } else { v.max(0.0) }
+}
+
+/// The larger of `a` and `b`, NaN if either is, as PyTorch's max-pool chooses
+/// (`val > max || isnan(val)`): `f32::max` would drop an overflow's NaN.
+#[inline(always)]
+pub(crate) fn max_keeping_nan(a: f32, b: f32) -> f32 {
+    if b > a || b.is_nan() { b } else { a }
+}
+
 /// Number format of the engine's products.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
@@ -138,10 +152,11 @@ pub enum EngineError {
     },
     /// The system refused the memory for a buffer of `bytes`.
     OutOfMemory { bytes: u64 },
-    /// The network's Winograd convolution number `conv` (from 0; named `layer` where the
-    /// caller knows its path) overflowed float32 on an input whose largest magnitude is
-    /// `input_max`: its transforms' sums reach ~100× their input, so this can happen where
-    /// a direct convolution would not, and the ReLU would make zeros of the NaN.
+    /// The network's convolution number `conv` (counting every convolution from 0; named
+    /// `layer` where the caller knows its path), a Winograd one, overflowed float32 on an
+    /// input whose largest magnitude is `input_max` (NaN or infinity when a layer before
+    /// it overflowed): its transforms' sums reach ~100× their input, so this can happen
+    /// where a direct convolution would not, and the ReLU would make zeros of the NaN.
     Overflow {
         conv: usize,
         layer: Option<String>,
@@ -171,16 +186,24 @@ impl fmt::Display for EngineError {
                 conv,
                 layer,
                 input_max,
-            } => write!(
-                f,
-                "the fast engine's Winograd convolution {} overflowed float32: its input \
-                 reaches {input_max:.1e} in magnitude, and the Winograd transforms need \
-                 ~100× headroom (weights or inputs this large are out of range; the \
-                 reference engine, `--engine reference`, convolves directly)",
-                layer
-                    .clone()
-                    .unwrap_or_else(|| format!("number {}", conv + 1))
-            ),
+            } => {
+                let layer = (layer.clone()).unwrap_or_else(|| format!("number {}", conv + 1));
+                match input_max.is_finite() {
+                    true => write!(
+                        f,
+                        "the fast engine's Winograd convolution {layer} overflowed float32: \
+                         its input reaches {input_max:.1e} in magnitude, and the Winograd \
+                         transforms need ~100× headroom (weights or inputs this large are \
+                         out of range; the reference engine, `--engine reference`, \
+                         convolves directly)"
+                    ),
+                    false => write!(
+                        f,
+                        "the input of convolution {layer} is not finite: a layer before it \
+                         overflowed float32 (weights or inputs this large are out of range)"
+                    ),
+                }
+            }
         }
     }
 }

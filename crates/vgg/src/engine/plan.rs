@@ -437,7 +437,7 @@ impl Plan {
                             conv: convs,
                             layer: None,
                             input_max: (src[..st.input.len()].iter())
-                                .fold(0.0, |m, v| m.max(v.abs())),
+                                .fold(0.0, |m, v| super::max_keeping_nan(m, v.abs())),
                         })?;
                     if pool {
                         st.output
@@ -596,13 +596,9 @@ fn build_stages(
                 Some(conv_stage(i, shape, weights, opts, int8_range)?)
             }
         };
-        match stage {
-            Some(stage) => {
-                shape = stage.output;
-                stages.push(stage);
-            }
-            None => shape = shape.pooled(),
-        }
+        // A max-pool fused into the convolution before it changed that stage's output.
+        stages.extend(stage);
+        shape = stages.last().map_or(shape, |s| s.output);
     }
     Ok(stages)
 }

@@ -21,7 +21,7 @@ pub(crate) fn max_pool_2x2(src: &[f32], s: Shape, dst: &mut [f32]) {
                     *v = taps
                         .iter()
                         .map(|&t| src[t + c])
-                        .fold(f32::NEG_INFINITY, f32::max);
+                        .fold(f32::NEG_INFINITY, super::max_keeping_nan);
                 }
             }
         });

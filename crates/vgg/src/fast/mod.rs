@@ -163,31 +163,12 @@ impl FastVgg {
     pub fn forward_slice(&mut self, input: &[f32]) -> Result<Vec<f32>> {
         crate::model::check_finite(input)?;
         let mut out = vec![0.0; self.plan.output_len()];
-        self.plan.run(input, &mut out).map_err(|e| self.named(e))?;
+        (self.plan.run(input, &mut out)).map_err(|e| with_layer_path(&self.config, e))?;
         if self.config.outputs_probabilities() {
             let spatial = self.plan.score_map_size().map_or(1, |(h, w)| h * w);
             softmax_over_classes(&mut out, self.config.num_classes(), spatial);
         }
         Ok(out)
-    }
-
-    /// `error` with the layer it concerns named by its path, where the engine counted it.
-    fn named(&self, error: EngineError) -> Error {
-        match error {
-            EngineError::Overflow {
-                conv, input_max, ..
-            } => {
-                let mut convs = (build_layers(&self.config).into_iter())
-                    .filter(|l| matches!(l.kind, LayerKind::Conv2d { .. }));
-                EngineError::Overflow {
-                    conv,
-                    layer: convs.nth(conv).map(|l| l.path()),
-                    input_max,
-                }
-                .into()
-            }
-            other => other.into(),
-        }
     }
 
     /// The number format the engine computes in.
@@ -198,6 +179,26 @@ impl FastVgg {
     /// Which algorithm each layer uses, for `vgg bench`.
     pub fn describe(&self) -> String {
         self.plan.describe()
+    }
+}
+
+/// The engine's `error` as the library's, the layer it concerns (the engine counts its
+/// convolutions) named by its path in `config`'s layer list.
+pub(crate) fn with_layer_path(config: &VggConfig, error: EngineError) -> Error {
+    match error {
+        EngineError::Overflow {
+            conv, input_max, ..
+        } => {
+            let mut convs = (build_layers(config).into_iter())
+                .filter(|l| matches!(l.kind, LayerKind::Conv2d { .. }));
+            EngineError::Overflow {
+                conv,
+                layer: convs.nth(conv).map(|l| l.path()),
+                input_max,
+            }
+            .into()
+        }
+        other => other.into(),
     }
 }
 

@@ -96,8 +96,8 @@ impl CustomOp1 for MaxPool2x2 {
     }
 }
 
-/// Pools one plane, recording the first maximum of each window; a NaN wins, as in
-/// PyTorch (`val > max || isnan(val)`), so that an overflow shows in the output.
+/// Pools one plane, recording the first maximum of each window (the last NaN, which wins
+/// as in PyTorch's `val > max || isnan(val)`, so that an overflow shows in the output).
 fn pool_plane(src: &[f32], p: Planes, out: &mut [f32], winners: &mut [u8]) {
     for i in 0..p.oh {
         for j in 0..p.ow {

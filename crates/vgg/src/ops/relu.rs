@@ -36,7 +36,7 @@ impl CustomOp1 for Relu {
             .zip(x.par_chunks(TASK_LEN))
             .for_each(|(y, x)| {
                 for (o, &v) in y.iter_mut().zip(x) {
-                    *o = if v.is_nan() { v } else { v.max(0.0) };
+                    *o = crate::engine::relu(v);
                 }
             });
         Ok((CpuStorage::F32(y), xl.shape().clone()))

@@ -192,7 +192,7 @@ impl Int8Conv {
         for (o, a) in out.chunks_exact_mut(self.kp).zip(acc.chunks_exact(self.kp)) {
             for (((o, a), r), b) in o.iter_mut().zip(a).zip(&self.rescale).zip(&self.bias) {
                 let v = *a as f32 * r + b;
-                *o = if self.relu { v.max(0.0) } else { v };
+                *o = if self.relu { crate::engine::relu(v) } else { v };
             }
         }
     }

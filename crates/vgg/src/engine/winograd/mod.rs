@@ -513,8 +513,9 @@ struct Sink<'w> {
 }
 
 /// A Winograd convolution met a value that is not finite: its transforms overflowed
-/// float32 (their sums reach several times the input's magnitude, which a direct
-/// convolution of the same input may not), which the ReLU would otherwise turn into 0.
+/// float32 (their sums reach ~100× the input's magnitude, which a direct convolution of
+/// the same input may not), which the ReLU would otherwise turn into 0. Outputs past the
+/// map's edge, computed and not stored, count too: they come from the same inputs.
 #[derive(Debug)]
 pub(crate) struct Overflow;
 
@@ -547,7 +548,7 @@ impl<'a, 'w> OutputTiles<'a, 'w> {
         for l in 0..16 {
             let y = x[l] + bias[l];
             // y·0 is ±0 for a finite y and NaN for an infinite or NaN one, which `max`
-            // would hide: the sum keeps the NaN at the cost of one vector FMA.
+            // would hide: the sum keeps the NaN for a vector multiply and add.
             seen[l] += y * 0.0;
             r[l] = if self.relu { y.max(0.0) } else { y };
         }

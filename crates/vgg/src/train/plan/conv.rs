@@ -171,7 +171,7 @@ fn gemm_convolve(src: &[f32], s: Nhwc, weights: &[f32], bias: &[f32], relu: bool
                 matmul_on(a, b, out, true, 1);
             });
             if relu {
-                out.iter_mut().for_each(|v| *v = v.max(0.0));
+                out.iter_mut().for_each(|v| *v = crate::engine::relu(*v));
             }
         });
 }

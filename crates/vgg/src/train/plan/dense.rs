@@ -50,7 +50,7 @@ pub(super) fn linear_input_grad(dy: &[f32], n: usize, w: &[f32], outputs: usize,
 
 pub(super) fn relu_in_place(y: &mut [f32]) {
     y.par_chunks_mut(TASK_LEN)
-        .for_each(|y| y.iter_mut().for_each(|v| *v = v.max(0.0)));
+        .for_each(|y| y.iter_mut().for_each(|v| *v = crate::engine::relu(*v)));
 }
 
 /// ReLU's backward pass in place: the gradient survives where the output `y` is positive

@@ -96,7 +96,7 @@ pub(super) fn normalise(
             for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
                 let channels = stats.mean.iter().zip(&scale).zip(bias);
                 for ((o, &v), ((&m, &s), &b)) in yr.iter_mut().zip(xr).zip(channels) {
-                    *o = ((v - m) * s + b).max(floor);
+                    *o = crate::engine::max_keeping_nan(floor, (v - m) * s + b);
                 }
             }
         });

@@ -33,12 +33,13 @@ pub(super) fn max_pool(src: &[f32], s: Nhwc, out: &mut [f32], winners: &mut [u8]
         });
 }
 
-/// The largest of a window's cells and which it is, the first on ties (PyTorch's rule).
+/// The largest of a window's cells and which it is, the first on ties and the last NaN
+/// (PyTorch's rule: `val > max || isnan(val)`).
 #[inline(always)]
 fn first_max(a: f32, b: f32, c: f32, d: f32) -> (f32, u8) {
     let (mut best, mut at) = (a, 0);
     for (v, i) in [(b, 1), (c, 2), (d, 3)] {
-        if v > best {
+        if v > best || v.is_nan() {
             (best, at) = (v, i);
         }
     }
