@@ -26,7 +26,7 @@ use candle_core::{Tensor, TensorId};
 use crate::engine::{PaddedShape, nchw_to_nhwc};
 use crate::error::{Error, Result};
 use crate::model::Vgg;
-use crate::model::layers::{LayerKind, logits_len};
+use crate::model::layers::{LayerKind, logits_len, propagate_shapes};
 use crate::ops::with_f32_values;
 use crate::train::fused::overwrite;
 use crate::train::loss::cross_entropy;
@@ -86,6 +86,18 @@ impl Shape {
             Shape::Rows { n, features } => n * features,
         }
     }
+
+    /// The shape of `n` images whose layer output is `chw` (`[C, H, W]` or `[features]`),
+    /// as the layer list computes it.
+    fn of(n: usize, chw: &[usize]) -> Shape {
+        match *chw {
+            [c, h, w] => Shape::Map(Nhwc { n, h, w, c }),
+            _ => Shape::Rows {
+                n,
+                features: chw.iter().product(),
+            },
+        }
+    }
 }
 
 /// One operation of the chain; `layer` indexes the model's layer list, `relu` marks a
@@ -119,11 +131,13 @@ impl Op {
     }
 }
 
-/// The ops of `model`'s chain up to its logits, or `None` when a layer is not covered.
-fn compile(model: &Vgg) -> Option<Vec<Op>> {
+/// The ops of `model`'s chain up to its logits, each with the last layer it computes
+/// (whose output shape, in the layer list, is the op's), or `None` when a layer is not
+/// covered.
+fn compile(model: &Vgg) -> Option<Vec<(Op, usize)>> {
     let layers = model.layers();
     let end = logits_len(layers);
-    let mut ops: Vec<Op> = Vec::new();
+    let mut ops: Vec<(Op, usize)> = Vec::new();
     let mut index = 0;
     while index < end {
         let op = match layers[index].kind {
@@ -137,10 +151,11 @@ fn compile(model: &Vgg) -> Option<Vec<Op>> {
                 relu: false,
             },
             LayerKind::ReLU => match ops.last_mut() {
-                Some(Op::Conv { relu, .. } | Op::Norm { relu, .. } | Op::Linear { relu, .. })
-                    if !*relu =>
-                {
-                    *relu = true;
+                Some((
+                    Op::Conv { relu, .. } | Op::Norm { relu, .. } | Op::Linear { relu, .. },
+                    last,
+                )) if !*relu => {
+                    (*relu, *last) = (true, index);
                     index += 1;
                     continue;
                 }
@@ -164,7 +179,7 @@ fn compile(model: &Vgg) -> Option<Vec<Op>> {
             LayerKind::Dropout { p } => Op::Dropout { p },
             _ => return None,
         };
-        ops.push(op);
+        ops.push((op, index));
         index += 1;
     }
     Some(ops)
@@ -237,7 +252,8 @@ pub struct StepOutput {
 
 /// A compiled training step for one model (see the module documentation).
 pub struct TrainPlan {
-    ops: Vec<Op>,
+    /// The chain's ops, each with the last layer it computes.
+    ops: Vec<(Op, usize)>,
     /// The input dims `[N, C, H, W]` the steps and buffers are laid out for.
     dims: [usize; 4],
     steps: Vec<Step>,
@@ -262,7 +278,7 @@ impl TrainPlan {
             return Ok(None);
         };
         let mut by_param = HashMap::new();
-        for op in &ops {
+        for (op, _) in &ops {
             if let Op::Conv { layer, .. } | Op::Norm { layer, .. } | Op::Linear { layer, .. } = *op
                 && let Some((weight, bias)) = model.layer_params(layer)
             {
@@ -336,12 +352,13 @@ impl TrainPlan {
             return Ok(());
         }
         let [n, c, h, w] = dims;
+        let shapes = propagate_shapes(model.config(), model.layers(), [c, h, w])?;
         let mut shape = Shape::Map(Nhwc { n, h, w, c });
         let mut buffer = 0;
         let mut lens = vec![shape.len()];
         self.steps.clear();
-        for (i, &op) in self.ops.iter().enumerate() {
-            let output = output_shape(model, op, shape)?;
+        for (i, &(op, last)) in self.ops.iter().enumerate() {
+            let output = Shape::of(n, &shapes[last].output);
             let dst = if op.in_place() { buffer } else { i + 1 };
             lens.push(if op.in_place() { 0 } else { output.len() });
             self.steps.push(Step {
@@ -483,55 +500,6 @@ impl TrainPlan {
         std::mem::swap(&mut self.grad, &mut self.next_grad);
         Ok(())
     }
-}
-
-/// The shape op `op` makes of `input`.
-fn output_shape(model: &Vgg, op: Op, input: Shape) -> Result<Shape> {
-    let kind = |layer: usize| model.layers()[layer].kind;
-    Ok(match (op, input) {
-        (Op::Conv { layer, .. }, Shape::Map(s)) => match kind(layer) {
-            LayerKind::Conv2d {
-                in_channels,
-                out_channels,
-            } if in_channels == s.c => Shape::Map(s.with_channels(out_channels)),
-            _ => return Err(mismatch(model, layer, input)),
-        },
-        (Op::MaxPool, Shape::Map(s)) if s.h < 2 || s.w < 2 => {
-            return Err(Error::BadArgument(format!(
-                "max-pool: a {}×{} map is smaller than the 2×2 window",
-                s.h, s.w
-            )));
-        }
-        (Op::MaxPool, Shape::Map(s)) => Shape::Map(s.pooled()),
-        (Op::PoolFlatten { out }, Shape::Map(s)) => Shape::Rows {
-            n: s.n,
-            features: s.c * out * out,
-        },
-        (Op::Linear { layer, .. }, Shape::Rows { n, features }) => match kind(layer) {
-            LayerKind::Linear {
-                in_features,
-                out_features,
-            } if in_features == features => Shape::Rows {
-                n,
-                features: out_features,
-            },
-            _ => return Err(mismatch(model, layer, input)),
-        },
-        (Op::Norm { .. } | Op::Relu | Op::Dropout { .. }, shape) => shape,
-        (op, shape) => {
-            return Err(Error::BadArgument(format!(
-                "training plan: {op:?} cannot take {shape:?}"
-            )));
-        }
-    })
-}
-
-fn mismatch(model: &Vgg, layer: usize, input: Shape) -> Error {
-    Error::BadArgument(format!(
-        "{} ({:?}) cannot take an input of shape {input:?}",
-        model.layers()[layer].path(),
-        model.layers()[layer].kind
-    ))
 }
 
 fn map(shape: Shape) -> Nhwc {
