@@ -48,29 +48,43 @@ const PYTHON_NAMES: [(&str, &str); 20] = [
 ];
 
 /// `message` with each command-line flag that has a Python argument named as that argument
-/// (`--batch-size` → `batch_size`), a whole flag at a time (`--pool` never inside
-/// `--pooling`).
+/// (`--batch-size` → `batch_size`, `--crop 0` → `crop=0`): a whole flag at a time
+/// (`--pool` never inside `--pooling`), only where a flag can begin (not inside a path
+/// such as `run--crop/`), and never inside backticks, which quote commands to run.
 pub fn python_names(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
     let mut rest = message;
-    'scan: while let Some(at) = rest.find("--") {
-        out.push_str(&rest[..at]);
-        rest = &rest[at..];
-        for (flag, name) in PYTHON_NAMES {
-            let whole = rest.strip_prefix(flag).is_some_and(|after| {
-                !after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
-            });
-            if whole {
+    while let Some(c) = rest.chars().next() {
+        let starts_flag = !quoted
+            && rest.starts_with("--")
+            && out.chars().last().is_none_or(|p| " ([,'\"".contains(p));
+        match starts_flag.then(|| python_name(rest)).flatten() {
+            Some((name, len)) => {
                 out.push_str(name);
-                rest = &rest[flag.len()..];
-                continue 'scan;
+                rest = &rest[len..];
+                if rest.starts_with(' ') && rest[1..].starts_with(|c: char| c.is_ascii_digit()) {
+                    out.push('=');
+                    rest = &rest[1..];
+                }
+            }
+            None => {
+                quoted ^= c == '`';
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
             }
         }
-        out.push_str("--");
-        rest = &rest[2..];
     }
-    out.push_str(rest);
     out
+}
+
+/// The Python name of the flag `text` starts with, and the flag's length.
+fn python_name(text: &str) -> Option<(&'static str, usize)> {
+    PYTHON_NAMES.iter().find_map(|&(flag, name)| {
+        let after = text.strip_prefix(flag)?;
+        let whole = !after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-');
+        whole.then_some((name, flag.len()))
+    })
 }
 
 /// The Python exception for a library error, with the library's message.
@@ -109,18 +123,29 @@ mod tests {
         );
         assert_eq!(
             python_names("--batch-size 0 (lower --memory-limit / vgg.set_memory_limit(), or x)"),
-            "batch_size 0 (lower vgg.set_memory_limit(), or x)"
+            "batch_size=0 (lower vgg.set_memory_limit(), or x)"
         );
         assert_eq!(
-            python_names("give --weights FILE or --calib DIR"),
-            "give weights or Model.calibrate(images)"
+            python_names("give --weights FILE or --calib DIR; --precision int8"),
+            "give weights or Model.calibrate(images); precision int8"
+        );
+        assert_eq!(
+            python_names("custom --cfg 64,M --hidden 8 --pool 7"),
+            "custom cfg=64,M hidden=8 pool=7"
         );
     }
 
     #[test]
-    fn other_flags_and_longer_names_stay() {
+    fn other_flags_longer_names_paths_and_quoted_commands_stay() {
         assert_eq!(python_names("--pooling --out x --"), "--pooling --out x --");
-        assert_eq!(python_names("`--engine reference`"), "`--engine reference`");
-        assert_eq!(python_names("--cfg,--pool:"), "cfg,pool:");
+        assert_eq!(
+            python_names("run `vgg quantize W --calib DIR --out Q`, or --calib DIR"),
+            "run `vgg quantize W --calib DIR --out Q`, or Model.calibrate(images)"
+        );
+        assert_eq!(
+            python_names("/data/run--crop/x.pth"),
+            "/data/run--crop/x.pth"
+        );
+        assert_eq!(python_names("(--cfg,--pool: é)"), "(cfg,pool: é)");
     }
 }

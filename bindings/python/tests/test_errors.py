@@ -205,7 +205,11 @@ def test_text_is_not_split_into_characters():
     assert tables[0] == tables[1]
     summary = vgg.summary({"cfg": "16,M", "hidden": 8}, (3, 32, 32), file=io.StringIO())
     assert "[-1, 16, 32, 32]" in summary.text
-    for call in (lambda: vgg.summary("vgg11", "332"), lambda: vgg.compare("3,32,32"),
-                 lambda: vgg.preprocess(np.zeros((8, 8, 3), np.uint8), mean="0.5")):
+    for call in (lambda: vgg.summary("vgg11", "332"), lambda: vgg.compare("3,32,32")):
         with pytest.raises(TypeError, match="got '"):
             call()
+    image = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="expected three values .* got 1"):
+        vgg.preprocess(image, resize=8, crop=8, mean="0.5")
+    as_text = vgg.preprocess(image, resize=8, crop=8, mean="0.5,0.5,0.5")
+    assert np.array_equal(as_text, vgg.preprocess(image, resize=8, crop=8, mean=[0.5] * 3))

@@ -126,11 +126,15 @@ def _chw(input_size: Any) -> Tuple[int, int, int]:
     return size  # type: ignore[return-value]
 
 
-def _three(values: Optional[Sequence[float]]) -> Optional[Tuple[float, float, float]]:
+def _three(values: Any) -> Optional[Tuple[float, float, float]]:
+    """Three values (R, G, B) from a sequence or, as the command line takes them, from
+    text ("0.485,0.456,0.406"), never from a string's characters."""
     if values is None:
         return None
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise TypeError(f"expected three numbers (R, G, B), got {values!r}")
+    if isinstance(values, str):
+        values = values.split(",")
+    if not hasattr(values, "__iter__"):
+        raise TypeError(f"expected three values (R, G, B), got {values!r}")
     values = tuple(float(v) for v in values)
     if len(values) != 3:
         raise ValueError(f"expected three values (R, G, B), got {len(values)}")
