@@ -12,6 +12,7 @@ use vgg::engine::{PlanOptions, Precision};
 use vgg::fast::{FastOptions, FastVgg};
 use vgg::progress::Silent;
 use vgg::quantize::{CalibrationOptions, calibrate};
+use vgg::weights::recorded::Int8Calibration;
 use vgg::{Arch, Vgg, VggConfig};
 
 const BATCH: usize = 8;
@@ -78,16 +79,8 @@ fn main() -> vgg::Result<()> {
         .filter(|a| only.is_none_or(|o| o == a.name()))
     {
         let model = Vgg::new(VggConfig::from_arch(arch), 0, &Device::Cpu)?;
-        let shape = [BATCH, 3, size, size];
         let int8 = match precision {
-            Precision::Int8 => {
-                let mut normal = Normal(2);
-                let images: Vec<Vec<f32>> = (0..CALIBRATION_IMAGES)
-                    .map(|_| (0..3 * size * size).map(|_| normal.sample()).collect())
-                    .collect();
-                let options = CalibrationOptions::default();
-                Some(calibrate(&model, &images, [size, size], options, &Silent)?)
-            }
+            Precision::Int8 => Some(calibrated(&model, size)?),
             _ => None,
         };
         let layers = match &int8 {
@@ -98,28 +91,7 @@ fn main() -> vgg::Result<()> {
             ),
             None => "all but the stem".to_string(),
         };
-        let compile = |precision| {
-            let options = FastOptions {
-                plan: PlanOptions {
-                    precision,
-                    ..PlanOptions::default()
-                },
-                int8: int8.clone(),
-            };
-            FastVgg::from_model(&model, shape, options)
-        };
-        let (mut exact, mut low) = (compile(Precision::F32)?, compile(precision)?);
-        let mut results = Vec::new();
-        let mut normal = Normal(1);
-        for b in 0..batches {
-            let x: Vec<f32> = (0..BATCH * 3 * size * size)
-                .map(|_| normal.sample())
-                .collect();
-            let (want, got) = (exact.forward_slice(&x)?, low.forward_slice(&x)?);
-            results.extend(compare(&want, &got, model.config().num_classes()));
-            eprint!("\r{} {}/{batches}", arch.name(), b + 1);
-        }
-        eprintln!();
+        let results = agreement(&model, (size, batches), precision, int8)?;
         let agree = results.iter().filter(|(same, _)| *same).count();
         let mut errors: Vec<f32> = results.iter().map(|(_, e)| *e).collect();
         errors.sort_by(f32::total_cmp);
@@ -133,4 +105,53 @@ fn main() -> vgg::Result<()> {
         );
     }
     Ok(())
+}
+
+/// An int8 calibration of `model` on [`CALIBRATION_IMAGES`] N(0,1) images.
+fn calibrated(model: &Vgg, size: usize) -> vgg::Result<Int8Calibration> {
+    let mut normal = Normal(2);
+    let images: Vec<Vec<f32>> = (0..CALIBRATION_IMAGES)
+        .map(|_| (0..3 * size * size).map(|_| normal.sample()).collect())
+        .collect();
+    calibrate(
+        model,
+        &images,
+        [size, size],
+        CalibrationOptions::default(),
+        &Silent,
+    )
+}
+
+/// Per image of `batches` batches of N(0,1) images at `size`: whether `precision` gives
+/// f32's top-1 class, and its relative logit error.
+fn agreement(
+    model: &Vgg,
+    (size, batches): (usize, usize),
+    precision: Precision,
+    int8: Option<Int8Calibration>,
+) -> vgg::Result<Vec<(bool, f32)>> {
+    let shape = [BATCH, 3, size, size];
+    let compile = |precision| {
+        let options = FastOptions {
+            plan: PlanOptions {
+                precision,
+                ..PlanOptions::default()
+            },
+            int8: int8.clone(),
+        };
+        FastVgg::from_model(model, shape, options)
+    };
+    let (mut exact, mut low) = (compile(Precision::F32)?, compile(precision)?);
+    let mut results = Vec::new();
+    let mut normal = Normal(1);
+    for b in 0..batches {
+        let x: Vec<f32> = (0..BATCH * 3 * size * size)
+            .map(|_| normal.sample())
+            .collect();
+        let (want, got) = (exact.forward_slice(&x)?, low.forward_slice(&x)?);
+        results.extend(compare(&want, &got, model.config().num_classes()));
+        eprint!("\r{} {}/{batches}", model.config().name(), b + 1);
+    }
+    eprintln!();
+    Ok(results)
 }
