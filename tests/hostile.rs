@@ -809,6 +809,16 @@ fn weights_that_overflow_are_an_error_not_a_ranking() {
         ]),
         &["the network's outputs hold", "overflow"],
     );
+    // `forward` writes no file of NaN, on either engine.
+    let (input, output) = (fixture("forward/tiny_input.npy"), dir.join("out.npy"));
+    for engine in ["fast", "reference"] {
+        let model = ["--weights", s(&weights), "--engine", engine];
+        refused(
+            &quick(&forward_args(&model, &input, &output, &[])),
+            &["overflow"],
+        );
+        assert!(!output.exists(), "{engine}");
+    }
 }
 
 #[test]

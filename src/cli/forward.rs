@@ -32,9 +32,10 @@ pub struct ForwardArgs {
     /// (always used for --layer and --train)
     #[arg(long, value_enum, default_value_t = EngineFlag::Fast)]
     pub engine: EngineFlag,
-    /// Number format of the fast engine's products: f32, or bf16 (bf16 operands, f32
-    /// accumulation; AVX512_BF16 where the CPU has it, a slower exact emulation elsewhere;
-    /// the fast engine computes the output only: bf16 does not go with --layer or --train)
+    /// Number format of the fast engine's products: f32; bf16 (bf16 operands, f32
+    /// accumulation; AVX512_BF16 where the CPU has it, a slower exact emulation elsewhere);
+    /// or int8 (weights `vgg quantize` calibrated). The fast engine computes the output
+    /// only: bf16 and int8 do not go with --layer or --train
     #[arg(long, default_value = "f32", value_parser = model::parse_precision)]
     pub precision: Precision,
     /// Run the dense (fully convolutional) form, paper §3.2: the output is the class score
@@ -92,6 +93,7 @@ pub fn run(args: &ForwardArgs) -> Result<String> {
         let output = model.forward_to(&input, mode, args.layer.as_deref())?;
         (model.config().name().to_string(), output, report)
     };
+    vgg::ops::with_f32_values(&output, vgg::model::check_outputs)??;
     write_atomically(&args.output, |tmp| Ok(output.write_npy(tmp)?))?;
     let mut text = String::new();
     if let Some(report) = report.filter(|r| !r.is_exact()) {

@@ -264,7 +264,8 @@ impl ModelSource {
         let Some(path) = &self.weights else {
             return Err(Error::BadArgument(
                 "--precision int8 needs a calibrated checkpoint, and random weights have none: \
-                 give --weights (calibrated with `vgg quantize`) or --calib DIR"
+                 give --weights (calibrated with `vgg quantize`), or --calib DIR to classify \
+                 or evaluate"
                     .into(),
             ));
         };

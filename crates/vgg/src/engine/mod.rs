@@ -193,9 +193,9 @@ impl fmt::Display for EngineError {
                         f,
                         "the fast engine's Winograd convolution {layer} overflowed float32: \
                          its input reaches {input_max:.1e} in magnitude, and the Winograd \
-                         transforms need ~100× headroom (weights or inputs this large are \
-                         out of range; the reference engine, `--engine reference`, \
-                         convolves directly)"
+                         transforms need ~100× headroom over a direct convolution (weights \
+                         or inputs this large are out of range; the reference engine, \
+                         `--engine reference`, convolves directly and may hold them)"
                     ),
                     false => write!(
                         f,

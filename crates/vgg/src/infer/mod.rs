@@ -334,13 +334,7 @@ pub fn check_takes_images(config: &VggConfig) -> Result<()> {
 /// themselves when its head ends with a softmax, else their softmax. Outputs with NaN or
 /// infinity are an error, not a ranking: finite weights (a diverged run's) can overflow.
 pub fn probabilities(outputs: &Tensor, config: &VggConfig) -> Result<Tensor> {
-    let non_finite = crate::ops::with_f32_values(outputs, crate::model::first_non_finite)?;
-    if let Some((_, value)) = non_finite {
-        return Err(Error::BadArgument(format!(
-            "the network's outputs hold {value}: its weights overflow f32 on this input \
-             (a diverged training run?)"
-        )));
-    }
+    crate::ops::with_f32_values(outputs, crate::model::check_outputs)??;
     if config.outputs_probabilities() {
         return Ok(outputs.clone());
     }

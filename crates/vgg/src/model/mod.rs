@@ -39,6 +39,19 @@ pub fn check_finite(values: &[f32]) -> crate::Result<()> {
     }
 }
 
+/// Outputs with NaN or infinity are an error, not a result: from finite inputs and
+/// weights they come only from an overflow of float32, which a user writing them to a
+/// file or ranking them would not see.
+pub fn check_outputs(values: &[f32]) -> crate::Result<()> {
+    match first_non_finite(values) {
+        None => Ok(()),
+        Some((_, value)) => Err(crate::Error::BadArgument(format!(
+            "the network's outputs hold {value}: float32 overflowed on this input (inputs or \
+             weights this large are out of its range; a diverged training run?)"
+        ))),
+    }
+}
+
 /// The index and value of the first NaN or infinity in `values`.
 pub fn first_non_finite(values: &[f32]) -> Option<(usize, f32)> {
     let i = values.iter().position(|v| !v.is_finite())?;
