@@ -106,12 +106,12 @@ def preprocess(
     images: Any,
     resize: int = 256,
     crop: int = 224,
-    mean: Optional[Sequence[float]] = None,
-    std: Optional[Sequence[float]] = None,
+    mean: Union[str, Sequence[float], None] = None,
+    std: Union[str, Sequence[float], None] = None,
 ):
     """The exact NCHW float32 batch torchvision's ``Resize(resize)``, ``CenterCrop(crop)``,
     ``ToTensor()`` and ``Normalize(mean, std)`` make of ``images`` (paths or PIL images;
-    ImageNet's mean and std by default)."""
+    ImageNet's mean and std by default; each three numbers, or their text "0.5,0.5,0.5")."""
     return _vgg.preprocess(_images(images), resize, crop, _three(mean), _three(std))
 
 
