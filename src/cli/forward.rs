@@ -91,9 +91,10 @@ pub fn run(args: &ForwardArgs) -> Result<String> {
         let model = if args.dense { model.dense()? } else { model };
         let mode = if args.train { Mode::Train } else { Mode::Eval };
         let output = model.forward_to(&input, mode, args.layer.as_deref())?;
+        // The fast engine refuses non-finite outputs itself.
+        vgg::ops::with_f32_values(&output, vgg::model::check_network_outputs)??;
         (model.config().name().to_string(), output, report)
     };
-    vgg::ops::with_f32_values(&output, vgg::model::check_outputs)??;
     write_atomically(&args.output, |tmp| Ok(output.write_npy(tmp)?))?;
     let mut text = String::new();
     if let Some(report) = report.filter(|r| !r.is_exact()) {

@@ -164,14 +164,10 @@ impl FastVgg {
         crate::model::check_finite(input)?;
         let mut out = vec![0.0; self.plan.output_len()];
         (self.plan.run(input, &mut out)).map_err(|e| with_layer_path(&self.config, e))?;
-        if let Some((_, value)) = crate::model::first_non_finite(&out) {
-            return Err(Error::BadArgument(format!(
-                "the fast engine's outputs hold {value}: float32 overflowed on this input \
-                 (inputs or weights this large are out of its range; the reference engine, \
-                 `--engine reference`, does not fold the average pool into the first linear \
-                 layer, whose sums then grow less, and may hold them)"
-            )));
-        }
+        let hint = "the reference engine, `--engine reference`, does not fold the average \
+                    pool into the first linear layer, whose sums then grow less, and may hold \
+                    them";
+        crate::model::check_outputs(&out, "the fast engine's", hint)?;
         if self.config.outputs_probabilities() {
             let spatial = self.plan.score_map_size().map_or(1, |(h, w)| h * w);
             softmax_over_classes(&mut out, self.config.num_classes(), spatial);

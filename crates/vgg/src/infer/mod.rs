@@ -334,7 +334,7 @@ pub fn check_takes_images(config: &VggConfig) -> Result<()> {
 /// themselves when its head ends with a softmax, else their softmax. Outputs with NaN or
 /// infinity are an error, not a ranking: finite weights (a diverged run's) can overflow.
 pub fn probabilities(outputs: &Tensor, config: &VggConfig) -> Result<Tensor> {
-    crate::ops::with_f32_values(outputs, crate::model::check_outputs)??;
+    crate::ops::with_f32_values(outputs, crate::model::check_network_outputs)??;
     if config.outputs_probabilities() {
         return Ok(outputs.clone());
     }

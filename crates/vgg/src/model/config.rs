@@ -529,6 +529,17 @@ impl VggConfig {
         as_torchvision(&self.0.head).map(|(_, p)| p)
     }
 
+    /// The command-line flags that give these features: `--cfg 64,M,128` (and
+    /// `--batch-norm`).
+    pub fn feature_flags(&self) -> String {
+        let norm = if self.batch_norm() {
+            " --batch-norm"
+        } else {
+            ""
+        };
+        format!("--cfg {}{norm}", cfg_string(self.features()))
+    }
+
     /// The command-line flags that give this head: `--hidden H --num-classes K` (and
     /// `--dropout P` unless 0.5) for torchvision's shape, `--head ITEMS` for any other.
     pub fn head_flags(&self) -> String {

@@ -41,15 +41,20 @@ pub fn check_finite(values: &[f32]) -> crate::Result<()> {
 
 /// Outputs with NaN or infinity are an error, not a result: from finite inputs and
 /// weights they come only from an overflow of float32, which a user writing them to a
-/// file or ranking them would not see.
-pub fn check_outputs(values: &[f32]) -> crate::Result<()> {
+/// file or ranking them would not see. `whose` names the outputs, `hint` says what to try.
+pub fn check_outputs(values: &[f32], whose: &str, hint: &str) -> crate::Result<()> {
     match first_non_finite(values) {
         None => Ok(()),
         Some((_, value)) => Err(crate::Error::BadArgument(format!(
-            "the network's outputs hold {value}: float32 overflowed on this input (inputs or \
-             weights this large are out of its range; a diverged training run?)"
+            "{whose} outputs hold {value}: float32 overflowed on this input (inputs or \
+             weights this large are out of its range; {hint})"
         ))),
     }
+}
+
+/// [`check_outputs`] for the network's outputs on either path.
+pub fn check_network_outputs(values: &[f32]) -> crate::Result<()> {
+    check_outputs(values, "the network's", "a diverged training run?")
 }
 
 /// The index and value of the first NaN or infinity in `values`.

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use crate::data::preprocess::Preprocess;
 use crate::error::Result;
 use crate::model::VggConfig;
-use crate::model::config::cfg_string;
 use crate::model::head::head_string;
 use crate::summary::with_commas;
 use crate::weights::detect::detect_config;
@@ -85,11 +84,7 @@ impl Inspection {
             Err(why) => return writeln!(f, "detected: nothing ({why})"),
         };
         let cfg = match c.name() {
-            "custom" => format!(
-                " --cfg {}{}",
-                cfg_string(c.features()),
-                if c.batch_norm() { " --batch-norm" } else { "" }
-            ),
+            "custom" => format!(" {}", c.feature_flags()),
             _ => String::new(),
         };
         writeln!(

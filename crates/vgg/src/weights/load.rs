@@ -7,7 +7,6 @@ use std::fmt;
 use candle_core::{Device, Var};
 
 use crate::error::{Error, Result, capped_list};
-use crate::model::config::cfg_string;
 use crate::model::init::initial_values;
 use crate::model::layers::{TensorSpec, build_layers};
 use crate::model::{Vgg, VggConfig};
@@ -198,14 +197,9 @@ fn hints(config: &VggConfig, state: &Shapes, report: &LoadReport) -> Vec<String>
     if let Ok(detected) = detect_config(state) {
         if detected.name() == "custom" {
             hints.push(format!(
-                "the checkpoint looks like a custom network: custom --cfg {}{} {} --pool {} \
+                "the checkpoint looks like a custom network: custom {} {} --pool {} \
                  (or --arch auto)",
-                cfg_string(detected.features()),
-                if detected.batch_norm() {
-                    " --batch-norm"
-                } else {
-                    ""
-                },
+                detected.feature_flags(),
                 detected.head_flags(),
                 detected.pool(),
             ));
