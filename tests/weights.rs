@@ -408,3 +408,105 @@ fn broken_files_give_errors_not_panics() {
         );
     }
 }
+
+/// `src`'s tensors with `entries` as the safetensors metadata, written to `dst`: what a
+/// hand-edited or damaged file holds.
+fn with_metadata(src: &std::path::Path, dst: &std::path::Path, entries: &[(&str, &str)]) {
+    let bytes = std::fs::read(src).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let metadata = (entries.iter())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    safetensors::serialize_to_file(file.tensors(), Some(metadata), dst).unwrap();
+}
+
+/// Recorded class names and preprocessing that do not parse, cannot be used, or do not
+/// match the network are one-line errors naming the file and the key, not a silent fall
+/// back to `class N` and ImageNet's preprocessing; each entry stops only what uses it.
+#[test]
+fn damaged_recorded_metadata_is_named_not_dropped() {
+    let dir = Scratch::new("damaged-metadata");
+    let tiny = fixture("forward/tiny.safetensors");
+    let image = fixture("images/small.png");
+    let classify = |weights: &std::path::Path, extra: &[&str]| {
+        let args = [
+            &["classify", "--weights", arg(weights), arg(&image)][..],
+            extra,
+        ]
+        .concat();
+        vgg(&args)
+    };
+    let names = r#"["a","b","c"]"#;
+    let preprocess =
+        r#"{"resize":0,"crop":32,"mean":[0,0,0],"std":[1,1,1],"exif_orientation":false}"#;
+    for (name, key, value, expected) in [
+        (
+            "text",
+            "vgg.classes",
+            "zero",
+            "its class names (metadata `vgg.classes`) does not parse",
+        ),
+        (
+            "count",
+            "vgg.classes",
+            names,
+            "it records 3 class names, but its last layer has 10 outputs",
+        ),
+        (
+            "resize",
+            "vgg.preprocess",
+            preprocess,
+            "its preprocessing (metadata `vgg.preprocess`) is not usable",
+        ),
+    ] {
+        let damaged = dir.join(format!("{name}.safetensors"));
+        with_metadata(&tiny, &damaged, &[(key, value)]);
+        let out = classify(&damaged, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: {stderr}");
+        assert!(
+            stderr.contains(expected) && stderr.contains(arg(&damaged)),
+            "{name}: {stderr}"
+        );
+    }
+    // Recorded names of another count name nothing once the head is not the file's.
+    let count = dir.join("count.safetensors");
+    let loose = classify(&count, &["--non-strict", "--num-classes", "4"]);
+    assert!(
+        loose.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loose.stderr)
+    );
+    assert!(String::from_utf8_lossy(&loose.stdout).contains("class "));
+    // `vgg weights` still describes the file, saying what is wrong with it.
+    let described = String::from_utf8_lossy(&vgg(&["weights", arg(&count)]).stdout).to_string();
+    assert!(
+        described.contains("class names: unusable (3 names for the 10 outputs of its last layer)"),
+        "{described}"
+    );
+    let named = dir.join("named.safetensors");
+    let ten = r#"["n0","n1","n2","n3","n4","n5","n6","n7","n8","n9"]"#;
+    // A damaged int8 calibration leaves f32 inference alone.
+    with_metadata(&tiny, &named, &[("vgg.classes", ten), ("vgg.int8", "{")]);
+    let out = classify(&named, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        stdout.contains("  n") && !stdout.contains("class "),
+        "{stdout}"
+    );
+    let described = String::from_utf8_lossy(&vgg(&["weights", arg(&named)]).stdout).to_string();
+    assert!(
+        described.contains(r#"class names: 10: "n0", "n1", "n2", "n3", "n4", … "n9""#),
+        "{described}"
+    );
+}
+
+fn arg(path: &std::path::Path) -> &str {
+    path.to_str().unwrap()
+}

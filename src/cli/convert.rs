@@ -1,7 +1,7 @@
 //! `vgg convert IN OUT`: between the checkpoint formats we read and write (.pth in both
 //! torch formats, safetensors and ONNX in; safetensors, zip .pth and ONNX out).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 
@@ -10,7 +10,7 @@ use vgg::ModelSource;
 use vgg::error::{Error, Result};
 use vgg::weights::load::load;
 use vgg::weights::recorded::Recorded;
-use vgg::weights::{self, StateDict, detect::detect_config, names::to_timm, onnx};
+use vgg::weights::{self, StateDict, detect::detect_config_of, names::to_timm, onnx};
 
 use crate::cli::args::parse_shape;
 
@@ -61,14 +61,17 @@ pub fn run(args: &ConvertArgs) -> Result<String> {
     // Only a config the file records: one detected from keys may be a guess.
     let recorded = Recorded {
         config: state.config.clone(),
-        preprocess: weights::recorded_preprocess(&args.input),
-        classes: weights::recorded_class_names(&args.input),
+        preprocess: weights::recorded_preprocess(&args.input)?,
+        classes: weights::recorded_class_names(&args.input)?,
         int8: weights::recorded_int8(&args.input)?,
     };
     let tensors = match args.names {
-        _ if args.dense => dense_state_dict(state)?,
+        _ if args.dense => dense_state_dict(&args.input, state)?,
         Naming::Torchvision => state.tensors,
-        Naming::Timm => to_timm(&state.tensors, &detect_config(&state.shapes())?)?,
+        Naming::Timm => to_timm(
+            &state.tensors,
+            &detect_config_of(&args.input, &state.shapes())?,
+        )?,
     };
     let recorded = match args.names == Naming::Torchvision && !args.dense {
         true => recorded,
@@ -85,8 +88,8 @@ pub fn run(args: &ConvertArgs) -> Result<String> {
 }
 
 /// The dense form's state_dict of the checkpoint's model (loaded strictly first).
-fn dense_state_dict(state: StateDict) -> Result<Vec<(String, Tensor)>> {
-    let config = detect_config(&state.shapes())?;
+fn dense_state_dict(path: &Path, state: StateDict) -> Result<Vec<(String, Tensor)>> {
+    let config = detect_config_of(path, &state.shapes())?;
     let (model, _) = load(config, state, true, 0, &Device::Cpu)?;
     model.dense()?.state_dict()
 }
@@ -114,15 +117,15 @@ fn check_flags(args: &ConvertArgs, onnx: bool) -> Result<()> {
 /// class names the other commands would use for it.
 fn export(args: &ConvertArgs, state: StateDict) -> Result<String> {
     let source = ModelSource::checkpoint(&args.input);
-    let preprocess = source.preprocess();
-    let config = detect_config(&state.shapes())?;
+    let preprocess = source.preprocess()?;
+    let config = detect_config_of(&args.input, &state.shapes())?;
     let (model, _) = load(config, state, true, 0, &Device::Cpu)?;
     let input = match args.input_shape.as_deref().map(parse_shape).transpose()? {
         None => None,
         Some(s) if s.len() == 3 => Some([1, s[0], s[1], s[2]]),
         Some(s) => Some([s[0], s[1], s[2], s[3]]),
     };
-    let classes = source.class_names(model.config().num_classes());
+    let classes = source.class_names(model.config().num_classes())?;
     let options = onnx::ExportOptions {
         dynamic_batch: args.dynamic_batch,
         opset: args.opset,

@@ -35,7 +35,7 @@ pub fn run(args: &DissectArgs) -> Result<String> {
     let preprocess = args.preprocess.preprocess_for(&source)?;
     let image = preprocess.apply(&preprocess.load(&args.image)?)?;
     let (model, _) = source.open(&Device::Cpu)?;
-    let labels = source.class_names(model.config().num_classes());
+    let labels = source.class_names(model.config().num_classes())?;
     let dissection = dissect(&model, &image, &preprocess, &labels)?;
     let name = args.image.file_name().unwrap_or(args.image.as_os_str());
     report::write(&args.out, &dissection, &name.to_string_lossy(), args.force)?;

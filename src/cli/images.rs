@@ -49,7 +49,7 @@ impl PreprocessArgs {
     pub fn preprocess_for(&self, source: &ModelSource) -> Result<Preprocess> {
         match &self.preset {
             Some(name) => self.over(Preprocess::preset(name)?),
-            None => self.over(source.preprocess()),
+            None => self.over(source.preprocess()?),
         }
     }
 
@@ -130,7 +130,7 @@ impl ClassifierArgs {
                 calibrate_on_images(&source, &dirs, &preprocess, limit, options, &bar)?;
             source.int8 = Some(calibrated.calibration);
         }
-        let scales = self.scales(source.training_scale(), preprocess.crop)?;
+        let scales = self.scales(source.training_scale()?, preprocess.crop)?;
         let classifier = source.classifier(
             engine,
             batch_size,

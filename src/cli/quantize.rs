@@ -52,7 +52,7 @@ pub fn run(args: &QuantizeArgs) -> Result<String> {
     let recorded = Recorded {
         config: Some(model.config().clone()),
         preprocess: Some(preprocess),
-        classes: weights::recorded_class_names(&args.weights),
+        classes: weights::recorded_class_names(&args.weights)?,
         int8: Some(calibrated.calibration.clone()),
     };
     weights::write_recording(&args.out, &state.tensors, &recorded)?;

@@ -10,7 +10,7 @@ use vgg::error::{Error, Result};
 use vgg::model::VggConfig;
 use vgg::model::layers::{Container, Form};
 use vgg::summary::{Channels, Style, Summary, render};
-use vgg::weights::{self, detect::detect_config};
+use vgg::weights::{self, detect::detect_config_of};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -84,7 +84,7 @@ pub fn run(args: &SummaryArgs) -> Result<String> {
     let shape = match (&args.input, &args.weights) {
         (Some(text), _) => parse_shape(text)?,
         (None, Some(path)) => {
-            let crop = ModelSource::checkpoint(path).preprocess().crop;
+            let crop = ModelSource::checkpoint(path).preprocess()?.crop;
             vec![config.in_channels(), crop, crop]
         }
         (None, None) => vec![3, 224, 224],
@@ -131,7 +131,7 @@ pub fn run(args: &SummaryArgs) -> Result<String> {
 fn config(args: &SummaryArgs) -> Result<(VggConfig, Channels)> {
     match (args.arch.as_str(), &args.weights) {
         ("auto", Some(path)) => Ok((
-            detect_config(&weights::read(path)?.shapes())?,
+            detect_config_of(path, &weights::read(path)?.shapes())?,
             Channels::Own,
         )),
         ("auto", None) => Err(Error::BadArgument(

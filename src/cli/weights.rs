@@ -5,14 +5,17 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::cli::args::ModelArgs;
+use vgg::ModelSource;
 use vgg::error::Result;
+use vgg::weights::Shapes;
 use vgg::weights::inspect::Inspection;
 
 #[derive(Debug, Args)]
 pub struct WeightsArgs {
-    /// Checkpoint: .pth (zip or legacy) or .safetensors
+    /// Checkpoint: .pth (zip or legacy), .safetensors, a `vgg train` checkpoint or .onnx
     pub file: PathBuf,
-    /// Check against this arch instead of the detected one
+    /// Check against this arch instead of the detected one (`auto`: the detected one, with
+    /// the flags' changes)
     #[arg(long)]
     pub arch: Option<String>,
     #[command(flatten)]
@@ -21,11 +24,18 @@ pub struct WeightsArgs {
 
 /// The report, and whether the checkpoint fits the model checked (true when none was).
 pub fn run(args: &WeightsArgs) -> Result<(String, bool)> {
-    let model = args
-        .arch
-        .as_deref()
-        .map(|arch| args.model.config(arch))
-        .transpose()?;
+    let source = match args.arch.as_deref() {
+        Some(arch) => Some(ModelSource {
+            arch: args.model.arch(arch)?,
+            overrides: args.model.overrides()?,
+            ..ModelSource::default()
+        }),
+        None => None,
+    };
+    let model = |shapes: &Shapes| match &source {
+        Some(source) => source.config(Some(shapes)).map(Some),
+        None => Ok(None),
+    };
     let inspection = Inspection::read(&args.file, model)?;
     Ok((inspection.to_string(), inspection.fits()))
 }

@@ -99,7 +99,7 @@ impl Model {
         let (model, report) = py
             .detach(|| source.open(&Device::Cpu))
             .map_err(crate::errors::to_py)?;
-        let names = source.class_names(model.config().num_classes());
+        let names = check(source.class_names(model.config().num_classes()))?;
         // Asked for int8, a missing or damaged calibration is the error; otherwise a damaged
         // one only leaves int8 unavailable.
         let int8 = match precision {
@@ -119,8 +119,8 @@ impl Model {
             training: AtomicBool::new(false),
             report,
             names,
-            preprocess: source.preprocess(),
-            training_scale: source.training_scale(),
+            preprocess: check(source.preprocess())?,
+            training_scale: check(source.training_scale())?,
         })
     }
 

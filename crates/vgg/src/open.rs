@@ -3,7 +3,7 @@
 //! one call that the CLI's `--arch/--weights` flags and the Python package's constructors
 //! share, for the reference model, the fast engine and fine-tuning alike.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::Device;
 
@@ -19,7 +19,7 @@ use crate::model::config::{Arch, ConfigOverrides, VggConfig};
 use crate::model::footprint::{self, Work};
 use crate::model::init::Init;
 use crate::model::layers::{LayerKind, build_layers};
-use crate::weights::detect::detect_config;
+use crate::weights::detect::{detect_config, detect_config_of};
 use crate::weights::load::{LoadReport, check, load};
 use crate::weights::recorded::Int8Calibration;
 use crate::weights::{self, LazyPth, Shapes};
@@ -143,7 +143,10 @@ impl ModelSource {
     /// The config of the model, for a checkpoint with these tensors (`None`: no weights).
     pub fn config(&self, shapes: Option<&Shapes>) -> Result<VggConfig> {
         let base = match (&self.arch, shapes) {
-            (ArchChoice::Auto, Some(shapes)) => detect_config(shapes)?,
+            (ArchChoice::Auto, Some(shapes)) => match &self.weights {
+                Some(path) => detect_config_of(path, shapes)?,
+                None => detect_config(shapes)?,
+            },
             (ArchChoice::Auto, None) => {
                 return Err(Error::BadArgument(
                     "arch auto detects the arch from the weights; give weights (--weights FILE) \
@@ -384,44 +387,59 @@ impl ModelSource {
         })
     }
 
-    /// Names for the model's classes: those a `vgg train` checkpoint recorded, else
-    /// ImageNet's for 1000 classes, else `class N`.
-    pub fn class_names(&self, num_classes: usize) -> Vec<String> {
-        class_names(num_classes, self.weights.as_deref())
+    /// Names for the model's `num_classes` classes: those the checkpoint records (a `vgg
+    /// train` checkpoint, a file we wrote), else ImageNet's for 1000 classes, else `class N`.
+    /// Recorded names of another count are an error when the checkpoint loads strictly (the
+    /// file contradicts its own last layer) and left unused otherwise (the head changed).
+    pub fn class_names(&self, num_classes: usize) -> Result<Vec<String>> {
+        let recorded = match self.weights.as_deref() {
+            Some(path) => weights::recorded_class_names(path)?.map(|names| (path, names)),
+            None => None,
+        };
+        match recorded {
+            Some((_, names)) if names.len() == num_classes => Ok(names),
+            Some((path, names)) if self.strict => Err(Error::BadWeights {
+                path: path.display().to_string(),
+                why: format!(
+                    "it records {} class names, but its last layer has {num_classes} outputs",
+                    names.len()
+                ),
+            }),
+            _ => Ok(generic_class_names(num_classes)),
+        }
     }
 
     /// The scale the model was trained at, which the paper's protocols choose their test
     /// scales by: the resize of the preprocessing its checkpoint records (a `vgg train`
     /// run, a file converted from one), else the paper's scale augmentation (torchvision's
     /// weights were trained with one).
-    pub fn training_scale(&self) -> TrainingScale {
-        match self
-            .weights
-            .as_deref()
-            .and_then(weights::recorded_preprocess)
-        {
+    pub fn training_scale(&self) -> Result<TrainingScale> {
+        Ok(match self.recorded_preprocess()? {
             Some(trained) => TrainingScale::Fixed(trained.resize),
             None => TrainingScale::Paper,
-        }
+        })
     }
 
     /// How the model's inputs were made in training (a `vgg train` checkpoint records it),
     /// else torchvision's ImageNet preprocessing: what evaluating the model should use
     /// unless told otherwise.
-    pub fn preprocess(&self) -> Preprocess {
-        (self.weights.as_deref())
-            .and_then(weights::recorded_preprocess)
-            .unwrap_or_else(Preprocess::imagenet)
+    pub fn preprocess(&self) -> Result<Preprocess> {
+        Ok((self.recorded_preprocess()?).unwrap_or_else(Preprocess::imagenet))
+    }
+
+    /// The preprocessing the checkpoint records, if any.
+    fn recorded_preprocess(&self) -> Result<Option<Preprocess>> {
+        match self.weights.as_deref() {
+            Some(path) => weights::recorded_preprocess(path),
+            None => Ok(None),
+        }
     }
 }
 
-/// Names for `num_classes` classes: the ones a `vgg train` checkpoint at `weights` recorded,
-/// else ImageNet's for 1000 classes, else `class N`.
-pub fn class_names(num_classes: usize, weights: Option<&Path>) -> Vec<String> {
-    let trained = weights.and_then(weights::recorded_class_names);
-    if let Some(names) = trained.filter(|names| names.len() == num_classes) {
-        names
-    } else if num_classes == 1000 {
+/// Names for `num_classes` classes that nothing records: ImageNet's for 1000 classes, else
+/// `class N`.
+fn generic_class_names(num_classes: usize) -> Vec<String> {
+    if num_classes == 1000 {
         imagenet_classes().into_iter().map(String::from).collect()
     } else {
         (0..num_classes).map(|i| format!("class {i}")).collect()

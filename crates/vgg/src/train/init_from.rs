@@ -13,7 +13,7 @@ use candle_core::{Device, Tensor};
 use crate::error::{Error, Result};
 use crate::model::Vgg;
 use crate::model::layers::{LayerKind, LayerSpec, build_layers, stages};
-use crate::weights::detect::detect_config;
+use crate::weights::detect::detect_config_of;
 use crate::weights::load::load;
 use crate::weights::{self, StateDict};
 
@@ -34,7 +34,7 @@ pub fn init_from(
     device: &Device,
 ) -> Result<(Vgg, Copied)> {
     let state = weights::read(source)?;
-    let source_layers = build_layers(&detect_config(&state.shapes())?);
+    let source_layers = build_layers(&detect_config_of(source, &state.shapes())?);
     let pairs = matched_modules(&source_layers, model.layers(), convs, source)?;
     let mut tensors = model.state_dict()?;
     for (from, to) in &pairs {

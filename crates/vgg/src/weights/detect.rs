@@ -4,10 +4,24 @@
 //! so a gap in the indices is a max-pool. The final pool leaves no trace in the keys; VGG
 //! always ends its features with one, so detection assumes it.
 
+use std::path::Path;
+
 use crate::error::{Error, Result};
 use crate::model::config::{CfgItem, ConfigOverrides, VggConfig, pool_side};
 use crate::model::head::{DEFAULT_DROPOUT, HeadItem};
 use crate::weights::Shapes;
+
+/// [`detect_config`] for the checkpoint at `path`: a layout that is not a VGG's makes the
+/// file a bad checkpoint, named in the message.
+pub fn detect_config_of(path: &Path, state: &Shapes) -> Result<VggConfig> {
+    detect_config(state).map_err(|e| match e {
+        Error::BadArgument(why) => Error::BadWeights {
+            path: path.display().to_string(),
+            why,
+        },
+        other => other,
+    })
+}
 
 /// The config whose state_dict layout `state` has: a named arch where the features match
 /// one, otherwise `custom` with the detected cfg.

@@ -12,7 +12,7 @@ use crate::summary::with_commas;
 use crate::weights::detect::detect_config;
 use crate::weights::load::{LoadReport, check};
 use crate::weights::recorded::Int8Calibration;
-use crate::weights::{read, recorded_int8, recorded_preprocess};
+use crate::weights::{Shapes, read, recorded_class_names, recorded_int8, recorded_preprocess};
 
 /// One tensor of a checkpoint: its key, element type and shape.
 #[derive(Debug, Clone)]
@@ -35,8 +35,10 @@ pub struct Inspection {
     pub parameters: usize,
     /// The network the shapes describe, or why none could be told.
     pub detected: std::result::Result<VggConfig, String>,
-    /// The preprocessing the checkpoint records.
-    pub preprocess: Option<Preprocess>,
+    /// The preprocessing the checkpoint records, or why it cannot be used.
+    pub preprocess: std::result::Result<Option<Preprocess>, String>,
+    /// The class names the checkpoint records, or why they cannot be used.
+    pub classes: std::result::Result<Option<Vec<String>>, String>,
     /// The int8 calibration the checkpoint records, or why it cannot be used.
     pub int8: std::result::Result<Option<Int8Calibration>, String>,
     /// The strict load into the model asked for, else into the detected one (`None` when
@@ -45,14 +47,17 @@ pub struct Inspection {
 }
 
 impl Inspection {
-    /// Reads `path` and checks it against `model` (by default the network it describes).
-    pub fn read(path: &Path, model: Option<VggConfig>) -> Result<Inspection> {
+    /// Reads `path` and checks it against the model `model` picks for its tensors' shapes
+    /// (`None`: the network they describe).
+    pub fn read(
+        path: &Path,
+        model: impl FnOnce(&Shapes) -> Result<Option<VggConfig>>,
+    ) -> Result<Inspection> {
         let state = read(path)?;
         let shapes = state.shapes();
         let detected = detect_config(&shapes).map_err(|e| e.to_string());
-        let load = model
-            .or_else(|| detected.clone().ok())
-            .map(|config| check(&config, &shapes));
+        let model = model(&shapes)?.or_else(|| detected.clone().ok());
+        let load = model.map(|config| check(&config, &shapes));
         let tensors = (state.tensors.iter())
             .map(|(key, tensor)| TensorInfo {
                 key: key.clone(),
@@ -60,6 +65,7 @@ impl Inspection {
                 dims: tensor.dims().to_vec(),
             })
             .collect();
+        let classes = recorded_classes(path, detected.as_ref().ok());
         Ok(Inspection {
             path: path.to_path_buf(),
             format: state.format.describe(),
@@ -67,7 +73,8 @@ impl Inspection {
             tensors,
             parameters: state.num_params(),
             detected,
-            preprocess: recorded_preprocess(path),
+            preprocess: recorded_preprocess(path).map_err(|e| e.to_string()),
+            classes,
             int8: recorded_int8(path).map_err(|e| e.to_string()),
             load,
         })
@@ -99,18 +106,31 @@ impl Inspection {
     }
 
     fn write_recorded(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(p) = &self.preprocess {
-            let three = |v: [f32; 3]| v.map(|x| x.to_string()).join(",");
-            writeln!(
-                f,
-                "preprocessing (trained with; the default of classify, evaluate, features and \
-                 dissect): --resize {} --crop {} --mean {} --std {}",
-                p.resize,
-                p.crop,
-                three(p.mean),
-                three(p.std)
-            )?;
+        match &self.preprocess {
+            Ok(Some(p)) => {
+                let three = |v: [f32; 3]| v.map(|x| x.to_string()).join(",");
+                writeln!(
+                    f,
+                    "preprocessing (trained with; the default of classify, evaluate, features \
+                     and dissect): --resize {} --crop {} --mean {} --std {}",
+                    p.resize,
+                    p.crop,
+                    three(p.mean),
+                    three(p.std)
+                )?;
+            }
+            Ok(None) => {}
+            Err(why) => writeln!(f, "preprocessing: unusable ({why})")?,
         }
+        match &self.classes {
+            Ok(Some(names)) => writeln!(f, "class names: {}", listed(names))?,
+            Ok(None) => {}
+            Err(why) => writeln!(f, "class names: unusable ({why})")?,
+        }
+        self.write_int8(f)
+    }
+
+    fn write_int8(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.int8 {
             Ok(Some(calibration)) => {
                 let int8: Vec<&str> = (calibration.layers.iter())
@@ -132,6 +152,37 @@ impl Inspection {
             Ok(None) => Ok(()),
             Err(why) => writeln!(f, "int8 calibration: unusable ({why})"),
         }
+    }
+}
+
+/// The class names a checkpoint records, refused when they do not name every output of the
+/// network its shapes describe.
+fn recorded_classes(
+    path: &Path,
+    detected: Option<&VggConfig>,
+) -> std::result::Result<Option<Vec<String>>, String> {
+    let names = recorded_class_names(path).map_err(|e| e.to_string())?;
+    match (names, detected) {
+        (Some(names), Some(c)) if names.len() != c.num_classes() => Err(format!(
+            "{} names for the {} outputs of its last layer",
+            names.len(),
+            c.num_classes()
+        )),
+        (names, _) => Ok(names),
+    }
+}
+
+/// `names` counted, the first few quoted: `10: "zero", "one", … "nine"`.
+fn listed(names: &[String]) -> String {
+    const SHOWN: usize = 6;
+    let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    match quoted.len() {
+        n if n <= SHOWN => format!("{n}: {}", quoted.join(", ")),
+        n => format!(
+            "{n}: {}, … {}",
+            quoted[..SHOWN - 1].join(", "),
+            quoted[n - 1]
+        ),
     }
 }
 

@@ -390,19 +390,23 @@ fn explain(error: pth::PthError) -> String {
 }
 
 /// The preprocessing a checkpoint records: a `vgg train` checkpoint's, or an ONNX file's
-/// (ours, or ImageNet's at the input size its graph fixes); `None` for any other file.
-pub fn recorded_preprocess(path: &Path) -> Option<Preprocess> {
-    match WeightFormat::sniff(path).ok()? {
-        WeightFormat::Onnx => onnx::recorded(path).ok()?.0,
-        _ => safetensors::trained_preprocess(path),
+/// (ours, or ImageNet's at the input size its graph fixes); `None` for any other file, an
+/// error for a recorded one that does not parse or is not usable.
+pub fn recorded_preprocess(path: &Path) -> Result<Option<Preprocess>> {
+    match WeightFormat::sniff(path)? {
+        WeightFormat::Onnx => Ok(onnx::recorded(path)?.0),
+        WeightFormat::Safetensors => safetensors::trained_preprocess(path),
+        _ => Ok(None),
     }
 }
 
-/// The class names a checkpoint records (a `vgg train` checkpoint, an ONNX file we wrote).
-pub fn recorded_class_names(path: &Path) -> Option<Vec<String>> {
-    match WeightFormat::sniff(path).ok()? {
-        WeightFormat::Onnx => onnx::recorded(path).ok()?.1,
-        _ => safetensors::class_names(path),
+/// The class names a checkpoint records (a `vgg train` checkpoint, an ONNX file we wrote);
+/// an error for recorded ones that do not parse.
+pub fn recorded_class_names(path: &Path) -> Result<Option<Vec<String>>> {
+    match WeightFormat::sniff(path)? {
+        WeightFormat::Onnx => Ok(onnx::recorded(path)?.1),
+        WeightFormat::Safetensors => safetensors::class_names(path),
+        _ => Ok(None),
     }
 }
 

@@ -3,7 +3,10 @@
 //! (so a head with no torchvision counterpart reads back exactly), the preprocessing it
 //! expects, its class names and its int8 calibration. Converting a file carries them along.
 
+use std::path::Path;
+
 use crate::data::preprocess::Preprocess;
+use crate::error::{Error, Result};
 use crate::model::VggConfig;
 
 pub const CONFIG_KEY: &str = "vgg.config";
@@ -59,7 +62,7 @@ impl Int8Calibration {
     /// layer's input maximum is 0 (it never saw a positive input) or a finite value whose
     /// u8 step, `max / 255`, is a normal f32, so that inputs divide by it without
     /// overflowing.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), String> {
         let usable = |max: f32| max == 0.0 || (max.is_finite() && max / 255.0 >= f32::MIN_POSITIVE);
         match (self.layers.iter()).find(|l| l.int8 && !usable(l.input_max)) {
             Some(l) => Err(format!(
@@ -74,7 +77,10 @@ impl Int8Calibration {
 
     /// Refuses a calibration that does not record exactly the layers at `paths` (every
     /// convolution and linear layer of a model), each once.
-    pub fn check_layers<'a>(&self, paths: impl Iterator<Item = &'a str>) -> Result<(), String> {
+    pub fn check_layers<'a>(
+        &self,
+        paths: impl Iterator<Item = &'a str>,
+    ) -> std::result::Result<(), String> {
         let paths: Vec<&str> = paths.collect();
         let mut seen = std::collections::HashSet::new();
         for layer in &self.layers {
@@ -111,19 +117,53 @@ impl Recorded {
             .map(|(key, value)| (key.to_string(), value))
             .collect()
     }
+}
 
-    /// What a file's metadata (looked up with `get`) records; entries that do not parse, or
-    /// preprocessing that is not valid, are left out.
-    pub fn from_metadata(get: impl Fn(&str) -> Option<String>) -> Self {
-        Recorded {
-            config: get(CONFIG_KEY).and_then(|c| serde_json::from_str(&c).ok()),
-            preprocess: get(PREPROCESS_KEY)
-                .and_then(|p| serde_json::from_str::<Preprocess>(&p).ok())
-                .filter(|p| p.validate().is_ok()),
-            classes: get(CLASSES_KEY).and_then(|c| serde_json::from_str(&c).ok()),
-            int8: get(INT8_KEY)
-                .and_then(|c| serde_json::from_str::<Int8Calibration>(&c).ok())
-                .filter(|c| c.validate().is_ok()),
-        }
+/// Reads one entry of a file's metadata (looked up with `get`) each: `None` when the file
+/// does not record it, an error naming the file and the key when it is there but does not
+/// parse or holds values no model could use. Left out in silence, a damaged entry would turn
+/// the file's class names into `class N` or its preprocessing into ImageNet's. Each entry is
+/// read on its own, so a damaged one only stops what uses it (a damaged int8 calibration
+/// leaves f32 inference alone).
+pub struct RecordedEntries<'a, G> {
+    pub path: &'a Path,
+    pub get: G,
+}
+
+impl<G: Fn(&str) -> Option<String>> RecordedEntries<'_, G> {
+    pub fn config(&self) -> Result<Option<VggConfig>> {
+        self.entry(CONFIG_KEY, "config", |_: &VggConfig| Ok(()))
+    }
+
+    pub fn preprocess(&self) -> Result<Option<Preprocess>> {
+        let usable = |p: &Preprocess| p.validate().map_err(|e| e.to_string());
+        self.entry(PREPROCESS_KEY, "preprocessing", usable)
+    }
+
+    pub fn classes(&self) -> Result<Option<Vec<String>>> {
+        self.entry(CLASSES_KEY, "class names", |_: &Vec<String>| Ok(()))
+    }
+
+    pub fn int8(&self) -> Result<Option<Int8Calibration>> {
+        self.entry(INT8_KEY, "int8 calibration", Int8Calibration::validate)
+    }
+
+    /// The entry at `key` (`what` in messages), parsed and then checked by `usable`.
+    fn entry<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        what: &str,
+        usable: impl FnOnce(&T) -> std::result::Result<(), String>,
+    ) -> Result<Option<T>> {
+        let Some(text) = (self.get)(key) else {
+            return Ok(None);
+        };
+        let bad = |why: String| Error::BadWeights {
+            path: self.path.display().to_string(),
+            why: format!("its {what} (metadata `{key}`) {why}"),
+        };
+        let value = serde_json::from_str(&text).map_err(|e| bad(format!("does not parse: {e}")))?;
+        usable(&value).map_err(|e| bad(format!("is not usable: {e}")))?;
+        Ok(Some(value))
     }
 }

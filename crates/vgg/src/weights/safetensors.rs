@@ -11,7 +11,7 @@ use crate::data::preprocess::Preprocess;
 use crate::error::{Error, Result};
 use crate::io::write_atomically;
 use crate::model::VggConfig;
-use crate::weights::recorded::{INT8_KEY, Int8Calibration, Recorded};
+use crate::weights::recorded::{Int8Calibration, Recorded, RecordedEntries};
 use crate::weights::{StateDict, WeightFormat};
 
 /// The `format` metadata value that marks a training checkpoint of `vgg train`: the model's
@@ -37,12 +37,9 @@ pub fn read(path: &Path) -> Result<StateDict> {
     // any reader can defend against (the same holds for PyTorch's and candle's readers).
     let mapped = unsafe { MmapedSafetensors::new(path) }.map_err(bad)?;
     // A training checkpoint also holds the optimiser's state: not part of the model.
-    let mut names: Vec<String> = mapped
-        .tensors()
-        .into_iter()
+    let (optimizer, mut names): (Vec<String>, Vec<String>) = (mapped.tensors().into_iter())
         .map(|(n, _)| n)
-        .filter(|n| !(training && n.starts_with(OPTIMIZER_PREFIX)))
-        .collect();
+        .partition(|n| training && n.starts_with(OPTIMIZER_PREFIX));
     names.sort_by_key(|name| natural_key(name));
     let tensors = names
         .into_iter()
@@ -54,24 +51,62 @@ pub fn read(path: &Path) -> Result<StateDict> {
     Ok(StateDict {
         tensors,
         format: WeightFormat::Safetensors,
-        config: recorded_config(&metadata),
-        notes: Vec::new(),
+        config: recorded_config(path, &metadata)?,
+        notes: match optimizer.len() {
+            0 => Vec::new(),
+            n => vec![format!(
+                "left out the optimiser's {n} tensors (a `vgg train` checkpoint; `vgg train \
+                 --resume` reads them)"
+            )],
+        },
     })
 }
 
-/// What a file we wrote records (see [`Recorded`]).
-fn recorded(metadata: &HashMap<String, String>) -> Recorded {
-    Recorded::from_metadata(|key| metadata.get(key).cloned())
+/// What a file we wrote records, each entry read when asked (see [`RecordedEntries`]).
+fn recorded<'a>(
+    path: &'a Path,
+    metadata: &'a HashMap<String, String>,
+) -> RecordedEntries<'a, impl Fn(&str) -> Option<String>> {
+    RecordedEntries {
+        path,
+        get: |key: &str| metadata.get(key).cloned(),
+    }
+}
+
+/// The entry at `pointer` (a JSON pointer, `/config`) of a training checkpoint's run state,
+/// checked by `usable`: `None` when it is not there, an error naming the file when it does
+/// not parse or is not usable.
+fn run_entry<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    metadata: &HashMap<String, String>,
+    (pointer, what): (&str, &str),
+    usable: impl FnOnce(&T) -> Result<()>,
+) -> Result<Option<T>> {
+    let bad = |why: String| Error::BadWeights {
+        path: path.display().to_string(),
+        why: format!("its {what} (training run state `run`, at `{pointer}`) {why}"),
+    };
+    let Some(text) = metadata.get("run") else {
+        return Ok(None);
+    };
+    let run: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| bad(format!("does not parse: {e}")))?;
+    let Some(value) = run.pointer(pointer) else {
+        return Ok(None);
+    };
+    let value =
+        (serde_json::from_value(value.clone())).map_err(|e| bad(format!("does not parse: {e}")))?;
+    usable(&value).map_err(|e| bad(format!("is not usable: {e}")))?;
+    Ok(Some(value))
 }
 
 /// The config a file records: ours (see [`Recorded`]), a training checkpoint's in its run
 /// state.
-fn recorded_config(metadata: &HashMap<String, String>) -> Option<VggConfig> {
-    if !is_training_checkpoint(metadata) {
-        return recorded(metadata).config;
+fn recorded_config(path: &Path, metadata: &HashMap<String, String>) -> Result<Option<VggConfig>> {
+    match is_training_checkpoint(metadata) {
+        true => run_entry(path, metadata, ("/config", "config"), |_| Ok(())),
+        false => recorded(path, metadata).config(),
     }
-    let run: serde_json::Value = serde_json::from_str(metadata.get("run")?).ok()?;
-    serde_json::from_value(run.get("config")?.clone()).ok()
 }
 
 fn is_training_checkpoint(metadata: &HashMap<String, String>) -> bool {
@@ -104,46 +139,29 @@ fn reserve_file(path: &Path, times: u64) -> Result<()> {
 }
 
 /// The class names a training checkpoint or a file we converted recorded.
-pub fn class_names(path: &Path) -> Option<Vec<String>> {
-    let metadata = metadata(path).ok()?;
-    if !is_training_checkpoint(&metadata) {
-        return recorded(&metadata).classes;
+pub fn class_names(path: &Path) -> Result<Option<Vec<String>>> {
+    let metadata = metadata(path)?;
+    match is_training_checkpoint(&metadata) {
+        true => run_entry(path, &metadata, ("/classes", "class names"), |_| Ok(())),
+        false => recorded(path, &metadata).classes(),
     }
-    let run: serde_json::Value = serde_json::from_str(metadata.get("run")?).ok()?;
-    serde_json::from_value(run.get("classes")?.clone()).ok()
 }
 
 /// The preprocessing a training checkpoint's model was trained and validated with (resize,
 /// crop, mean and std), or that a file we converted recorded.
-pub fn trained_preprocess(path: &Path) -> Option<Preprocess> {
-    let metadata = metadata(path).ok()?;
+pub fn trained_preprocess(path: &Path) -> Result<Option<Preprocess>> {
+    let metadata = metadata(path)?;
     if !is_training_checkpoint(&metadata) {
-        return recorded(&metadata).preprocess;
+        return recorded(path, &metadata).preprocess();
     }
-    let run: serde_json::Value = serde_json::from_str(metadata.get("run")?).ok()?;
-    let preprocess = run.get("options")?.get("preprocess")?.clone();
-    serde_json::from_value::<Preprocess>(preprocess)
-        .ok()
-        .filter(|p| p.validate().is_ok())
+    let entry = ("/options/preprocess", "preprocessing");
+    run_entry(path, &metadata, entry, Preprocess::validate)
 }
 
 /// The int8 calibration a file records (see [`Recorded`]); one that does not parse or holds
 /// unusable ranges is an error naming the file.
 pub fn recorded_int8(path: &Path) -> Result<Option<Int8Calibration>> {
-    let metadata = metadata(path)?;
-    let Some(text) = metadata.get(INT8_KEY) else {
-        return Ok(None);
-    };
-    let bad = |why: String| Error::BadWeights {
-        path: path.display().to_string(),
-        why: format!("its int8 calibration (metadata `{INT8_KEY}`) {why}"),
-    };
-    let calibration: Int8Calibration =
-        serde_json::from_str(text).map_err(|e| bad(format!("does not parse: {e}")))?;
-    calibration
-        .validate()
-        .map_err(|e| bad(format!("is not usable: {e}")))?;
-    Ok(Some(calibration))
+    recorded(path, &metadata(path)?).int8()
 }
 
 /// The header's `__metadata__` map (empty when the file has none).

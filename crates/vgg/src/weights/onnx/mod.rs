@@ -21,7 +21,7 @@ use crate::model::VggConfig;
 use crate::model::config::cfg_string;
 use crate::model::head::HeadItem;
 use crate::weights::onnx::decode::OnnxFile;
-use crate::weights::recorded::Recorded;
+use crate::weights::recorded::RecordedEntries;
 
 pub use export::{DEFAULT_OPSET, ExportOptions, OPSETS, check_opset, write};
 use import::Imported;
@@ -72,13 +72,16 @@ pub fn read(path: &Path) -> Result<OnnxModel> {
     let metadata: HashMap<String, String> = (model.metadata_props.iter())
         .map(|e| (e.key().to_string(), e.value().to_string()))
         .collect();
-    let recorded = Recorded::from_metadata(|key| metadata.get(key).cloned());
+    let recorded = RecordedEntries {
+        path,
+        get: |key: &str| metadata.get(key).cloned(),
+    };
     let walked = import::import(&file)?;
     let Imported {
         config,
         tensors,
         input,
-    } = match recorded.config {
+    } = match recorded.config()? {
         Some(config) if same_but_dropout(&config, &walked.config) => rekeyed(walked, config)?,
         _ => walked,
     };
@@ -159,11 +162,14 @@ pub fn recorded(path: &Path) -> Result<(Option<Preprocess>, Option<Vec<String>>)
     let Ok(header) = Header::decode(&bytes[..]) else {
         return Ok((None, None));
     };
-    let recorded = Recorded::from_metadata(|key| {
-        (header.metadata_props.iter())
-            .find(|e| e.key() == key)
-            .map(|e| e.value().to_string())
-    });
+    let recorded = RecordedEntries {
+        path,
+        get: |key: &str| {
+            (header.metadata_props.iter())
+                .find(|e| e.key() == key)
+                .map(|e| e.value().to_string())
+        },
+    };
     let sized = || {
         let input = header.graph.as_ref()?.input.first()?;
         let dims = graph::input_dims(input)?;
@@ -181,7 +187,7 @@ pub fn recorded(path: &Path) -> Result<(Option<Preprocess>, Option<Vec<String>>)
         })
         .filter(|p| p.validate().is_ok())
     };
-    Ok((recorded.preprocess.or_else(sized), recorded.classes))
+    Ok((recorded.preprocess()?.or_else(sized), recorded.classes()?))
 }
 
 /// `values` (`rows × cols`, row-major) transposed.
