@@ -26,7 +26,7 @@ pub struct ModelArgs {
     #[arg(long, value_name = "K")]
     pub num_classes: Option<usize>,
     /// Dropout probability in the classifier [default: 0.5]
-    #[arg(long, value_name = "P")]
+    #[arg(long, allow_negative_numbers = true, value_name = "P")]
     pub dropout: Option<f64>,
     /// The whole classifier head, item by item: N (a Linear to N features), relu, dropout,
     /// dropout=P, bn (BatchNorm1d), softmax. torchvision's is

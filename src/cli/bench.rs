@@ -57,8 +57,9 @@ pub struct BenchArgs {
     pub iters: usize,
     #[arg(long, value_enum, default_value_t = EngineFlag::Fast)]
     pub engine: EngineFlag,
-    /// Number format of the fast engine's products: f32, or bf16 (bf16 operands, f32
-    /// accumulation; AVX512_BF16 where the CPU has it, a slower exact emulation elsewhere)
+    /// Number format of the fast engine's products: f32, bf16 (bf16 operands, f32
+    /// accumulation; AVX512_BF16 where the CPU has it, a slower exact emulation elsewhere),
+    /// or int8 (calibrated on the benchmark's random input: the real work, for timing only)
     #[arg(long, default_value = "f32", value_parser = model::parse_precision)]
     pub precision: Precision,
     /// Print the per-layer plan of the fast engine

@@ -23,6 +23,7 @@ pub struct ClassifyArgs {
     /// How many classes to show per image
     #[arg(long, default_value_t = 5)]
     pub top: usize,
+    /// Images per forward pass (the fast engine compiles for this batch)
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
     /// One JSON object per line per image

@@ -102,10 +102,14 @@ fn check_flags(args: &ConvertArgs, onnx: bool) -> Result<()> {
         ));
     }
     if onnx && (args.dense || args.names != Naming::Torchvision) {
-        return Err(Error::BadArgument(
-            "--dense and --names timm write state_dicts; an ONNX graph has the standard form"
-                .into(),
-        ));
+        let flag = if args.dense {
+            "--dense"
+        } else {
+            "--names timm"
+        };
+        return Err(Error::BadArgument(format!(
+            "{flag} writes a state_dict; an ONNX graph has the standard form"
+        )));
     }
     if onnx {
         onnx::check_opset(args.opset)?;

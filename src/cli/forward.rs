@@ -58,6 +58,7 @@ pub fn run(args: &ForwardArgs) -> Result<String> {
     let mut inputs = vec![args.input.as_path()];
     inputs.extend(args.source.weights.as_deref());
     vgg::io::check_output(&args.output, &inputs)?;
+    vgg::io::check_npy_output(&args.output, "the output array")?;
     let input = vgg::data::npy::read_f32(&args.input)?;
     let source = args.source.source()?;
     source.check_input(&input, || format!("--input {}: ", args.input.display()))?;

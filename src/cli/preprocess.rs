@@ -24,6 +24,7 @@ pub struct PreprocessCmd {
 pub fn run(args: &PreprocessCmd) -> Result<String> {
     let inputs: Vec<&std::path::Path> = args.images.iter().map(|p| p.as_path()).collect();
     vgg::io::check_output(&args.output, &inputs)?;
+    vgg::io::check_npy_output(&args.output, "the preprocessed tensor")?;
     let preprocess = args.preprocess.preprocess()?;
     let mut data = Vec::new();
     for path in &args.images {

@@ -15,7 +15,7 @@ use vgg::weights::{self};
 
 #[derive(Debug, Args)]
 pub struct QuantizeArgs {
-    /// Checkpoint to calibrate: .pth, .safetensors, or a `vgg train` checkpoint
+    /// Checkpoint to calibrate: .pth, .safetensors, a `vgg train` checkpoint or .onnx
     pub weights: PathBuf,
     /// Calibration images: a folder (searched recursively, e.g. an ImageFolder's train
     /// split) or an image file; repeat the flag for more
@@ -29,7 +29,7 @@ pub struct QuantizeArgs {
     pub batch_size: usize,
     /// Keep a layer in f32 when its relative RMS error in int8 (‖int8 − f32‖ / ‖f32‖ of
     /// its outputs, fed the same input) is above this
-    #[arg(long, value_name = "E", default_value_t = CalibrationOptions::default().max_error)]
+    #[arg(long, allow_negative_numbers = true, value_name = "E", default_value_t = CalibrationOptions::default().max_error)]
     pub max_error: f64,
     /// Where to write the weights with their calibration (.safetensors)
     #[arg(long, value_name = "FILE")]

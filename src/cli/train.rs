@@ -58,7 +58,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR", required_unless_present = "resume")]
     pub data: Option<PathBuf>,
     /// Hold out this fraction of each class of an ImageFolder for validation
-    #[arg(long, value_name = "F")]
+    #[arg(long, allow_negative_numbers = true, value_name = "F")]
     pub val_split: Option<f64>,
     /// Run directory: checkpoints, metrics and curves
     #[arg(long, value_name = "DIR", required_unless_present = "resume")]
@@ -78,24 +78,24 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = OptimizerKind::Sgd)]
     pub optimizer: OptimizerKind,
     /// Base learning rate
-    #[arg(long, default_value_t = defaults::LR)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = defaults::LR)]
     pub lr: f64,
     /// SGD momentum
-    #[arg(long, default_value_t = defaults::MOMENTUM)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = defaults::MOMENTUM)]
     pub momentum: f64,
     /// SGD dampening
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     pub dampening: f64,
     /// Nesterov momentum (SGD)
     #[arg(long)]
     pub nesterov: bool,
     /// Weight decay [default: 5e-4 for SGD (the paper), 1e-2 for AdamW (PyTorch's)]
-    #[arg(long, value_name = "WD")]
+    #[arg(long, allow_negative_numbers = true, value_name = "WD")]
     pub weight_decay: Option<f64>,
     #[arg(long, value_enum, default_value_t = ScheduleKind::Plateau)]
     pub schedule: ScheduleKind,
     /// Rate multiplier of the step, multistep and plateau schedules
-    #[arg(long, default_value_t = defaults::GAMMA)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = defaults::GAMMA)]
     pub gamma: f64,
     /// Epochs between steps (step schedule)
     #[arg(long, default_value_t = defaults::STEP_SIZE)]
@@ -107,15 +107,15 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = defaults::PATIENCE)]
     pub patience: usize,
     /// Lowest rate of the cosine schedule
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     pub min_lr: f64,
     /// Linear warm-up from lr/10 over this many epochs, before the schedule
     #[arg(long, default_value_t = 0)]
     pub warmup_epochs: usize,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     pub label_smoothing: f64,
     /// Clip the gradients' joint L2 norm to this value
-    #[arg(long, value_name = "NORM")]
+    #[arg(long, allow_negative_numbers = true, value_name = "NORM")]
     pub clip_grad_norm: Option<f64>,
     /// Train only the other part (features: fine-tune the classifier alone)
     #[arg(long, value_enum)]
@@ -135,7 +135,7 @@ pub struct TrainArgs {
     pub scale: Option<usize>,
     /// AlexNet's RGB colour shift along the training set's principal components, with σ
     /// of the per-image coefficients (the paper's: 0.1)
-    #[arg(long, value_name = "SIGMA", num_args = 0..=1, default_missing_value = "0.1", conflicts_with = "resume")]
+    #[arg(long, allow_negative_numbers = true, value_name = "SIGMA", num_args = 0..=1, default_missing_value = "0.1", conflicts_with = "resume")]
     pub color_shift: Option<f64>,
     /// Initialise from a trained shallower net, as the paper trains its deeper ones: its
     /// first four convolutions (matched by stage) and its linear layers are copied, the

@@ -178,7 +178,9 @@ const MAX_MESSAGE: usize = 1000;
 /// become spaces, and past [`MAX_MESSAGE`] characters it is cut with `…`.
 pub fn one_line(text: &str) -> String {
     let mut line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if let Some((cut, _)) = line.char_indices().nth(MAX_MESSAGE) {
+    if line.chars().nth(MAX_MESSAGE).is_some() {
+        // Room for the `…` within the cap.
+        let cut = (line.char_indices().nth(MAX_MESSAGE - 1)).map_or(line.len(), |(i, _)| i);
         line.truncate(cut);
         line.push('…');
     }
@@ -213,7 +215,7 @@ mod tests {
             "cannot decode: bad marker expected 12 but found 2"
         );
         let long = one_line(&format!("bad header {}", "(".repeat(5000)));
-        assert_eq!(long.chars().count(), MAX_MESSAGE + 1);
+        assert_eq!(long.chars().count(), MAX_MESSAGE);
         assert!(long.ends_with('…'));
     }
 }

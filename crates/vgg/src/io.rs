@@ -75,6 +75,18 @@ pub fn extension(path: &Path) -> Option<String> {
     Some(path.extension()?.to_str()?.to_ascii_lowercase())
 }
 
+/// Refuses an output path for an array (`what`) whose extension is not `.npy`, the one
+/// format such outputs are written in: formats follow the extension everywhere.
+pub fn check_npy_output(path: &Path, what: &str) -> Result<()> {
+    match extension(path).as_deref() {
+        Some("npy") => Ok(()),
+        _ => Err(Error::BadArgument(format!(
+            "{}: expected a .npy file for {what}",
+            path.display()
+        ))),
+    }
+}
+
 /// Refuses an output path that a later [`write_atomically`] would refuse (a device, FIFO or
 /// folder there, or a folder that does not exist), so that a command fails before its work,
 /// not after it; and one that is the same file as any of the command's `inputs` (by any

@@ -61,6 +61,10 @@ const SHOWN: usize = 20;
 impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "the checkpoint does not fit {}", self.model)?;
+        // Hints first: a one-line message is capped, and they say what to do.
+        for hint in &self.hints {
+            write!(f, "\n  hint: {hint}")?;
+        }
         if !self.missing.is_empty() {
             write!(
                 f,
@@ -87,9 +91,6 @@ impl fmt::Display for LoadReport {
         if self.mismatched.len() > SHOWN {
             let more = self.mismatched.len() - SHOWN;
             write!(f, "\n  … and {more} more size mismatches")?;
-        }
-        for hint in &self.hints {
-            write!(f, "\n  hint: {hint}")?;
         }
         Ok(())
     }

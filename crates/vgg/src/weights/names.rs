@@ -1,7 +1,7 @@
 //! Key names: torchvision's are canonical. A `module.` prefix (saved from DataParallel) is
 //! dropped, and timm's VGG names are mapped both ways: timm applies fc6 and fc7 as
 //! convolutions (`pre_logits.fc1` is a 7×7 conv, `pre_logits.fc2` a 1×1 conv) and calls
-//! fc8 `head.fc`. A conv weight `[O, C, k, k]` flattens to exactly torchvision's linear
+//! fc8 `head.fc` (a linear layer still: timm's `ClassifierHead`). A conv weight `[O, C, k, k]` flattens to exactly torchvision's linear
 //! weight `[O, C·k·k]`, because `torch.flatten` orders features channel-major too.
 
 use candle_core::Tensor;
@@ -15,12 +15,12 @@ use crate::weights::StateDict;
 /// timm's names for the classifier's three linear layers, in order.
 const TIMM_LINEARS: [&str; 3] = ["pre_logits.fc1", "pre_logits.fc2", "head.fc"];
 
-/// One classifier linear under both names, and the kernel size timm's convolution form
-/// gives its weight (fc6 sees the whole `pool×pool` map, fc7 and fc8 one position).
+/// One classifier linear under both names, and the kernel size of the convolution timm
+/// makes of it: fc6 sees the whole `pool×pool` map, fc7 one position, and fc8 stays linear.
 struct TimmModule {
     timm: &'static str,
     torchvision: String,
-    kernel: usize,
+    conv_kernel: Option<usize>,
 }
 
 /// The timm ↔ torchvision module pairs of `config`'s classifier, read off its layer list.
@@ -44,7 +44,11 @@ fn timm_modules(config: &VggConfig) -> Result<Vec<TimmModule>> {
         .map(|(i, (timm, layer))| TimmModule {
             timm,
             torchvision: layer.path(),
-            kernel: if i == 0 { config.pool() } else { 1 },
+            conv_kernel: match i {
+                0 => Some(config.pool()),
+                1 => Some(1),
+                _ => None,
+            },
         })
         .collect())
 }
@@ -128,11 +132,10 @@ pub fn to_timm(tensors: &[(String, Tensor)], config: &VggConfig) -> Result<Vec<(
                 return Ok((key.clone(), tensor.clone()));
             };
             let renamed = key.replacen(&module.torchvision, module.timm, 1);
-            if tensor.rank() != 2 {
+            let Some(k) = module.conv_kernel.filter(|_| tensor.rank() == 2) else {
                 return Ok((renamed, tensor.clone()));
-            }
+            };
             let (out, inputs) = tensor.dims2()?;
-            let k = module.kernel;
             Ok((renamed, tensor.reshape((out, inputs / (k * k), k, k))?))
         })
         .collect()
@@ -157,6 +160,10 @@ mod tests {
                     "module.head.fc.bias".into(),
                     Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap(),
                 ),
+                (
+                    "module.head.fc.weight".into(),
+                    Tensor::zeros((3, 2), candle_core::DType::F32, &Device::Cpu).unwrap(),
+                ),
             ],
             format: WeightFormat::Safetensors,
             config: None,
@@ -165,7 +172,11 @@ mod tests {
         let state = to_torchvision(state);
         assert_eq!(
             state.keys().collect::<Vec<_>>(),
-            ["classifier.0.weight", "classifier.6.bias"]
+            [
+                "classifier.0.weight",
+                "classifier.6.bias",
+                "classifier.6.weight"
+            ]
         );
         assert_eq!(state.tensors[0].1.dims(), [2, 32]);
         assert_eq!(state.notes.len(), 2);
@@ -180,6 +191,11 @@ mod tests {
             .unwrap();
         let back = to_timm(&state.tensors, &config).unwrap();
         assert_eq!(back[0].0, "pre_logits.fc1.weight");
+        // timm's `head.fc` is an `nn.Linear`: its weight stays two-dimensional.
+        assert_eq!(
+            (back[2].0.as_str(), back[2].1.dims()),
+            ("head.fc.weight", &[3, 2][..])
+        );
         let same = back[0]
             .1
             .eq(&fc1)
