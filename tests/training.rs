@@ -367,7 +367,30 @@ fn bad_training_input_is_refused_clearly() {
     let base = [
         "train", "--arch", "custom", "--cfg", "8,M", "--hidden", "8", "--data", data, "--out", out,
     ];
-    let cases: [(&[&str], &str); 11] = [
+    let cases: [(&[&str], &str); 15] = [
+        (
+            &["--num-classes", "10", "--schedule", "multistep"],
+            "--schedule multistep needs --milestones",
+        ),
+        (
+            &["--num-classes", "10", "--milestones", "2,4"],
+            "--milestones go with --schedule multistep",
+        ),
+        (
+            &[
+                "--num-classes",
+                "10",
+                "--epochs",
+                "2",
+                "--warmup-epochs",
+                "3",
+            ],
+            "--warmup-epochs 3 is longer than the run (--epochs 2)",
+        ),
+        (
+            &["--num-classes", "10", "--scale", "8"],
+            "--scale 8: expected at least the crop (32)",
+        ),
         (
             &[],
             "has 10 classes but the model has 1000 outputs: pass --num-classes 10",
@@ -433,6 +456,21 @@ fn bad_training_input_is_refused_clearly() {
     );
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no run to resume"));
+    // A resumed run keeps its own options: a flag that would change one is refused, never
+    // ignored (only --epochs goes with --resume).
+    let resume = dir.join("nothing");
+    for flag in [
+        &["--momentum", "0"][..],
+        &["--out", out],
+        &["--crop", "16"],
+        &["--hidden", "8"],
+    ] {
+        let args = [&["train", "--resume", resume.to_str().unwrap()][..], flag].concat();
+        let output = vgg(&args, &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag:?}: {stderr}");
+        assert!(stderr.contains("cannot be used with"), "{flag:?}: {stderr}");
+    }
     let folder = Scratch::new("no-val");
     std::fs::create_dir_all(folder.join("a")).unwrap();
     let no_val = vgg(
@@ -808,4 +846,76 @@ fn a_configured_head_trains_and_travels_to_onnx() {
         &[],
     ));
     assert!(report.contains("multi-crop at 21,24,27"), "{report}");
+}
+
+/// Images that cannot be read are skipped one by one, but an epoch in which none could be
+/// used is an error, not a loss and accuracy of 0 written into checkpoints; one corrupt file
+/// does not change the size the others train at; the warnings are one line each.
+#[test]
+fn a_split_with_no_readable_image_is_an_error() {
+    let dir = Scratch::new("unreadable");
+    let folder = dir.join("colours");
+    image_folder(&folder);
+    let corrupt = folder.join("train/colour0/corrupt.png");
+    std::fs::write(&corrupt, b"not a png").unwrap();
+    let one_bad = dir.join("one-bad");
+    let args = [
+        small_net("8,M", "1"),
+        vec!["--data", s(&folder), "--out", s(&one_bad)],
+    ]
+    .concat();
+    let output = vgg(&args, &[]);
+    ok(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("32×32 crops"), "{stderr}");
+    let warning = (stderr.lines())
+        .find(|l| l.contains("warning: skipped"))
+        .unwrap_or_default();
+    assert!(warning.contains("corrupt.png"), "{stderr}");
+    assert_eq!(warning.matches("corrupt.png").count(), 1, "{warning}");
+    for split in ["train", "val"] {
+        for class in 0..3 {
+            for entry in
+                std::fs::read_dir(folder.join(split).join(format!("colour{class}"))).unwrap()
+            {
+                std::fs::write(entry.unwrap().path(), b"not a png").unwrap();
+            }
+        }
+    }
+    let none = dir.join("none");
+    let args = [
+        small_net("8,M", "1"),
+        vec!["--data", s(&folder), "--out", s(&none), "--crop", "32"],
+    ]
+    .concat();
+    let output = vgg(&args, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("epoch 1: none of the 19 training images could be used"),
+        "{stderr}"
+    );
+    assert!(!none.join("last.safetensors").exists());
+    let weights = one_bad.join("best.safetensors");
+    let output = vgg(
+        &[
+            "evaluate",
+            "--weights",
+            s(&weights),
+            "--data",
+            s(&folder.join("val")),
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("none of the 6 images could be evaluated"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("top-1"));
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
 }

@@ -42,7 +42,7 @@ pub fn run(args: &ClassifyArgs, out: &mut dyn Write) -> Result<bool> {
     }
     args.classifier.engine()?;
     let paths = collect_images(&args.paths)?;
-    let batch_size = vgg::infer::batch_for(args.batch_size, paths.len());
+    let batch_size = vgg::infer::batch_for(args.batch_size, paths.len())?;
     let (mut classifier, preprocess) = args.classifier.build(&args.source, batch_size)?;
     let labels = (args.source.source()?).class_names(classifier.backend.config().num_classes())?;
     let bar = Bar::default();

@@ -44,9 +44,9 @@ pub struct ConvertArgs {
     /// ONNX: leave the batch dimension free (`batch`) instead of fixing it
     #[arg(long)]
     pub dynamic_batch: bool,
-    /// ONNX: the opset to write (7 to 21)
-    #[arg(long, value_name = "N", default_value_t = weights::onnx::DEFAULT_OPSET)]
-    pub opset: i64,
+    /// ONNX: the opset to write (7 to 21) [default: 17]
+    #[arg(long, allow_negative_numbers = true, value_name = "N")]
+    pub opset: Option<i64>,
 }
 
 pub fn run(args: &ConvertArgs) -> Result<String> {
@@ -94,11 +94,18 @@ fn dense_state_dict(path: &Path, state: StateDict) -> Result<Vec<(String, Tensor
     model.dense()?.state_dict()
 }
 
+/// The ONNX opset to write.
+fn opset(args: &ConvertArgs) -> i64 {
+    args.opset.unwrap_or(weights::onnx::DEFAULT_OPSET)
+}
+
 /// Refuses flags that do not fit the output's format, before any weights are read.
 fn check_flags(args: &ConvertArgs, onnx: bool) -> Result<()> {
-    if !onnx && (args.input_shape.is_some() || args.dynamic_batch) {
+    if !onnx && (args.input_shape.is_some() || args.dynamic_batch || args.opset.is_some()) {
         return Err(Error::BadArgument(
-            "--input-shape and --dynamic-batch describe an ONNX graph: give an .onnx output".into(),
+            "--input-shape, --dynamic-batch and --opset describe an ONNX graph: give an .onnx \
+             output"
+                .into(),
         ));
     }
     if onnx && (args.dense || args.names != Naming::Torchvision) {
@@ -112,7 +119,7 @@ fn check_flags(args: &ConvertArgs, onnx: bool) -> Result<()> {
         )));
     }
     if onnx {
-        onnx::check_opset(args.opset)?;
+        onnx::check_opset(opset(args))?;
     }
     Ok(())
 }
@@ -132,7 +139,7 @@ fn export(args: &ConvertArgs, state: StateDict) -> Result<String> {
     let classes = source.class_names(model.config().num_classes())?;
     let options = onnx::ExportOptions {
         dynamic_batch: args.dynamic_batch,
-        opset: args.opset,
+        opset: opset(args),
         ..onnx::ExportOptions::for_model(&model, preprocess, classes, input)
     };
     onnx::write(&args.output, &model, &options)?;
@@ -147,6 +154,6 @@ fn export(args: &ConvertArgs, state: StateDict) -> Result<String> {
         args.input.display(),
         args.output.display(),
         model.config().name(),
-        args.opset
+        opset(args)
     ))
 }

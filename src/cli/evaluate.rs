@@ -45,7 +45,7 @@ pub fn run(args: &EvaluateArgs, out: &mut dyn Write) -> Result<bool> {
     let class_map = args.class_map.as_deref().map(read_class_map).transpose()?;
     let mut folder = ImageFolder::open(&args.data, class_map.as_ref())?;
     folder.samples.truncate(args.limit.unwrap_or(usize::MAX));
-    let batch_size = vgg::infer::batch_for(args.batch_size, folder.samples.len());
+    let batch_size = vgg::infer::batch_for(args.batch_size, folder.samples.len())?;
     let (mut classifier, preprocess) = args.classifier.build(&args.source, batch_size)?;
     let report = evaluate(
         &mut classifier,

@@ -39,8 +39,9 @@ pub fn run(args: &FeaturesArgs) -> Result<String> {
     let source = args.source.source()?;
     let preprocess = args.preprocess.preprocess_for(&source)?;
     let paths = collect_images(&args.paths)?;
+    let batch_size = vgg::infer::batch_for(args.batch_size, paths.len())?;
     let (model, _) = source.open(&Device::Cpu)?;
-    let rows = extract_features(&model, paths, preprocess, &args.layer, args.batch_size)?;
+    let rows = extract_features(&model, paths, preprocess, &args.layer, batch_size)?;
     write_features(&args.output, &rows)?;
     let shape = rows
         .first()

@@ -35,19 +35,57 @@ pub enum ScheduleKind {
     Constant,
 }
 
-/// What a resumed run takes from its checkpoint and so cannot be changed.
-const RUN_FLAGS: [&str; 11] = [
-    "data",
-    "weights",
+/// What a resumed run takes from its checkpoint and so cannot be changed: every option of
+/// a run but `--epochs` (a flag given with `--resume` is refused, never ignored).
+const RUN_FLAGS: [&str; 44] = [
+    // The model and its weights.
     "arch",
-    "cfg",
-    "num_classes",
+    "weights",
+    "non_strict",
     "seed",
-    "batch_size",
-    "lr",
-    "optimizer",
-    "schedule",
+    "cfg",
+    "batch_norm",
+    "hidden",
+    "pool",
+    "num_classes",
+    "dropout",
+    "head",
+    "init",
+    "init_from",
     "freeze",
+    // The data and its preprocessing.
+    "data",
+    "val_split",
+    "preset",
+    "resize",
+    "crop",
+    "mean",
+    "std",
+    "exif_orientation",
+    "augment",
+    "no_flip",
+    "scale",
+    "scale_jitter",
+    "color_shift",
+    // The optimiser and its schedule.
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "dampening",
+    "nesterov",
+    "weight_decay",
+    "schedule",
+    "gamma",
+    "step_size",
+    "milestones",
+    "patience",
+    "min_lr",
+    "warmup_epochs",
+    "label_smoothing",
+    "clip_grad_norm",
+    // Where it writes.
+    "out",
 ];
 
 #[derive(Debug, Args)]

@@ -406,7 +406,7 @@ impl Model {
         let scales = scales.unwrap_or_else(|| self.training_scale.test_scales(crop));
         let decoded = crate::decode_images(py, images, &preprocess)?;
         let names = &self.names;
-        let batch = vgg::infer::batch_for(batch_size, decoded.len());
+        let batch = check(vgg::infer::batch_for(batch_size, decoded.len()))?;
         let shape = [batch, self.config().in_channels(), crop, crop];
         let predictions = py
             .detach(|| match protocol {

@@ -187,6 +187,17 @@ pub fn one_line(text: &str) -> String {
     line
 }
 
+/// `message` (an error's) as one line about `subject` (a path, an item of a dataset):
+/// prefixed with it unless the message names it first already, as an I/O error names its
+/// path.
+pub fn about(subject: &str, message: &str) -> String {
+    let line = one_line(message);
+    match line.starts_with(subject) {
+        true => line,
+        false => one_line(&format!("{subject}: {line}")),
+    }
+}
+
 /// `a, b, c, … and 7 more`: at most `shown` items of a list in a message, so that a file with
 /// millions of entries never makes a message of megabytes.
 pub fn capped_list(items: &[String], shown: usize) -> String {

@@ -24,10 +24,12 @@ impl ImageFolder {
     /// evenly over the folder) has the same one, read from the file headers; else `None`.
     pub fn common_size(&self) -> Option<(u32, u32)> {
         let step = self.samples.len().div_ceil(SIZE_SAMPLE).max(1);
-        let mut sizes =
-            (self.samples.iter().step_by(step)).map(|(path, _)| image::image_dimensions(path).ok());
-        let first = sizes.next()??;
-        sizes.all(|size| size == Some(first)).then_some(first)
+        // Unreadable files are left out, as training skips them: one corrupt file must not
+        // change the size every other image trains at.
+        let mut sizes = (self.samples.iter().step_by(step))
+            .filter_map(|(path, _)| image::image_dimensions(path).ok());
+        let first = sizes.next()?;
+        sizes.all(|size| size == first).then_some(first)
     }
 
     /// Scans `root`; with `class_map`, folder names are looked up there instead of sorted.

@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::data::imagefolder::ImageFolder;
 use crate::data::loader::batches_with;
 use crate::data::preprocess::Preprocess;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, about, one_line};
 use crate::infer::protocol::Protocol;
 use crate::infer::{Classifier, Engine, Prepared, top_k};
 use crate::progress::Progress;
@@ -134,7 +134,7 @@ impl Evaluation {
             );
         }
         for (path, error) in &self.failed {
-            text += &format!("skipped {}: {error}\n", path.display());
+            text += &format!("skipped {}\n", about(&path.display().to_string(), error));
         }
         text
     }
@@ -190,7 +190,7 @@ pub fn evaluate(
         for (path, prepared) in &batch {
             match prepared {
                 Ok(image) => good.push((path, image)),
-                Err(e) => evaluation.failed.push((path.clone(), e.to_string())),
+                Err(e) => (evaluation.failed).push((path.clone(), one_line(&e.to_string()))),
             }
         }
         let images: Vec<&Prepared> = good.iter().map(|(_, t)| *t).collect();
@@ -201,6 +201,13 @@ pub fn evaluate(
         progress.advance(batch.len(), "");
     }
     progress.end();
+    if let (0, Some((path, error))) = (evaluation.images, evaluation.failed.first()) {
+        return Err(Error::BadArgument(format!(
+            "none of the {} images could be evaluated (no accuracy to report); the first: {}",
+            evaluation.failed.len(),
+            about(&path.display().to_string(), error)
+        )));
+    }
     evaluation.seconds = started.elapsed().as_secs_f64();
     Ok(evaluation)
 }

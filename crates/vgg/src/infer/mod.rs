@@ -312,9 +312,12 @@ impl Classifier {
 }
 
 /// The batch size to compile for `images` images when `requested` was asked for: never
-/// larger than the images (a plan's memory grows with its batch), and at least 1.
-pub fn batch_for(requested: usize, images: usize) -> usize {
-    requested.clamp(1, images.max(1))
+/// larger than the images (a plan's memory grows with its batch). A request of 0 is refused.
+pub fn batch_for(requested: usize, images: usize) -> Result<usize> {
+    match requested {
+        0 => Err(Error::BadArgument("--batch-size must be at least 1".into())),
+        _ => Ok(requested.min(images.max(1))),
+    }
 }
 
 /// Refuses to feed images to a network that does not take 3 channels: they decode to RGB,

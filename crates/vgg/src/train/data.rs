@@ -79,6 +79,12 @@ pub struct TrainingData {
 /// Opens `dir`: CIFAR batches (training batches + test batch), `train/` + `val/` (or
 /// `test/`) ImageFolders, or one ImageFolder split per class by `val_split` with `seed`.
 pub fn open(dir: &Path, val_split: Option<f64>, seed: u64) -> Result<TrainingData> {
+    if !dir.is_dir() {
+        return Err(Error::BadArgument(format!(
+            "--data {}: no such folder",
+            dir.display()
+        )));
+    }
     if let Some((folder, variant)) = cifar::locate(dir) {
         let (train, val) = (
             cifar::read(&folder, variant, true)?,
@@ -301,9 +307,9 @@ fn prepare(split: &Split, chunk: &[usize], start: usize, plan: &EpochPlan) -> Ba
                 batch.pixels.extend_from_slice(&pixels);
                 batch.labels.push(split.labels[index] as u32);
             }
-            Err(e) => batch
-                .skipped
-                .push(format!("{}: {e}", split.describe(index))),
+            Err(e) => {
+                (batch.skipped).push(crate::error::about(&split.describe(index), &e.to_string()))
+            }
         }
     }
     batch

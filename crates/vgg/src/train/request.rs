@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::data::cifar;
 use crate::data::imagefolder::ImageFolder;
 use crate::data::preprocess::Preprocess;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::layers::Container;
 use crate::train::schedule::{LrSchedule, Schedule};
 use crate::train::trainer::{OptimizerOptions, TrainOptions};
@@ -128,9 +128,13 @@ impl TrainRequest {
 
     /// The run's options; the trainer validates them.
     pub fn options(&self) -> Result<TrainOptions> {
+        self.check_schedule_flags()?;
         let (preprocess, input) = self.training_preprocess()?;
+        // Absolute: a run resumed from another working folder finds its data.
+        let data = std::path::absolute(&self.data)
+            .map_err(|e| Error::io(&self.data, "cannot resolve", e))?;
         Ok(TrainOptions {
-            data: self.data.clone(),
+            data,
             val_split: self.val_split,
             epochs: self.epochs,
             batch_size: self.batch_size,
@@ -172,6 +176,30 @@ impl TrainRequest {
                 weight_decay: self.weight_decay.unwrap_or(defaults::ADAMW_WEIGHT_DECAY),
             },
         }
+    }
+
+    /// Refuses schedule flags that would be ignored: milestones without the multistep
+    /// schedule (or that schedule without them, a constant rate), a warm-up longer than the
+    /// run.
+    fn check_schedule_flags(&self) -> Result<()> {
+        let multistep = self.schedule == ScheduleKind::MultiStep;
+        if multistep && self.milestones.is_empty() {
+            return Err(Error::BadArgument(
+                "--schedule multistep needs --milestones, e.g. --milestones 30,60".into(),
+            ));
+        }
+        if !multistep && !self.milestones.is_empty() {
+            return Err(Error::BadArgument(
+                "--milestones go with --schedule multistep".into(),
+            ));
+        }
+        if self.warmup_epochs > self.epochs {
+            return Err(Error::BadArgument(format!(
+                "--warmup-epochs {} is longer than the run (--epochs {})",
+                self.warmup_epochs, self.epochs
+            )));
+        }
+        Ok(())
     }
 
     /// The schedule after warm-up; a cosine spans the epochs the warm-up leaves.

@@ -176,6 +176,9 @@ impl TrainOptions {
     fn augmentation(&self) -> Result<Augment> {
         let crop = self.preprocess.crop;
         match self.scale {
+            Some((min, max)) if min == max && min < crop => Err(Error::BadArgument(format!(
+                "--scale {min}: expected at least the crop ({crop})"
+            ))),
             Some((min, max)) if min > max || min < crop => Err(Error::BadArgument(format!(
                 "--scale-jitter {min},{max}: expected S_min ≤ S_max, both at least the crop \
                  ({crop}), e.g. 256,512 for 224 crops"
@@ -357,7 +360,14 @@ impl Trainer {
             .collect();
         let optimizer =
             build_optimizer(options, trainable.iter().map(|(_, v)| v.clone()).collect());
-        std::fs::create_dir_all(out).map_err(|e| Error::io(out, "cannot create", e))?;
+        if out.exists() && !out.is_dir() {
+            return Err(Error::BadArgument(format!(
+                "--out {}: not a folder (a run folder holds checkpoints, metrics and curves)",
+                out.display()
+            )));
+        }
+        (std::fs::create_dir_all(out))
+            .map_err(|e| Error::io(out, "cannot create the run folder", e))?;
         let color = match options.color_shift {
             Some(sigma) => Some(Arc::new(ColorShift {
                 pca: data::color_pca(&train, &options.preprocess)?,
@@ -529,6 +539,7 @@ impl Trainer {
             );
         }
         progress.end();
+        totals.check_some_seen(("training", self.train.len()), epoch + 1)?;
         Ok(EpochTrain {
             loss: totals.mean_loss(),
             top1: totals.top1(),
@@ -562,6 +573,7 @@ impl Trainer {
             progress.advance(batch.len(), "");
         }
         progress.end();
+        totals.check_some_seen(("validation", self.val.len()), self.run.epoch + 1)?;
         Ok(Validation {
             loss: totals.mean_loss(),
             top1: totals.top1(),
@@ -668,7 +680,6 @@ struct Totals {
     top1: usize,
     top5: usize,
     seen: usize,
-    skipped: usize,
 }
 
 impl Totals {
@@ -683,11 +694,22 @@ impl Totals {
     }
 
     /// Reports unreadable images; they are left out of the epoch.
-    fn skip(&mut self, batch: &Batch, progress: &dyn Progress) {
+    fn skip(&self, batch: &Batch, progress: &dyn Progress) {
         for why in &batch.skipped {
             progress.message(&format!("warning: skipped {why}"));
         }
-        self.skipped += batch.skipped.len();
+    }
+
+    /// Refuses an epoch in which no image of `what` could be used (every one was skipped):
+    /// its loss and accuracy would be made-up zeros.
+    fn check_some_seen(&self, (what, images): (&str, usize), epoch: usize) -> Result<()> {
+        match self.seen {
+            0 => Err(Error::BadArgument(format!(
+                "epoch {epoch}: none of the {images} {what} images could be used (each was \
+                 skipped; the warnings say why)"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn mean_loss(&self) -> f64 {
