@@ -26,7 +26,26 @@ pub fn float32<'py>(x: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArrayDyn<'py, f
         let array = numpy.call_method1("from_dlpack", (x,))?;
         return contiguous(&array, "float32")?.extract();
     }
-    contiguous(x, "float32")?.extract()
+    contiguous(&numbers(x, "the input")?, "float32")?.extract()
+}
+
+/// `x` as a numpy array (itself when it is one) of numbers: bool, integers or floats.
+/// Anything else (`None`, text, objects) is a `TypeError` naming `what`, rather than NaN or
+/// numpy's own words.
+pub fn numbers<'py>(x: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py, PyAny>> {
+    let refused = || {
+        let kind = x
+            .get_type()
+            .name()
+            .map_or_else(|_| "?".into(), |n| n.to_string());
+        PyTypeError::new_err(format!("{what} must be an array of numbers, got {kind}"))
+    };
+    let array = (x.py().import("numpy")?.call_method1("asarray", (x,))).map_err(|_| refused())?;
+    let kind: String = array.getattr("dtype")?.getattr("kind")?.extract()?;
+    match "biuf".contains(kind.as_str()) {
+        true => Ok(array),
+        false => Err(refused()),
+    }
 }
 
 /// An image given as an array: refused unless its values are uint8, since a cast would
@@ -59,12 +78,14 @@ pub fn uint8_image<'py>(image: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>
     Ok(array)
 }
 
-/// `x` as a C-contiguous numpy array of `dtype` (itself when it already is one).
+/// `x` as a C-contiguous numpy array of `dtype` (itself when it already is one), of the
+/// same shape (`ascontiguousarray` would make a 0-d array 1-d).
 pub fn contiguous<'py>(x: &Bound<'py, PyAny>, dtype: &str) -> PyResult<Bound<'py, PyAny>> {
     let numpy = x.py().import("numpy")?;
     let kwargs = PyDict::new(x.py());
     kwargs.set_item("dtype", dtype)?;
-    numpy.call_method("ascontiguousarray", (x,), Some(&kwargs))
+    kwargs.set_item("order", "C")?;
+    numpy.call_method("asarray", (x,), Some(&kwargs))
 }
 
 /// An NCHW float32 batch: its shape and its elements, read in place.
@@ -107,15 +128,11 @@ pub fn tensor_to_array<'py>(py: Python<'py>, tensor: &Tensor) -> PyResult<Bound<
 
 /// An array (anything numpy converts) as a tensor: integer and bool arrays as int64 (batch
 /// norm's counters), all others as float32.
-pub fn array_to_tensor(value: &Bound<'_, PyAny>) -> PyResult<Tensor> {
+/// `what` names the value in errors.
+pub fn array_to_tensor(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Tensor> {
     let device = Device::Cpu;
-    let kind: String = value
-        .py()
-        .import("numpy")?
-        .call_method1("asarray", (value,))?
-        .getattr("dtype")?
-        .getattr("kind")?
-        .extract()?;
+    let value = &numbers(value, what)?;
+    let kind: String = value.getattr("dtype")?.getattr("kind")?.extract()?;
     let value = &contiguous(
         value,
         if "iub".contains(kind.as_str()) {

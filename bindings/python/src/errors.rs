@@ -9,8 +9,10 @@ use pyo3::{PyErr, create_exception};
 use vgg::Error;
 use vgg::engine::EngineError;
 
+// Named after the package that exports it (`vgg.WeightsError`): tracebacks show that name,
+// and pickle (a worker process's exception) finds the class there.
 create_exception!(
-    _vgg,
+    vgg,
     WeightsError,
     PyValueError,
     "A checkpoint that cannot be read, or that does not fit the model."
@@ -21,7 +23,9 @@ pub type PyResult<T> = Result<T, PyErr>;
 
 /// The library's words for the command line's flags (first) and what a Python caller
 /// passes instead: the messages are shared, the spelling of their arguments is not.
-const PYTHON_NAMES: [(&str, &str); 20] = [
+const PYTHON_NAMES: [(&str, &str); 21] = [
+    // Before `--arch NAME` (see `python_names`).
+    ("--arch auto", "vgg.load(path)"),
     (
         "--memory-limit / vgg.set_memory_limit()",
         "vgg.set_memory_limit()",
@@ -63,10 +67,15 @@ pub fn python_names(message: &str) -> String {
             Some((name, len)) => {
                 out.push_str(name);
                 rest = &rest[len..];
-                if rest.starts_with(' ') && rest[1..].starts_with(|c: char| c.is_ascii_digit()) {
+                if rest.starts_with(' ') && starts_number(&rest[1..]) {
                     out.push('=');
                     rest = &rest[1..];
                 }
+            }
+            None if starts_flag && rest.starts_with("--arch ") => {
+                // `--arch vgg11_bn` names a function of `vgg.models`.
+                out.push_str("vgg.models.");
+                rest = &rest["--arch ".len()..];
             }
             None => {
                 quoted ^= c == '`';
@@ -76,6 +85,12 @@ pub fn python_names(message: &str) -> String {
         }
     }
     out
+}
+
+/// Whether `text` starts with a number (`7`, `-1`, `0.5`): a flag's value.
+fn starts_number(text: &str) -> bool {
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    unsigned.starts_with(|c: char| c.is_ascii_digit())
 }
 
 /// The Python name of the flag `text` starts with, and the flag's length.
@@ -133,6 +148,20 @@ mod tests {
             python_names("custom --cfg 64,M --hidden 8 --pool 7"),
             "custom cfg=64,M hidden=8 pool=7"
         );
+    }
+
+    #[test]
+    fn archs_and_negative_values_read_as_python() {
+        assert_eq!(
+            python_names("looks like vgg11_bn: use --arch vgg11_bn or --arch auto"),
+            "looks like vgg11_bn: use vgg.models.vgg11_bn or vgg.load(path)"
+        );
+        assert_eq!(
+            python_names("--arch custom --cfg 8,M --batch-norm --pool 7 (or --arch auto)"),
+            "vgg.models.custom cfg=8,M batch_norm pool=7 (or vgg.load(path))"
+        );
+        assert_eq!(python_names("--opset -1: expected"), "opset=-1: expected");
+        assert_eq!(python_names("--arch-name x"), "--arch-name x");
     }
 
     #[test]

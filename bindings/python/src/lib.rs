@@ -9,9 +9,9 @@ mod model;
 use std::path::PathBuf;
 
 use numpy::{PyReadonlyArray3, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
 use vgg::data::RgbImage;
 use vgg::data::preprocess::Preprocess;
 use vgg::model::config::parse_cfg;
@@ -89,12 +89,64 @@ fn refuse_unknown_keys(dict: &Bound<'_, PyDict>) -> PyResult<()> {
     Ok(())
 }
 
+/// Three values (R, G, B) of a mean or std: three numbers, or their text as the command line
+/// takes it ("0.485,0.456,0.406"); a string is never read as its characters.
+pub struct Rgb(pub [f32; 3]);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Rgb {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let values: Vec<f32> = match obj.extract::<String>() {
+            Ok(text) => (text.split(',').map(|v| v.trim().parse::<f32>()))
+                .collect::<Result<_, _>>()
+                .map_err(|_| {
+                    PyValueError::new_err(format!(
+                        "expected three numbers (R, G, B) or their text, got '{text}'"
+                    ))
+                })?,
+            Err(_) => obj.extract().map_err(|_| {
+                PyTypeError::new_err("expected three numbers (R, G, B) or their text")
+            })?,
+        };
+        let count = values.len();
+        <[f32; 3]>::try_from(values).map(Rgb).map_err(|_| {
+            PyValueError::new_err(format!("expected three values (R, G, B), got {count}"))
+        })
+    }
+}
+
+/// Images given one at a time or as a list or tuple, as a list.
+pub(crate) fn image_list<'py>(images: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    if let Ok(list) = images.cast::<PyList>() {
+        return Ok(list.clone());
+    }
+    match images.cast::<PyTuple>() {
+        Ok(tuple) => PyList::new(images.py(), tuple.iter()),
+        Err(_) => PyList::new(images.py(), [images]),
+    }
+}
+
+/// Module names given as one name or several, as a list.
+pub(crate) fn names(names: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    match names.extract::<String>() {
+        Ok(name) => Ok(vec![name]),
+        Err(_) => names.extract(),
+    }
+}
+
 /// A cfg or head given as text (`"64,M,128"`) or as a list of items (`[64, "relu", "bn",
 /// 4]`), as the text the library parses. A string is taken whole: iterating it would read
 /// `"64"` as the items 6 and 4.
 pub(crate) fn items_text(items: &Bound<'_, PyAny>) -> PyResult<String> {
     if let Ok(text) = items.extract::<String>() {
         return Ok(text);
+    }
+    // Iterating bytes would read `b"8,M"` as the character codes 56, 44, 77.
+    if items.is_instance_of::<PyBytes>() || items.is_instance_of::<PyByteArray>() {
+        return Err(PyTypeError::new_err(
+            "expected a list of items or their text (\"64,M,128\"), got bytes: decode them",
+        ));
     }
     let items: Vec<String> = items
         .try_iter()?
@@ -174,14 +226,14 @@ pub fn preprocess_settings(
     base: Preprocess,
     resize: Option<usize>,
     crop: Option<usize>,
-    mean: Option<[f32; 3]>,
-    std: Option<[f32; 3]>,
+    mean: Option<Rgb>,
+    std: Option<Rgb>,
 ) -> PyResult<Preprocess> {
     let preprocess = Preprocess {
         resize: resize.unwrap_or(base.resize),
         crop: crop.unwrap_or(base.crop),
-        mean: mean.unwrap_or(base.mean),
-        std: std.unwrap_or(base.std),
+        mean: mean.map_or(base.mean, |m| m.0),
+        std: std.map_or(base.std, |s| s.0),
         ..base
     };
     check(preprocess.validate())?;
@@ -233,8 +285,8 @@ fn preprocess<'py>(
     images: &Bound<'py, PyList>,
     resize: usize,
     crop: usize,
-    mean: Option<[f32; 3]>,
-    std: Option<[f32; 3]>,
+    mean: Option<Rgb>,
+    std: Option<Rgb>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let settings =
         preprocess_settings(Preprocess::imagenet(), Some(resize), Some(crop), mean, std)?;
@@ -361,7 +413,13 @@ fn memory_size(value: &Bound<'_, PyAny>) -> PyResult<u64> {
     match value.extract::<u64>() {
         Ok(bytes) if bytes >= 1 => Ok(bytes),
         Ok(_) => Err(bad()),
-        Err(_) if bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64 => Ok(bytes as u64),
+        Err(_) if bytes.is_finite() && bytes.fract() != 0.0 => Err(PyValueError::new_err(format!(
+            "memory limit must be a whole number of bytes, got {value}"
+        ))),
+        Err(_) if bytes >= u64::MAX as f64 && bytes.is_finite() => Err(PyValueError::new_err(
+            format!("memory limit {value} is beyond a 64-bit count of bytes"),
+        )),
+        Err(_) if bytes.is_finite() && bytes >= 1.0 => Ok(bytes as u64),
         Err(_) => Err(bad()),
     }
 }

@@ -7,6 +7,7 @@ use std::sync::{Mutex, PoisonError, RwLock};
 
 use candle_core::{Device, Tensor};
 use numpy::PyReadonlyArrayDyn;
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use vgg::data::RgbImage;
@@ -28,7 +29,8 @@ use crate::arrays::{array, array_to_tensor, float32, nchw, tensor_to_array};
 use crate::errors::{PyResult, check};
 
 /// A VGG network. Build one with `vgg.models.vgg16(...)`, `vgg.models.custom(...)` or
-/// `vgg.load(path)`.
+/// `vgg.load(path)`; `model(x)` gives the logits `[N, num_classes]` of an NCHW batch
+/// (numpy, CPU torch tensor, nested lists). `copy.deepcopy(model)` copies its weights.
 #[pyclass(frozen, module = "vgg._vgg")]
 pub struct Model {
     /// The module-by-module model: weights, state_dict, activations, training mode.
@@ -60,7 +62,7 @@ impl Model {
     fn open(
         py: Python<'_>,
         arch: &str,
-        cfg: Option<String>,
+        cfg: Option<Bound<'_, PyAny>>,
         batch_norm: bool,
         hidden: Option<usize>,
         pool: Option<usize>,
@@ -80,6 +82,7 @@ impl Model {
                 &crate::items_text(&head)?,
             ))?),
         };
+        let cfg = cfg.map(|cfg| crate::items_text(&cfg)).transpose()?;
         let source = ModelSource {
             arch: crate::errors::check(ArchChoice::parse(arch, cfg.as_deref(), batch_norm))?,
             overrides: ConfigOverrides {
@@ -152,8 +155,9 @@ impl Model {
         &self,
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
-        layers: Vec<String>,
+        layers: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
+        let layers = crate::names(layers)?;
         let x = self.input(x)?;
         let (shape, data) = nchw(&x)?;
         let mode = self.mode();
@@ -224,7 +228,9 @@ impl Model {
     ) -> PyResult<Bound<'py, PyDict>> {
         let mut tensors = Vec::with_capacity(state_dict.len());
         for (key, value) in state_dict.iter() {
-            tensors.push((key.extract::<String>()?, array_to_tensor(&value)?));
+            let key = key.extract::<String>()?;
+            let tensor = array_to_tensor(&value, &format!("state_dict['{key}']"))?;
+            tensors.push((key, tensor));
         }
         let state = StateDict::from_tensors(tensors);
         let report = py
@@ -307,19 +313,20 @@ impl Model {
     fn calibrate<'py>(
         &self,
         py: Python<'py>,
-        images: &Bound<'py, PyList>,
+        images: &Bound<'py, PyAny>,
         batch_size: usize,
         max_error: f64,
         resize: Option<usize>,
         crop: Option<usize>,
-        mean: Option<[f32; 3]>,
-        std: Option<[f32; 3]>,
+        mean: Option<crate::Rgb>,
+        std: Option<crate::Rgb>,
     ) -> PyResult<Bound<'py, PyList>> {
         let options = CalibrationOptions {
             batch: batch_size,
             max_error,
         };
         check(options.validate())?;
+        let images = &crate::image_list(images)?;
         check(vgg::infer::check_takes_images(&self.config()))?;
         let preprocess =
             crate::preprocess_settings(self.preprocess.clone(), resize, crop, mean, std)?;
@@ -378,17 +385,18 @@ impl Model {
     fn classify(
         &self,
         py: Python<'_>,
-        images: &Bound<'_, PyList>,
+        images: &Bound<'_, PyAny>,
         topk: usize,
         resize: Option<usize>,
         crop: Option<usize>,
-        mean: Option<[f32; 3]>,
-        std: Option<[f32; 3]>,
+        mean: Option<crate::Rgb>,
+        std: Option<crate::Rgb>,
         batch_size: usize,
         protocol: &str,
         scales: Option<Vec<usize>>,
     ) -> PyResult<Vec<Vec<(usize, String, f32)>>> {
         let protocol: Protocol = protocol.parse().map_err(crate::errors::to_py)?;
+        let images = &crate::image_list(images)?;
         check(vgg::infer::check_takes_images(&self.config()))?;
         if protocol == Protocol::Center && scales.is_some() {
             return Err(pyo3::exceptions::PyValueError::new_err(
@@ -430,6 +438,19 @@ impl Model {
             .collect())
     }
 
+    /// A copy with weights of its own (what `copy.deepcopy` of a PyTorch module gives, as
+    /// before fine-tuning one of two): the same config, weights, running statistics,
+    /// precision, int8 calibration, mode and class names.
+    fn __deepcopy__(&self, py: Python<'_>, _memo: &Bound<'_, PyAny>) -> PyResult<Model> {
+        self.duplicate(py)
+    }
+
+    /// As `__deepcopy__`: two models never share weights that a training-mode pass updates
+    /// in place (batch norm's running statistics).
+    fn __copy__(&self, py: Python<'_>) -> PyResult<Model> {
+        self.duplicate(py)
+    }
+
     fn __repr__(&self) -> String {
         let config = self.config();
         let params: usize = self
@@ -448,6 +469,34 @@ impl Model {
 }
 
 impl Model {
+    /// See [`Model::__deepcopy__`].
+    fn duplicate(&self, py: Python<'_>) -> PyResult<Model> {
+        let model = py
+            .detach(|| -> vgg::Result<Vgg> {
+                let model = self.model();
+                let state = StateDict::from_tensors(model.state_dict()?);
+                Ok(load_into(&model, state, true)?.0)
+            })
+            .map_err(crate::errors::to_py)?;
+        let (precision, int8) = {
+            let slot = self.slot();
+            (slot.precision, slot.int8.clone())
+        };
+        Ok(Model {
+            model: RwLock::new(model),
+            engine: Mutex::new(FastSlot {
+                precision,
+                int8,
+                plan: None,
+            }),
+            training: AtomicBool::new(self.training.load(Ordering::Relaxed)),
+            report: self.report.clone(),
+            names: self.names.clone(),
+            preprocess: self.preprocess.clone(),
+            training_scale: self.training_scale,
+        })
+    }
+
     /// See [`Model::classify`]: the checkpoint's preprocessing, else ImageNet's.
     pub fn trained_preprocess(&self) -> Preprocess {
         self.preprocess.clone()
@@ -462,6 +511,15 @@ impl Model {
     /// copied. (The pass itself is checked where its engine is compiled, which knows that
     /// this model's own plan is replaced, not added to.)
     fn input<'py>(&self, x: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
+        if !x.hasattr("shape")? && !x.hasattr("__array__")? && !x.hasattr("__iter__")? {
+            let kind = x
+                .get_type()
+                .name()
+                .map_or_else(|_| "?".into(), |n| n.to_string());
+            return Err(PyTypeError::new_err(format!(
+                "expected an NCHW array (numpy, torch, nested lists), got {kind}"
+            )));
+        }
         if let Ok(dims) = x.getattr("shape").and_then(|s| s.extract::<Vec<usize>>()) {
             let shape = check(vgg::model::nchw(&dims))?;
             check(vgg::limits::reserve(array_bytes(&shape, 4), || {

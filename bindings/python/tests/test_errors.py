@@ -213,3 +213,85 @@ def test_text_is_not_split_into_characters():
         vgg.preprocess(image, resize=8, crop=8, mean="0.5")
     as_text = vgg.preprocess(image, resize=8, crop=8, mean="0.5,0.5,0.5")
     assert np.array_equal(as_text, vgg.preprocess(image, resize=8, crop=8, mean=[0.5] * 3))
+
+
+def test_odd_arguments_get_python_answers(tmp_path, tiny_bn):
+    with pytest.raises(TypeError, match="got bytes"):
+        vgg.models.custom(b"8,M")
+    with pytest.raises(TypeError, match="got bytes"):
+        vgg.models.custom([8, "M"], head=b"4,2")
+    for bad in (None, 1.0, "x"):
+        with pytest.raises(TypeError, match="got"):
+            tiny_bn(bad)
+    state = tiny_bn.state_dict()
+    state["features.0.weight"] = None
+    with pytest.raises(TypeError, match=r"state_dict\['features.0.weight'\] must be an array of numbers"):
+        tiny_bn.load_state_dict(state)
+    with pytest.raises(TypeError, match="three ints"):
+        vgg.summary("vgg11", (3.9, 32.7, 32), file=io.StringIO())
+    with pytest.raises(ValueError, match="one image, got 2"):
+        vgg.dissect(tiny_bn, [np.zeros((64, 64, 3), np.uint8)] * 2)
+    with pytest.raises(ValueError, match="whole number of bytes, got 1.5"):
+        vgg.set_memory_limit(1.5)
+    with pytest.raises(ValueError, match="beyond a 64-bit count"):
+        vgg.set_memory_limit(2**64)
+    with pytest.raises(ValueError, match="finite"):
+        vgg.preprocess(np.zeros((8, 8, 3), np.uint8), resize=8, crop=8, mean=(float("inf"), 0, 0))
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        vgg.preprocess(np.zeros((8, 8, 3), np.uint8), resize=8, crop=8, std=(1e-45, 1, 1))
+    with pytest.raises(ValueError, match=r"a.txt: expected a \.svg or \.png") as error:
+        vgg.diagram("vgg11").save(tmp_path / "a.txt")
+    assert "--out" not in str(error.value)
+
+
+def test_one_name_or_image_is_taken_whole(tiny_bn):
+    x = np.zeros((1, 3, 64, 64), np.float32)
+    one = tiny_bn.features(x, "features.3")
+    assert list(one) == ["features.3"]
+    table = vgg.summary(tiny_bn, (3, 64, 64), format="torchinfo", columns="output_size", frozen="features",
+                        file=io.StringIO())
+    assert "Output Shape" in table.text and "Param #" not in table.text
+    image = np.zeros((64, 64, 3), np.uint8)
+    assert tiny_bn.classify(image, resize=64, crop=64) == tiny_bn.classify([image], resize=64, crop=64)
+    assert tiny_bn.classify((image, image), resize=64, crop=64) == tiny_bn.classify([image] * 2, resize=64, crop=64)
+
+
+def test_python_spelling_of_hints_and_errors(tiny_bn):
+    with pytest.raises(vgg.WeightsError) as error:
+        vgg.models.vgg11(weights=fixture("forward/tiny_bn.pth"))
+    message = str(error.value)
+    assert "vgg.models.custom cfg=" in message and "vgg.load(path)" in message and "--" not in message
+    with pytest.raises(ValueError, match="give weights, or name an arch"):
+        vgg.Model.open("auto")
+    with pytest.raises(ValueError, match="give weights ") as error:
+        vgg.Model.open("vgg11", precision="int8")
+    assert "--" not in str(error.value)
+    with pytest.raises(ValueError, match="custom needs at least 32×32 input"):
+        tiny_bn.calibrate([np.zeros((64, 64, 3), np.uint8)], resize=16, crop=16)
+
+
+def test_a_checkpoint_that_is_not_a_vgg_is_a_weights_error_naming_it():
+    path = fixture("pth/tiny_zip.pth")
+    with pytest.raises(vgg.WeightsError, match="tiny_zip.pth: cannot detect the arch"):
+        vgg.load(path)
+
+
+def test_weights_errors_pickle_as_vgg_weights_error():
+    import pickle
+
+    with pytest.raises(vgg.WeightsError) as error:
+        vgg.load(fixture("pth/tiny_zip.pth"))
+    again = pickle.loads(pickle.dumps(error.value))
+    assert type(again) is vgg.WeightsError and str(again) == str(error.value)
+    assert vgg.WeightsError.__module__ == "vgg"
+
+
+def test_mean_and_std_take_text_everywhere(tiny_bn):
+    image = np.zeros((40, 40, 3), np.uint8)
+    as_text = tiny_bn.classify([image], resize=32, crop=32, mean="0.5,0.5,0.5", std="0.25, 0.25, 0.25")
+    as_list = tiny_bn.classify([image], resize=32, crop=32, mean=[0.5] * 3, std=(0.25,) * 3)
+    assert as_text == as_list
+    with pytest.raises(ValueError, match="expected three values .* got 2"):
+        tiny_bn.classify([image], resize=32, crop=32, mean="0.5,0.5")
+    with pytest.raises(ValueError, match="their text, got 'a,b,c'"):
+        tiny_bn.calibrate([image], resize=32, crop=32, std="a,b,c")

@@ -173,3 +173,21 @@ def test_int8_after_calibration_stays_close_to_f32():
         assert abs(a[0][2] - b[0][2]) < 0.02
     with pytest.raises(ValueError, match="int8 evaluates with the center protocol only"):
         model.classify(images[:1], protocol="dense", scales=[32])
+
+
+def test_a_deep_copy_has_weights_of_its_own():
+    import copy
+
+    model = vgg.load(fixture("forward/tiny_bn.pth"))
+    model.precision = "bf16"
+    twin = copy.deepcopy(model)
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    assert twin.precision == "bf16" and twin.class_names == model.class_names
+    np.testing.assert_array_equal(twin(x), model(x))
+    # A training-mode pass updates batch norm's running statistics of the copy only.
+    twin.train()
+    twin(x)
+    twin.eval()
+    before = model.state_dict()["features.1.running_mean"]
+    assert not np.array_equal(twin.state_dict()["features.1.running_mean"], before)
+    np.testing.assert_array_equal(copy.copy(model).state_dict()["features.1.running_mean"], before)

@@ -149,8 +149,8 @@ impl ModelSource {
             },
             (ArchChoice::Auto, None) => {
                 return Err(Error::BadArgument(
-                    "arch auto detects the arch from the weights; give weights (--weights FILE) \
-                     or a named arch (vgg11 … vgg19_bn, custom)"
+                    "arch auto detects the arch from the weights: give --weights FILE, or \
+                     name an arch (vgg11 … vgg19_bn, custom)"
                         .into(),
                 ));
             }
@@ -267,8 +267,8 @@ impl ModelSource {
         let Some(path) = &self.weights else {
             return Err(Error::BadArgument(
                 "--precision int8 needs a calibrated checkpoint, and random weights have none: \
-                 give --weights (calibrated with `vgg quantize`), or --calib DIR to classify \
-                 or evaluate"
+                 give --weights FILE (calibrated with `vgg quantize`), or --calib DIR to \
+                 classify or evaluate"
                     .into(),
             ));
         };

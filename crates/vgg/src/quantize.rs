@@ -13,6 +13,7 @@ use crate::engine::{PlanOptions, Precision};
 use crate::error::{Error, Result};
 use crate::fast::{FastOptions, FastVgg, layer_paths, model_spec, with_layer_path};
 use crate::model::Vgg;
+use crate::model::footprint::{self, Work};
 use crate::open::ModelSource;
 use crate::progress::Progress;
 use crate::weights::recorded::{CalibratedLayer, Int8Calibration};
@@ -63,6 +64,12 @@ pub fn calibrate(
 ) -> Result<Int8Calibration> {
     options.validate()?;
     let groups = Groups::new(model, inputs, size, options.batch)?;
+    // The network's own words for an input it does not take (too small for its pools), and
+    // the budget's for one too large, before the engine's.
+    let [h, w] = size;
+    footprint::check(model.config(), groups.shape, Work::Inference, || {
+        format!("calibration images at {h}x{w}: ")
+    })?;
     let spec = model_spec(model)?;
     let [n, c, h, w] = groups.shape;
     let mut calibrator = Calibrator::new(spec, n, c, h, w)?;

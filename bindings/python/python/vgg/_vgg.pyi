@@ -17,7 +17,7 @@ class Model:
     def open(
         arch: str,
         *,
-        cfg: Optional[str] = None,
+        cfg: Union[str, Sequence[Union[int, str]], None] = None,
         batch_norm: bool = False,
         hidden: Optional[int] = None,
         pool: Optional[int] = None,
@@ -30,13 +30,18 @@ class Model:
         head: Union[str, Sequence[Union[int, str]], None] = None,
         precision: str = "f32",
     ) -> "Model": ...
+    def __deepcopy__(self, memo: Any) -> "Model":
+        """A copy with weights of its own (config, weights, precision, mode, class names)."""
+    def __copy__(self) -> "Model":
+        """As ``__deepcopy__``."""
     def __call__(self, x: Any) -> npt.NDArray[np.float32]:
         """Logits ``[N, num_classes]`` for an NCHW batch (numpy, CPU torch tensor, …)."""
     precision: str
     """The fast engine's number format: ``"f32"`` (default) or ``"bf16"`` (bf16 operands,
     f32 accumulation); training mode and ``features`` compute in f32."""
-    def features(self, x: Any, layers: Sequence[str]) -> Dict[str, npt.NDArray[np.float32]]:
-        """The outputs of the named modules (``features.3``, ``avgpool``, …) from one pass."""
+    def features(self, x: Any, layers: Union[str, Sequence[str]]) -> Dict[str, npt.NDArray[np.float32]]:
+        """The outputs of the named modules (``features.3``, ``avgpool``, …; one name or
+        several) from one pass."""
     def to_onnx(
         self,
         path: str,
@@ -61,26 +66,26 @@ class Model:
     def class_names(self) -> List[str]: ...
     def calibrate(
         self,
-        images: List[Any],
+        images: Any,
         *,
         batch_size: int = 8,
         max_error: float = 0.05,
         resize: Optional[int] = None,
         crop: Optional[int] = None,
-        mean: Optional[Tuple[float, float, float]] = None,
-        std: Optional[Tuple[float, float, float]] = None,
+        mean: Union[str, Sequence[float], None] = None,
+        std: Union[str, Sequence[float], None] = None,
     ) -> List[Dict[str, Any]]:
         """Calibrates int8 on ``images``: one dict per conv and linear layer (path,
         input_min, input_max, relative_rms, max_over_range, int8, kept_because); then set
         ``precision = "int8"``."""
     def classify(
         self,
-        images: List[Any],
+        images: Any,
         topk: int = 5,
         resize: Optional[int] = None,
         crop: Optional[int] = None,
-        mean: Optional[Tuple[float, float, float]] = None,
-        std: Optional[Tuple[float, float, float]] = None,
+        mean: Union[str, Sequence[float], None] = None,
+        std: Union[str, Sequence[float], None] = None,
         batch_size: int = 8,
         protocol: str = "center",
         scales: Optional[List[int]] = None,
@@ -114,8 +119,8 @@ def preprocess(
     images: List[Any],
     resize: int = 256,
     crop: int = 224,
-    mean: Optional[Tuple[float, float, float]] = None,
-    std: Optional[Tuple[float, float, float]] = None,
+    mean: Union[str, Sequence[float], None] = None,
+    std: Union[str, Sequence[float], None] = None,
 ) -> npt.NDArray[np.float32]: ...
 def dissect(model: Model, image: Any, resize: Optional[int] = None, crop: Optional[int] = None, title: Optional[str] = None) -> Dissection: ...
 def set_num_threads(threads: int) -> None: ...

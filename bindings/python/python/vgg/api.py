@@ -1,6 +1,7 @@
 """The package's functions: summaries, loading, preprocessing and pictures."""
 
 import json
+import numbers
 import os
 import sys
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
@@ -14,14 +15,14 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 def summary(
     model: Any,
-    input_size: Union[Tuple[int, int, int], Sequence[Tuple[int, int, int]]],
+    input_size: Union[Tuple[int, int, int], List[Tuple[int, int, int]]],
     batch_size: int = -1,
     device: Optional[str] = None,
     *,
     format: str = "torchsummary",
-    columns: Optional[Sequence[str]] = None,
+    columns: Union[str, Sequence[str], None] = None,
     depth: int = 3,
-    frozen: Sequence[str] = (),
+    frozen: Union[str, Sequence[str]] = (),
     dense: bool = False,
     file=None,
 ) -> Summary:
@@ -33,7 +34,8 @@ def summary(
             :func:`vgg.models.custom`'s arguments (``{"cfg": [32, "M"], "num_classes": 10}``:
             no weights are made), or a torchvision VGG module (read through its structure;
             torch is needed only for that).
-        input_size: ``(C, H, W)`` of one image, as torchsummary takes it.
+        input_size: ``(C, H, W)`` of one image, as torchsummary takes it (or a list of
+            that one size: a VGG has one input).
         batch_size: the batch shown in the table; -1 prints ``-1`` as torchsummary does.
         device: accepted for torchsummary compatibility and ignored (everything runs on the CPU).
         format: ``"torchsummary"`` or ``"torchinfo"``.
@@ -50,11 +52,15 @@ def summary(
         input_size = input_size[0]
     size = _chw(input_size)
     source = _source(model)
-    text, data = _vgg.summary_tables(
-        source, size, batch_size, format, None if columns is None else list(columns), depth, list(frozen), dense
-    )
+    columns = None if columns is None else _strings(columns)
+    text, data = _vgg.summary_tables(source, size, batch_size, format, columns, depth, _strings(frozen), dense)
     (file or sys.stdout).write(text)
     return Summary(text, json.loads(data))
+
+
+def _strings(items: Union[str, Iterable[str]]) -> List[str]:
+    """One name or several as a list: a string is one name, not its characters."""
+    return [items] if isinstance(items, str) else list(items)
 
 
 def _source(model: Any) -> Any:
@@ -112,7 +118,7 @@ def preprocess(
     """The exact NCHW float32 batch torchvision's ``Resize(resize)``, ``CenterCrop(crop)``,
     ``ToTensor()`` and ``Normalize(mean, std)`` make of ``images`` (paths or PIL images;
     ImageNet's mean and std by default; each three numbers, or their text "0.5,0.5,0.5")."""
-    return _vgg.preprocess(_images(images), resize, crop, _three(mean), _three(std))
+    return _vgg.preprocess(_images(images), resize, crop, mean, std)
 
 
 def _chw(input_size: Any) -> Tuple[int, int, int]:
@@ -120,25 +126,12 @@ def _chw(input_size: Any) -> Tuple[int, int, int]:
     its characters ("332" would be (3, 3, 2))."""
     if isinstance(input_size, (str, bytes)) or not hasattr(input_size, "__iter__"):
         raise TypeError(f"input_size must be (C, H, W), a tuple of three ints, got {input_size!r}")
-    size = tuple(int(s) for s in input_size)
+    size = tuple(input_size)
+    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in size):
+        raise TypeError(f"input_size must be (C, H, W), a tuple of three ints, got {input_size!r}")
     if len(size) != 3:
         raise ValueError(f"input_size must be (C, H, W), got {input_size!r}")
-    return size  # type: ignore[return-value]
-
-
-def _three(values: Any) -> Optional[Tuple[float, float, float]]:
-    """Three values (R, G, B) from a sequence or, as the command line takes them, from
-    text ("0.485,0.456,0.406"), never from a string's characters."""
-    if values is None:
-        return None
-    if isinstance(values, str):
-        values = values.split(",")
-    if not hasattr(values, "__iter__"):
-        raise TypeError(f"expected three values (R, G, B), got {values!r}")
-    values = tuple(float(v) for v in values)
-    if len(values) != 3:
-        raise ValueError(f"expected three values (R, G, B), got {len(values)}")
-    return values  # type: ignore[return-value]
+    return tuple(int(s) for s in size)  # type: ignore[return-value]
 
 
 def compare(input_size: Tuple[int, int, int] = (3, 224, 224)):
@@ -167,5 +160,7 @@ def dissect(model: Model, image: Any, *, resize: Optional[int] = None, crop: Opt
     the first layer's filters, the top-5 classes and a Grad-CAM heatmap. The image is
     preprocessed as the model was trained (a ``vgg train`` checkpoint records it), else as
     torchvision does (256, 224); ``resize`` and ``crop`` override."""
-    (item,) = _images(image)
-    return Report(_vgg.dissect(model, item, resize, crop))
+    items = _images(image)
+    if len(items) != 1:
+        raise ValueError(f"dissect takes one image, got {len(items)}")
+    return Report(_vgg.dissect(model, items[0], resize, crop))

@@ -94,14 +94,12 @@ def custom(
             ``[4096, "relu", "dropout", 4096, "relu", "dropout", 1000]``.
         weights, strict, seed: as for :func:`vgg16`.
     """
-    # A string is the cfg as text ("64,M,128"); iterating it would split "64" into 6 and 4.
-    text = cfg if isinstance(cfg, str) else ",".join(str(item) for item in cfg)
     return _open(
         "custom",
         weights,
         strict,
         seed,
-        cfg=text,
+        cfg=cfg,
         batch_norm=batch_norm,
         hidden=hidden,
         pool=pool,

@@ -68,13 +68,35 @@ impl Preprocess {
                 "--resize and --crop must be at least 1".into(),
             ));
         }
-        if self.std.iter().any(|&s| s.is_nan() || s <= 0.0) {
-            return Err(Error::BadArgument("--std values must be positive".into()));
+        if self.mean.iter().any(|m| !m.is_finite()) {
+            return Err(Error::BadArgument("--mean values must be finite".into()));
         }
+        if self.std.iter().any(|&s| !(s.is_finite() && s > 0.0)) {
+            return Err(Error::BadArgument(
+                "--std values must be positive and finite".into(),
+            ));
+        }
+        self.check_range()?;
         let crop = self.crop;
         reserve(array_bytes(&[3, crop, crop], 4), || {
             format!("--crop {crop}: one {crop}x{crop} image")
         })
+    }
+
+    /// Refuses a mean and std that take a pixel in [0, 1] beyond float32's range, where
+    /// `(x − mean) / std` would be ±infinity.
+    fn check_range(&self) -> Result<()> {
+        for c in 0..3 {
+            let (mean, std) = (self.mean[c], self.std[c]);
+            let widest = (mean.abs() + 1.0) / std;
+            if !widest.is_finite() {
+                return Err(Error::BadArgument(format!(
+                    "--mean {mean:e} and --std {std:e} take channel {c}'s values (x − mean) / \
+                     std, x in [0, 1], beyond float32's range"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The resized and cropped 8-bit image, before scaling (what PIL holds at that point).

@@ -68,10 +68,13 @@ pub fn parse_head(text: &str) -> Result<Vec<HeadItem>> {
                 "softmax" => Ok(HeadItem::Softmax),
                 "dropout" => Ok(HeadItem::Dropout(DEFAULT_DROPOUT)),
                 _ => match item.strip_prefix("dropout=") {
-                    Some(p) => p
-                        .parse()
+                    // In range here: NaN would also make the head unequal to itself.
+                    Some(p) => (p.parse::<f64>().ok())
+                        .filter(|p| (0.0..1.0).contains(p))
                         .map(HeadItem::Dropout)
-                        .map_err(|_| bad(format!("`{p}` is not a dropout probability"))),
+                        .ok_or_else(|| {
+                            bad(format!("`{p}` is not a dropout probability in [0, 1)"))
+                        }),
                     None => item
                         .parse()
                         .map(HeadItem::Linear)
@@ -157,13 +160,20 @@ mod tests {
 
     #[test]
     fn bad_heads_are_explained() {
-        let err = parse_head("64,tanh,4").unwrap_err().to_string();
-        assert!(err.contains("`tanh` is not an item"), "{err}");
+        for (head, why) in [
+            ("64,tanh,4", "`tanh` is not an item"),
+            ("10,dropout=1", "`1` is not a dropout probability in [0, 1)"),
+            ("10,dropout=nan", "`nan` is not a dropout probability"),
+        ] {
+            let err = parse_head(head).unwrap_err().to_string();
+            assert!(err.contains(why), "{head}: {err}");
+        }
+        let err = check_head(&[HeadItem::Linear(4), HeadItem::Dropout(f64::NAN)], 8, 8);
+        assert!(err.unwrap_err().to_string().contains("dropout must be in"));
         for (head, why) in [
             ("relu", "at least one Linear"),
             ("bn,10", "needs a Linear before it"),
             ("10,softmax,relu", "only be the last"),
-            ("10,dropout=1", "dropout must be in"),
             ("0", "1..="),
         ] {
             let err = check_head(&parse_head(head).unwrap(), 1 << 20, 1024)

@@ -180,30 +180,40 @@ pub fn write(path: &Path, svg: &str) -> Result<()> {
         Some("svg") => write_atomically(path, |tmp| {
             std::fs::write(tmp, svg).map_err(|e| Error::io(tmp, "cannot write", e))
         }),
-        Some("png") => write_atomically(path, |tmp| rasterise(svg, tmp)),
+        Some("png") => {
+            let pixmap = rasterise(svg, path)?;
+            write_atomically(path, |tmp| {
+                (pixmap.save_png(tmp)).map_err(|e| Error::cannot_encode(tmp, e))
+            })
+        }
         _ => Err(Error::BadArgument(format!(
-            "--out {}: expected a .svg or .png file",
+            "{}: expected a .svg or .png file for the picture",
             path.display()
         ))),
     }
 }
 
-fn rasterise(svg: &str, path: &Path) -> Result<()> {
+/// The picture `svg` draws, in pixels; `path` (where it goes) names it in errors. Its size
+/// is checked against the memory budget first: an SVG may claim any width and height.
+fn rasterise(svg: &str, path: &Path) -> Result<resvg::tiny_skia::Pixmap> {
     let mut options = resvg::usvg::Options::default();
     options.fontdb_mut().load_system_fonts();
     let tree = resvg::usvg::Tree::from_str(svg, &options)
         .map_err(|e| Error::cannot_encode(path, format!("cannot render the diagram: {e}")))?;
     let size = tree.size().to_int_size();
-    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height())
+    let (width, height) = (size.width(), size.height());
+    crate::limits::reserve(
+        crate::limits::array_bytes(&[width as usize, height as usize], 4),
+        || format!("{}: a {width}x{height} picture", path.display()),
+    )?;
+    let mut pixmap = resvg::tiny_skia::Pixmap::new(width, height)
         .ok_or_else(|| Error::cannot_encode(path, "the diagram is empty"))?;
     resvg::render(
         &tree,
         resvg::tiny_skia::Transform::default(),
         &mut pixmap.as_mut(),
     );
-    pixmap
-        .save_png(path)
-        .map_err(|e| Error::cannot_encode(path, e))
+    Ok(pixmap)
 }
 
 #[cfg(test)]
@@ -246,5 +256,20 @@ mod tests {
                 "{arch}"
             );
         }
+    }
+
+    /// An SVG may claim any size: its pixels are checked against the memory budget before
+    /// they are allocated, and the error names the output, not a temporary file.
+    #[test]
+    fn a_huge_picture_is_refused_before_it_is_allocated() {
+        let svg = r#"<svg xmlns="http://www.w3.org/2000/svg" width="1000000" height="1000000"/>"#;
+        let path = std::env::temp_dir().join(format!("vgg-huge-{}.png", std::process::id()));
+        let err = write(&path, svg).unwrap_err();
+        assert!(matches!(err, Error::OverBudget { .. }), "{err}");
+        assert!(
+            err.to_string().starts_with(&path.display().to_string()),
+            "{err}"
+        );
+        assert!(!path.exists());
     }
 }

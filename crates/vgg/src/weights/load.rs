@@ -198,7 +198,7 @@ fn hints(config: &VggConfig, state: &Shapes, report: &LoadReport) -> Vec<String>
     if let Ok(detected) = detect_config(state) {
         if detected.name() == "custom" {
             hints.push(format!(
-                "the checkpoint looks like a custom network: custom {} {} --pool {} \
+                "the checkpoint looks like a custom network: --arch custom {} {} --pool {} \
                  (or --arch auto)",
                 detected.feature_flags(),
                 detected.head_flags(),
