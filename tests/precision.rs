@@ -106,3 +106,31 @@ fn bench_describes_the_bf16_plan() {
     );
     assert!(stdout.contains("fast bf16 [1, 3, 32, 32]"), "{stdout}");
 }
+
+/// `--json` prints the one object scripts parse (the plan `--describe` asks for goes to
+/// stderr); plan flags the reference engine has no plan for are refused.
+#[test]
+fn bench_json_is_one_object() {
+    let args = [
+        "bench",
+        "--arch",
+        "vgg11",
+        "--input",
+        "1x3x32x32",
+        "--iters",
+        "1",
+    ];
+    let out = vgg(&[&args[..], &["--json", "--describe"]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let object: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert!(object["median_ms"].as_f64().unwrap() > 0.0, "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("precision: f32"));
+    let out = vgg(&[&args[..], &["--engine", "reference", "--conv", "f63"]].concat());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--engine reference has none"));
+}

@@ -79,7 +79,8 @@ pub struct BenchArgs {
     /// covers the network, through autograd otherwise
     #[arg(long, conflicts_with_all = ["engine", "precision", "describe", "conv", "no_fuse", "no_fold"])]
     pub train: bool,
-    /// End with one JSON line: median_ms, min_ms, images_per_s, gflops
+    /// Print one JSON object instead of the line: engine, input, threads, median_ms, min_ms,
+    /// images_per_s, gflops (a plan asked for with --describe goes to stderr)
     #[arg(long)]
     pub json: bool,
 }
@@ -92,6 +93,14 @@ pub fn run(args: &BenchArgs) -> Result<String> {
     };
     if args.iters == 0 {
         return Err(Error::BadArgument("--iters must be at least 1".into()));
+    }
+    let shapes_plan = args.conv != Conv::Auto || args.no_fuse || args.no_fold;
+    if args.engine == EngineFlag::Reference && shapes_plan {
+        return Err(Error::BadArgument(
+            "--conv, --no-fuse and --no-fold shape the fast engine's plan; --engine reference \
+             has none"
+                .into(),
+        ));
     }
     let options = PlanOptions {
         precision: args.precision,
@@ -125,6 +134,16 @@ pub fn run(args: &BenchArgs) -> Result<String> {
     })?;
     let (median, min) = (timing.median(), timing.min());
     let threads = rayon::current_num_threads();
+    if args.json {
+        // Only the object on stdout, for scripts; a plan asked for goes to stderr.
+        eprint!("{text}");
+        let json = serde_json::json!({
+            "engine": name, "input": shape, "threads": threads,
+            "median_ms": median * 1e3, "min_ms": min * 1e3,
+            "images_per_s": timing.images_per_s(), "gflops": timing.gflops(),
+        });
+        return Ok(format!("{json}\n"));
+    }
     text += &format!(
         "{name} {shape:?} threads {threads}: median {:.1} ms, min {:.1} ms, {:.2} images/s, {:.0} GFLOP/s\n",
         median * 1e3,
@@ -132,14 +151,5 @@ pub fn run(args: &BenchArgs) -> Result<String> {
         timing.images_per_s(),
         timing.gflops(),
     );
-    if args.json {
-        text += &serde_json::json!({
-            "engine": name, "input": shape, "threads": threads,
-            "median_ms": median * 1e3, "min_ms": min * 1e3,
-            "images_per_s": timing.images_per_s(), "gflops": timing.gflops(),
-        })
-        .to_string();
-        text.push('\n');
-    }
     Ok(text)
 }

@@ -218,9 +218,13 @@ pub fn run(args: &TrainArgs) -> Result<String> {
         trainer.run_state().options.epochs,
     );
     if done >= planned {
+        let trained = match done > planned {
+            true => format!("{done} epochs, more than --epochs {planned}"),
+            false => format!("{done} of {planned} epochs"),
+        };
         return Ok(format!(
-            "nothing to do: the run has trained {done} of {planned} epochs; give --epochs N (more \
-             than {done}) to continue it\n"
+            "nothing to do: the run has trained {trained}; give --epochs N (more than {done}) \
+             to continue it\n"
         ));
     }
     trainer.run(&Bar::default())?;

@@ -17,7 +17,7 @@ use crate::data::cifar;
 use crate::data::color::{ColorPca, PixelMoments, add_shift};
 use crate::data::imagefolder::ImageFolder;
 use crate::data::preprocess::Preprocess;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, capped_list};
 
 /// Where a split's images are: files decoded on demand, or images already in memory.
 pub enum Images {
@@ -112,10 +112,17 @@ pub fn open(dir: &Path, val_split: Option<f64>, seed: u64) -> Result<TrainingDat
                 ImageFolder::open(&val_dir, None)?,
             );
             if train.classes != val.classes {
+                let only = |a: &[String], b: &[String]| -> Vec<String> {
+                    a.iter().filter(|c| !b.contains(c)).cloned().collect()
+                };
                 return Err(Error::BadArgument(format!(
-                    "{} and {} have different class folders",
+                    "{} and {} have different class folders: only in train/: [{}]; only in \
+                     {}/: [{}]",
                     train_dir.display(),
-                    val_dir.display()
+                    val_dir.display(),
+                    capped_list(&only(&train.classes, &val.classes), 20),
+                    val_dir.file_name().unwrap_or_default().to_string_lossy(),
+                    capped_list(&only(&val.classes, &train.classes), 20),
                 )));
             }
             Ok(TrainingData {

@@ -408,11 +408,16 @@ impl Trainer {
             progress.message(&format!("training at {}", self.run.options.input));
         }
         progress.message(&format!(
-            "{}: {} training / {} validation images, {} classes, {} trainable tensors",
+            "{}: {} training / {} validation images, {} {}, {} trainable tensors",
             self.run.config.name(),
             self.train.len(),
             self.val.len(),
             self.run.classes.len(),
+            if self.run.classes.len() == 1 {
+                "class"
+            } else {
+                "classes"
+            },
             self.trainable.len()
         ));
         while self.run.epoch < self.run.options.epochs {
