@@ -937,6 +937,25 @@ fn flags_that_cannot_work_are_refused_before_the_work() {
         .collect::<Vec<_>>(),
         &["--calib-images must be at least 1"],
     );
+    // Flags that would be ignored are refused.
+    let calib_images = [
+        "classify",
+        "--arch",
+        "vgg11",
+        "--calib-images",
+        "3",
+        s(&image),
+    ];
+    refused_cheaply(&calib_images, &["--calib"]);
+    refused_cheaply(
+        &["summary", "vgg11", "--depth", "1"],
+        &["--depth applies to the torchinfo format"],
+    );
+    let svg = dir.join("all.svg");
+    refused_cheaply(
+        &["diagram", "--all", "--head", "10", "--out", s(&svg)],
+        &["--head changes one model"],
+    );
 }
 
 #[test]
@@ -961,6 +980,28 @@ fn an_output_that_is_an_input_is_refused() {
     );
     refused_cheaply(&["convert", s(&weights), s(&weights)], &["is the input"]);
     assert_eq!(std::fs::read(&input).unwrap(), before);
+    // A report's files that are links to its inputs, even with --force: refused before any
+    // file is written.
+    let image = dir.join("image.png");
+    std::fs::copy(fixture("images/small.png"), &image).unwrap();
+    let image_before = std::fs::read(&image).unwrap();
+    for (name, target) in [("input.png", &image), ("index.html", &weights)] {
+        let report = dir.join(format!("report-{name}"));
+        std::fs::create_dir_all(&report).unwrap();
+        std::os::unix::fs::symlink(target, report.join(name)).unwrap();
+        let dissect = [
+            "dissect",
+            "--weights",
+            s(&weights),
+            s(&image),
+            "--out",
+            s(&report),
+        ];
+        let out = quick(&[&dissect[..], &["--force"]].concat());
+        refused(&out, &["is the input"]);
+        assert_eq!(std::fs::read_dir(&report).unwrap().count(), 1, "{name}");
+    }
+    assert_eq!(std::fs::read(&image).unwrap(), image_before);
 }
 
 fn temporaries(dir: &Path) -> Vec<String> {

@@ -48,6 +48,21 @@ impl ModelArgs {
         })
     }
 
+    /// The first of these flags given, if any: a command that draws or checks a network it
+    /// does not build from them refuses them rather than ignore them.
+    pub fn first_given(&self) -> Option<&'static str> {
+        let given = [
+            (self.cfg.is_some(), "--cfg"),
+            (self.batch_norm, "--batch-norm"),
+            (self.hidden.is_some(), "--hidden"),
+            (self.pool.is_some(), "--pool"),
+            (self.num_classes.is_some(), "--num-classes"),
+            (self.dropout.is_some(), "--dropout"),
+            (self.head.is_some(), "--head"),
+        ];
+        given.into_iter().find(|(on, _)| *on).map(|(_, flag)| flag)
+    }
+
     /// The network `arch` (`auto`, a torchvision name or `custom`) names with these flags.
     pub fn arch(&self, arch: &str) -> Result<ArchChoice> {
         ArchChoice::parse(arch, self.cfg.as_deref(), self.batch_norm)

@@ -37,7 +37,14 @@ pub fn run(args: &DiagramArgs) -> Result<String> {
     };
     let configs = match &args.arch {
         Some(arch) => vec![args.model.config(arch)?],
-        None => Arch::ALL.into_iter().map(VggConfig::from_arch).collect(),
+        None => match args.model.first_given() {
+            Some(flag) => {
+                return Err(Error::BadArgument(format!(
+                    "{flag} changes one model; --all draws torchvision's eight as they are"
+                )));
+            }
+            None => Arch::ALL.into_iter().map(VggConfig::from_arch).collect(),
+        },
     };
     write(&args.out, &diagram(&configs, [c, h, w])?)?;
     Ok(format!("diagram written to {}\n", args.out.display()))

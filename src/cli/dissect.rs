@@ -30,7 +30,9 @@ pub struct DissectArgs {
 }
 
 pub fn run(args: &DissectArgs) -> Result<String> {
-    report::check_out(&args.out, args.force)?;
+    let mut inputs = vec![args.image.as_path()];
+    inputs.extend(args.source.weights.as_deref());
+    report::check_out(&args.out, args.force, &inputs)?;
     let source = args.source.source()?;
     let preprocess = args.preprocess.preprocess_for(&source)?;
     let image = preprocess.apply(&preprocess.load(&args.image)?)?;
@@ -38,7 +40,8 @@ pub fn run(args: &DissectArgs) -> Result<String> {
     let labels = source.class_names(model.config().num_classes())?;
     let dissection = dissect(&model, &image, &preprocess, &labels)?;
     let name = args.image.file_name().unwrap_or(args.image.as_os_str());
-    report::write(&args.out, &dissection, &name.to_string_lossy(), args.force)?;
+    let title = name.to_string_lossy();
+    report::write(&args.out, &dissection, (&title, &inputs), args.force)?;
     let (class, prob) = &dissection.top[0];
     Ok(format!(
         "top class: {class} ({:.2}%); wrote {} and {} PNGs\n",

@@ -91,7 +91,7 @@ pub struct ClassifierArgs {
     #[arg(long, value_name = "DIR")]
     pub calib: Option<PathBuf>,
     /// Calibrate on the first N images --calib holds
-    #[arg(long, value_name = "N", default_value_t = 128)]
+    #[arg(long, value_name = "N", default_value_t = 128, requires = "calib")]
     pub calib_images: usize,
     /// How each image is evaluated: center (one crop), or the paper's dense, multi-crop
     /// (5×5 crops of --crop's size × 2 flips per scale) or dense+multi-crop, over --scales

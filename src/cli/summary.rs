@@ -10,7 +10,7 @@ use vgg::error::{Error, Result};
 use vgg::model::VggConfig;
 use vgg::model::layers::{Container, Form};
 use vgg::summary::{Channels, Style, Summary, render};
-use vgg::weights::{self, detect::detect_config_of};
+use vgg::weights;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -47,9 +47,9 @@ pub struct SummaryArgs {
     /// kernel_size,mult_adds,trainable [default: output_size,num_params]
     #[arg(long, value_name = "LIST")]
     pub columns: Option<String>,
-    /// torchinfo: deepest level of modules shown (0 = the model only)
-    #[arg(long, default_value_t = 3)]
-    pub depth: usize,
+    /// torchinfo: deepest level of modules shown (0 = the model only) [default: 3]
+    #[arg(long)]
+    pub depth: Option<usize>,
     /// Mark these parameters frozen (non-trainable); repeatable
     #[arg(long, value_enum)]
     pub freeze: Vec<Part>,
@@ -115,7 +115,13 @@ pub fn run(args: &SummaryArgs) -> Result<String> {
         Format::Json => "json",
     };
     let batch_label = batch.map_or(-1, |b| b as i64);
-    let style = Style::parse(format, batch_label, columns.as_deref(), args.depth)?;
+    if args.depth.is_some() && args.format != Format::Torchinfo {
+        return Err(Error::BadArgument(
+            "--depth applies to the torchinfo format (--format torchinfo)".into(),
+        ));
+    }
+    let depth = args.depth.unwrap_or(vgg::summary::torchinfo::DEFAULT_DEPTH);
+    let style = Style::parse(format, batch_label, columns.as_deref(), depth)?;
     let frozen: Vec<Container> = args.freeze.iter().map(|&p| p.into()).collect();
     let form = if args.dense {
         Form::Dense
@@ -130,10 +136,16 @@ pub fn run(args: &SummaryArgs) -> Result<String> {
 /// its input channels come from.
 fn config(args: &SummaryArgs) -> Result<(VggConfig, Channels)> {
     match (args.arch.as_str(), &args.weights) {
-        ("auto", Some(path)) => Ok((
-            detect_config_of(path, &weights::read(path)?.shapes())?,
-            Channels::Own,
-        )),
+        ("auto", Some(path)) => {
+            let source = ModelSource {
+                arch: args.model.arch("auto")?,
+                overrides: args.model.overrides()?,
+                weights: Some(path.clone()),
+                ..ModelSource::default()
+            };
+            let shapes = weights::read(path)?.shapes();
+            Ok((source.config(Some(&shapes))?, Channels::Own))
+        }
         ("auto", None) => Err(Error::BadArgument(
             "arch `auto` summarises a checkpoint: give --weights FILE".into(),
         )),

@@ -24,7 +24,9 @@ pub struct WeightsArgs {
 
 /// The report, and whether the checkpoint fits the model checked (true when none was).
 pub fn run(args: &WeightsArgs) -> Result<(String, bool)> {
-    let source = match args.arch.as_deref() {
+    // Model flags without --arch change the detected network, as with `--arch auto`.
+    let arch = (args.arch.as_deref()).or(args.model.first_given().map(|_| "auto"));
+    let source = match arch {
         Some(arch) => Some(ModelSource {
             arch: args.model.arch(arch)?,
             overrides: args.model.overrides()?,

@@ -157,7 +157,7 @@ pub(crate) fn items_text(items: &Bound<'_, PyAny>) -> PyResult<String> {
 
 /// torchsummary's (or torchinfo's) table and the summary as JSON.
 #[pyfunction]
-#[pyo3(signature = (source, input_size, batch_size=-1, format="torchsummary", columns=None, depth=3, frozen=Vec::new(), dense=false))]
+#[pyo3(signature = (source, input_size, batch_size=-1, format="torchsummary", columns=None, depth=vgg::summary::torchinfo::DEFAULT_DEPTH, frozen=Vec::new(), dense=false))]
 #[allow(clippy::too_many_arguments)]
 fn summary_tables(
     source: &Bound<'_, PyAny>,
@@ -318,7 +318,7 @@ impl Dissection {
         check(vgg::viz::report::write(
             &dir,
             &self.inner,
-            &self.title,
+            (&self.title, &[]),
             true,
         ))
     }

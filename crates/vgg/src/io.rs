@@ -263,7 +263,7 @@ fn remove_stale_temporaries(target: &Path) {
     let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
         return;
     };
-    let prefix = format!(".{}.", name.to_string_lossy());
+    let prefix = temporary_prefix(&name.to_string_lossy());
     let dir = if dir.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -426,7 +426,18 @@ fn temporary_path(path: &Path) -> PathBuf {
         .file_name()
         .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
     let n = WRITES.fetch_add(1, Ordering::Relaxed);
-    path.with_file_name(format!(".{name}.vgg-{}-{n}.tmp", std::process::id()))
+    let prefix = temporary_prefix(&name);
+    path.with_file_name(format!("{prefix}vgg-{}-{n}.tmp", std::process::id()))
+}
+
+/// `.NAME.` of a temporary file for the file `name`, its name cut to 200 bytes so that the
+/// temporary's fits the 255 bytes a file name may have wherever the target's does.
+fn temporary_prefix(name: &str) -> String {
+    let mut end = name.len().min(200);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(".{}.", &name[..end])
 }
 
 /// A test hook: with `VAR=N` set, the N-th write counted under `VAR` aborts right after
@@ -475,6 +486,22 @@ pub mod fault_injection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A name as long as a file name may be (255 bytes) is written: the temporary file's
+    /// name beside it is cut to fit.
+    #[test]
+    fn the_longest_file_names_are_written() {
+        let dir = std::env::temp_dir().join(format!("vgg-io-long-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}.svg", "é".repeat(125)));
+        assert_eq!(path.file_name().unwrap().len(), 254);
+        write_atomically(&path, |tmp| {
+            std::fs::write(tmp, b"x").map_err(|e| Error::io(tmp, "cannot write", e))
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"x");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn failed_write_leaves_previous_file() {

@@ -78,6 +78,9 @@ impl FromStr for Column {
     }
 }
 
+/// torchinfo's default `depth`.
+pub const DEFAULT_DEPTH: usize = 3;
+
 /// Table options, as torchinfo's `col_names` and `depth`.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -89,7 +92,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             columns: Column::DEFAULT.to_vec(),
-            depth: 3,
+            depth: DEFAULT_DEPTH,
         }
     }
 }

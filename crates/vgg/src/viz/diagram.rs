@@ -45,17 +45,27 @@ fn blocks(summary: &Summary, config: &VggConfig) -> Vec<Block> {
     };
     let mut blocks = Vec::new();
     for stage in stages(&layers) {
-        let Some(pool) = stage.pool.map(row) else {
+        let (pool, convs) = (stage.pool.map(row), stage.convs(&layers).map(row));
+        let convs: Vec<&Row> = convs.collect();
+        // Convolutions after the last pool make a stage of their own, without one.
+        let Some(out) = (convs.last().map(|r| &r.output_shape)).or(pool.map(|p| &p.input_shape))
+        else {
             continue;
         };
-        let convs: Vec<&Row> = stage.convs(&layers).map(row).collect();
-        let out = &convs.last().map_or(&pool.input_shape, |r| &r.output_shape);
-        blocks.push(Block {
-            title: format!("{} × conv3-{}", convs.len(), out[0]),
-            detail: format!(
+        let title = match convs.len() {
+            0 => "max pool".to_string(),
+            n => format!("{n} × conv3-{}", out[0]),
+        };
+        let detail = match pool {
+            Some(p) => format!(
                 "{}×{} → {}×{}",
-                out[1], out[2], pool.output_shape[1], pool.output_shape[2]
+                out[1], out[2], p.output_shape[1], p.output_shape[2]
             ),
+            None => format!("{}×{}", out[1], out[2]),
+        };
+        blocks.push(Block {
+            title,
+            detail,
             params: stage.layers.clone().map(|i| row(i).params).sum(),
             colour: COLOURS[blocks.len().min(4)],
         });
@@ -256,6 +266,17 @@ mod tests {
                 "{arch}"
             );
         }
+    }
+
+    /// Every convolution is drawn, those after the last pool too.
+    #[test]
+    fn convolutions_after_the_last_pool_are_drawn() {
+        let config = VggConfig::custom("8,M,16,32", false).unwrap();
+        let summary = Summary::new(&config, 1, [3, 32, 32], &[]).unwrap();
+        let titles: Vec<String> = (blocks(&summary, &config).into_iter())
+            .map(|b| b.title)
+            .collect();
+        assert_eq!(titles[..2], ["1 × conv3-8", "2 × conv3-32"]);
     }
 
     /// An SVG may claim any size: its pixels are checked against the memory budget before

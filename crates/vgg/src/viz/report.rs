@@ -22,20 +22,31 @@ pre{background:#f4f4f4;padding:1em;overflow-x:auto}";
 
 /// Refuses an output folder the report cannot be written to, before the work: a file in
 /// its place, or (unless `overwrite`) a report already there.
-pub fn check_out(dir: &Path, overwrite: bool) -> Result<()> {
+pub fn check_out(dir: &Path, overwrite: bool, inputs: &[&Path]) -> Result<()> {
     if dir.exists() && !dir.is_dir() {
         return Err(Error::BadArgument(format!(
             "--out {} is a file: the report is a folder (index.html and its PNGs)",
             dir.display()
         )));
     }
-    crate::io::refuse_to_replace(dir, &["index.html"], overwrite, "")
+    crate::io::refuse_to_replace(dir, &["index.html"], overwrite, "")?;
+    match dir.is_dir() {
+        true => crate::io::check_output(&dir.join("index.html"), inputs),
+        false => Ok(()),
+    }
 }
 
 /// Writes every figure as its own PNG and the page as `index.html` in `dir` (created if
 /// missing); `title` names what was dissected (the image). Files of those names already in
-/// `dir` are replaced only when `overwrite` says so.
-pub fn write(dir: &Path, dissection: &Dissection, title: &str, overwrite: bool) -> Result<()> {
+/// `dir` are replaced only when `overwrite` says so, and never when one is (by any path or
+/// link) one of `inputs` or something other than a file: all are checked before any is
+/// written.
+pub fn write(
+    dir: &Path,
+    dissection: &Dissection,
+    (title, inputs): (&str, &[&Path]),
+    overwrite: bool,
+) -> Result<()> {
     if dir.as_os_str().is_empty() {
         return Err(Error::BadArgument(
             "the report's folder is an empty path; name a folder (it is created if missing)".into(),
@@ -45,6 +56,9 @@ pub fn write(dir: &Path, dissection: &Dissection, title: &str, overwrite: bool) 
     names.push("index.html");
     crate::io::refuse_to_replace(dir, &names, overwrite, "")?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "cannot create", e))?;
+    for name in &names {
+        crate::io::check_output(&dir.join(name), inputs)?;
+    }
     for figure in dissection.figures() {
         let path = dir.join(&figure.file);
         write_atomically(&path, |tmp| {
