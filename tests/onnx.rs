@@ -225,3 +225,47 @@ fn weights_and_summary_describe_an_imported_model() {
     assert!(stdout.contains("BatchNorm1d"), "{stdout}");
     assert!(stdout.contains("Softmax"), "{stdout}");
 }
+
+/// A conversion records only what commands would use with its source: a round trip through
+/// our ONNX export of a file that records no preprocessing records none (a default would
+/// read as how the model was trained and move the paper's test scales); a foreign graph's
+/// fixed input size is carried; a `.pth` output says what it cannot hold.
+#[test]
+fn conversions_record_only_what_the_source_implies() {
+    let dir = Scratch::new("onnx-recorded");
+    let tiny = fixture("forward/tiny.safetensors");
+    let (exported, back) = (dir.join("t.onnx"), dir.join("t.safetensors"));
+    succeed(&[
+        "convert",
+        tiny.to_str().unwrap(),
+        exported.to_str().unwrap(),
+    ]);
+    succeed(&[
+        "convert",
+        exported.to_str().unwrap(),
+        back.to_str().unwrap(),
+    ]);
+    for file in [&exported, &back] {
+        assert_eq!(
+            weights::recorded_preprocess(file).unwrap(),
+            None,
+            "{file:?}"
+        );
+    }
+    let keras = fixture("onnx/keras_op13_vgg_top.onnx");
+    let carried = dir.join("k.safetensors");
+    succeed(&[
+        "convert",
+        keras.to_str().unwrap(),
+        carried.to_str().unwrap(),
+    ]);
+    let preprocess = weights::recorded_preprocess(&carried).unwrap().unwrap();
+    assert_eq!((preprocess.resize, preprocess.crop), (37, 32));
+    let pth = dir.join("k.pth");
+    let said = succeed(&["convert", keras.to_str().unwrap(), pth.to_str().unwrap()]);
+    assert!(
+        said.contains("note: a .pth holds tensors only; left out: the head `")
+            && said.contains("softmax`, the preprocessing (write .safetensors"),
+        "{said}"
+    );
+}

@@ -61,7 +61,7 @@ pub fn run(args: &ConvertArgs) -> Result<String> {
     // Only a config the file records: one detected from keys may be a guess.
     let recorded = Recorded {
         config: state.config.clone(),
-        preprocess: weights::recorded_preprocess(&args.input)?,
+        preprocess: weights::preprocess_to_carry(&args.input)?,
         classes: weights::recorded_class_names(&args.input)?,
         int8: weights::recorded_int8(&args.input)?,
     };
@@ -78,13 +78,23 @@ pub fn run(args: &ConvertArgs) -> Result<String> {
         false => Recorded::default(),
     };
     weights::write_recording(&args.output, &tensors, &recorded)?;
-    Ok(format!(
+    let mut report = format!(
         "{} ({}) -> {}: {} tensors\n",
         args.input.display(),
         format.describe(),
         args.output.display(),
         tensors.len()
-    ))
+    );
+    let pth = vgg::io::extension(&args.output).is_some_and(|e| e == "pth" || e == "pt");
+    let shapes = StateDict::from_tensors(tensors.clone()).shapes();
+    let lost = recorded.beyond(&shapes);
+    if pth && !lost.is_empty() {
+        report += &format!(
+            "note: a .pth holds tensors only; left out: {} (write .safetensors to keep them)\n",
+            lost.join(", ")
+        );
+    }
+    Ok(report)
 }
 
 /// The dense form's state_dict of the checkpoint's model (loaded strictly first).
@@ -128,7 +138,10 @@ fn check_flags(args: &ConvertArgs, onnx: bool) -> Result<()> {
 /// class names the other commands would use for it.
 fn export(args: &ConvertArgs, state: StateDict) -> Result<String> {
     let source = ModelSource::checkpoint(&args.input);
-    let preprocess = source.preprocess()?;
+    let preprocess = (
+        source.preprocess()?,
+        source.recorded_preprocess()?.is_some(),
+    );
     let config = detect_config_of(&args.input, &state.shapes())?;
     let (model, _) = load(config, state, true, 0, &Device::Cpu)?;
     let input = match args.input_shape.as_deref().map(parse_shape).transpose()? {

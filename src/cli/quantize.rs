@@ -51,7 +51,9 @@ pub fn run(args: &QuantizeArgs) -> Result<String> {
     let state = weights::read(&args.weights)?;
     let recorded = Recorded {
         config: Some(model.config().clone()),
-        preprocess: Some(preprocess),
+        // How the model was trained, if its file says: the calibration's own preprocessing
+        // is not, and recording it would change how f32 commands evaluate the file.
+        preprocess: weights::recorded_preprocess(&args.weights)?,
         classes: weights::recorded_class_names(&args.weights)?,
         int8: Some(calibrated.calibration.clone()),
     };

@@ -46,6 +46,8 @@ pub struct Model {
     names: Vec<String>,
     /// The preprocessing a `vgg train` checkpoint was trained with, else ImageNet's.
     preprocess: Preprocess,
+    /// Whether the checkpoint recorded it (rather than a default standing in for it).
+    preprocess_recorded: bool,
     /// The scale it was trained at, which the paper's protocols choose their scales by.
     training_scale: TrainingScale,
 }
@@ -123,6 +125,7 @@ impl Model {
             report,
             names,
             preprocess: check(source.preprocess())?,
+            preprocess_recorded: check(source.recorded_preprocess())?.is_some(),
             training_scale: check(source.training_scale())?,
         })
     }
@@ -203,7 +206,8 @@ impl Model {
         opset: i64,
     ) -> PyResult<()> {
         let model = self.model();
-        let (preprocess, classes) = (self.preprocess.clone(), self.names.clone());
+        let preprocess = (self.preprocess.clone(), self.preprocess_recorded);
+        let classes = self.names.clone();
         let options = vgg::weights::onnx::ExportOptions {
             dynamic_batch,
             opset,
@@ -493,6 +497,7 @@ impl Model {
             report: self.report.clone(),
             names: self.names.clone(),
             preprocess: self.preprocess.clone(),
+            preprocess_recorded: self.preprocess_recorded,
             training_scale: self.training_scale,
         })
     }

@@ -420,15 +420,19 @@ impl ModelSource {
         })
     }
 
-    /// How the model's inputs were made in training (a `vgg train` checkpoint records it),
-    /// else torchvision's ImageNet preprocessing: what evaluating the model should use
-    /// unless told otherwise.
+    /// How the model's inputs were made in training (a `vgg train` checkpoint records it;
+    /// an ONNX graph of a fixed size implies ImageNet's at that size), else torchvision's
+    /// ImageNet preprocessing: what evaluating the model should use unless told otherwise.
     pub fn preprocess(&self) -> Result<Preprocess> {
-        Ok((self.recorded_preprocess()?).unwrap_or_else(Preprocess::imagenet))
+        let implied = match self.weights.as_deref() {
+            Some(path) => weights::implied_preprocess(path)?,
+            None => None,
+        };
+        Ok(implied.unwrap_or_else(Preprocess::imagenet))
     }
 
-    /// The preprocessing the checkpoint records, if any.
-    fn recorded_preprocess(&self) -> Result<Option<Preprocess>> {
+    /// The preprocessing the checkpoint records, if any: how its model was trained.
+    pub fn recorded_preprocess(&self) -> Result<Option<Preprocess>> {
         match self.weights.as_deref() {
             Some(path) => weights::recorded_preprocess(path),
             None => Ok(None),

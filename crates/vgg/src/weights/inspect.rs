@@ -12,7 +12,9 @@ use crate::summary::with_commas;
 use crate::weights::detect::detect_config;
 use crate::weights::load::{LoadReport, check};
 use crate::weights::recorded::Int8Calibration;
-use crate::weights::{Shapes, read, recorded_class_names, recorded_int8, recorded_preprocess};
+use crate::weights::{
+    Shapes, implied_preprocess, read, recorded_class_names, recorded_int8, recorded_preprocess,
+};
 
 /// One tensor of a checkpoint: its key, element type and shape.
 #[derive(Debug, Clone)]
@@ -35,8 +37,11 @@ pub struct Inspection {
     pub parameters: usize,
     /// The network the shapes describe, or why none could be told.
     pub detected: std::result::Result<VggConfig, String>,
-    /// The preprocessing the checkpoint records, or why it cannot be used.
+    /// The preprocessing the checkpoint records (or, for an ONNX graph of a fixed input
+    /// size, implies), or why it cannot be used.
     pub preprocess: std::result::Result<Option<Preprocess>, String>,
+    /// Whether that preprocessing is recorded (how the model was trained) or implied.
+    pub preprocess_recorded: bool,
     /// The class names the checkpoint records, or why they cannot be used.
     pub classes: std::result::Result<Option<Vec<String>>, String>,
     /// The int8 calibration the checkpoint records, or why it cannot be used.
@@ -73,7 +78,8 @@ impl Inspection {
             tensors,
             parameters: state.num_params(),
             detected,
-            preprocess: recorded_preprocess(path).map_err(|e| e.to_string()),
+            preprocess: implied_preprocess(path).map_err(|e| e.to_string()),
+            preprocess_recorded: recorded_preprocess(path).is_ok_and(|p| p.is_some()),
             classes,
             int8: recorded_int8(path).map_err(|e| e.to_string()),
             load,
@@ -109,9 +115,13 @@ impl Inspection {
         match &self.preprocess {
             Ok(Some(p)) => {
                 let three = |v: [f32; 3]| v.map(|x| x.to_string()).join(",");
+                let source = match self.preprocess_recorded {
+                    true => "trained with",
+                    false => "ImageNet's at the graph's fixed input size",
+                };
                 writeln!(
                     f,
-                    "preprocessing (trained with; the default of classify, evaluate, features \
+                    "preprocessing ({source}; the default of classify, evaluate, features \
                      and dissect): --resize {} --crop {} --mean {} --std {}",
                     p.resize,
                     p.crop,

@@ -389,14 +389,34 @@ fn explain(error: pth::PthError) -> String {
     }
 }
 
-/// The preprocessing a checkpoint records: a `vgg train` checkpoint's, or an ONNX file's
-/// (ours, or ImageNet's at the input size its graph fixes); `None` for any other file, an
-/// error for a recorded one that does not parse or is not usable.
+/// The preprocessing a checkpoint records (how its model was trained): a `vgg train`
+/// checkpoint's, or that of a file we wrote; `None` for any other file, an error for a
+/// recorded one that does not parse or is not usable.
 pub fn recorded_preprocess(path: &Path) -> Result<Option<Preprocess>> {
     match WeightFormat::sniff(path)? {
         WeightFormat::Onnx => Ok(onnx::recorded(path)?.0),
         WeightFormat::Safetensors => safetensors::trained_preprocess(path),
         _ => Ok(None),
+    }
+}
+
+/// The preprocessing a file converted from the checkpoint at `path` records, so that
+/// commands treat it as they treat the checkpoint: the recorded one, else what an ONNX
+/// graph's fixed input size implies unless that is the default anyway (a default recorded
+/// would read as how the model was trained).
+pub fn preprocess_to_carry(path: &Path) -> Result<Option<Preprocess>> {
+    Ok(match recorded_preprocess(path)? {
+        Some(recorded) => Some(recorded),
+        None => implied_preprocess(path)?.filter(|p| *p != Preprocess::imagenet()),
+    })
+}
+
+/// The preprocessing inputs to a checkpoint's model should have: the recorded one, else,
+/// for an ONNX graph of a fixed input size, ImageNet's at that size.
+pub fn implied_preprocess(path: &Path) -> Result<Option<Preprocess>> {
+    match WeightFormat::sniff(path)? {
+        WeightFormat::Onnx => onnx::implied_preprocess(path),
+        _ => recorded_preprocess(path),
     }
 }
 

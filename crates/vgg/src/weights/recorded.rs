@@ -8,6 +8,8 @@ use std::path::Path;
 use crate::data::preprocess::Preprocess;
 use crate::error::{Error, Result};
 use crate::model::VggConfig;
+use crate::model::head::head_string;
+use crate::weights::Shapes;
 
 pub const CONFIG_KEY: &str = "vgg.config";
 pub const PREPROCESS_KEY: &str = "vgg.preprocess";
@@ -102,6 +104,29 @@ impl Int8Calibration {
 }
 
 impl Recorded {
+    /// What this says beyond what tensors of `shapes` show, in words: all a file of tensors
+    /// alone (a `.pth`) leaves out. A config counts when its head is not the one the shapes
+    /// imply (a softmax, a batch norm, other dropout).
+    pub fn beyond(&self, shapes: &Shapes) -> Vec<String> {
+        let implied = crate::weights::detect::detect_config(&Shapes {
+            config: None,
+            ..shapes.clone()
+        })
+        .ok();
+        let head = (self.config.as_ref())
+            .filter(|c| implied.as_ref().is_none_or(|d| d.head() != c.head()))
+            .map(|c| format!("the head `{}`", head_string(c.head())));
+        let named = [
+            (self.preprocess.is_some(), "the preprocessing"),
+            (self.classes.is_some(), "the class names"),
+            (self.int8.is_some(), "the int8 calibration"),
+        ];
+        let named = named.into_iter().filter(|(kept, _)| *kept);
+        head.into_iter()
+            .chain(named.map(|(_, what)| what.to_string()))
+            .collect()
+    }
+
     /// The entries to write, as JSON text.
     pub fn to_metadata(&self) -> Vec<(String, String)> {
         let json = |value: serde_json::Result<String>| value.expect("plain data serialises");

@@ -45,12 +45,14 @@ pub struct ExportOptions {
 }
 
 impl ExportOptions {
-    /// The graph of `model`, trained with `preprocess` on `classes`, for `input` (by
-    /// default one image at the trained crop), both recorded in its metadata; a fixed
-    /// batch and the default opset.
+    /// The graph of `model` for `input` (by default one image at `preprocess`'s crop) with
+    /// its `classes` recorded in its metadata, and `preprocess` too when it is `trained`
+    /// (recorded by the source: a default is not how the model was trained, and recording
+    /// it would change how every command evaluates the file); a fixed batch and the
+    /// default opset.
     pub fn for_model(
         model: &Vgg,
-        preprocess: Preprocess,
+        (preprocess, trained): (Preprocess, bool),
         classes: Vec<String>,
         input: Option<[usize; 4]>,
     ) -> Self {
@@ -61,7 +63,7 @@ impl ExportOptions {
             opset: DEFAULT_OPSET,
             recorded: Recorded {
                 config: None,
-                preprocess: Some(preprocess),
+                preprocess: trained.then_some(preprocess),
                 classes: Some(classes),
                 int8: None,
             },

@@ -148,11 +148,40 @@ struct GraphHeader {
     input: Vec<proto::ValueInfoProto>,
 }
 
-/// The preprocessing and class names an ONNX file implies: those we recorded when we wrote
-/// it; else ImageNet's normalisation at the input size the graph fixes (torchvision's
-/// resize-to-crop ratio of 256/224), and no names. The file is mapped, not read: decoding
-/// the header steps over the weights without touching them.
+/// What an ONNX file's header says about its inputs: the preprocessing and class names we
+/// recorded when we wrote it, and the square side its graph's input fixes.
+struct HeaderFacts {
+    preprocess: Option<Preprocess>,
+    classes: Option<Vec<String>>,
+    side: Option<usize>,
+}
+
+/// The preprocessing and class names we recorded in an ONNX file (none in anyone else's).
 pub fn recorded(path: &Path) -> Result<(Option<Preprocess>, Option<Vec<String>>)> {
+    let facts = header_facts(path)?;
+    Ok((facts.preprocess, facts.classes))
+}
+
+/// The preprocessing an ONNX file implies: the one we recorded, else ImageNet's
+/// normalisation at the input size its graph fixes (torchvision's resize-to-crop ratio of
+/// 256/224). Only the recorded one says how the model was trained.
+pub fn implied_preprocess(path: &Path) -> Result<Option<Preprocess>> {
+    let facts = header_facts(path)?;
+    let at_side = |side: usize| {
+        let resize = side.checked_mul(256)?.checked_add(112)? / 224;
+        Some(Preprocess {
+            resize,
+            crop: side,
+            ..Preprocess::imagenet()
+        })
+        .filter(|p| p.validate().is_ok())
+    };
+    Ok(facts.preprocess.or_else(|| at_side(facts.side?)))
+}
+
+/// Reads [`HeaderFacts`]. The file is mapped, not read: decoding the header steps over the
+/// weights without touching them.
+fn header_facts(path: &Path) -> Result<HeaderFacts> {
     let file = crate::io::open_regular(path).map_err(|e| Error::io(path, "cannot read", e))?;
     // SAFETY: the map is read-only and dropped before this function returns, and nothing
     // read from it outlives it (the header's fields are copied). Another process truncating
@@ -160,7 +189,11 @@ pub fn recorded(path: &Path) -> Result<(Option<Preprocess>, Option<Vec<String>>)
     let bytes =
         unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, "cannot read", e))?;
     let Ok(header) = Header::decode(&bytes[..]) else {
-        return Ok((None, None));
+        return Ok(HeaderFacts {
+            preprocess: None,
+            classes: None,
+            side: None,
+        });
     };
     let recorded = RecordedEntries {
         path,
@@ -170,24 +203,20 @@ pub fn recorded(path: &Path) -> Result<(Option<Preprocess>, Option<Vec<String>>)
                 .map(|e| e.value().to_string())
         },
     };
-    let sized = || {
+    let side = || {
         let input = header.graph.as_ref()?.input.first()?;
-        let dims = graph::input_dims(input)?;
         // NCHW `[N, C, S, S]` or NHWC `[N, S, S, C]`: the square side.
-        let side = match *dims.as_slice() {
-            [_, _, Some(h), Some(w)] if h == w => h,
-            [_, Some(h), Some(w), _] if h == w => h,
-            _ => return None,
-        };
-        let resize = side.checked_mul(256)?.checked_add(112)? / 224;
-        Some(Preprocess {
-            resize,
-            crop: side,
-            ..Preprocess::imagenet()
-        })
-        .filter(|p| p.validate().is_ok())
+        match *graph::input_dims(input)?.as_slice() {
+            [_, _, Some(h), Some(w)] if h == w => Some(h),
+            [_, Some(h), Some(w), _] if h == w => Some(h),
+            _ => None,
+        }
     };
-    Ok((recorded.preprocess()?.or_else(sized), recorded.classes()?))
+    Ok(HeaderFacts {
+        preprocess: recorded.preprocess()?,
+        classes: recorded.classes()?,
+        side: side(),
+    })
 }
 
 /// `values` (`rows × cols`, row-major) transposed.
