@@ -1084,6 +1084,17 @@ fn argument_errors_are_one_line() {
         ],
     );
     refused(&quick(&["summary", "vgg11", "--batch-size", "-3"]), &["-3"]);
+    refused(
+        &quick(&[
+            "preprocess",
+            "x.png",
+            "--mean",
+            "1e40,0,0",
+            "--output",
+            "x.npy",
+        ]),
+        &["--mean `1e40,0,0`: values must be finite float32 numbers"],
+    );
     // The default the help states is one the parser accepts.
     let default = quick(&["summary", "vgg11", "--input", "3x32x32"]);
     let explicit = quick(&[

@@ -413,3 +413,20 @@ fn first_int8(
 ) -> &mut vgg::weights::recorded::CalibratedLayer {
     calibration.layers.iter_mut().find(|l| l.int8).unwrap()
 }
+
+/// An image named twice is calibrated on once, and a count of one reads as one.
+#[test]
+fn an_image_named_twice_is_calibrated_on_once() {
+    let dir = Scratch::new("quantize-twice");
+    let image = fixture("images/small.png");
+    let out = dir.join("q.safetensors");
+    let weights = fixture("forward/tiny.safetensors");
+    let args = ["quantize", arg(&weights), "--calib", arg(&image), "--calib"];
+    let report = ok(&vgg(
+        &[&args[..], &[arg(&image), "--out", arg(&out)]].concat()
+    ));
+    assert!(
+        report.starts_with("calibrated on 1 image at 224x224"),
+        "{report}"
+    );
+}

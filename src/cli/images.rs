@@ -180,13 +180,18 @@ impl ClassifierArgs {
 fn three_numbers(flag: &str, text: &str) -> Result<[f32; 3]> {
     let values: Vec<f32> = text
         .split(',')
-        .map(|v| v.trim().parse::<f32>().ok().filter(|v| v.is_finite()))
+        .map(|v| v.trim().parse::<f32>().ok())
         .collect::<Option<_>>()
         .ok_or_else(|| {
             Error::BadArgument(format!(
                 "{flag} `{text}`: expected three numbers like 0.5,0.5,0.5"
             ))
         })?;
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(Error::BadArgument(format!(
+            "{flag} `{text}`: values must be finite float32 numbers (at most ~3.4e38)"
+        )));
+    }
     values.try_into().map_err(|_| {
         Error::BadArgument(format!(
             "{flag} `{text}`: expected exactly three numbers (R,G,B)"

@@ -103,15 +103,13 @@ pub fn report(calibration: &Int8Calibration) -> String {
         .max()
         .unwrap_or(0)
         .max(5);
+    let images = match calibration.images {
+        1 => "1 image".to_string(),
+        n => format!("{n} images"),
+    };
     let mut out = format!(
-        "calibrated on {} images at {}x{}\n{:<width$}  {:>21}  {:>8}  {:>9}  computes in\n",
-        calibration.images,
-        calibration.size[0],
-        calibration.size[1],
-        "layer",
-        "input range",
-        "rel. RMS",
-        "max/range"
+        "calibrated on {images} at {}x{}\n{:<width$}  {:>21}  {:>8}  {:>9}  computes in\n",
+        calibration.size[0], calibration.size[1], "layer", "input range", "rel. RMS", "max/range"
     );
     for l in &calibration.layers {
         let percent = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}%", 100.0 * v));

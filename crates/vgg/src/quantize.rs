@@ -277,7 +277,11 @@ pub fn calibrate_on_images(
     options: CalibrationOptions,
     progress: &dyn Progress,
 ) -> Result<Calibrated> {
-    let paths = collect_images(inputs)?;
+    let mut paths = collect_images(inputs)?;
+    // An image named twice (`--calib a.png --calib a.png`, or a folder and a file in it) is
+    // calibrated on once.
+    let mut seen = std::collections::HashSet::new();
+    paths.retain(|p| seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())));
     if paths.is_empty() {
         let names: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
         return Err(Error::BadArgument(format!(
