@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Scratch, fixture, vgg};
+use common::{BENCH_VGG11_32, Scratch, fixture, vgg};
 
 fn forward(out: &std::path::Path, extra: &[&str]) -> std::process::Output {
     let weights = fixture("forward/tiny.safetensors");
@@ -81,18 +81,7 @@ fn impossible_combinations_are_one_line_errors() {
 
 #[test]
 fn bench_describes_the_bf16_plan() {
-    let out = vgg(&[
-        "bench",
-        "--arch",
-        "vgg11",
-        "--input",
-        "1x3x32x32",
-        "--iters",
-        "1",
-        "--precision",
-        "bf16",
-        "--describe",
-    ]);
+    let out = vgg(&[&BENCH_VGG11_32[..], &["--precision", "bf16", "--describe"]].concat());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -111,15 +100,7 @@ fn bench_describes_the_bf16_plan() {
 /// stderr); plan flags the reference engine has no plan for are refused.
 #[test]
 fn bench_json_is_one_object() {
-    let args = [
-        "bench",
-        "--arch",
-        "vgg11",
-        "--input",
-        "1x3x32x32",
-        "--iters",
-        "1",
-    ];
+    let args = BENCH_VGG11_32;
     let out = vgg(&[&args[..], &["--json", "--describe"]].concat());
     assert!(
         out.status.success(),

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{Scratch, fixture, vgg};
+use common::{BENCH_VGG11_32, Scratch, fixture, vgg};
 
 fn arg(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -295,17 +295,7 @@ fn impossible_int8_requests_are_one_line_errors() {
 
 #[test]
 fn bench_describes_the_int8_plan() {
-    let args = [
-        "bench",
-        "--arch",
-        "vgg11",
-        "--input",
-        "1x3x32x32",
-        "--iters",
-        "1",
-        "--precision",
-        "int8",
-    ];
+    let args = [&BENCH_VGG11_32[..], &["--precision", "int8"]].concat();
     let out = ok(&vgg(&[&args[..], &["--describe"]].concat()));
     assert!(out.contains("precision: int8"), "{out}");
     assert!(

@@ -1,5 +1,7 @@
 //! Arguments shared by subcommands: the model (`--arch` / custom configs) and shapes.
 
+use std::path::PathBuf;
+
 use clap::{Args, ValueEnum};
 
 use vgg::error::{Error, Result};
@@ -68,14 +70,19 @@ impl ModelArgs {
         ArchChoice::parse(arch, self.cfg.as_deref(), self.batch_norm)
     }
 
-    /// The config for `arch` (a torchvision name or `custom`) with these changes applied.
-    pub fn config(&self, arch: &str) -> Result<VggConfig> {
-        let source = ModelSource {
+    /// The model `arch` names with these flags, loaded from `weights` if given.
+    pub fn source(&self, arch: &str, weights: Option<PathBuf>) -> Result<ModelSource> {
+        Ok(ModelSource {
             arch: self.arch(arch)?,
             overrides: self.overrides()?,
+            weights,
             ..ModelSource::default()
-        };
-        source.config(None)
+        })
+    }
+
+    /// The config for `arch` (a torchvision name or `custom`) with these changes applied.
+    pub fn config(&self, arch: &str) -> Result<VggConfig> {
+        self.source(arch, None)?.config(None)
     }
 }
 

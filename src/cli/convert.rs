@@ -10,7 +10,7 @@ use vgg::ModelSource;
 use vgg::error::{Error, Result};
 use vgg::weights::load::load;
 use vgg::weights::recorded::Recorded;
-use vgg::weights::{self, StateDict, detect::detect_config_of, names::to_timm, onnx};
+use vgg::weights::{self, Shapes, StateDict, detect::detect_config_of, names::to_timm, onnx};
 
 use crate::cli::args::parse_shape;
 
@@ -86,9 +86,11 @@ pub fn run(args: &ConvertArgs) -> Result<String> {
         tensors.len()
     );
     let pth = vgg::io::extension(&args.output).is_some_and(|e| e == "pth" || e == "pt");
-    let shapes = StateDict::from_tensors(tensors.clone()).shapes();
-    let lost = recorded.beyond(&shapes);
-    if pth && !lost.is_empty() {
+    let lost = match pth {
+        true => recorded.beyond(&Shapes::of(&tensors)),
+        false => Vec::new(),
+    };
+    if !lost.is_empty() {
         report += &format!(
             "note: a .pth holds tensors only; left out: {} (write .safetensors to keep them)\n",
             lost.join(", ")

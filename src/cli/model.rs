@@ -34,13 +34,9 @@ impl ModelFlags {
     /// The library's description of the model these flags name.
     pub fn source(&self) -> Result<ModelSource> {
         Ok(ModelSource {
-            arch: self.model.arch(&self.arch)?,
-            overrides: self.model.overrides()?,
-            weights: self.weights.clone(),
             strict: !self.non_strict,
             seed: self.seed,
-            init: Default::default(),
-            int8: None,
+            ..self.model.source(&self.arch, self.weights.clone())?
         })
     }
 }

@@ -137,12 +137,7 @@ pub fn run(args: &SummaryArgs) -> Result<String> {
 fn config(args: &SummaryArgs) -> Result<(VggConfig, Channels)> {
     match (args.arch.as_str(), &args.weights) {
         ("auto", Some(path)) => {
-            let source = ModelSource {
-                arch: args.model.arch("auto")?,
-                overrides: args.model.overrides()?,
-                weights: Some(path.clone()),
-                ..ModelSource::default()
-            };
+            let source = args.model.source("auto", Some(path.clone()))?;
             let shapes = weights::read(path)?.shapes();
             Ok((source.config(Some(&shapes))?, Channels::Own))
         }

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::cli::args::ModelArgs;
-use vgg::ModelSource;
 use vgg::error::Result;
 use vgg::weights::Shapes;
 use vgg::weights::inspect::Inspection;
@@ -26,14 +25,7 @@ pub struct WeightsArgs {
 pub fn run(args: &WeightsArgs) -> Result<(String, bool)> {
     // Model flags without --arch change the detected network, as with `--arch auto`.
     let arch = (args.arch.as_deref()).or(args.model.first_given().map(|_| "auto"));
-    let source = match arch {
-        Some(arch) => Some(ModelSource {
-            arch: args.model.arch(arch)?,
-            overrides: args.model.overrides()?,
-            ..ModelSource::default()
-        }),
-        None => None,
-    };
+    let source = arch.map(|arch| args.model.source(arch, None)).transpose()?;
     let model = |shapes: &Shapes| match &source {
         Some(source) => source.config(Some(shapes)).map(Some),
         None => Ok(None),

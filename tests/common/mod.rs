@@ -15,6 +15,18 @@ use candle_core::Tensor;
 
 pub use reference::*;
 
+/// `vgg bench` of vgg11 at 1×3×32×32 for one iteration: the quickest benchmark of a real
+/// arch, which tests extend with the flags they are about.
+pub const BENCH_VGG11_32: [&str; 7] = [
+    "bench",
+    "--arch",
+    "vgg11",
+    "--input",
+    "1x3x32x32",
+    "--iters",
+    "1",
+];
+
 /// `tests/fixtures/<relative>`.
 pub fn fixture(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -136,6 +136,16 @@ pub struct Shapes {
 }
 
 impl Shapes {
+    /// The names and shapes of `tensors`, recording no config.
+    pub fn of(tensors: &[(String, Tensor)]) -> Shapes {
+        Shapes {
+            entries: (tensors.iter())
+                .map(|(k, t)| (k.clone(), t.dims().to_vec()))
+                .collect(),
+            config: None,
+        }
+    }
+
     pub fn get(&self, key: &str) -> Option<&[usize]> {
         self.entries
             .iter()
@@ -150,14 +160,9 @@ impl Shapes {
 
 impl StateDict {
     pub fn shapes(&self) -> Shapes {
-        let entries = self
-            .tensors
-            .iter()
-            .map(|(k, t)| (k.clone(), t.dims().to_vec()))
-            .collect();
         Shapes {
-            entries,
             config: self.config.clone(),
+            ..Shapes::of(&self.tensors)
         }
     }
 }
